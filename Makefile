@@ -1,0 +1,25 @@
+# fpbench: `make report` runs the main job, `make test` runs the tests (README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GRID ?= default
+
+.PHONY: setup test lint report
+
+# torch==2.13.0 first: its CPU wheel is on disk; an unpinned torch would pull a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+report: setup
+	$(VENV)/bin/fpbench sweep --grid $(GRID)

@@ -1,0 +1,49 @@
+"""fpbench: fixed-point (parallel-in-time) evaluation of RNNs, benchmarked across frameworks.
+
+``import fpbench`` needs NumPy only; frameworks are imported when a backend is used.
+"""
+
+from .backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
+from .reference import sequential as reference_states
+from .reference import truncated as truncated_states
+from .registry import (
+    available_backends,
+    backend_status,
+    get_backend,
+    selected_targets,
+    solve,
+    timed_solve,
+)
+from .result import DivergenceWarning, Result
+from .solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver, make_solver
+from .spec import Problem, RNNSpec, make_problem
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "DivergenceWarning",
+    "Iterative",
+    "Jacobi",
+    "Native",
+    "Newton",
+    "Prepared",
+    "Problem",
+    "QuasiNewton",
+    "RNNSpec",
+    "Result",
+    "Sequential",
+    "Solver",
+    "UnsupportedError",
+    "available_backends",
+    "backend_status",
+    "get_backend",
+    "make_problem",
+    "make_solver",
+    "reference_states",
+    "selected_targets",
+    "solve",
+    "timed_solve",
+    "truncated_states",
+]

@@ -1,0 +1,73 @@
+"""The backend contract every framework module implements, and its errors.
+
+A backend turns ``(problem, solver, device)`` into a :class:`Prepared` solve: data
+already moved to the device, JIT compilation already done. ``Prepared.run()`` is the
+zero-argument callable benchmarks time: it runs the whole solve on the device and
+returns only when the device is done. ``Prepared.to_host`` turns what ``run`` returned
+into host NumPy arrays, outside any timed region.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .solvers import Solver
+from .spec import Problem
+
+
+class BackendUnavailableError(LookupError):
+    """An unknown backend, a backend whose framework is missing, or an absent device."""
+
+
+class UnsupportedError(NotImplementedError):
+    """A backend does not implement this (solver, cell, dtype, device) combination."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A ready-to-run solve.
+
+    Attributes:
+        run: zero-argument callable; runs the solve on device-resident data and
+            synchronises before returning an opaque, backend-native value.
+        to_host: maps that value to ``(states (T, B, H), residuals (n_iters,))`` NumPy
+            arrays; ``residuals`` holds exactly one entry per iteration that ran.
+    """
+
+    run: Callable[[], Any]
+    to_host: Callable[[Any], tuple[np.ndarray, np.ndarray]]
+
+
+class Backend(ABC):
+    """A framework implementation of every solver for every cell.
+
+    Subclasses import their framework lazily (inside methods), so that
+    ``import fpbench`` needs NumPy only.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def devices(self) -> list[str]:
+        """Devices usable on this machine, e.g. ``["cpu", "cuda"]``.
+
+        Raises:
+            BackendUnavailableError: the framework is not installed; the message says why.
+        """
+
+    @abstractmethod
+    def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
+        """Move ``problem`` to ``device``, compile, and return the prepared solve.
+
+        Raises:
+            UnsupportedError: this backend does not implement the combination.
+        """
+
+    def info(self) -> dict[str, str]:
+        """Versions and thread settings, for ``fpbench info`` and benchmark records."""
+        return {}

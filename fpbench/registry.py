@@ -1,0 +1,149 @@
+"""The lazy backend registry and :func:`solve`.
+
+Backends are named by ``"module:Class"`` strings and imported on first use, so a
+missing framework makes its backend unavailable (with the reason), never an
+ImportError at ``import fpbench``. Targets are written ``"backend:device"``
+(``"torch:cuda"``); the environment variable ``FPBENCH_BACKENDS`` (comma-separated
+targets or bare backend names) restricts what tests and benchmarks cover.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+
+from .backend import Backend, BackendUnavailableError
+from .result import Result, make_result
+from .solvers import Solver
+from .spec import Problem
+
+BACKENDS: dict[str, str] = {
+    "numpy": "fpbench.reference:NumpyBackend",
+    "torch": "backends.torch:TorchBackend",
+    "jax": "backends.jax:JaxBackend",
+    "numba": "backends.numba:NumbaBackend",
+}
+"""Backend name -> ``"module:Class"``. Adding a backend is one line here."""
+
+ALL_DEVICES: dict[str, tuple[str, ...]] = {
+    "numpy": ("cpu",),
+    "torch": ("cpu", "cuda"),
+    "jax": ("cpu", "gpu"),
+    "numba": ("cpu",),
+}
+"""Every device each backend can target on some machine (benchmark parameters)."""
+
+_instances: dict[str, Backend] = {}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend instance called ``name``.
+
+    Raises:
+        BackendUnavailableError: unknown name, or its framework cannot be imported.
+    """
+    if name not in BACKENDS:
+        raise BackendUnavailableError(f"unknown backend {name!r}; known backends: {sorted(BACKENDS)}")
+    if name not in _instances:
+        module, cls = BACKENDS[name].split(":")
+        try:
+            _instances[name] = getattr(importlib.import_module(module), cls)()
+        except ImportError as e:
+            raise BackendUnavailableError(f"backend {name!r} is unavailable: {e}") from e
+    return _instances[name]
+
+
+def backend_status() -> dict[str, list[str] | str]:
+    """Every known backend -> its devices here, or the reason it is unavailable."""
+    status: dict[str, list[str] | str] = {}
+    for name in BACKENDS:
+        try:
+            status[name] = get_backend(name).devices()
+        except BackendUnavailableError as e:
+            status[name] = str(e)
+    return status
+
+
+def available_backends() -> dict[str, list[str]]:
+    """Available backends and their devices, e.g. ``{"numpy": ["cpu"], "torch": ["cpu"]}``."""
+    return {k: v for k, v in backend_status().items() if isinstance(v, list)}
+
+
+def parse_target(target: str, device: str | None = None) -> tuple[str, str]:
+    """Split ``"torch:cuda"`` into ``("torch", "cuda")``; a bare name takes ``device``
+    (default ``"cpu"``)."""
+    name, _, tag = target.partition(":")
+    if tag and device is not None and tag != device:
+        raise ValueError(f"backend {target!r} names device {tag!r} but device={device!r} was given")
+    return name, tag or device or "cpu"
+
+
+def resolve(backend: str, device: str | None = None) -> tuple[Backend, str]:
+    """The backend instance and a device that is present on this machine.
+
+    Raises:
+        BackendUnavailableError: unknown or unavailable backend, or absent device;
+            the message lists what is available.
+    """
+    name, dev = parse_target(backend, device)
+    impl = get_backend(name)
+    devices = impl.devices()
+    if dev not in devices:
+        raise BackendUnavailableError(
+            f"device {dev!r} is not available for backend {name!r} on this machine; "
+            f"available: {devices} (all backends: {available_backends()})"
+        )
+    return impl, dev
+
+
+def selected_targets() -> list[str]:
+    """All ``backend:device`` targets, restricted by ``FPBENCH_BACKENDS`` when it is set.
+
+    Lists every device a backend can have (present or not): callers skip the absent
+    ones, so a missing GPU shows as a skip, not as nothing.
+    """
+    targets = [f"{b}:{d}" for b, devs in ALL_DEVICES.items() for d in devs]
+    wanted = [w.strip() for w in os.environ.get("FPBENCH_BACKENDS", "").split(",") if w.strip()]
+    if not wanted:
+        return targets
+    return [t for t in targets if t in wanted or t.split(":")[0] in wanted]
+
+
+def solve(problem: Problem, solver: Solver, backend: str = "numpy", device: str | None = None) -> Result:
+    """Solve ``problem`` with ``solver`` on ``backend`` (``"torch"`` or ``"torch:cuda"``).
+
+    Returns:
+        A :class:`Result` with ``states (T, B, H)`` in the spec's dtype.
+    Raises:
+        TypeError: ``problem`` / ``solver`` are not fpbench objects.
+        BackendUnavailableError: unknown or unavailable backend or device.
+        UnsupportedError: the backend does not implement this solver.
+    """
+    return timed_solve(problem, solver, backend, device)[0]
+
+
+def timed_solve(
+    problem: Problem, solver: Solver, backend: str = "numpy", device: str | None = None, repeats: int = 1
+) -> tuple[Result, float, list[float]]:
+    """:func:`solve`, also returning the seconds spent preparing (transfer + compile)
+    and the seconds of each of ``repeats`` runs of the prepared solve."""
+    if not isinstance(problem, Problem):
+        raise TypeError(
+            f"problem must be an fpbench.Problem (from make_problem), got {type(problem).__name__}"
+        )
+    if not isinstance(solver, Solver) or type(solver) is Solver:
+        raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    impl, dev = resolve(backend, device)
+    t0 = time.perf_counter()
+    prepared = impl.prepare(problem, solver, dev)
+    prepare_s = time.perf_counter() - t0
+    run_s = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = prepared.run()
+        run_s.append(time.perf_counter() - t0)
+    states, residuals = prepared.to_host(out)
+    return make_result(states, residuals, solver, problem.spec.dtype, impl.name, dev), prepare_s, run_s

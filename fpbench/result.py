@@ -1,0 +1,74 @@
+"""The result of a solve and the one place its diagnostics are derived."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .solvers import Solver
+
+
+class DivergenceWarning(RuntimeWarning):
+    """A solve produced NaN or Inf: its states must not be used as a result."""
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """What a solve returns.
+
+    Attributes:
+        states: ``(T, B, H)`` states in the spec's dtype.
+        iterations: fixed-point iterations run (0 for sequential solvers).
+        residuals: per-iteration ``max |H_new - H_old|`` (empty for sequential solvers).
+        converged: True when the states are the fixed point: the last residual is
+            ``<= tol``, or the budget reached ``T`` (exact), or the last update was 0.
+            Never True for a diverged solve.
+        diverged: True when states or residuals hold NaN or Inf.
+        backend, device, solver: where and how it was computed.
+    """
+
+    states: np.ndarray
+    iterations: int
+    residuals: list[float]
+    converged: bool
+    diverged: bool
+    backend: str = ""
+    device: str = ""
+    solver: str = field(default="")
+
+
+def make_result(
+    states: np.ndarray,
+    residuals: np.ndarray | list[float],
+    solver: Solver,
+    dtype: str,
+    backend: str,
+    device: str,
+) -> Result:
+    """Build a :class:`Result`, deriving ``converged`` and ``diverged``; warn on divergence.
+
+    Args:
+        states: ``(T, B, H)`` host array.
+        residuals: the residual of each iteration that ran (a host array or list).
+        solver: the solver configuration that ran.
+        dtype: the spec's dtype; ``states`` are cast to it.
+    """
+    states = np.asarray(states, dtype=dtype)
+    res = [float(r) for r in np.asarray(residuals, dtype=np.float64).ravel()]
+    diverged = not (np.isfinite(states).all() and all(np.isfinite(res)))
+    if not solver.iterative:
+        converged = not diverged
+    else:
+        T = states.shape[0]
+        tol = getattr(solver, "tol", None)
+        last = res[-1] if res else float("inf")
+        converged = not diverged and ((tol is not None and last <= tol) or len(res) >= T or last == 0.0)
+    if diverged:
+        warnings.warn(
+            f"{backend}:{device} {solver} diverged (non-finite states or residuals)",
+            DivergenceWarning,
+            stacklevel=3,
+        )
+    return Result(states, len(res), res, converged, diverged, backend, device, str(solver))

@@ -1,0 +1,163 @@
+"""The problem specification and the seeded, deterministic problem generator.
+
+Shapes are time-major everywhere: ``x`` is ``(T, B, I)``, states ``(T, B, H)``,
+``h0`` ``(B, H)``. Parameters use exactly the layout and names of ``torch.nn.RNN`` /
+``torch.nn.GRU`` (single layer), so those modules are an external oracle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CELLS: dict[str, int] = {"elman": 1, "gru": 3}
+"""Cell name -> number of gate blocks stacked in ``weight_ih`` / ``weight_hh``."""
+
+DTYPES: tuple[str, ...] = ("float32", "float64")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"RNNSpec.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RNNSpec:
+    """One RNN evaluation problem.
+
+    Attributes:
+        cell: ``"elman"`` (``torch.nn.RNN`` with tanh) or ``"gru"`` (``torch.nn.GRU``).
+        input_size: I, features per time step.
+        hidden_size: H, state size.
+        seq_len: T, number of time steps.
+        batch: B, independent sequences.
+        dtype: ``"float32"`` or ``"float64"``: the precision backends compute in.
+        contraction: rho >= 0, the spectral norm ``W_hh`` is scaled to (for ``gru``
+            each of the three gate blocks is scaled to it: a heuristic, since the GRU
+            state map's Lipschitz constant also depends on the gates).
+        seed: seed of the NumPy generator that makes every array.
+    """
+
+    cell: str = "gru"
+    input_size: int = 32
+    hidden_size: int = 64
+    seq_len: int = 1024
+    batch: int = 8
+    dtype: str = "float32"
+    contraction: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"RNNSpec.cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        for name in ("input_size", "hidden_size", "seq_len", "batch"):
+            _positive_int(name, getattr(self, name))
+        if self.dtype not in DTYPES:
+            raise ValueError(f"RNNSpec.dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        c = self.contraction
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
+            raise ValueError(f"RNNSpec.contraction must be a finite number >= 0, got {c!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"RNNSpec.seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def gates(self) -> int:
+        """Number of gate blocks (1 for elman, 3 for gru)."""
+        return CELLS[self.cell]
+
+
+PARAM_NAMES: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A generated problem: NumPy arrays, identical for every backend.
+
+    Attributes:
+        spec: the spec it was made from.
+        x: ``(T, B, I)`` inputs, in ``spec.dtype``.
+        h0: ``(B, H)`` initial state, in ``spec.dtype``.
+        params: ``weight_ih (gH, I)``, ``weight_hh (gH, H)``, ``bias_ih (gH,)``,
+            ``bias_hh (gH,)`` with g gate blocks in torch order (GRU: r, z, n).
+    """
+
+    spec: RNNSpec
+    x: np.ndarray
+    h0: np.ndarray
+    params: dict[str, np.ndarray] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        s = self.spec
+        g, H, I = s.gates, s.hidden_size, s.input_size
+        expected = {
+            "x": (s.seq_len, s.batch, I),
+            "h0": (s.batch, H),
+            "weight_ih": (g * H, I),
+            "weight_hh": (g * H, H),
+            "bias_ih": (g * H,),
+            "bias_hh": (g * H,),
+        }
+        arrays = {"x": self.x, "h0": self.h0, **self.params}
+        missing = set(expected) - set(arrays)
+        if missing:
+            raise ValueError(f"Problem.params is missing {sorted(missing)}")
+        for name, shape in expected.items():
+            got = np.shape(arrays[name])
+            if got != shape:
+                raise ValueError(
+                    f"Problem.{name} has shape {got}, but the spec "
+                    f"({s.cell}, T={s.seq_len}, B={s.batch}, I={I}, H={H}) needs {shape}"
+                )
+
+    @property
+    def weight_ih(self) -> np.ndarray:
+        return self.params["weight_ih"]
+
+    @property
+    def weight_hh(self) -> np.ndarray:
+        return self.params["weight_hh"]
+
+    @property
+    def bias_ih(self) -> np.ndarray:
+        return self.params["bias_ih"]
+
+    @property
+    def bias_hh(self) -> np.ndarray:
+        return self.params["bias_hh"]
+
+    def astype(self, dtype: str) -> Problem:
+        """The same numbers cast to ``dtype`` (the reference uses ``"float64"``)."""
+        cast = {k: v.astype(dtype) for k, v in self.params.items()}
+        return Problem(self.spec, self.x.astype(dtype), self.h0.astype(dtype), cast)
+
+
+def _scale_spectral(w: np.ndarray, rho: float) -> np.ndarray:
+    norm = np.linalg.norm(w, ord=2)
+    return w * (rho / norm) if norm > 0 else w
+
+
+def make_problem(spec: RNNSpec) -> Problem:
+    """Generate the problem for ``spec``: deterministic in the spec, NumPy only.
+
+    Weights and biases are drawn like PyTorch's default init, U(-1/sqrt(H), 1/sqrt(H));
+    each H x H block of ``weight_hh`` is then rescaled to spectral norm
+    ``spec.contraction``. Inputs are standard normal, ``h0`` is U(-0.5, 0.5).
+    Arrays are generated in float64 and cast to ``spec.dtype``.
+    """
+    rng = np.random.default_rng(spec.seed)
+    g, H, I = spec.gates, spec.hidden_size, spec.input_size
+    k = 1.0 / math.sqrt(H)
+    w_ih = rng.uniform(-k, k, size=(g * H, I))
+    w_hh = rng.uniform(-k, k, size=(g * H, H))
+    w_hh = np.concatenate([_scale_spectral(b, spec.contraction) for b in np.split(w_hh, g)])
+    params = {
+        "weight_ih": w_ih,
+        "weight_hh": w_hh,
+        "bias_ih": rng.uniform(-k, k, size=g * H),
+        "bias_hh": rng.uniform(-k, k, size=g * H),
+    }
+    x = rng.standard_normal((spec.seq_len, spec.batch, I))
+    h0 = rng.uniform(-0.5, 0.5, size=(spec.batch, H))
+    return Problem(spec, x, h0, params).astype(spec.dtype)

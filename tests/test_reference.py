@@ -1,0 +1,190 @@
+"""The NumPy float64 reference: the oracle's own correctness and the solver properties."""
+
+import numpy as np
+import pytest
+from problems import PROBLEMS, spec
+
+import fpbench
+from fpbench import cells
+from fpbench.testing import assert_close
+
+CELLS = ["elman", "gru"]
+ITERATIVE = [fpbench.Jacobi, fpbench.Newton, fpbench.QuasiNewton]
+
+
+def straight_loop(problem: fpbench.Problem) -> np.ndarray:
+    """An independent transcription of the torch formulas, one step at a time."""
+    p = problem.astype("float64")
+    Wi, Wh, bi, bh = (p.params[k] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    H = p.h0.shape[1]
+    h, out = p.h0, []
+    for x in p.x:
+        if p.spec.cell == "elman":
+            h = np.tanh(x @ Wi.T + bi + h @ Wh.T + bh)
+        else:
+            sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+            gi, gh = x @ Wi.T + bi, h @ Wh.T + bh
+            r = sig(gi[:, :H] + gh[:, :H])
+            z = sig(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+            n = np.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+            h = (1 - z) * n + z * h
+        out.append(h)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("problem_id", PROBLEMS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_sequential_equals_straight_loop(cell, problem_id):
+    p = fpbench.make_problem(spec(problem_id, cell))
+    np.testing.assert_allclose(fpbench.reference_states(p), straight_loop(p), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_reference_equals_torch_module(cell, dtype):
+    torch = pytest.importorskip("torch")
+    p = fpbench.make_problem(spec("T64-B4-H8-I3-rho1.0", cell, dtype))
+    module = (torch.nn.RNN if cell == "elman" else torch.nn.GRU)(p.spec.input_size, p.spec.hidden_size)
+    module = module.to(getattr(torch, dtype))
+    with torch.no_grad():
+        for name, value in p.params.items():
+            getattr(module, f"{name}_l0").copy_(torch.from_numpy(value))
+        out, _ = module(torch.from_numpy(p.x), torch.from_numpy(p.h0)[None])
+    result = fpbench.solve(p, fpbench.Sequential())
+    assert result.states.dtype == np.dtype(dtype)
+    assert_close(f"torch.nn {cell}", out.numpy(), fpbench.reference_states(p), dtype)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_jacobian_matches_finite_differences(cell):
+    p = fpbench.make_problem(spec("T7-B3-H5-I2", cell))
+    gi = cells.input_projection(p.params, p.x)
+    h = fpbench.reference_states(p)[:-1]
+    gi = gi[1:]
+    J = cells.jacobian(cell, p.params, h, gi)
+    eps, eye = 1e-6, np.eye(h.shape[-1])
+    fd = np.stack(
+        [
+            (cells.step(cell, p.params, h + eps * e, gi) - cells.step(cell, p.params, h - eps * e, gi))
+            / (2 * eps)
+            for e in eye
+        ],
+        axis=-1,
+    )
+    np.testing.assert_allclose(J, fd, atol=1e-8)
+    diag = cells.jacobian_diag(cell, p.params, h, gi)
+    np.testing.assert_array_equal(diag, np.diagonal(J, axis1=-2, axis2=-1))
+
+
+@pytest.mark.parametrize("problem_id", PROBLEMS)
+@pytest.mark.parametrize("solver_cls", ITERATIVE, ids=lambda c: c.name)
+@pytest.mark.parametrize("cell", CELLS)
+def test_budget_T_is_exact(cell, solver_cls, problem_id):
+    p = fpbench.make_problem(spec(problem_id, cell))
+    result = fpbench.solve(p, solver_cls(max_iters=p.spec.seq_len))
+    assert result.converged and not result.diverged
+    assert result.iterations == p.spec.seq_len == len(result.residuals)
+    np.testing.assert_allclose(result.states, fpbench.reference_states(p), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 17])
+@pytest.mark.parametrize("cell", CELLS)
+def test_jacobi_k_equals_truncated_model(cell, k):
+    p = fpbench.make_problem(spec("T33-B2-H16-I4-rho0.5", cell))
+    result = fpbench.solve(p, fpbench.Jacobi(max_iters=k))
+    assert result.iterations == k
+    np.testing.assert_allclose(result.states, fpbench.truncated_states(p, k), rtol=0, atol=1e-13)
+    # states t <= k are exact (every iterative solver guarantees this)
+    exact = fpbench.reference_states(p)
+    for solver_cls in ITERATIVE:
+        states = fpbench.solve(p, solver_cls(max_iters=k)).states
+        np.testing.assert_allclose(states[:k], exact[:k], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6, 0.9])
+def test_jacobi_error_within_lipschitz_bound(rho):
+    p = fpbench.make_problem(
+        fpbench.RNNSpec(
+            cell="elman",
+            input_size=4,
+            hidden_size=16,
+            seq_len=80,
+            batch=3,
+            dtype="float64",
+            contraction=rho,
+            seed=3,
+        )
+    )
+    exact = fpbench.reference_states(p)
+    L = np.linalg.norm(p.weight_hh, ord=2)
+    assert L == pytest.approx(rho)
+    for k in [1, 2, 4, 8, 16, 32]:
+        states = fpbench.solve(p, fpbench.Jacobi(max_iters=k)).states
+        err = np.linalg.norm(states - exact, axis=-1).max()  # per (t, b) 2-norm
+        bound = L**k * np.linalg.norm(exact[: -k or None], axis=-1).max()
+        assert err <= bound * (1 + 1e-9), (k, err, bound)
+
+
+# Newton's iterations to reach tol=1e-10 (quadratic convergence; far fewer than T=200).
+NEWTON_ITERS = {("elman", 0.5): 6, ("elman", 0.9): 7, ("gru", 0.5): 5, ("gru", 0.9): 6}
+
+
+@pytest.mark.parametrize(("cell", "rho"), NEWTON_ITERS, ids=[f"{c}-rho{r}" for c, r in NEWTON_ITERS])
+def test_newton_converges_in_few_iterations(cell, rho):
+    p = fpbench.make_problem(
+        fpbench.RNNSpec(
+            cell=cell,
+            input_size=4,
+            hidden_size=8,
+            seq_len=200,
+            batch=2,
+            dtype="float64",
+            contraction=rho,
+            seed=1,
+        )
+    )
+    result = fpbench.solve(p, fpbench.Newton(max_iters=200, tol=1e-10))
+    assert result.converged
+    assert result.iterations <= NEWTON_ITERS[cell, rho]
+    assert result.residuals[-1] <= 1e-10
+    np.testing.assert_allclose(result.states, fpbench.reference_states(p), atol=1e-10)
+
+
+def test_tol_stops_early_and_none_runs_full_budget():
+    p = fpbench.make_problem(spec("T100-B1-H24-I8-rho0.95", "gru"))
+    early = fpbench.solve(p, fpbench.Jacobi(max_iters=100, tol=1e-6))
+    assert early.converged and early.iterations < 100
+    assert early.residuals[-1] <= 1e-6 < early.residuals[-2]
+    full = fpbench.solve(p, fpbench.Jacobi(max_iters=10))
+    assert full.iterations == 10 and not full.converged
+
+
+def test_deterministic_in_seed():
+    a, b = (fpbench.make_problem(spec("T7-B3-H5-I2", "gru", seed=5)) for _ in range(2))
+    c = fpbench.make_problem(spec("T7-B3-H5-I2", "gru", seed=6))
+    for name in ("x", "h0"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert not np.array_equal(a.x, c.x)
+    np.testing.assert_array_equal(fpbench.reference_states(a), fpbench.reference_states(b))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_problem_dtype_and_layout(dtype):
+    p = fpbench.make_problem(spec("T7-B3-H5-I2", "gru", dtype))
+    assert p.x.shape == (7, 3, 2) and p.h0.shape == (3, 5)
+    assert p.weight_ih.shape == (15, 2) and p.weight_hh.shape == (15, 5)
+    assert p.bias_ih.shape == p.bias_hh.shape == (15,)
+    assert all(a.dtype == np.dtype(dtype) for a in (p.x, p.h0, *p.params.values()))
+
+
+def test_nonfinite_input_is_reported_as_diverged():
+    good = fpbench.make_problem(spec("T7-B3-H5-I2", "elman"))
+    x = good.x.copy()
+    x[3, 0, 0] = np.nan
+    bad = fpbench.Problem(good.spec, x, good.h0, good.params)
+    for solver in [fpbench.Sequential(), fpbench.Jacobi(7, tol=1e-8), fpbench.Newton(7)]:
+        with pytest.warns(fpbench.DivergenceWarning):
+            result = fpbench.solve(bad, solver)
+        assert result.diverged and not result.converged
