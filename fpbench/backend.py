@@ -68,6 +68,16 @@ class Backend(ABC):
             UnsupportedError: this backend does not implement the combination.
         """
 
+    def iteration_floor(self, problem: Problem, device: str) -> Callable[[], Any]:
+        """The floor one Jacobi iteration is measured against: a prepared, synchronised
+        callable doing one batched ``(T*B, H) x (H, gH)`` product plus the cell's
+        elementwise work, written in this framework alone (no fpbench machinery).
+
+        Raises:
+            UnsupportedError: the backend offers no floor.
+        """
+        raise UnsupportedError(f"backend {self.name!r} has no iteration floor")
+
     def info(self) -> dict[str, str]:
         """Versions and thread settings, for ``fpbench info`` and benchmark records."""
         return {}
