@@ -44,8 +44,10 @@ def test_matches_reference(target, cell, dtype, solver_id, problem_id):
         assert abs(got.iterations - ref.iterations) <= (0 if dtype == "float64" else 2)
     assert len(got.residuals) == got.iterations
     assert_close(f"{target} {cell} {solver}", got.states, ref.states, dtype)
-    if solver.iterative and solver.tol is not None:  # to tolerance means close to exact
-        assert_close("vs exact", got.states, fpbench.reference_states(problem), dtype)
+    if solver.iterative and solver.tol is not None:  # to tolerance means near the exact states
+        np.testing.assert_allclose(
+            got.states, fpbench.reference_states(problem), rtol=0, atol=50 * solver.tol
+        )
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ def test_native_baseline_matches_reference(target, cell, dtype):
 def test_nonfinite_is_reported_as_diverged(target, solver):
     good = fpbench.make_problem(spec("T7-B3-H5-I2", "gru", "float32"))
     x = good.x.copy()
-    x[2, 1, 0] = np.inf
+    x[2, 1, 0] = np.nan  # (an inf input would only saturate the gates)
     bad = fpbench.Problem(good.spec, x, good.h0, good.params)
     with pytest.warns(fpbench.DivergenceWarning):
         result = fpbench.solve(bad, solver, backend=target)

@@ -1,0 +1,190 @@
+"""The Numba backend (``"numba"``, device ``"cpu"``): parallel CPU kernels.
+
+Every solve is a short Python loop over compiled kernels (``backends._numba_kernels``):
+per iteration one BLAS product ``(T*B, H) x (H, gH)`` (``np.dot`` into a preallocated
+buffer, SciPy's BLAS) and one or two ``prange`` kernels. An iteration costs milliseconds
+at benchmark sizes and the Python loop a few microseconds, while separate kernels keep
+each compile unit small and cacheable (``cache=True``: asv starts a fresh process per
+benchmark). ``prepare`` allocates every buffer and runs each kernel once on the real data.
+
+Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
+NUMBA_NUM_THREADS))``, applied once, when the backend is first used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
+from fpbench.solvers import Iterative, Jacobi, Newton, QuasiNewton, Sequential, Solver
+from fpbench.spec import Problem
+
+_threads_applied = False
+
+
+def _kernels():
+    """The kernel module, importing numba (and applying the thread count) on first use."""
+    global _threads_applied
+    try:
+        import numba
+        import scipy  # noqa: F401  numba's np.dot calls SciPy's BLAS
+
+        from backends import _numba_kernels
+    except ImportError as e:
+        raise BackendUnavailableError(f"backend 'numba' is unavailable: {e}") from e
+    if not _threads_applied:
+        wanted = int(os.environ.get("FPBENCH_THREADS") or os.cpu_count() or 1)
+        numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+        _threads_applied = True
+    return _numba_kernels
+
+
+class _Arrays:
+    """A problem laid out for the kernels (see ``_numba_kernels``): ``x_aug (T*B, I+1)``
+    with a ones column, so that one product ``x_aug @ w_aug`` is ``gi = x W_ih^T + b_ih``;
+    ``whhT (H, gH)``; ``bhh (gH,)``; and the ``(T*B, gH)`` buffers ``gi`` and ``gh``."""
+
+    def __init__(self, problem: Problem) -> None:
+        s = problem.spec
+        self.cell = _kernels().CELL_IDS[s.cell]
+        self.T, self.B, self.H = s.seq_len, s.batch, s.hidden_size
+        self.N, G, dt = s.seq_len * s.batch, s.gates * s.hidden_size, problem.x.dtype
+        self.x_aug = np.ones((self.N, s.input_size + 1), dtype=dt)
+        self.x_aug[:, :-1] = problem.x.reshape(self.N, s.input_size)
+        self.w_aug = np.ascontiguousarray(np.vstack([problem.weight_ih.T, problem.bias_ih[None]]))
+        self.whhT = np.ascontiguousarray(problem.weight_hh.T)
+        self.bhh = np.ascontiguousarray(problem.bias_hh)
+        self.h0 = problem.h0
+        self.gi = np.empty((self.N, G), dtype=dt)
+        self.gh = np.empty((self.N, G), dtype=dt)
+
+    def state_buffer(self) -> np.ndarray:
+        """A ``(T + 1, B, H)`` state buffer whose first slab is ``h0``, the rest zero."""
+        s = np.zeros((self.T + 1, self.B, self.H), dtype=self.h0.dtype)
+        s[0] = self.h0
+        return s
+
+
+def _states_to_host(out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    s, residuals = out
+    return s[1:].copy(), residuals.copy()  # buffers are reused by the next run
+
+
+class NumbaBackend(Backend):
+    """Numba ``@njit(parallel=True)`` kernels on the CPU, float32 or float64."""
+
+    name = "numba"
+
+    def devices(self) -> list[str]:
+        _kernels()
+        return ["cpu"]
+
+    def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
+        K = _kernels()
+        if device != "cpu":
+            raise UnsupportedError(f"backend 'numba' runs on 'cpu' only, not {device!r}")
+        a = _Arrays(problem)
+        if isinstance(solver, Sequential):
+            s, gh_step = a.state_buffer(), np.empty((a.B, a.gi.shape[1]), dtype=a.gi.dtype)
+            gi3 = a.gi.reshape(a.T, a.B, -1)
+            empty = np.empty(0, dtype=np.float64)
+
+            def run_sequential() -> tuple[np.ndarray, np.ndarray]:
+                K.hidden_projection(a.x_aug, a.w_aug, a.gi)
+                K.sequential(a.cell, gi3, a.whhT, a.bhh, s, gh_step)
+                return s, empty
+
+            run_sequential()  # compile (or load from cache) and warm up
+            return Prepared(run_sequential, _states_to_host)
+        if isinstance(solver, (Jacobi, Newton, QuasiNewton)):
+            run = _iterative_run(K, a, solver)
+            run(1)
+            return Prepared(lambda: run(solver.max_iters), _states_to_host)
+        raise UnsupportedError(f"backend 'numba' does not implement solver {solver.name!r}")
+
+    def iteration_floor(self, problem: Problem, device: str) -> Callable[[], Any]:
+        K = _kernels()
+        if device != "cpu":
+            raise UnsupportedError(f"backend 'numba' runs on 'cpu' only, not {device!r}")
+        a = _Arrays(problem)
+        K.hidden_projection(a.x_aug, a.w_aug, a.gi)
+        hp = np.ascontiguousarray(np.broadcast_to(a.h0, (a.T, a.B, a.H)).reshape(a.N, a.H))
+        out = np.empty_like(hp)
+
+        def floor() -> np.ndarray:
+            K.iteration_floor(a.cell, a.gi, hp, a.whhT, a.bhh, a.gh, out)
+            return out
+
+        floor()
+        return floor
+
+    def info(self) -> dict[str, str]:
+        import numba
+        import scipy
+
+        K = _kernels()
+        K.max_abs_diff(np.zeros((1, 1)), np.zeros((1, 1)), 1)  # the threading layer starts on first use
+        return {
+            "numba": numba.__version__,
+            "scipy": scipy.__version__,  # its BLAS does numba's np.dot
+            "numba_threads": str(numba.get_num_threads()),
+            "numba_threading_layer": numba.threading_layer(),
+        }
+
+
+def _iterative_run(K, a: _Arrays, solver: Iterative) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """``run(max_iters)`` for Jacobi, Newton or QuasiNewton: from ``H = 0``, iterate
+    ``S_new = update(S_old)`` with double-buffered states, one residual per iteration,
+    stopping at ``solver.tol`` or on a non-finite residual (as the reference does).
+    The thread count is read at every iteration, so ``numba.set_num_threads`` between
+    runs takes effect."""
+    import numba
+
+    T, B, H, N = a.T, a.B, a.H, a.N
+    bufs = (a.state_buffer(), a.state_buffer())
+    flat = tuple(s.reshape((T + 1) * B, H) for s in bufs)
+    prev = tuple(f[:N] for f in flat)  # the previous state of every step
+    tol = -1.0 if solver.tol is None else solver.tol
+    residuals = np.empty(solver.max_iters, dtype=np.float64)
+
+    if isinstance(solver, Jacobi):
+
+        def update(old: int, new: int) -> float:
+            K.hidden_projection(prev[old], a.whhT, a.gh)
+            return K.cell_update(a.cell, a.gi, a.gh, a.bhh, flat[old], flat[new], B, numba.get_num_threads())
+
+    else:
+        full = isinstance(solver, Newton)
+        dt = a.gi.dtype
+        A = np.empty((N, H, H) if full else (N, H), dtype=dt)
+        bvec = np.empty((N, H), dtype=dt)
+        A_t, b_t = A.reshape((T, B, *A.shape[1:])), bvec.reshape(T, B, H)
+        linearise = K.newton_linearise if full else K.quasi_linearise
+        # a chunk after the first also composes its transitions: an H x H product per
+        # step (full) against a matrix-vector one, or a second elementwise pass (diagonal)
+        weight = float(H + 1) if full else 1.0
+
+        def update(old: int, new: int) -> float:
+            K.hidden_projection(prev[old], a.whhT, a.gh)
+            P = numba.get_num_threads()
+            linearise(a.cell, a.gi, a.gh, a.whhT, a.bhh, flat[old], A, bvec, P)
+            K.linear_scan(A_t, b_t, bufs[new], weight, P)
+            return K.max_abs_diff(flat[new][B:], flat[old][B:], P)
+
+    def run(max_iters: int) -> tuple[np.ndarray, np.ndarray]:
+        K.hidden_projection(a.x_aug, a.w_aug, a.gi)
+        bufs[0][1:] = 0.0
+        old, n = 0, 0
+        while n < max_iters:
+            r = float(update(old, 1 - old))
+            residuals[n] = r
+            old, n = 1 - old, n + 1
+            if not np.isfinite(r) or r <= tol:
+                break
+        return bufs[old], residuals[:n]
+
+    return run
