@@ -12,6 +12,7 @@ from . import __version__
 from .backend import BackendUnavailableError, UnsupportedError
 from .reference import sequential
 from .registry import backend_status, get_backend, timed_solve
+from .report.cli import add_commands
 from .solvers import SOLVERS, make_solver
 from .spec import CELLS, DTYPES, RNNSpec, make_problem
 from .testing import errors
@@ -88,12 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1, help="timed runs of the prepared solve")
     p.set_defaults(func=cmd_solve)
 
-    try:  # the report and sweep commands need the report extra (pandas, seaborn)
-        from .report.cli import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub)
+    add_commands(sub)  # report, sweep: their heavy imports happen when they run
     return parser
 
 

@@ -1,0 +1,423 @@
+"""``build_report``: asv results -> ``index.html``, ``summary.md``, ``results.csv``, ``figures/``."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import analysis, figures
+from .analysis import fmt_num, fmt_seconds
+from .load import BASELINES, ResultSet, load_results
+from .page import Image, Section, Table, Text, write_html, write_markdown
+
+FIXED_BY_GROUP = {
+    "SeqLen": {"hidden_size": "seq_lens_hidden"},
+    "Hidden": {"seq_len": "hidden_seq_len"},
+    "Budget": {"seq_len": "budget_seq_len", "hidden_size": "budget_hidden"},
+    "Accuracy": {"seq_len": "accuracy_seq_len", "hidden_size": "accuracy_hidden"},
+    "ColdStart": {"seq_len": "cold_seq_len", "hidden_size": "cold_hidden"},
+}
+"""Shape parameters a suite holds fixed, and the ``benchmarks/grids.py`` field giving them."""
+
+
+def _grids_module(results_dir: Path) -> Any | None:
+    """``benchmarks/grids.py`` of the repository whose ``.asv/results`` this is, if any.
+
+    Only that repository's own grids file is trusted: grid names are append-only there, so
+    a run's grid name plus this file give the values the suites held fixed.
+    """
+    path = results_dir.resolve().parent.parent / "benchmarks" / "grids.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("_fpbench_report_grids", path)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    try:
+        spec.loader.exec_module(module)
+    except Exception:  # a broken grids file must not stop the report; shapes stay unknown
+        del sys.modules[spec.name]
+        return None
+    return module
+
+
+def fill_fixed_shapes(frame: pd.DataFrame, grids: Any | None) -> pd.DataFrame:
+    """Fill T and H that a suite held fixed (not an asv parameter) from the run's named grid."""
+    if grids is None:
+        return frame
+    frame = frame.copy()
+    for group, fields in FIXED_BY_GROUP.items():
+        for column, attr in fields.items():
+            for grid_name, grid in getattr(grids, "GRIDS", {}).items():
+                rows = frame["group"].eq(group) & frame["grid"].eq(grid_name) & frame[column].isna()
+                if rows.any() and hasattr(grid, attr):
+                    frame.loc[rows, column] = float(getattr(grid, attr))
+    return frame
+
+
+class _Figures:
+    """Saves figures as ``figures/<name>.png`` and hands back :class:`Image` blocks."""
+
+    def __init__(self, out: Path, result: ResultSet) -> None:
+        self.out = out
+        self.result = result
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+
+    def provenance(self, rows: pd.DataFrame) -> str:
+        runs = rows[["machine", "commit", "date"]].drop_duplicates()
+        return "; ".join(
+            f"machine `{m}`, commit `{c[:8]}` ({d:%Y-%m-%d})"
+            if pd.notna(d)
+            else f"machine `{m}`, commit `{c[:8]}`"
+            for m, c, d in runs.itertuples(index=False)
+        )
+
+    def add(self, name: str, fig: Figure | None, caption: str, rows: pd.DataFrame) -> list[Image]:
+        if fig is None:
+            return []
+        path = f"figures/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"
+        fig.savefig(self.out / path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return [Image(path, f"{caption} Data: {self.provenance(rows)}.")]
+
+    def per_machine(
+        self, name: str, rows: pd.DataFrame, make: Callable[[pd.DataFrame, str], Figure | None], caption: str
+    ) -> list[Image]:
+        """One figure per machine; its title is the caption's head (before the first colon)."""
+        blocks: list[Image] = []
+        for machine, g in rows.groupby("machine", sort=True):
+            title = f"{caption.split(':')[0]} — {machine}"
+            blocks += self.add(f"{name}-{machine}", make(g, title), caption, g)
+        return blocks
+
+
+def _rows(frame: pd.DataFrame, group: str, metric: str, extra: tuple[str, ...]) -> pd.DataFrame:
+    return analysis.with_labels(frame[frame["group"].eq(group) & frame["metric"].eq(metric)], extra)
+
+
+def _none_text(what: str) -> list[Text]:
+    return [Text(f"No {what} in these results (the suite did not run, or every combination is a gap).")]
+
+
+def _time_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
+    out = []
+    for title, group, x, other in (
+        ("Time vs sequence length", "SeqLen", "seq_len", "hidden_size"),
+        ("Time vs hidden size", "Hidden", "hidden_size", "seq_len"),
+    ):
+        rows = _rows(frame, group, "time_solve", ("max_iters", other))
+        caption = (
+            f"{title}: median forward-solve time (log-log), band = interquartile range, one line per "
+            "backend:solver, panels by device and cell; red crosses on the axis: failed (no number shown)."
+        )
+        blocks = figs.per_machine(
+            f"time-{x}", rows, lambda g, t, x=x: figures.lines(g, x, "time (ms)", t, scale=1e3), caption
+        )
+        fixed = sorted({fmt_num(v) for v in rows[other].dropna().unique()})
+        if fixed and blocks:
+            blocks.insert(0, Text(f"{figures.AXIS_LABEL[other].capitalize()} held at {', '.join(fixed)}."))
+        out.append(Section(title, blocks or _none_text(f"`{group}.time_solve` results")))
+    return out
+
+
+def _speedup_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    section = Section("Speedup over the best sequential baseline")
+    times = analysis.solve_rows(frame)
+    sp = analysis.speedups(times)
+    if sp.empty or sp["speedup"].notna().sum() == 0:
+        section.blocks += _none_text("parallel solve timed on a device that also has a sequential baseline")
+        return section
+    cross = analysis.crossovers(sp)
+    section.blocks.append(
+        Text(
+            "Speedup = time of the fastest sequential baseline (`sequential` or `native`, any backend) "
+            "on the same machine and device at the same (T, H), divided by the parallel solver's time: "
+            "above 1× the parallel solve wins. Timings from the T sweep and the H sweep are pooled. "
+            "A combination whose correctness gate failed has no speedup and is marked failed."
+        )
+    )
+    for (machine, device, cell), g in sp.groupby(["machine", "device", "cell"], sort=True):
+        if g["speedup"].notna().sum() == 0:
+            continue
+        name = f"speedup-{machine}-{device}-{cell}"
+        title = f"Speedup over best sequential — {machine}, {device}, {cell}"
+        c = cross[(cross["machine"] == machine) & (cross["device"] == device) & (cross["cell"] == cell)]
+        if analysis.is_grid(g):
+            fig = figures.speedup_heatmaps(g, c, title)
+            caption = "Speedup heatmap over (T, H); black outline: crossover T per H."
+        else:
+            fig = figures.speedup_lines(g, title)
+            caption = (
+                "The measured (T, H) points do not form a grid (T and H are swept one at a time), so the "
+                "speedup is drawn against T, one panel per H, instead of a heatmap; dashed: break-even."
+            )
+        section.blocks += figs.add(name, fig, caption, g)
+    table = cross.assign(
+        hidden_size=cross["hidden_size"].map(fmt_num),
+        crossover_T=cross["crossover_T"].map(lambda v: "never (in range)" if pd.isna(v) else fmt_num(v)),
+        wins_beyond=cross["wins_beyond"].map({True: "yes", False: "no"}),
+        max_speedup=cross["max_speedup"].map(lambda v: f"{v:.3g}×"),
+        at_T=cross["at_T"].map(fmt_num),
+    ).rename(
+        columns={
+            "label": "backend:solver",
+            "hidden_size": "H",
+            "crossover_T": "crossover T",
+            "wins_beyond": "wins at all larger T",
+            "max_speedup": "best speedup",
+            "at_T": "at T",
+        }
+    )
+    section.blocks.append(
+        Table(table, "Crossover: smallest measured T where the parallel solver beats the baseline")
+    )
+    return section
+
+
+def _accuracy_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    section = Section("Accuracy: error vs iteration budget, iterations to tolerance")
+    err = _rows(frame, "Accuracy", "track_max_abs_error", ())
+    section.blocks += figs.per_machine(
+        "error-budget",
+        err,
+        lambda g, t: figures.accuracy(g, t),
+        "Error vs iteration budget: max |error| against the exact float64 states (log y) per contraction ρ; "
+        "dashed black: ρᵏ, the Jacobi bound for elman up to the state-norm factor max‖h‖ "
+        "(the full bound is ρᵏ·max‖h_{t−k}‖; meaningful only for ρ < 1).",
+    )
+    it = _rows(frame, "Accuracy", "track_iterations", ())
+    it = it[it["max_iters"].astype(str).eq("tol")]
+    section.blocks += figs.per_machine(
+        "iterations-tol",
+        it,
+        lambda g, t: figures.iterations(g, t),
+        'Iterations to tolerance vs contraction ρ (runs with max_iters = "tol", budget T): '
+        "1e-4 in float32, 1e-7 in float64. A run hitting the budget did not converge.",
+    )
+    if not section.blocks:
+        section.blocks += _none_text("`Accuracy` results")
+    return section
+
+
+def _budget_memory_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
+    budget = _rows(frame, "Budget", "time_solve", ())
+    budget = budget[pd.to_numeric(budget["max_iters"], errors="coerce").notna()].assign(
+        max_iters=lambda d: d["max_iters"].astype(float)
+    )
+    budget_blocks = figs.per_machine(
+        "time-budget",
+        budget,
+        lambda g, t: figures.lines(g, "max_iters", "time (ms)", t, scale=1e3),
+        "Time vs iteration budget k (runs to tolerance are in the T and H sweeps). Log-log.",
+    )
+    mem = _rows(frame, "SeqLen", "peakmem_solve", ("max_iters", "hidden_size"))
+    mem_blocks = figs.per_machine(
+        "memory-seq_len",
+        mem,
+        lambda g, t: figures.lines(g, "seq_len", "peak memory (MiB)", t, scale=1 / 2**20),
+        "Peak memory vs T: asv's peakmem (maximum resident set size of the process, so it includes the "
+        "framework's own footprint; device memory on GPU is not in it).",
+    )
+    return [
+        Section("Time vs iteration budget", budget_blocks or _none_text("`Budget.time_solve` results")),
+        Section("Peak memory vs sequence length", mem_blocks or _none_text("`SeqLen.peakmem_solve` results")),
+    ]
+
+
+def _backend_section(frame: pd.DataFrame) -> Section:
+    section = Section("Backend vs backend (same solver)")
+    table = analysis.backend_table(analysis.solve_rows(frame))
+    if table.empty:
+        section.blocks += _none_text("point measured by two or more backends")
+        return section
+    section.blocks.append(
+        Text(
+            "Median forward-solve time per backend for the same solver, cell, device and shape; "
+            "`fastest` wins by `ratio` = runner-up time / fastest time."
+        )
+    )
+    backends = [
+        c
+        for c in table.columns
+        if c not in analysis.POINT
+        and c not in ("solver", "max_iters", "fastest", "runner-up", "ratio", "target")
+    ]
+    shown = table.assign(
+        seq_len=table["seq_len"].map(fmt_num),
+        hidden_size=table["hidden_size"].map(fmt_num),
+        ratio=table["ratio"].map(lambda v: f"{v:.2f}×"),
+        **{b: table[b].map(fmt_seconds) for b in backends},
+    ).rename(columns={"seq_len": "T", "hidden_size": "H", "max_iters": "k"})
+    shown = shown.drop(columns=[c for c in ("commit",) if c in shown])
+    section.blocks.append(Table(shown, "Who is fastest where"))
+    wins = table.groupby(["machine", "device", "solver", "fastest"]).size().rename("points won").reset_index()
+    section.blocks.append(Table(wins, "Points won per backend"))
+    return section
+
+
+def _cold_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    section = Section("Compile and cold-start costs")
+    cold = analysis.with_labels(frame[frame["group"].eq("ColdStart")], ())
+    if cold["status"].eq("ok").any():
+        section.blocks += figs.per_machine(
+            "cold-start",
+            cold,
+            lambda g, t: figures.bars(g, "solver", "seconds (log)", t),
+            "Cold start: prepare (transfer + compile/trace + first call) per backend and solver, log scale.",
+        )
+        table = cold[cold["status"].eq("ok")][["machine", "target", "cell", "solver", "metric", "value"]]
+        section.blocks.append(
+            Table(table.assign(value=table["value"].map(fmt_seconds)).rename(columns={"value": "cost"}), "")
+        )
+    floor = frame[frame["group"].eq("IterationFloor") & frame["status"].eq("ok")]
+    if not floor.empty:
+        cols = ["machine", "target", "cell", "seq_len", "hidden_size", "metric", "value"]
+        floor = floor[cols].assign(
+            value=floor["value"].map(fmt_seconds),
+            seq_len=floor["seq_len"].map(fmt_num),
+            hidden_size=floor["hidden_size"].map(fmt_num),
+        )
+        section.blocks.append(
+            Table(floor, "Per-iteration floor (one batched cell evaluation in the framework)")
+        )
+    if not section.blocks:
+        section.blocks += _none_text("`ColdStart` or `IterationFloor` results")
+    return section
+
+
+def _gaps_section(frame: pd.DataFrame) -> Section:
+    gaps = analysis.gaps(frame)
+    counts = frame["status"].value_counts()
+    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "n/a", "failed"))
+    blocks: list[Text | Image | Table] = [
+        Text(
+            f"{summary}. **n/a**: the combination does not exist here (framework or device missing, "
+            "solver not implemented, too large): `NotImplementedError` in setup. **failed**: the benchmark "
+            "raised, e.g. its correctness gate (no speed number is reported on a failed gate), or it timed "
+            "out. Both are gaps in the figures above."
+        )
+    ]
+    if not gaps.empty:
+        blocks.append(Table(gaps, "Gaps and their reasons"))
+    return Section("Missing, n/a and failed combinations", blocks)
+
+
+def _provenance_section(result: ResultSet, frame: pd.DataFrame) -> Section:
+    machines = pd.DataFrame(
+        [{"machine": m, **{k: v for k, v in d.items()}} for m, d in sorted(result.machines.items())]
+    )
+    runs = []
+    for (machine, commit), g in frame.groupby(["machine", "commit"], sort=True):
+        records = result.sweeps.get((machine, commit), [])
+        last = records[-1] if records else {}
+        versions = last.get("versions", {})
+        runs.append(
+            {
+                "machine": machine,
+                "commit": commit[:8],
+                "commit date": f"{g['date'].iloc[0]:%Y-%m-%d %H:%M}" if pd.notna(g["date"].iloc[0]) else "—",
+                "grid": g["grid"].iloc[0],
+                "threads": g["threads"].iloc[0],
+                "env": g["env"].iloc[0] or "—",
+                "swept": last.get("finished", "—"),
+                "versions": ", ".join(f"{k} {v}" for k, v in versions.items() if v != "not installed") or "—",
+                "results": len(g),
+            }
+        )
+    settings = frame[frame["group"].eq("Settings")]
+    extra: list[Text | Image | Table] = []
+    if not settings.empty:  # what the benchmark processes saw (benchmarks/bench_settings.py)
+        seen = settings.assign(
+            setting=settings["params"].str.strip("'\""),
+            value=settings.apply(lambda r: fmt_num(r["value"]) if r["status"] == "ok" else "unset", axis=1),
+        )
+        extra.append(
+            Table(
+                seen.pivot_table(
+                    index="setting", columns="machine", values="value", aggfunc="first"
+                ).reset_index(),
+                "Settings seen by the benchmark processes (FPBENCH_GRID as its index: 0 quick, 1 default, "
+                "2 full)",
+            )
+        )
+    return Section(
+        "Provenance",
+        [
+            *extra,
+            Text(
+                "Every figure caption names the machine and commit its data came from. Thread settings and "
+                "versions are recorded by `fpbench sweep` beside asv's results (`fpbench-<commit>.sweeps`); "
+                "`default` threads means no thread variable was set."
+            ),
+            Table(machines, "Machines (asv machine description)"),
+            Table(pd.DataFrame(runs), "Runs"),
+        ],
+    )
+
+
+def build_report(
+    results_dir: Path | str,
+    out: Path | str | None = None,
+    machines: list[str] | None = None,
+    all_commits: bool = False,
+    title: str = "fpbench: fixed-point RNN evaluation benchmarks",
+) -> Path:
+    """Read asv results and write the comparative report.
+
+    Args:
+        results_dir: asv results directory (``.asv/results``).
+        out: output folder (created); default ``reports/<machine>`` for one machine, else ``reports/all``.
+        machines: only these asv machines (default: all).
+        all_commits: every commit in the tables and CSV (figures always use each machine's newest).
+
+    Returns:
+        The output folder, holding ``index.html``, ``summary.md``, ``results.csv`` and ``figures/``.
+    """
+    results_dir = Path(results_dir)
+    result = load_results(results_dir, machines=machines, all_commits=all_commits)
+    result.frame = fill_fixed_shapes(result.frame, _grids_module(results_dir))
+    names = sorted(result.frame["machine"].unique())
+    out = Path(out) if out is not None else Path("reports") / (names[0] if len(names) == 1 else "all")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in (out / "figures").glob("*.png"):
+        old.unlink()  # figures of an earlier report of other machines must not linger
+    result.frame.to_csv(out / "results.csv", index=False)
+
+    frame = result.frame
+    if all_commits:  # figures and comparisons: each machine's newest commit only
+        newest = frame.sort_values("date").groupby("machine")["commit"].transform("last")
+        frame = frame[frame["commit"].eq(newest)]
+    figs = _Figures(out, result)
+    sections = [
+        *_time_sections(frame, figs),
+        _speedup_section(frame, figs),
+        _accuracy_section(frame, figs),
+        *_budget_memory_sections(frame, figs),
+        _backend_section(frame),
+        _cold_section(frame, figs),
+        _gaps_section(result.frame),
+        _provenance_section(result, result.frame),
+    ]
+    counts = result.frame["status"].value_counts()
+    subtitle = (
+        f"{len(names)} machine(s): {', '.join(f'`{n}`' for n in names)}; "
+        f"{counts.get('ok', 0)} measurements, {counts.get('n/a', 0)} n/a, {counts.get('failed', 0)} failed. "
+        f"Parallel solvers: {', '.join(sorted(set(frame['solver'].dropna()) - set(BASELINES)))}; "
+        f"baselines: {', '.join(sorted(set(frame['solver'].dropna()) & set(BASELINES)))}. "
+        "Medians of asv's samples; shaded bands are interquartile ranges."
+    )
+    write_html(sections, out, title, subtitle)
+    write_markdown(sections, out, title, subtitle)
+    return out
+
+
+__all__ = ["build_report", "fill_fixed_shapes"]

@@ -1,0 +1,249 @@
+"""The comparative report (``fpbench report``) and the main job (``fpbench sweep``).
+
+The fixture ``tests/data/asv_results`` is a real asv run (``tests/data/make_asv_fixture.py``)
+of a tiny contract-shaped suite on two machines, with n/a (torch:cuda) and failed
+(correctness gate) entries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("seaborn")
+pytest.importorskip("asv")
+
+from fpbench.report import analysis  # noqa: E402
+from fpbench.report.build import build_report  # noqa: E402
+from fpbench.report.load import load_results, parse_reasons  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "data" / "asv_results"
+REPO = Path(__file__).resolve().parent.parent
+SECTIONS = (
+    "Time vs sequence length",
+    "Time vs hidden size",
+    "Speedup over the best sequential baseline",
+    "Accuracy: error vs iteration budget, iterations to tolerance",
+    "Peak memory vs sequence length",
+    "Backend vs backend (same solver)",
+    "Compile and cold-start costs",
+    "Missing, n/a and failed combinations",
+    "Provenance",
+)
+
+
+@pytest.fixture(scope="module")
+def results():
+    return load_results(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return build_report(FIXTURE, tmp_path_factory.mktemp("report"))
+
+
+def _raw_results() -> dict[str, dict]:
+    """machine -> that machine's asv results JSON, read without asv."""
+    raw = {}
+    for path in FIXTURE.glob("*/*.json"):
+        if path.name != "machine.json":
+            data = json.loads(path.read_text())
+            raw[data["params"]["machine"]] = data
+    return raw
+
+
+def test_frame_matches_asv_json(results):
+    frame = results.frame
+    assert sorted(frame["machine"].unique()) == ["fixture-a", "fixture-b"]
+    assert set(frame["status"]) == {"ok", "n/a", "failed"}
+    for machine, data in _raw_results().items():
+        assert data["result_columns"][:2] == ["result", "params"]
+        for name, columns in data["results"].items():
+            values, params = columns[0], columns[1]
+            rows = frame[(frame["machine"] == machine) & (frame["benchmark"] == name)].set_index("params")
+            assert len(rows) == len(values)
+            # asv stores values in the order of the product of the parameter lists
+            for value, combo in zip(values, itertools.product(*params), strict=True):
+                row = rows.loc[", ".join(combo)]
+                if value is None:
+                    assert row["status"] == "failed" and math.isnan(row["value"])
+                elif math.isnan(value):
+                    assert row["status"] == "n/a" and math.isnan(row["value"])
+                else:
+                    assert row["status"] == "ok" and row["value"] == value
+
+
+def test_frame_columns_and_reasons(results):
+    frame = results.frame
+    cuda = frame[frame["target"] == "torch:cuda"]
+    assert set(cuda["backend"]) == {"torch"} and set(cuda["device"]) == {"cuda"}
+    assert set(cuda["status"]) == {"n/a"}
+    failed = frame[frame["status"] == "failed"]
+    assert failed["reason"].str.contains("correctness gate failed").all()
+    assert set(failed["solver"]) <= {"jacobi", "quasi_newton"}
+    ok = frame[(frame["status"] == "ok") & frame["type"].eq("time")]
+    assert (ok["q25"] <= ok["value"]).all() and (ok["value"] <= ok["q75"]).all()
+    assert set(frame["grid"]) == {"quick"}
+    assert set(frame.loc[frame["machine"] == "fixture-b", "threads"]) == {"1"}
+    assert results.machines["fixture-a"]["cpu"]
+
+
+def test_parse_reasons():
+    log = (
+        "[50.00%] ··· bench_solve.SeqLen.time_solve                 1/4 failed\n"
+        "[50.00%] ···· For parameters: 'numpy:cpu', 64\n"
+        "             Traceback (most recent call last):\n"
+        "             AssertionError: gate failed\n"
+        "             \n"
+        "             For parameters: 'torch:cuda', 64\n"
+        "             asv: skipped: NotImplementedError('no GPU')\n"
+        "[75.00%] ··· bench_cold.ColdStart.timeraw_prepare          ok\n"
+    )
+    reasons = parse_reasons(log)
+    assert reasons[("bench_solve.SeqLen.time_solve", "'numpy:cpu', 64")] == "AssertionError: gate failed"
+    assert reasons[("bench_solve.SeqLen.time_solve", "'torch:cuda', 64")] == "NotImplementedError('no GPU')"
+
+
+def test_newest_commit_only_by_default(results):
+    assert results.frame.groupby("machine")["commit"].nunique().max() == 1
+
+
+def test_speedup_and_crossover(results):
+    times = analysis.solve_rows(results.frame)
+    sp = analysis.speedups(times)
+    assert not sp["solver"].isin(["sequential", "native"]).any()
+    ok = sp[sp["status"] == "ok"]
+    expected = ok["baseline_s"] / ok["time_s"]
+    assert (ok["speedup"] == expected).all() and (ok["speedup"] > 0).all()
+    # a failed gate has no speedup
+    assert sp.loc[sp["status"] == "failed", "speedup"].isna().all()
+    assert analysis.is_grid(sp)
+    cross = analysis.crossovers(sp)
+    for _, c in cross.dropna(subset=["crossover_T"]).iterrows():
+        pts = ok[(ok["machine"] == c["machine"]) & (ok["label"] == c["label"])]
+        pts = pts[pts["hidden_size"] == c["hidden_size"]]
+        assert pts.loc[pts["seq_len"] < c["crossover_T"], "speedup"].le(1).all()
+    # a single H measured at several T is no grid: the report falls back to lines
+    assert not analysis.is_grid(sp[sp["hidden_size"] == 4])
+
+
+def test_backend_table_names_the_faster_backend(results):
+    times = analysis.solve_rows(results.frame)
+    slower = times[times["backend"] == "numpy"].assign(backend="other", value=lambda d: d["value"] * 2)
+    table = analysis.backend_table(pd.concat([times, slower]))
+    assert not table.empty
+    assert set(table["fastest"]) == {"numpy"}
+    assert table["ratio"].round(9).eq(2).all()
+
+
+def test_report_files(report, results):
+    assert {p.name for p in report.iterdir()} >= {"index.html", "summary.md", "results.csv", "figures"}
+    pngs = sorted((report / "figures").glob("*.png"))
+    assert len(pngs) >= 8
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    csv = pd.read_csv(report / "results.csv", keep_default_na=False, na_values=[""])
+    assert len(csv) == len(results.frame)
+    assert set(csv["status"]) == {"ok", "n/a", "failed"}
+
+    page = (report / "index.html").read_text()
+    for title in SECTIONS:
+        assert f"<h2>{title}" in page
+    assert page.count('src="data:image/png;base64,') == len(pngs)
+    assert not re.search(r'(src|href)="(https?:)?//', page), (
+        "the page must not load anything from the network"
+    )
+    assert "correctness gate failed" in page
+
+    summary = (report / "summary.md").read_text()
+    for title in SECTIONS:
+        assert f"## {title}" in summary
+    linked = re.findall(r"\]\((figures/[^)]+\.png)\)", summary)
+    assert sorted(linked) == sorted(f"figures/{p.name}" for p in pngs)
+
+
+def test_report_machine_filter_and_cli(tmp_path):
+    from fpbench.cli import main
+
+    out = tmp_path / "b"
+    assert main(["report", "--results", str(FIXTURE), "--out", str(out), "--machine", "fixture-b"]) == 0
+    csv = pd.read_csv(out / "results.csv")
+    assert set(csv["machine"]) == {"fixture-b"}
+    assert all("fixture-a" not in p.name for p in (out / "figures").iterdir())
+
+
+def test_report_missing_results(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        build_report(tmp_path / "nothing", tmp_path / "out")
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (CI installs it)")
+def test_html_renders_in_headless_chromium(report, tmp_path):
+    """Every embedded figure decodes in a real browser, and every section is there."""
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        (report / "index.html").resolve().as_uri(),
+    ]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    check = re.search(r'<div id="image-check" data-images="(\d+)" data-broken="([^"]*)"', dom)
+    assert check, "the page's load handler did not run"
+    assert int(check[1]) == len(list((report / "figures").glob("*.png"))) > 0
+    assert check[2] == "", f"images that did not load: {check[2]}"
+    for title in SECTIONS:
+        assert title in dom
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / "asv.conf.json").is_file(), reason="no asv.conf.json in this checkout")
+def test_sweep_quick_end_to_end(tmp_path):
+    """The main job through the real code path: asv run (a subset of the quick grid), publish, report."""
+    out = tmp_path / "report"
+    cmd = [
+        sys.executable,
+        "-m",
+        "fpbench.cli",
+        "sweep",
+        "--grid",
+        "quick",
+        "--bench",
+        r"bench_solve\.SeqLen\.time_solve|bench_settings",
+        "--out",
+        str(out),
+    ]
+    # numpy only keeps it to minutes (each combination is a fresh process); HOME: asv's machine
+    # file is written to a temporary home, not the user's
+    env = {**os.environ, "FPBENCH_BACKENDS": "numpy", "HOME": str(tmp_path)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "report:" in proc.stdout and "asv html:" in proc.stdout
+    assert (REPO / ".asv" / "html" / "index.html").is_file()
+    csv = pd.read_csv(out / "results.csv")
+    seq = csv[csv["benchmark"] == "bench_solve.SeqLen.time_solve"]
+    assert (seq["status"] == "ok").any()
+    assert set(seq["grid"]) == {"quick"}
+    assert (out / "index.html").is_file() and (out / "summary.md").is_file()
