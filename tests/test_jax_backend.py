@@ -1,0 +1,65 @@
+"""JAX-specific behaviour: x64 handling without global state, thread settings, the floor."""
+
+import numpy as np
+import pytest
+from problems import spec
+
+import fpbench
+from fpbench import cells, reference
+from fpbench.testing import assert_close
+
+jax = pytest.importorskip("jax")
+jax_backend = pytest.importorskip("backends.jax")
+
+
+@pytest.fixture
+def backend():
+    return fpbench.get_backend("jax")
+
+
+def test_float64_prepared_then_run_outside_the_x64_context(backend):
+    problem = fpbench.make_problem(spec("T33-B2-H16-I4-rho0.5", "gru", "float64"))
+    solver = fpbench.Newton(max_iters=3)
+    prepared = backend.prepare(problem, solver, "cpu")
+    # prepare leaves the caller's JAX in float32 mode...
+    assert not jax.config.jax_enable_x64
+    assert jax.numpy.zeros(1).dtype == np.float32
+    # ...and the compiled float64 program still computes in float64 outside the context.
+    out = prepared.run()
+    assert out[0].dtype == np.float64
+    states, residuals = prepared.to_host(out)
+    expected, expected_res = reference.fixed_point(problem, solver)
+    assert states.dtype == np.float64 and len(residuals) == 3
+    assert_close("float64 run outside x64", states, expected, "float64")
+    np.testing.assert_allclose(residuals, expected_res, rtol=1e-9)
+
+
+def test_float32_ignores_a_caller_x64_setting(backend):
+    problem = fpbench.make_problem(spec("T7-B3-H5-I2", "elman", "float32"))
+    solver = fpbench.Jacobi(max_iters=4)
+    plain = backend.prepare(problem, solver, "cpu")
+    with jax.enable_x64(True):
+        under_x64 = backend.prepare(problem, solver, "cpu")
+    a, b = plain.to_host(plain.run()), under_x64.to_host(under_x64.run())
+    assert a[0].dtype == b[0].dtype == np.float32
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_info_reports_threads_flags_and_cache(backend):
+    info = backend.info()
+    assert info["jax"] == jax.__version__
+    assert info["jax_threads"].split()[0] == str(jax_backend._THREADS)
+    assert "xla_cpu_multi_thread_eigen" in info["XLA_FLAGS"]
+    assert info["PJRT_NPROC"] and info["jax_compilation_cache"]
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru"])
+def test_iteration_floor_computes_one_cell_step_per_row(backend, cell):
+    problem = fpbench.make_problem(spec("T7-B3-H5-I2", cell, "float64"))
+    s = problem.spec
+    out = np.asarray(backend.iteration_floor(problem, "cpu")())
+    gi = cells.input_projection(problem.params, problem.x)
+    h = np.broadcast_to(problem.h0, (s.seq_len, s.batch, s.hidden_size))
+    expected = cells.step(cell, problem.params, h, gi).reshape(-1, s.hidden_size)
+    assert_close("floor", out, expected, "float64")
