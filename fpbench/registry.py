@@ -97,14 +97,18 @@ def resolve(backend: str, device: str | None = None) -> tuple[Backend, str]:
     return impl, dev
 
 
-def selected_targets() -> list[str]:
-    """All ``backend:device`` targets, restricted by ``FPBENCH_BACKENDS`` when it is set.
+def selected_targets(selection: str | None = None) -> list[str]:
+    """All ``backend:device`` targets, restricted by ``selection`` (a comma-separated list
+    of backends and targets, e.g. ``"torch:cpu,numba"``; default ``$FPBENCH_BACKENDS``)
+    when it is non-empty.
 
     Lists every device a backend can have (present or not): callers skip the absent
     ones, so a missing GPU shows as a skip, not as nothing.
     """
+    if selection is None:
+        selection = os.environ.get("FPBENCH_BACKENDS", "")
     targets = [f"{b}:{d}" for b, devs in ALL_DEVICES.items() for d in devs]
-    wanted = [w.strip() for w in os.environ.get("FPBENCH_BACKENDS", "").split(",") if w.strip()]
+    wanted = [w.strip() for w in selection.split(",") if w.strip()]
     if not wanted:
         return targets
     return [t for t in targets if t in wanted or t.split(":")[0] in wanted]

@@ -1,5 +1,9 @@
 """Fixtures: the backend:device targets under test, each skipped cleanly when absent."""
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 import fpbench
@@ -23,3 +27,32 @@ def target(request) -> str:
     if device not in devices:
         pytest.skip(f"{request.param}: no {device} device on this machine")
     return request.param
+
+
+ASV_MACHINE = "fpbench-test"
+
+
+@pytest.fixture
+def asv_sandbox(tmp_path):
+    """``(env, config)`` for running asv on this checkout without touching the user's
+    state: ``HOME`` is temporary (asv's machine file lives there), ``FPBENCH_GRID=quick``,
+    and ``config`` is a copy of asv.conf.json whose results, html and environments go
+    under ``tmp_path``. Caches (Numba's, JAX's, pip's) stay where they were.
+    """
+    asv_util = pytest.importorskip("asv.util")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+    env.update(HOME=str(tmp_path / "home"), FPBENCH_GRID="quick", PYTHONUNBUFFERED="1")
+    (tmp_path / "home").mkdir()
+    conf = asv_util.load_json(str(root / "asv.conf.json"), js_comments=True)
+    conf.update(
+        repo=str(root),
+        benchmark_dir=str(root / "benchmarks"),
+        results_dir=str(tmp_path / "results"),
+        html_dir=str(tmp_path / "html"),
+        env_dir=str(tmp_path / "env"),
+    )
+    config = tmp_path / "asv.conf.json"
+    config.write_text(json.dumps(conf))
+    return env, config

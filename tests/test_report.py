@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,8 @@ import pytest
 pd = pytest.importorskip("pandas")
 pytest.importorskip("seaborn")
 pytest.importorskip("asv")
+
+from conftest import ASV_MACHINE  # noqa: E402
 
 from fpbench.report import analysis  # noqa: E402
 from fpbench.report.build import build_report  # noqa: E402
@@ -220,30 +221,23 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO / "asv.conf.json").is_file(), reason="no asv.conf.json in this checkout")
-def test_sweep_quick_end_to_end(tmp_path):
-    """The main job through the real code path: asv run (a subset of the quick grid), publish, report."""
+def test_sweep_quick_end_to_end(asv_sandbox, tmp_path):
+    """The main job through the real code path: one asv run per target (numpy only here,
+    and the settings suite), publish, report. In the asv sandbox: the user's results and
+    machine file are not touched."""
+    env, config = asv_sandbox
     out = tmp_path / "report"
-    cmd = [
-        sys.executable,
-        "-m",
-        "fpbench.cli",
-        "sweep",
-        "--grid",
-        "quick",
-        "--bench",
-        r"bench_solve\.SeqLen\.time_solve|bench_settings",
-        "--out",
-        str(out),
-    ]
-    # numpy only keeps it to minutes (each combination is a fresh process); HOME: asv's machine
-    # file is written to a temporary home, not the user's
-    env = {**os.environ, "FPBENCH_BACKENDS": "numpy", "HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "fpbench.cli", "sweep", "--grid", "quick", "--config", str(config)]
+    cmd += ["--machine", ASV_MACHINE, "--out", str(out)]
+    # numpy only keeps it to a minute (each combination is a fresh process)
+    env = {**env, "FPBENCH_BACKENDS": "numpy"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.stdout.count("fpbench sweep: asv run --bench") == 2  # numpy:cpu, then the settings
     assert "report:" in proc.stdout and "asv html:" in proc.stdout
-    assert (REPO / ".asv" / "html" / "index.html").is_file()
+    assert (tmp_path / "html" / "index.html").is_file()
     csv = pd.read_csv(out / "results.csv")
-    seq = csv[csv["benchmark"] == "bench_solve.SeqLen.time_solve"]
-    assert (seq["status"] == "ok").any()
-    assert set(seq["grid"]) == {"quick"}
+    assert set(csv["grid"].dropna()) == {"quick"}
+    for suite in ("SeqLen", "Hidden", "Budget", "Accuracy", "ColdStart", "IterationFloor", "Settings"):
+        assert (csv["benchmark"].str.contains(rf"\.{suite}\.") & (csv["status"] == "ok")).any(), suite
     assert (out / "index.html").is_file() and (out / "summary.md").is_file()

@@ -7,6 +7,10 @@ only ``*.json`` there, so it ignores them):
   why a benchmark was skipped or failed; the report reads the reasons from here.
 - ``fpbench-<commit8>.sweeps``: JSON list, one entry per sweep: grid, benchmark filter,
   thread settings, package versions, asv's exit status.
+
+asv writes a commit's results file only when its ``asv run`` ends, so the sweep runs asv
+once per target (and once for the settings suite): a sweep stopped part-way keeps every
+target it finished, and the next ``asv run`` of the same commit adds to that file.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -102,6 +107,17 @@ def _stream(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> i
         return proc.wait()
 
 
+def sweep_chunks(env: dict[str, str]) -> list[list[str]]:
+    """The ``--bench`` regular expressions of each ``asv run`` of a full sweep: one per
+    ``backend:device`` target (every suite but the settings has the target as its first
+    parameter, and asv matches ``--bench`` against ``name(param, ...)``), then the
+    settings suite."""
+    from fpbench.registry import selected_targets
+
+    targets = selected_targets(env.get("FPBENCH_BACKENDS", ""))
+    return [[rf"\('{re.escape(t)}'"] for t in targets] + [[r"^bench_settings\."]]
+
+
 def run_sweep(
     grid: str = "default",
     bench: list[str] | None = None,
@@ -135,8 +151,8 @@ def run_sweep(
         from asv.config import Config
     except ImportError as e:
         raise SweepError("asv is not installed: pip install 'fpbench[bench]'") from e
-    commit = _git_head(conf_dir)
     conf = Config.load(str(config))
+    commit = _git_head((conf_dir / conf.repo).resolve())
     results_dir = conf_dir / conf.results_dir
     html_dir = conf_dir / conf.html_dir
 
@@ -147,12 +163,17 @@ def run_sweep(
     env = {**os.environ, "FPBENCH_GRID": grid, "PYTHONUNBUFFERED": "1"}
     run_args = ["run", "--config", str(config), "--python=same", "--set-commit-hash", commit]
     # --show-stderr: asv prints why a combination was skipped only with it (the report lists reasons)
-    run_args += ["--launch-method", "spawn", "--machine", name, "--show-stderr"]
-    for regex in bench or []:
-        run_args += ["--bench", regex]
+    run_args += ["--machine", name, "--show-stderr"]
     started = datetime.datetime.now().isoformat(timespec="seconds")
     print(f"fpbench sweep: grid={grid} machine={name} commit={commit[:8]}", flush=True)
-    rc = _stream(_asv(run_args), conf_dir, env, side_dir / SIDE_LOG.format(commit=commit[:8]))
+    rc = 0
+    for chunk in [bench] if bench else sweep_chunks(env):
+        print(f"fpbench sweep: asv run --bench {' --bench '.join(chunk)}", flush=True)
+        args = run_args + [arg for regex in chunk for arg in ("--bench", regex)]
+        status = _stream(_asv(args), conf_dir, env, side_dir / SIDE_LOG.format(commit=commit[:8]))
+        rc = rc or status
+        if status < 0 or status in (130, 137, 143):  # asv was interrupted or killed: stop here
+            break
 
     record = {
         "started": started,

@@ -1,0 +1,393 @@
+"""What every asv suite shares: targets, cached problems, prepared solves, the gate.
+
+asv runs each benchmark x parameter combination in a fresh process and re-runs
+``setup`` before every timing sample, so everything expensive (problem generation,
+``Backend.prepare`` with its JIT warm-up, the correctness gate) is cached per process
+here and computed once. Nothing imports a framework at module level (asv imports every
+benchmark module to discover the suites): ``fpbench.registry.resolve`` imports one when a
+setup asks for it, except in asv's fork server (:func:`_preload_in_fork_server`).
+
+Outcomes, as the report reads them (``asv_contract``):
+
+- ``NotImplementedError`` in ``setup``: n/a (missing framework or device, a solver the
+  backend does not implement, a problem too large for the device, a pointless combination).
+- ``AssertionError`` in ``setup``: failure. The gate failed, so no number is recorded
+  for a wrong answer.
+
+``peakmem_`` is the process's peak RSS during the solve: the gate's float64 reference
+is freed and the peak mark reset (:func:`reset_peak_memory`) before it runs, so it
+counts the interpreter, the imported frameworks, the problem and the solve.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import os
+import shutil
+import sys
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+import fpbench
+from fpbench.registry import parse_target, resolve, selected_targets
+from fpbench.testing import check_close
+
+from . import grids
+
+TARGETS: tuple[str, ...] = tuple(selected_targets())
+"""Every ``backend:device`` (restricted by ``FPBENCH_BACKENDS``); absent ones are n/a."""
+
+GRID = grids.current()
+
+NUMPY_TARGET_SECONDS = 10.0
+"""The ``numpy:cpu`` target is the float64 oracle (Python loops over T), not a contender:
+a combination :func:`numpy_seconds` expects to take longer is n/a."""
+
+GATE_REFERENCE_SECONDS = 2.0
+"""The gate runs the NumPy reference of the same fixed-budget solver only when
+:func:`numpy_seconds` expects it to take at most this; otherwise it checks the states
+that a budget of k makes exact."""
+
+MEMORY_FRACTION = 0.7
+"""Largest share of the device's (and the host's) memory a combination may plan to use."""
+
+
+def _preload_in_fork_server() -> None:
+    """Import the selected frameworks once in asv's fork server, and only there.
+
+    With ``launch_method: forkserver`` asv imports the suites in one server process and
+    forks a process per benchmark x parameter combination; importing torch / JAX / Numba
+    there spares each of those processes the import (seconds for torch). Import only: no
+    device, thread pool or JAX backend is initialised before a fork. Discovery and
+    ``spawn`` processes (``sys.argv[1] != "run_server"``) import no framework.
+    """
+    if sys.argv[1:2] != ["run_server"]:
+        return
+    for name in dict.fromkeys(parse_target(t)[0] for t in TARGETS):
+        if name != "numpy" and importlib.util.find_spec(name) is not None:
+            try:
+                importlib.import_module(name)
+                fpbench.get_backend(name)
+            except Exception:  # the benchmark's own setup reports why it is unavailable
+                pass
+
+
+_preload_in_fork_server()
+
+
+class Timed:
+    """asv timing attributes shared by the time and peakmem suites.
+
+    ``prepare`` has already compiled and warmed the solve, so no warm-up time; one round
+    because a round re-runs the whole setup in a fresh process; at most 5 samples or 2 s
+    of them, because a sweep runs thousands of combinations.
+    """
+
+    rounds = 1
+    repeat = (1, 5, 2.0)
+    min_run_count = 1
+    warmup_time = 0.0
+    timeout = 300.0
+
+
+def skip(reason: str) -> None:
+    """Mark the running benchmark n/a from inside a benchmark method (not ``setup``)."""
+    try:
+        from asv_runner.benchmarks.mark import SkipNotImplemented
+    except ImportError:  # outside asv
+        raise NotImplementedError(reason) from None
+    raise SkipNotImplemented(reason)
+
+
+def _gpu_driver_present() -> bool:
+    # Learning that torch:cuda is absent by importing torch costs seconds in every
+    # process; without a GPU driver there is no GPU device for any framework.
+    return (
+        os.path.exists("/proc/driver/nvidia/version")
+        or shutil.which("nvidia-smi") is not None
+        or os.path.exists("/dev/kfd")
+    )
+
+
+def backend(target: str) -> tuple[fpbench.Backend, str]:
+    """The backend and device of ``target``.
+
+    Raises:
+        NotImplementedError: the framework or the device is absent here (n/a).
+    """
+    _, device = parse_target(target)
+    if device != "cpu" and not _gpu_driver_present():
+        raise NotImplementedError(f"{target}: no GPU driver on this machine")
+    try:
+        return resolve(target)
+    except fpbench.BackendUnavailableError as e:
+        raise NotImplementedError(str(e)) from e
+
+
+def spec(
+    cell: str, seq_len: int, hidden_size: int, contraction: float = grids.CONTRACTION
+) -> fpbench.RNNSpec:
+    """The benchmark problem spec: the grid's fixed B, I, dtype and seed."""
+    return fpbench.RNNSpec(
+        cell=cell,
+        input_size=grids.INPUT_SIZE,
+        hidden_size=hidden_size,
+        seq_len=seq_len,
+        batch=grids.BATCH,
+        dtype=grids.DTYPE,
+        contraction=contraction,
+        seed=grids.SEED,
+    )
+
+
+def solver(name: str, budget: grids.Budget, seq_len: int, dtype: str = grids.DTYPE) -> fpbench.Solver:
+    """The solver ``name`` under ``budget`` (:data:`grids.TOL`: to tolerance, budget T).
+
+    Raises:
+        NotImplementedError: a budget above T (it equals budget T, which the grid has).
+    """
+    if name not in grids.ITERATIVE:
+        return fpbench.make_solver(name)
+    if budget == grids.TOL:
+        return fpbench.make_solver(name, max_iters=seq_len, tol=grids.TOLERANCE[dtype])
+    if budget > seq_len:
+        raise NotImplementedError(f"max_iters={budget} > T={seq_len} is the same solve as max_iters=T")
+    return fpbench.make_solver(name, max_iters=budget)
+
+
+def numpy_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
+    """Rough wall time of the NumPy reference running ``solver`` (measured on 2 cores).
+
+    Per time step and iteration: the sequential loop ~30 us; Jacobi is vectorised
+    (~0.3 ns per multiply-add); quasi-Newton's diagonal scan is a Python loop (~100 us);
+    Newton's loop with ``(B, H, H)`` Jacobians ~1 ms for a GRU at H = 64. A ``"tol"``
+    run is assumed to take 32 iterations.
+    """
+    T, B, H, I, g = spec.seq_len, spec.batch, spec.hidden_size, spec.input_size, spec.gates
+    if not solver.iterative:
+        return T * 3e-5
+    iters = min(T, 32) if solver.tol is not None else solver.max_iters
+    per_step = {
+        "jacobi": 3e-10 * B * g * H * (H + I),
+        "quasi_newton": 1e-4,
+        "newton": 1e-3 * (g / 3) * (H / 64) ** 2,
+    }[solver.name]
+    return iters * T * max(per_step, 1e-6)
+
+
+def estimate_bytes(spec: fpbench.RNNSpec, solver: fpbench.Solver, itemsize: int) -> int:
+    """Rough working set of a solve: inputs, the input projection, a few state-sized
+    buffers, and Newton's ``(T, B, H, H)`` Jacobians (several live at once in a scan)."""
+    T, B, H, I, g = spec.seq_len, spec.batch, spec.hidden_size, spec.input_size, spec.gates
+    n = T * B * (I + g * H + 4 * H)
+    if solver.name == "newton":
+        n += 4 * T * B * H * H
+    return n * itemsize
+
+
+def _host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _device_memory(target: str) -> int | None:
+    """Total memory of the target's device in bytes (None where it cannot be asked)."""
+    name, device = parse_target(target)
+    if device == "cpu":
+        return _host_memory()
+    try:
+        if name == "torch":
+            import torch
+
+            return int(torch.cuda.mem_get_info()[1])
+        if name == "jax":
+            import jax
+
+            stats = jax.devices("gpu")[0].memory_stats() or {}
+            return stats.get("bytes_limit")
+    except Exception:  # a framework that cannot say: no memory guard
+        return None
+    return None
+
+
+def check_fits(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> None:
+    """n/a when the solve, or the float64 reference the gate needs, cannot fit.
+
+    Raises:
+        NotImplementedError: with the estimate and the memory available.
+    """
+    name, device = parse_target(target)
+    itemsize = 8 if name == "numpy" else np.dtype(spec.dtype).itemsize  # the reference is float64
+    need = estimate_bytes(spec, solver, itemsize)
+    host_need = 3 * spec.seq_len * spec.batch * (spec.input_size + spec.gates * spec.hidden_size) * 8
+    if device == "cpu":
+        host_need += need
+    else:
+        have = _device_memory(target)
+        if have is not None and need > MEMORY_FRACTION * have:
+            raise NotImplementedError(
+                f"{target} {solver} on {spec}: needs ~{need / 2**30:.1f} GiB, "
+                f"the device has {have / 2**30:.1f} GiB"
+            )
+    host = _host_memory()
+    if host_need > MEMORY_FRACTION * host:
+        raise NotImplementedError(
+            f"{target} {solver} on {spec}: needs ~{host_need / 2**30:.1f} GiB of host memory, "
+            f"the machine has {host / 2**30:.1f} GiB"
+        )
+
+
+_problems: dict[fpbench.RNNSpec, fpbench.Problem] = {}
+_prepared: dict[tuple[str, fpbench.RNNSpec, fpbench.Solver], fpbench.Prepared] = {}
+_verdicts: dict[tuple[str, fpbench.RNNSpec, fpbench.Solver], str] = {}
+
+
+def problem(spec: fpbench.RNNSpec) -> fpbench.Problem:
+    """The problem of ``spec``, generated once per process."""
+    if spec not in _problems:
+        _problems[spec] = fpbench.make_problem(spec)
+    return _problems[spec]
+
+
+def prepare(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> fpbench.Prepared:
+    """``Backend.prepare`` once per process: data on the device, JIT compiled and warmed.
+
+    Raises:
+        NotImplementedError: absent target, unsupported solver, or too large (n/a).
+    """
+    key = (target, spec, solver)
+    if key not in _prepared:
+        impl, device = backend(target)
+        check_fits(target, spec, solver)
+        if impl.name == "numpy" and (est := numpy_seconds(spec, solver)) > NUMPY_TARGET_SECONDS:
+            raise NotImplementedError(
+                f"{target} is the float64 oracle, not a contender: {solver} on T={spec.seq_len}, "
+                f"H={spec.hidden_size} would take ~{est:.0f} s (limit {NUMPY_TARGET_SECONDS:g} s)"
+            )
+        _prepared[key] = impl.prepare(problem(spec), solver, device)
+    return _prepared[key]
+
+
+def check_iterations(label: str, solver: fpbench.Solver, residuals: np.ndarray, seq_len: int) -> None:
+    """A fixed budget runs exactly ``max_iters`` iterations; a ``tol`` run converges
+    (its last residual is <= tol, or it used the budget T, which is exact).
+
+    Raises:
+        AssertionError: otherwise.
+    """
+    n, k = residuals.size, solver.max_iters
+    if solver.tol is None and n != k:
+        raise AssertionError(f"{label}: ran {n} iterations with a fixed budget of {k}")
+    if solver.tol is not None and not (n >= seq_len or (n > 0 and residuals[-1] <= solver.tol)):
+        raise AssertionError(f"{label}: did not converge to {solver.tol:g} in {n} iterations")
+
+
+def assert_close(label: str, actual: np.ndarray, expected: np.ndarray, dtype: str) -> None:
+    """:func:`fpbench.testing.check_close`, the one closeness check, as the gate.
+
+    Raises:
+        AssertionError: with both error measures.
+    """
+    ok, msg = check_close(label, actual, expected, dtype)
+    if not ok:
+        raise AssertionError(f"correctness gate failed, no number is recorded: {msg}")
+
+
+def verify(label: str, prob: fpbench.Problem, solv: fpbench.Solver, states: Any, residuals: Any) -> str:
+    """The correctness gate of one solve; returns what it compared.
+
+    Every solve must be finite and match, by :func:`fpbench.testing.check_close`:
+
+    - exact solvers, ``"tol"`` runs and budgets >= T: the exact float64 states;
+    - a budget k < T: the states t <= k (which k iterations of any of the solvers make
+      exact) against the exact states, and all states against the NumPy reference run of
+      the same solver when that is cheap (:data:`GATE_REFERENCE_SECONDS`).
+
+    Iteration counts must follow :func:`check_iterations`.
+
+    Raises:
+        AssertionError: the gate failed.
+    """
+    s = prob.spec
+    states = np.asarray(states)
+    residuals = np.asarray(residuals, dtype=np.float64).ravel()
+    expected_shape = (s.seq_len, s.batch, s.hidden_size)
+    if states.shape != expected_shape:
+        raise AssertionError(f"{label}: states have shape {states.shape}, expected {expected_shape}")
+    exact = fpbench.reference_states(prob)
+    checks = []
+    if not solv.iterative:
+        checks.append(("vs exact", states, exact))
+    else:
+        check_iterations(label, solv, residuals, s.seq_len)
+        k = solv.max_iters
+        if solv.tol is not None or k >= s.seq_len:
+            checks.append(("vs exact", states, exact))
+        else:
+            checks.append((f"states t<={k} vs exact", states[:k], exact[:k]))
+            if not label.startswith("numpy:") and numpy_seconds(s, solv) <= GATE_REFERENCE_SECONDS:
+                ref = fpbench.solve(prob, solv, backend="numpy").states
+                checks.append(("vs NumPy reference of the same solver", states, ref))
+    for what, actual, expected in checks:
+        assert_close(f"{label} {what}", actual, expected, s.dtype)
+    return "; ".join(what for what, _, _ in checks)
+
+
+def gate(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver, out: Any = None) -> None:
+    """Run the prepared solve (unless its output ``out`` is given) and :func:`verify` it,
+    once per process.
+
+    Raises:
+        AssertionError: the gate failed.
+    """
+    key = (target, spec, solver)
+    if key in _verdicts:
+        return
+    prepared = prepare(target, spec, solver)
+    if out is None:
+        out = prepared.run()
+    states, residuals = prepared.to_host(out)
+    _verdicts[key] = verify(f"{target} {solver}", problem(spec), solver, states, residuals)
+    del out, states, residuals
+    gc.collect()
+
+
+def reset_peak_memory() -> None:
+    """Reset the process's peak-RSS mark (Linux), so that a ``peakmem_`` benchmark
+    measures the solve, not the setup before it (the gate's float64 reference).
+
+    Where the kernel does not allow it, the mark keeps the setup's peak.
+    """
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+class Solve(Timed, ABC):
+    """Base of the solve suites: ``time_solve`` and ``peakmem_solve`` of one combination.
+
+    Subclasses set ``params`` / ``param_names`` and implement :meth:`case`, mapping their
+    parameters to ``(target, spec, solver)``. (Abstract, so asv does not collect it.)
+    """
+
+    @abstractmethod
+    def case(self, *params: Any) -> tuple[str, fpbench.RNNSpec, fpbench.Solver]:
+        """The combination ``params`` name; raises ``NotImplementedError`` for a pointless one."""
+
+    def setup(self, *params: Any) -> None:
+        self.target, self.spec, self.solver = self.case(*params)
+        self.prepared = prepare(self.target, self.spec, self.solver)
+        gate(self.target, self.spec, self.solver)
+        reset_peak_memory()
+
+    def time_solve(self, *params: Any) -> None:
+        self.prepared.run()
+
+    def peakmem_solve(self, *params: Any) -> None:
+        self.prepared.run()
