@@ -1,6 +1,7 @@
 """The asv suites: discovery (``asv check``) and a real run of a small quick-grid subset.
 
-asv runs as a subprocess in this Python (``--python=same``) in the ``asv_sandbox`` of
+asv runs as a subprocess in this Python (``-E existing:same``, the development path of
+the README) in the ``asv_sandbox`` of
 conftest.py: a temporary HOME and results directory, so the user's are never touched.
 """
 
@@ -78,7 +79,7 @@ def test_asv_run_quick_subset(asv_env):
     bench = []
     for regex in SUBSET:
         bench += ["--bench", regex]
-    args = ["run", "--python=same", "--quick", "--set-commit-hash", head, "--machine", MACHINE, *bench]
+    args = ["run", "-E", "existing:same", "--quick", "--set-commit-hash", head, "--machine", MACHINE, *bench]
     asv(*args, "--show-stderr", "--config", str(config), cwd=ROOT, env=env, timeout=600)
 
     results = list(asv_results.iter_results_for_machine(str(config.parent / "results"), MACHINE))

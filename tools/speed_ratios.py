@@ -1,145 +1,192 @@
-"""Print the speed ratios the backends are held to, measured side by side in one process.
+"""Print the speed ratios the backends are held to, each side measured in its own process.
 
-    python tools/speed_ratios.py [--repeats 15] [--seq-len 4096]
+    python tools/speed_ratios.py [--rounds 3] [--repeats 10] [--seq-len 4096] [--only floor]
 
-Every ratio compares callables timed in interleaved rounds (A, B, A, B, ...) so that
-machine noise hits both alike; figures are medians. The ratios:
+Frameworks in one process disturb each other (torch's and Numba's OpenMP thread pools
+spin-wait for work and take the cores from the other), so every measurement runs in a
+fresh worker process (this script with ``--worker``), and the two sides of a ratio are
+measured in alternating workers, round after round, so that machine noise hits both
+alike. A worker times ``--repeats`` calls after one warm-up and reports their median;
+the figure is the median over ``--rounds`` workers. The ratios:
 
-1. ``jacobi/floor``: one Jacobi iteration (``Jacobi(k)`` time / k) over the backend's
+1. ``floor``: one Jacobi iteration (``Jacobi(k)`` time / k) over the backend's
    ``iteration_floor`` (one batched product + the cell's elementwise work, in that
    framework alone). Target <= 1.5.
-2. ``numba seq / torch.nn``: the Numba sequential solver over ``torch.nn.RNN/GRU``
-   (oneDNN) on CPU. Target <= 1.5 for H <= 128.
-3. ``numba 1 thread / 2 threads``: the Numba Newton and QuasiNewton scans with one
-   thread over two. Above 1 means the second core is used.
+2. ``numba-torch``: the Numba sequential solver over ``torch.nn.RNN/GRU`` (oneDNN) on CPU.
+   Target <= 1.5 for H <= 128.
+3. ``threads``: the Numba Newton and quasi-Newton scans with one thread over two. Above 1
+   means the second core is used.
 
-Every timed configuration is first checked against the NumPy reference; a failing
-check prints FAILED instead of a ratio.
+Every timed solve is first checked (in its worker) against the NumPy reference; a
+failing check prints FAILED instead of a ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 import fpbench
 from fpbench.testing import check_close
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, timed in interleaved rounds after one warm-up."""
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in samples.items()}
+@dataclass(frozen=True)
+class Case:
+    """One side of a ratio: ``kind`` is ``"solve"`` or ``"floor"``."""
+
+    target: str
+    kind: str
+    cell: str
+    hidden: int
+    seq_len: int
+    solver: str = "jacobi"
+    max_iters: int | None = None
+    threads: int | None = None  # FPBENCH_THREADS of the worker
+
+    def per_call(self) -> float:
+        """What the measured time is divided by: k for a ``Jacobi(k)`` against the floor."""
+        return float(self.max_iters) if self.kind == "solve" and self.solver == "jacobi" else 1.0
 
 
-def gated(problem: fpbench.Problem, solver: fpbench.Solver, target: str) -> Callable[[], object]:
-    """The prepared callable of ``solver`` on ``target``, after checking its answer."""
-    impl, device = fpbench.registry.resolve(target)
+def problem_of(case: Case) -> fpbench.Problem:
+    spec = fpbench.RNNSpec(
+        cell=case.cell, input_size=32, hidden_size=case.hidden, seq_len=case.seq_len, batch=8
+    )
+    return fpbench.make_problem(spec)
+
+
+def callable_of(case: Case):
+    """The timed callable of ``case``, a solve only after its answer was checked."""
+    problem = problem_of(case)
+    impl, device = fpbench.registry.resolve(case.target)
+    if case.kind == "floor":
+        return impl.iteration_floor(problem, device)
+    solver = (
+        fpbench.make_solver(case.solver, case.max_iters)
+        if case.max_iters
+        else fpbench.make_solver(case.solver)
+    )
     prepared = impl.prepare(problem, solver, device)
     states, _ = prepared.to_host(prepared.run())
-    expected = fpbench.solve(problem, solver, backend="numpy").states if solver.iterative else None
-    if expected is None:
-        expected = fpbench.reference_states(problem)
-    ok, msg = check_close(f"{target} {solver}", states, expected, problem.spec.dtype)
+    expected = (
+        fpbench.solve(problem, solver).states if solver.iterative else fpbench.reference_states(problem)
+    )
+    ok, msg = check_close(f"{case.target} {solver}", states, expected, problem.spec.dtype)
     if not ok:
         raise AssertionError(msg)
     return prepared.run
 
 
-def spec(cell: str, hidden: int, seq_len: int) -> fpbench.RNNSpec:
-    return fpbench.RNNSpec(cell=cell, input_size=32, hidden_size=hidden, seq_len=seq_len, batch=8)
+def worker(case: Case, repeats: int) -> None:
+    """Print the median seconds of ``repeats`` calls of ``case`` (after one warm-up) as JSON."""
+    try:
+        fn = callable_of(case)
+    except AssertionError as e:
+        print(json.dumps({"failed": str(e)}))
+        return
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    print(json.dumps({"median": statistics.median(samples)}))
 
 
-def jacobi_vs_floor(args: argparse.Namespace) -> None:
-    k = 16
-    print(f"\n1. one Jacobi iteration / iteration floor (T={args.seq_len}, B=8, I=32, float32, k={k})")
-    print(f"{'backend':8s} {'cell':6s} {'H':>4s} {'iter ms':>9s} {'floor ms':>9s} {'ratio':>6s}")
-    for name in ("torch", "jax", "numba"):
-        if name not in fpbench.available_backends():
-            print(f"{name:8s} unavailable")
-            continue
-        for cell in ("elman", "gru"):
-            for hidden in (64, 128):
-                problem = fpbench.make_problem(spec(cell, hidden, args.seq_len))
-                try:
-                    fns = {
-                        "jacobi": gated(problem, fpbench.Jacobi(max_iters=k), f"{name}:cpu"),
-                        "floor": fpbench.get_backend(name).iteration_floor(problem, "cpu"),
-                    }
-                except AssertionError as e:
-                    print(f"{name:8s} {cell:6s} {hidden:4d} FAILED {e}")
-                    continue
-                t = interleaved(fns, args.repeats)
-                it = t["jacobi"] / k
-                print(
-                    f"{name:8s} {cell:6s} {hidden:4d} {it * 1e3:9.3f} {t['floor'] * 1e3:9.3f} "
-                    f"{it / t['floor']:6.2f}"
-                )
+def measure(cases: list[Case], rounds: int, repeats: int) -> list[float | str]:
+    """Median over ``rounds`` of each case's worker median, the cases' workers alternating;
+    a failed correctness check gives its message instead of a time."""
+    medians: list[list[float]] = [[] for _ in cases]
+    for _ in range(rounds):
+        for i, case in enumerate(cases):
+            env = dict(os.environ)
+            if case.threads is not None:
+                env["FPBENCH_THREADS"] = str(case.threads)
+            cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(case)), "--repeats", str(repeats)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                return [f"FAILED: worker exited {out.returncode}: {out.stderr[-500:]}"] * len(cases)
+            reply = json.loads(out.stdout.strip().splitlines()[-1])
+            if "failed" in reply:
+                return ["FAILED: " + reply["failed"]] * len(cases)
+            medians[i].append(reply["median"] / case.per_call())
+    return [statistics.median(m) for m in medians]
 
 
-def numba_vs_torch(args: argparse.Namespace) -> None:
-    print(f"\n2. numba sequential / torch.nn native, CPU (T={args.seq_len}, B=8, I=32, float32)")
-    print(f"{'cell':6s} {'H':>4s} {'numba ms':>9s} {'torch ms':>9s} {'ratio':>6s}")
-    for cell in ("elman", "gru"):
-        for hidden in (32, 64, 128):
-            problem = fpbench.make_problem(spec(cell, hidden, args.seq_len))
-            fns = {
-                "numba": gated(problem, fpbench.Sequential(), "numba:cpu"),
-                "torch": gated(problem, fpbench.Native(), "torch:cpu"),
-            }
-            t = interleaved(fns, args.repeats)
-            print(
-                f"{cell:6s} {hidden:4d} {t['numba'] * 1e3:9.3f} {t['torch'] * 1e3:9.3f} "
-                f"{t['numba'] / t['torch']:6.2f}"
-            )
-
-
-def numba_threads(args: argparse.Namespace) -> None:
-    import numba
-
-    print(f"\n3. numba scans, 1 thread / 2 threads (T={args.seq_len}, B=8, I=32, float32, 4 iterations)")
-    print(f"{'solver':13s} {'cell':6s} {'H':>4s} {'1 thr ms':>9s} {'2 thr ms':>9s} {'ratio':>6s}")
-    cases = [(fpbench.Newton(4), 16), (fpbench.Newton(4), 32), (fpbench.QuasiNewton(4), 64)]
-    for solver, hidden in cases:
-        for cell in ("elman", "gru"):
-            run = gated(fpbench.make_problem(spec(cell, hidden, args.seq_len)), solver, "numba:cpu")
-
-            def with_threads(n: int, run=run) -> Callable[[], object]:
-                def call() -> object:
-                    numba.set_num_threads(n)
-                    return run()
-
-                return call
-
-            t = interleaved({"1": with_threads(1), "2": with_threads(2)}, args.repeats)
-            numba.set_num_threads(2)
-            print(
-                f"{solver.name:13s} {cell:6s} {hidden:4d} {t['1'] * 1e3:9.3f} {t['2'] * 1e3:9.3f} "
-                f"{t['1'] / t['2']:6.2f}"
-            )
+def table(title: str, header: str, rows: list[tuple[str, Case, Case]], args: argparse.Namespace) -> None:
+    """Print ``a / b`` for each ``(label, a, b)`` row."""
+    print(f"\n{title}\n{'':28s} {header}")
+    for label, a, b in rows:
+        ta, tb = measure([a, b], args.rounds, args.repeats)
+        if isinstance(ta, str):
+            print(f"{label:28s} {ta}")
+        else:
+            print(f"{label:28s} {ta * 1e3:10.3f} {tb * 1e3:10.3f} {ta / tb:7.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=3, help="workers per side of a ratio")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per worker")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--only", choices=["floor", "numba-torch", "threads"], default=None)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    steps = {"floor": jacobi_vs_floor, "numba-torch": numba_vs_torch, "threads": numba_threads}
-    for name, step in steps.items():
-        if args.only in (None, name):
-            step(args)
+    if args.worker:
+        worker(Case(**json.loads(args.worker)), args.repeats)
+        return
+
+    T, k = args.seq_len, 16
+    available = fpbench.available_backends()
+    if args.only in (None, "floor"):
+        rows = []
+        for name in ("torch", "jax", "numba"):
+            if name not in available:
+                print(f"{name}: unavailable, skipped")
+                continue
+            for cell in ("elman", "gru"):
+                for hidden in (64, 128):
+                    solve = Case(f"{name}:cpu", "solve", cell, hidden, T, "jacobi", k)
+                    rows.append((f"{name} {cell} H={hidden}", solve, replace(solve, kind="floor")))
+        table(
+            f"1. one Jacobi iteration / iteration floor (T={T}, B=8, I=32, float32, k={k}); ms",
+            f"{'iteration':>10s} {'floor':>10s} {'ratio':>7s}",
+            rows,
+            args,
+        )
+    if args.only in (None, "numba-torch") and {"numba", "torch"} <= set(available):
+        rows = [
+            (f"{cell} H={hidden}", Case("numba:cpu", "solve", cell, hidden, T, "sequential"),
+             Case("torch:cpu", "solve", cell, hidden, T, "native"))
+            for cell in ("elman", "gru")
+            for hidden in (32, 64, 128)
+        ]  # fmt: skip
+        table(
+            f"2. numba sequential / torch.nn native, CPU (T={T}, B=8, I=32, float32); ms",
+            f"{'numba':>10s} {'torch.nn':>10s} {'ratio':>7s}",
+            rows,
+            args,
+        )
+    if args.only in (None, "threads") and "numba" in available:
+        rows = []
+        for solver, hidden in (("newton", 16), ("newton", 32), ("quasi_newton", 64)):
+            for cell in ("elman", "gru"):
+                one = Case("numba:cpu", "solve", cell, hidden, T, solver, 4, threads=1)
+                rows.append((f"{solver} {cell} H={hidden}", one, replace(one, threads=2)))
+        table(
+            f"3. numba scans, 1 thread / 2 threads (T={T}, B=8, I=32, float32, 4 iterations); ms",
+            f"{'1 thread':>10s} {'2 threads':>10s} {'ratio':>7s}",
+            rows,
+            args,
+        )
 
 
 if __name__ == "__main__":
