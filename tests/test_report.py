@@ -240,6 +240,9 @@ def test_sweep_quick_end_to_end(asv_sandbox, tmp_path):
     csv = pd.read_csv(out / "results.csv")
     assert set(csv["grid"].dropna()) == {"quick"}
     assert not (csv["status"] == "failed").any()
+    # each target's asv run kept the results of the runs before it
+    ok = csv[csv["status"] == "ok"]
+    assert {"numpy:cpu", "torch:cpu"} <= set(ok["target"].dropna())
     for suite in ("SeqLen", "Hidden", "Budget", "Accuracy", "ColdStart", "IterationFloor", "Settings"):
         assert (csv["benchmark"].str.contains(rf"\.{suite}\.") & (csv["status"] == "ok")).any(), suite
     assert (out / "index.html").is_file() and (out / "summary.md").is_file()

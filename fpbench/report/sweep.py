@@ -22,6 +22,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -170,7 +171,9 @@ def run_sweep(
     for chunk in [bench] if bench else sweep_chunks(env):
         print(f"fpbench sweep: asv run --bench {' --bench '.join(chunk)}", flush=True)
         args = run_args + [arg for regex in chunk for arg in ("--bench", regex)]
+        t0 = time.monotonic()
         status = _stream(_asv(args), conf_dir, env, side_dir / SIDE_LOG.format(commit=commit[:8]))
+        print(f"fpbench sweep: asv run exited {status} after {time.monotonic() - t0:.0f} s", flush=True)
         rc = rc or status
         if status < 0 or status in (130, 137, 143):  # asv was interrupted or killed: stop here
             break
