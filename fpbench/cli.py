@@ -17,7 +17,14 @@ from .solvers import SOLVERS, make_solver
 from .spec import CELLS, DTYPES, RNNSpec, make_problem
 from .testing import errors
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "XLA_FLAGS", "FPBENCH_THREADS")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "OPENBLAS_THREAD_TIMEOUT",
+    "XLA_FLAGS",
+    "FPBENCH_THREADS",
+)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

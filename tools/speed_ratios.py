@@ -1,6 +1,7 @@
 """Print the speed ratios the backends are held to, each side measured in its own process.
 
     python tools/speed_ratios.py [--rounds 3] [--repeats 10] [--seq-len 4096] [--only floor]
+                                 [--backends torch,jax,numba]
 
 Frameworks in one process disturb each other (torch's and Numba's OpenMP thread pools
 spin-wait for work and take the cores from the other), so every measurement runs in a
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per worker")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--only", choices=["floor", "numba-torch", "threads"], default=None)
+    parser.add_argument("--backends", default="torch,jax,numba", help="backends of the floor table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -148,7 +150,7 @@ def main() -> None:
     available = fpbench.available_backends()
     if args.only in (None, "floor"):
         rows = []
-        for name in ("torch", "jax", "numba"):
+        for name in args.backends.split(","):
             if name not in available:
                 print(f"{name}: unavailable, skipped")
                 continue
