@@ -50,9 +50,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-
-def _threads() -> int:
-    return int(os.environ.get("FPBENCH_THREADS") or os.cpu_count() or 1)
+from fpbench.backend import (
+    Backend,
+    BackendUnavailableError,
+    Prepared,
+    UnsupportedError,
+    requested_threads,
+)
+from fpbench.solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver
+from fpbench.spec import Problem
 
 
 def _configure_xla_env(threads: int) -> bool:
@@ -73,17 +79,13 @@ def _configure_xla_env(threads: int) -> bool:
 
 
 # XLA reads these when its CPU client is created, so set them before JAX can create it.
-_THREADS = _threads()
+_THREADS = requested_threads()
 _THREADS_APPLIED = _configure_xla_env(_THREADS)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
-
-from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError  # noqa: E402
-from fpbench.solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver  # noqa: E402
-from fpbench.spec import Problem  # noqa: E402
 
 _HIGHEST = lax.Precision.HIGHEST
 

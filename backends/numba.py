@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
+from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
 from fpbench.solvers import Iterative, Jacobi, Newton, QuasiNewton, Sequential, Solver
 from fpbench.spec import Problem
 
@@ -47,8 +47,7 @@ def _kernels():
     except ImportError as e:
         raise BackendUnavailableError(f"backend 'numba' is unavailable: {e}") from e
     if not _threads_applied:
-        wanted = int(os.environ.get("FPBENCH_THREADS") or os.cpu_count() or 1)
-        numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(min(requested_threads(), numba.config.NUMBA_NUM_THREADS))
         _threads_applied = True
     return _numba_kernels
 

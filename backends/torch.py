@@ -51,14 +51,13 @@ when the backend is first used, and reported by :meth:`TorchBackend.info`.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
+from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
 from fpbench.solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver
 from fpbench.spec import PARAM_NAMES, Problem
 
@@ -86,10 +85,7 @@ def _apply_threads() -> int:
     """Apply ``FPBENCH_THREADS`` (default ``os.cpu_count()``) to torch, once per process."""
     global _threads
     if _threads is None:
-        raw = os.environ.get("FPBENCH_THREADS", "").strip()
-        if raw and (not raw.isdigit() or int(raw) < 1):
-            raise ValueError(f"FPBENCH_THREADS must be a positive integer, got {raw!r}")
-        n = int(raw) if raw else os.cpu_count() or 1
+        n = requested_threads()
         torch.set_num_threads(n)
         _threads = n
     return _threads

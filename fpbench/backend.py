@@ -9,6 +9,7 @@ into host NumPy arrays, outside any timed region.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,29 @@ import numpy as np
 
 from .solvers import Solver
 from .spec import Problem
+
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "OPENBLAS_THREAD_TIMEOUT",
+    "XLA_FLAGS",
+    "FPBENCH_THREADS",
+)
+"""Environment variables that set how the frameworks use threads (``fpbench info`` shows
+them; ``fpbench sweep`` records them)."""
+
+
+def requested_threads() -> int:
+    """The thread count every backend applies: ``FPBENCH_THREADS``, default ``os.cpu_count()``.
+
+    Raises:
+        ValueError: ``FPBENCH_THREADS`` is set but not a positive integer.
+    """
+    raw = os.environ.get("FPBENCH_THREADS", "").strip()
+    if raw and (not raw.isdigit() or int(raw) < 1):
+        raise ValueError(f"FPBENCH_THREADS must be a positive integer, got {raw!r}")
+    return int(raw) if raw else os.cpu_count() or 1
 
 
 class BackendUnavailableError(LookupError):

@@ -9,22 +9,13 @@ import statistics
 import sys
 
 from . import __version__
-from .backend import BackendUnavailableError, UnsupportedError
+from .backend import THREAD_VARS, BackendUnavailableError, UnsupportedError
 from .reference import sequential
 from .registry import backend_status, get_backend, timed_solve
 from .report.cli import add_commands
 from .solvers import SOLVERS, make_solver
 from .spec import CELLS, DTYPES, RNNSpec, make_problem
 from .testing import errors
-
-THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMBA_NUM_THREADS",
-    "OPENBLAS_THREAD_TIMEOUT",
-    "XLA_FLAGS",
-    "FPBENCH_THREADS",
-)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -94,3 +94,24 @@ def test_import_needs_numpy_only():
     code = f"import sys, fpbench; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("raw", ["0", "-2", "two", "1.5"])
+def test_bad_thread_count_is_named(monkeypatch, raw):
+    """One parse of FPBENCH_THREADS serves every backend (torch, JAX, Numba)."""
+    from fpbench.backend import requested_threads
+
+    monkeypatch.setenv("FPBENCH_THREADS", raw)
+    with pytest.raises(ValueError, match=rf"FPBENCH_THREADS must be a positive integer, got '{raw}'"):
+        requested_threads()
+
+
+def test_thread_count_defaults_to_cores(monkeypatch):
+    import os
+
+    from fpbench.backend import requested_threads
+
+    monkeypatch.delenv("FPBENCH_THREADS", raising=False)
+    assert requested_threads() == (os.cpu_count() or 1)
+    monkeypatch.setenv("FPBENCH_THREADS", " 3 ")
+    assert requested_threads() == 3

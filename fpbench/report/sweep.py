@@ -26,20 +26,12 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from fpbench.backend import THREAD_VARS
+
 SIDE_LOG = "fpbench-{commit}.log"
 SIDE_SWEEPS = "fpbench-{commit}.sweeps"
 
-RECORDED_VARS = (
-    "FPBENCH_GRID",
-    "FPBENCH_BACKENDS",
-    "FPBENCH_THREADS",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMBA_NUM_THREADS",
-    "OPENBLAS_THREAD_TIMEOUT",
-    "XLA_FLAGS",
-    "CUDA_VISIBLE_DEVICES",
-)
+RECORDED_VARS = ("FPBENCH_GRID", "FPBENCH_BACKENDS", *THREAD_VARS, "CUDA_VISIBLE_DEVICES")
 """Environment variables that change what or how the suites measure."""
 
 VERSIONED = ("fpbench", "numpy", "torch", "jax", "jaxlib", "numba", "asv", "asv_runner")
