@@ -4,8 +4,9 @@
 """
 
 from .backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
-from .reference import sequential as reference_states
-from .reference import truncated as truncated_states
+from .cells import CELLS, Cell
+from .reference import exact_states as reference_states
+from .reference import truncated_states
 from .registry import (
     available_backends,
     backend_status,
@@ -15,14 +16,28 @@ from .registry import (
     timed_solve,
 )
 from .result import DivergenceWarning, Result
-from .solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver, make_solver
+from .solvers import (
+    ELK,
+    Iterative,
+    Jacobi,
+    Native,
+    Newton,
+    QuasiELK,
+    QuasiNewton,
+    Sequential,
+    Solver,
+    make_solver,
+)
 from .spec import Problem, RNNSpec, make_problem
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CELLS",
+    "ELK",
     "Backend",
     "BackendUnavailableError",
+    "Cell",
     "DivergenceWarning",
     "Iterative",
     "Jacobi",
@@ -30,6 +45,7 @@ __all__ = [
     "Newton",
     "Prepared",
     "Problem",
+    "QuasiELK",
     "QuasiNewton",
     "RNNSpec",
     "Result",

@@ -59,8 +59,9 @@ class Prepared:
     Attributes:
         run: zero-argument callable; runs the solve on device-resident data and
             synchronises before returning an opaque, backend-native value.
-        to_host: maps that value to ``(states (T, B, H), residuals (n_iters,))`` NumPy
-            arrays; ``residuals`` holds exactly one entry per iteration that ran.
+        to_host: maps that value to ``(states (T, B, S), residuals (n_iters,))`` NumPy
+            arrays: the full states (``S = H``; ``2H`` for ``lstm``, ``[h, c]``), and exactly
+            one residual per iteration that ran.
     """
 
     run: Callable[[], Any]

@@ -10,37 +10,52 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import cells
 from .backend import Backend, Prepared, UnsupportedError
-from .solvers import Iterative, Jacobi, Newton, QuasiNewton, Sequential, Solver
+from .cells import input_projection
+from .solvers import Iterative, Solver
 from .spec import Problem
 
 
-def sequential(problem: Problem) -> np.ndarray:
-    """Exact states by the recurrence ``h_t = f(h_{t-1}, x_t)``: ``(T, B, H)`` float64."""
+def _setup(problem: Problem):
+    """``(cell, params, s0 (B, S), gi (T, B, gH))`` of ``problem`` in float64."""
     p = problem.astype("float64")
-    gi = cells.input_projection(p.params, p.x)
-    out = np.empty(gi.shape[:2] + p.h0.shape[-1:])
-    h = p.h0
+    return p.spec.model, p.params, p.s0, input_projection(p.params, p.x)
+
+
+def sequential(problem: Problem) -> np.ndarray:
+    """Exact states by the recurrence ``s_t = f(s_{t-1}, x_t)``: ``(T, B, S)`` float64
+    (``S = H``; ``2H`` for ``lstm``, whose state is ``[h, c]``)."""
+    cell, params, s, gi = _setup(problem)
+    out = np.empty(gi.shape[:2] + s.shape[-1:])
     for t in range(gi.shape[0]):
-        h = out[t] = cells.step(p.spec.cell, p.params, h, gi[t])
+        s = out[t] = cell.step(np, params, s, gi[t])
     return out
 
 
 def truncated(problem: Problem, k: int) -> np.ndarray:
     """The k-truncated model (Miller & Hardt): state t is the RNN run for k steps from a
-    zero state at t - k (from ``h0`` where t <= k). Brute force, ``O(T k)`` steps."""
-    p = problem.astype("float64")
-    gi = cells.input_projection(p.params, p.x)
+    zero state at t - k (from ``s0`` where t <= k). Brute force, ``O(T k)`` steps.
+    Returns ``(T, B, S)`` float64."""
+    cell, params, s0, gi = _setup(problem)
     T = gi.shape[0]
-    out = np.empty(gi.shape[:2] + p.h0.shape[-1:])
+    out = np.empty(gi.shape[:2] + s0.shape[-1:])
     for t in range(T):
-        start = t - k + 1  # first input applied; state before it is zero (or h0 at 0)
-        h = p.h0 if start <= 0 else np.zeros_like(p.h0)
-        for s in range(max(start, 0), t + 1):
-            h = cells.step(p.spec.cell, p.params, h, gi[s])
-        out[t] = h
+        start = t - k + 1  # first input applied; state before it is zero (or s0 at 0)
+        s = s0 if start <= 0 else np.zeros_like(s0)
+        for j in range(max(start, 0), t + 1):
+            s = cell.step(np, params, s, gi[j])
+        out[t] = s
     return out
+
+
+def exact_states(problem: Problem) -> np.ndarray:
+    """The exact states ``h_t``, as ``Result.states`` holds them: ``(T, B, H)`` float64."""
+    return sequential(problem)[..., : problem.spec.hidden_size]
+
+
+def truncated_states(problem: Problem, k: int) -> np.ndarray:
+    """The k-truncated model's ``h_t``, as ``Result.states`` holds them: ``(T, B, H)`` float64."""
+    return truncated(problem, k)[..., : problem.spec.hidden_size]
 
 
 def shifted(H: np.ndarray, h0: np.ndarray) -> np.ndarray:
@@ -48,21 +63,73 @@ def shifted(H: np.ndarray, h0: np.ndarray) -> np.ndarray:
     return np.concatenate([h0[None], H[:-1]])
 
 
+def _apply(A: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``A v`` for full ``A (..., S, S)`` or diagonal ``A (..., S)`` transitions."""
+    return A * v if A.ndim == v.ndim else np.einsum("...ij,...j->...i", A, v)
+
+
 def linear_recurrence(A: np.ndarray, b: np.ndarray, h0: np.ndarray) -> np.ndarray:
     """Solve ``h_t = A_t h_{t-1} + b_t`` sequentially.
 
     Args:
-        A: ``(T, B, H, H)`` full, or ``(T, B, H)`` diagonal transition matrices.
-        b: ``(T, B, H)`` offsets.
-        h0: ``(B, H)`` initial state.
+        A: ``(T, B, S, S)`` full, or ``(T, B, S)`` diagonal transition matrices.
+        b: ``(T, B, S)`` offsets.
+        h0: ``(B, S)`` initial state.
     Returns:
-        ``(T, B, H)`` states.
+        ``(T, B, S)`` states.
     """
     out = np.empty_like(b)
     h = h0
     for t in range(b.shape[0]):
-        Ah = A[t] * h if A.ndim == 3 else np.einsum("bij,bj->bi", A[t], h)
-        h = out[t] = Ah + b[t]
+        h = out[t] = _apply(A[t], h) + b[t]
+    return out
+
+
+def kalman_smoother(
+    A: np.ndarray, b: np.ndarray, y: np.ndarray, h0: np.ndarray, damping: float
+) -> np.ndarray:
+    """The minimiser of ``sum_t |h_t - A_t h_{t-1} - b_t|^2 + damping sum_t |h_t - y_t|^2``
+    over ``h_1..h_T`` (``h_0`` given): ELK's damped Newton step, by a Kalman filter and a
+    Rauch-Tung-Striebel smoother run sequentially (dynamics noise ``I``, observations
+    ``y_t`` with noise ``I / damping``). ``damping = 0`` gives :func:`linear_recurrence`.
+
+    Args:
+        A: ``(T, B, S, S)`` full or ``(T, B, S)`` diagonal transitions.
+        b, y: ``(T, B, S)`` offsets and observations (the current iterate).
+        h0: ``(B, S)`` known initial state.
+    Returns:
+        ``(T, B, S)`` smoothed means.
+    """
+    T, _, S = b.shape
+    full = A.ndim == 4
+    eye = np.eye(S)
+    m, P = h0, (np.zeros((*h0.shape, S)) if full else np.zeros_like(h0))
+    means, covs, pred_means, pred_covs = [], [], [], []
+    for t in range(T):  # filter
+        mp = _apply(A[t], m) + b[t]
+        if full:
+            Pp = A[t] @ P @ np.swapaxes(A[t], -1, -2) + eye
+            K = damping * np.linalg.solve(eye + damping * Pp, Pp)  # P (P + I/damping)^-1, symmetric
+            m = mp + np.einsum("...ij,...j->...i", K, y[t] - mp)
+            P = Pp - K @ Pp
+        else:
+            Pp = A[t] * A[t] * P + 1.0
+            K = damping * Pp / (1.0 + damping * Pp)
+            m = mp + K * (y[t] - mp)
+            P = (1.0 - K) * Pp
+        means.append(m)
+        covs.append(P)
+        pred_means.append(mp)
+        pred_covs.append(Pp)
+    out = np.empty_like(b)
+    out[-1] = ms = means[-1]
+    for t in range(T - 2, -1, -1):  # smoother: G_t = P_t A_{t+1}^T (P^-_{t+1})^-1
+        if full:
+            G = np.swapaxes(np.linalg.solve(pred_covs[t + 1], A[t + 1] @ covs[t]), -1, -2)
+            ms = means[t] + np.einsum("...ij,...j->...i", G, ms - pred_means[t + 1])
+        else:
+            ms = means[t] + covs[t] * A[t + 1] / pred_covs[t + 1] * (ms - pred_means[t + 1])
+        out[t] = ms
     return out
 
 
@@ -84,28 +151,31 @@ def iterate(update: Callable[[np.ndarray], np.ndarray], H: np.ndarray, solver: I
 
 
 def fixed_point(problem: Problem, solver: Iterative) -> tuple[np.ndarray, np.ndarray]:
-    """Jacobi, Newton or QuasiNewton in float64: ``(states (T, B, H), residuals)``."""
-    p = problem.astype("float64")
-    cell, params, h0 = p.spec.cell, p.params, p.h0
-    gi = cells.input_projection(params, p.x)
+    """Any iterative solver in float64, by its traits: ``(states (T, B, S), residuals)``.
+
+    ``transition == "none"``: Jacobi, ``H <- F(H)``. Otherwise linearise at the iterate,
+    ``h_t = A_t h_{t-1} + b_t`` with ``A_t`` the Jacobian (``"full"``) or its diagonal
+    (``"diagonal"``) at ``H_{t-1}`` and ``b_t = f(H_{t-1}) - A_t H_{t-1}``, and solve it:
+    exactly (Newton) or, with damping, by the Kalman smoother (ELK).
+    """
+    cell, params, s0, gi = _setup(problem)
 
     def jacobi(H):
-        return cells.step(cell, params, shifted(H, h0), gi)
+        return cell.step(np, params, shifted(H, s0), gi)
 
     def newton(H):
-        Hp = shifted(H, h0)
-        fH = cells.step(cell, params, Hp, gi)
-        if isinstance(solver, QuasiNewton):
-            A = cells.jacobian_diag(cell, params, Hp, gi)
-            b = fH - A * Hp
-        else:
-            A = cells.jacobian(cell, params, Hp, gi)
-            b = fH - np.einsum("tbij,tbj->tbi", A, Hp)
-        return linear_recurrence(A, b, h0)
+        Hp = shifted(H, s0)
+        fH = cell.step(np, params, Hp, gi)
+        jac = cell.jacobian if solver.transition == "full" else cell.jacobian_diag
+        A = jac(np, params, Hp, gi)
+        b = fH - _apply(A, Hp)
+        if solver.damping:
+            return kalman_smoother(A, b, H, s0, solver.damping)
+        return linear_recurrence(A, b, s0)
 
-    update = jacobi if isinstance(solver, Jacobi) else newton
+    update = jacobi if solver.transition == "none" else newton
     with np.errstate(over="ignore", invalid="ignore"):
-        return iterate(update, np.zeros_like(gi[..., : h0.shape[-1]]), solver)
+        return iterate(update, np.zeros(gi.shape[:2] + s0.shape[-1:]), solver)
 
 
 class NumpyBackend(Backend):
@@ -117,9 +187,9 @@ class NumpyBackend(Backend):
         return ["cpu"]
 
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
-        if isinstance(solver, Sequential):
+        if solver.name == "sequential":
             return Prepared(lambda: (sequential(problem), np.empty(0)), tuple)
-        if isinstance(solver, (Jacobi, Newton, QuasiNewton)):
+        if solver.iterative:
             return Prepared(lambda: fixed_point(problem, solver), tuple)
         raise UnsupportedError(f"the numpy reference does not implement solver {solver.name!r}")
 

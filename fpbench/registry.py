@@ -150,4 +150,4 @@ def timed_solve(
         out = prepared.run()
         run_s.append(time.perf_counter() - t0)
     states, residuals = prepared.to_host(out)
-    return make_result(states, residuals, solver, problem.spec.dtype, impl.name, dev), prepare_s, run_s
+    return make_result(states, residuals, solver, problem.spec, impl.name, dev), prepare_s, run_s

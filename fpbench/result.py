@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .solvers import Solver
+from .spec import RNNSpec
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -19,7 +20,9 @@ class Result:
     """What a solve returns.
 
     Attributes:
-        states: ``(T, B, H)`` states in the spec's dtype.
+        states: ``(T, B, H)`` states ``h_t`` in the spec's dtype.
+        cell_states: ``(T, B, H)`` cell states ``c_t`` for ``lstm`` (the fixed point is over
+            the pair); None for the other cells.
         iterations: fixed-point iterations run (0 for sequential solvers).
         residuals: per-iteration ``max |H_new - H_old|`` (empty for sequential solvers).
         converged: True when the states are the fixed point: the last residual is
@@ -37,38 +40,48 @@ class Result:
     backend: str = ""
     device: str = ""
     solver: str = field(default="")
+    cell_states: np.ndarray | None = None
 
 
 def make_result(
     states: np.ndarray,
     residuals: np.ndarray | list[float],
     solver: Solver,
-    dtype: str,
+    spec: RNNSpec,
     backend: str,
     device: str,
 ) -> Result:
     """Build a :class:`Result`, deriving ``converged`` and ``diverged``; warn on divergence.
 
     Args:
-        states: ``(T, B, H)`` host array.
+        states: ``(T, B, S)`` host array of full states (``S = H``, or ``2H`` for ``lstm``:
+            ``[h, c]``), or ``(T, B, H)`` where the state is ``h`` only.
         residuals: the residual of each iteration that ran (a host array or list).
         solver: the solver configuration that ran.
-        dtype: the spec's dtype; ``states`` are cast to it.
+        spec: the problem's spec; states are cast to its dtype and split into h and c.
     """
-    states = np.asarray(states, dtype=dtype)
+    states = np.asarray(states, dtype=spec.dtype)
+    H = spec.hidden_size
+    if states.shape[-1] != spec.state_size:
+        raise ValueError(f"states have {states.shape[-1]} features, the spec's state has {spec.state_size}")
+    cell_states = states[..., H:] if spec.model.parts == 2 else None
+    states = states[..., :H]
     res = [float(r) for r in np.asarray(residuals, dtype=np.float64).ravel()]
     diverged = not (np.isfinite(states).all() and all(np.isfinite(res)))
+    if cell_states is not None:
+        diverged = diverged or not np.isfinite(cell_states).all()
     if not solver.iterative:
         converged = not diverged
     else:
         T = states.shape[0]
         tol = getattr(solver, "tol", None)
         last = res[-1] if res else float("inf")
-        converged = not diverged and ((tol is not None and last <= tol) or len(res) >= T or last == 0.0)
+        exact = solver.exact_after_seq_len and len(res) >= T
+        converged = not diverged and ((tol is not None and last <= tol) or exact or last == 0.0)
     if diverged:
         warnings.warn(
             f"{backend}:{device} {solver} diverged (non-finite states or residuals)",
             DivergenceWarning,
             stacklevel=3,
         )
-    return Result(states, len(res), res, converged, diverged, backend, device, str(solver))
+    return Result(states, len(res), res, converged, diverged, backend, device, str(solver), cell_states)

@@ -5,13 +5,27 @@ from zero states ``H = 0`` and, at iteration k, form ``H_new`` from ``H_old``; t
 residual of that iteration is ``max |H_new - H_old|``. With ``tol=None`` exactly
 ``max_iters`` iterations run; otherwise the solve stops after the first iteration
 whose residual is ``<= tol``.
+
+Backends, estimates and benchmarks branch on a solver's *traits*, never on its class:
+
+- ``transition``: the matrix of the linear recurrence one iteration solves,
+  ``h_t = A_t h_{t-1} + b_t`` — ``"none"`` (``A = 0``: Jacobi), ``"full"`` (the Jacobian:
+  Newton/DEER), ``"diagonal"`` (its diagonal: quasi-Newton);
+- ``damping``: the Levenberg-Marquardt weight of ELK (0 for the undamped solvers); a
+  damped iteration solves the damped least-squares problem by a Kalman smoother.
+
+So ``ELK`` is Newton's transition with damping, and a subclass can never be silently
+run as its parent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
+
+TRANSITIONS: tuple[str, ...] = ("none", "full", "diagonal")
 
 
 @dataclass(frozen=True)
@@ -20,6 +34,23 @@ class Solver:
 
     name: ClassVar[str] = ""
     iterative: ClassVar[bool] = False
+    transition: ClassVar[str | None] = None
+    """``"none"``, ``"full"`` or ``"diagonal"`` for iterative solvers (module docstring)."""
+
+    @property
+    def damping(self) -> float:
+        """The Levenberg-Marquardt damping (0: undamped)."""
+        return 0.0
+
+    @property
+    def exact_after_seq_len(self) -> bool:
+        """True when ``T`` iterations give the exact states (Jacobi, Newton, quasi-Newton:
+        each iteration makes at least one more step exact; not so with damping > 0)."""
+        return self.iterative and self.damping == 0
+
+    def fields(self) -> dict[str, Any]:
+        """Every configuration field: ``make_solver(s.name, **s.fields()) == s``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def __str__(self) -> str:
         return self.name
@@ -65,8 +96,12 @@ class Iterative(Solver):
             raise ValueError(f"{type(self).__name__}.tol must be None or a finite number >= 0, got {t!r}")
 
     def __str__(self) -> str:
-        tol = "" if self.tol is None else f", tol={self.tol:g}"
-        return f"{self.name}(max_iters={self.max_iters}{tol})"
+        extra = "".join(
+            f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
+            for k, v in self.fields().items()
+            if k != "max_iters" and v is not None
+        )
+        return f"{self.name}(max_iters={self.max_iters}{extra})"
 
 
 @dataclass(frozen=True)
@@ -78,6 +113,7 @@ class Jacobi(Iterative):
     """
 
     name: ClassVar[str] = "jacobi"
+    transition: ClassVar[str] = "none"
 
 
 @dataclass(frozen=True)
@@ -85,6 +121,7 @@ class Newton(Iterative):
     """DEER: linearise at the iterate, solve the linear recurrence by a parallel scan."""
 
     name: ClassVar[str] = "newton"
+    transition: ClassVar[str] = "full"
 
 
 @dataclass(frozen=True)
@@ -92,20 +129,64 @@ class QuasiNewton(Iterative):
     """Quasi-DEER: Newton with the Jacobian replaced by its diagonal (elementwise scan)."""
 
     name: ClassVar[str] = "quasi_newton"
+    transition: ClassVar[str] = "diagonal"
+
+
+@dataclass(frozen=True)
+class _Damped(Iterative):
+    """An iterative solver with Levenberg-Marquardt damping (abstract)."""
+
+    damping: float = 0.1  # type: ignore[assignment]  (a field here, a property on Solver)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        d = self.damping
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d < 0:
+            raise ValueError(f"{type(self).__name__}.damping must be a finite number >= 0, got {d!r}")
+
+
+@dataclass(frozen=True)
+class ELK(_Damped):
+    """ELK (Gonzalez et al. 2024): Newton's linearisation, then the damped least-squares
+    step ``min_H sum_t |h_t - A_t h_{t-1} - b_t|^2 + damping * sum_t |h_t - h_t^(i)|^2``,
+    solved exactly as a Kalman smoother (dynamics noise 1, the iterate observed with
+    variance ``1 / damping``). ``damping = 0`` is Newton."""
+
+    name: ClassVar[str] = "elk"
+    transition: ClassVar[str] = "full"
+
+
+@dataclass(frozen=True)
+class QuasiELK(_Damped):
+    """Quasi-ELK: ELK with the diagonal Jacobian (elementwise Kalman smoothers).
+    ``damping = 0`` is QuasiNewton."""
+
+    name: ClassVar[str] = "quasi_elk"
+    transition: ClassVar[str] = "diagonal"
 
 
 SOLVERS: dict[str, type[Solver]] = {
-    cls.name: cls for cls in (Sequential, Native, Jacobi, Newton, QuasiNewton)
+    cls.name: cls for cls in (Sequential, Native, Jacobi, Newton, QuasiNewton, ELK, QuasiELK)
 }
 
 
-def make_solver(name: str, max_iters: int | None = None, tol: float | None = None) -> Solver:
-    """Build a solver from its name (``"jacobi"``, ...), as the CLI and benchmarks do."""
+def make_solver(name: str, max_iters: int | None = None, tol: float | None = None, **fields: Any) -> Solver:
+    """Build a solver from its name (``"jacobi"``, ...) and fields, as the CLI and
+    benchmarks do; ``make_solver(s.name, **s.fields())`` rebuilds ``s`` exactly.
+    ``max_iters`` and ``tol`` are ignored for the sequential solvers.
+
+    Raises:
+        ValueError: unknown name, a missing ``max_iters``, or a field the solver lacks.
+    """
     cls = SOLVERS.get(name)
     if cls is None:
         raise ValueError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
-    if not cls.iterative:
-        return cls()
-    if max_iters is None:
-        raise ValueError(f"solver {name!r} needs max_iters")
-    return cls(max_iters=max_iters, tol=tol)
+    if cls.iterative:  # (a budget given to a sequential solver is ignored, as the CLI relies on)
+        if max_iters is None:
+            raise ValueError(f"solver {name!r} needs max_iters")
+        fields = {"max_iters": max_iters, "tol": tol, **fields}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(fields) - known
+    if unknown:
+        raise ValueError(f"solver {name!r} has no field(s) {sorted(unknown)}; its fields: {sorted(known)}")
+    return cls(**fields)

@@ -7,13 +7,15 @@ Shapes are time-major everywhere: ``x`` is ``(T, B, I)``, states ``(T, B, H)``,
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 
-CELLS: dict[str, int] = {"elman": 1, "gru": 3}
-"""Cell name -> number of gate blocks stacked in ``weight_ih`` / ``weight_hh``."""
+from .cells import CELLS, Cell
 
 DTYPES: tuple[str, ...] = ("float32", "float64")
 
@@ -28,7 +30,8 @@ class RNNSpec:
     """One RNN evaluation problem.
 
     Attributes:
-        cell: ``"elman"`` (``torch.nn.RNN`` with tanh) or ``"gru"`` (``torch.nn.GRU``).
+        cell: ``"elman"`` (``torch.nn.RNN`` with tanh), ``"gru"`` (``torch.nn.GRU``) or
+            ``"lstm"`` (``torch.nn.LSTM``): a name in :data:`fpbench.cells.CELLS`.
         input_size: I, features per time step.
         hidden_size: H, state size.
         seq_len: T, number of time steps.
@@ -36,7 +39,8 @@ class RNNSpec:
         dtype: ``"float32"`` or ``"float64"``: the precision backends compute in.
         contraction: rho >= 0, the spectral norm ``W_hh`` is scaled to (for ``gru``
             each of the three gate blocks is scaled to it: a heuristic, since the GRU
-            state map's Lipschitz constant also depends on the gates).
+            state map's Lipschitz constant also depends on the gates; likewise the four
+            blocks of ``lstm``).
         seed: seed of the NumPy generator that makes every array.
     """
 
@@ -63,9 +67,19 @@ class RNNSpec:
             raise ValueError(f"RNNSpec.seed must be a non-negative integer, got {self.seed!r}")
 
     @property
-    def gates(self) -> int:
-        """Number of gate blocks (1 for elman, 3 for gru)."""
+    def model(self) -> Cell:
+        """The cell's maths (:class:`fpbench.cells.Cell`)."""
         return CELLS[self.cell]
+
+    @property
+    def gates(self) -> int:
+        """Number of gate blocks (1 elman, 3 gru, 4 lstm)."""
+        return self.model.gates
+
+    @property
+    def state_size(self) -> int:
+        """S, the length of the state the fixed point is over: H, or 2H for ``lstm`` (h, c)."""
+        return self.model.state_size(self.hidden_size)
 
 
 PARAM_NAMES: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -73,43 +87,72 @@ PARAM_NAMES: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 @dataclass(frozen=True, eq=False)
 class Problem:
-    """A generated problem: NumPy arrays, identical for every backend.
+    """A generated problem: NumPy arrays, identical for every backend, and immutable.
+
+    Construction validates every array against the spec (shape and dtype) and stores a
+    C-contiguous, read-only copy; ``params`` is a read-only mapping. A problem therefore
+    cannot change after validation, and no backend ever sees arrays that do not match its
+    spec. Use ``dataclasses.replace(problem, x=...)`` to make a changed (re-validated) copy.
 
     Attributes:
         spec: the spec it was made from.
         x: ``(T, B, I)`` inputs, in ``spec.dtype``.
         h0: ``(B, H)`` initial state, in ``spec.dtype``.
         params: ``weight_ih (gH, I)``, ``weight_hh (gH, H)``, ``bias_ih (gH,)``,
-            ``bias_hh (gH,)`` with g gate blocks in torch order (GRU: r, z, n).
+            ``bias_hh (gH,)`` with g gate blocks in torch order (GRU: r, z, n; LSTM: i, f, g, o).
+        c0: ``(B, H)`` initial cell state for ``lstm``; None for the other cells.
     """
 
     spec: RNNSpec
     x: np.ndarray
     h0: np.ndarray
-    params: dict[str, np.ndarray] = field(repr=False)
+    params: Mapping[str, np.ndarray] = field(repr=False)
+    c0: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         s = self.spec
-        g, H, I = s.gates, s.hidden_size, s.input_size
+        if not isinstance(s, RNNSpec):
+            raise TypeError(f"Problem.spec must be an fpbench.RNNSpec, got {type(s).__name__}")
+        H = s.hidden_size
         expected = {
-            "x": (s.seq_len, s.batch, I),
+            "x": (s.seq_len, s.batch, s.input_size),
             "h0": (s.batch, H),
-            "weight_ih": (g * H, I),
-            "weight_hh": (g * H, H),
-            "bias_ih": (g * H,),
-            "bias_hh": (g * H,),
+            **s.model.param_shapes(H, s.input_size),
         }
-        arrays = {"x": self.x, "h0": self.h0, **self.params}
-        missing = set(expected) - set(arrays)
+        if not isinstance(self.params, Mapping):
+            raise TypeError(f"Problem.params must be a mapping, got {type(self.params).__name__}")
+        missing = set(expected) - {"x", "h0"} - set(self.params)
         if missing:
             raise ValueError(f"Problem.params is missing {sorted(missing)}")
+        extra = set(self.params) - set(expected)
+        if extra:
+            raise ValueError(f"Problem.params has unknown entries {sorted(extra)}")
+        arrays = {"x": self.x, "h0": self.h0, **self.params}
+        if s.model.parts == 2:
+            expected["c0"] = (s.batch, H)
+            arrays["c0"] = self.c0
+            if self.c0 is None:
+                raise ValueError(f"Problem.c0 is required for cell {s.cell!r}")
+        elif self.c0 is not None:
+            raise ValueError(f"Problem.c0 must be None for cell {s.cell!r} (its state is h only)")
+        frozen = {}
         for name, shape in expected.items():
-            got = np.shape(arrays[name])
+            a = arrays[name]
+            got = np.shape(a)
             if got != shape:
                 raise ValueError(
                     f"Problem.{name} has shape {got}, but the spec "
-                    f"({s.cell}, T={s.seq_len}, B={s.batch}, I={I}, H={H}) needs {shape}"
+                    f"({s.cell}, T={s.seq_len}, B={s.batch}, I={s.input_size}, H={H}) needs {shape}"
                 )
+            dtype = getattr(a, "dtype", None)
+            if dtype != np.dtype(s.dtype):
+                raise ValueError(f"Problem.{name} has dtype {dtype}, but the spec needs {s.dtype}")
+            frozen[name] = _frozen(a)
+        set_ = object.__setattr__  # the dataclass is frozen: store the validated copies
+        set_(self, "x", frozen.pop("x"))
+        set_(self, "h0", frozen.pop("h0"))
+        set_(self, "c0", frozen.pop("c0", None))
+        set_(self, "params", MappingProxyType(frozen))
 
     @property
     def weight_ih(self) -> np.ndarray:
@@ -127,10 +170,28 @@ class Problem:
     def bias_hh(self) -> np.ndarray:
         return self.params["bias_hh"]
 
+    @property
+    def s0(self) -> np.ndarray:
+        """``(B, S)`` initial state vector: ``h0``, or ``[h0, c0]`` for ``lstm``."""
+        return self.h0 if self.c0 is None else np.concatenate([self.h0, self.c0], axis=-1)
+
     def astype(self, dtype: str) -> Problem:
-        """The same numbers cast to ``dtype`` (the reference uses ``"float64"``)."""
-        cast = {k: v.astype(dtype) for k, v in self.params.items()}
-        return Problem(self.spec, self.x.astype(dtype), self.h0.astype(dtype), cast)
+        """The same numbers cast to ``dtype`` (the reference uses ``"float64"``), with the
+        spec's ``dtype`` set to match."""
+        return Problem(
+            dataclasses.replace(self.spec, dtype=dtype),
+            self.x.astype(dtype),
+            self.h0.astype(dtype),
+            {k: v.astype(dtype) for k, v in self.params.items()},
+            None if self.c0 is None else self.c0.astype(dtype),
+        )
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous read-only copy of ``a`` (never a view of the caller's array)."""
+    out = np.array(a, order="C", copy=True)
+    out.flags.writeable = False
+    return out
 
 
 def _scale_spectral(w: np.ndarray, rho: float) -> np.ndarray:
@@ -143,8 +204,8 @@ def make_problem(spec: RNNSpec) -> Problem:
 
     Weights and biases are drawn like PyTorch's default init, U(-1/sqrt(H), 1/sqrt(H));
     each H x H block of ``weight_hh`` is then rescaled to spectral norm
-    ``spec.contraction``. Inputs are standard normal, ``h0`` is U(-0.5, 0.5).
-    Arrays are generated in float64 and cast to ``spec.dtype``.
+    ``spec.contraction``. Inputs are standard normal, ``h0`` (and ``c0`` for ``lstm``,
+    drawn last) are U(-0.5, 0.5). Arrays are generated in float64 and cast to ``spec.dtype``.
     """
     rng = np.random.default_rng(spec.seed)
     g, H, I = spec.gates, spec.hidden_size, spec.input_size
@@ -160,4 +221,7 @@ def make_problem(spec: RNNSpec) -> Problem:
     }
     x = rng.standard_normal((spec.seq_len, spec.batch, I))
     h0 = rng.uniform(-0.5, 0.5, size=(spec.batch, H))
-    return Problem(spec, x, h0, params).astype(spec.dtype)
+    c0 = rng.uniform(-0.5, 0.5, size=(spec.batch, H)) if spec.model.parts == 2 else None
+    dt = spec.dtype
+    cast = {k: v.astype(dt) for k, v in params.items()}
+    return Problem(spec, x.astype(dt), h0.astype(dt), cast, None if c0 is None else c0.astype(dt))

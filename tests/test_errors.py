@@ -6,7 +6,7 @@ import pytest
 import fpbench
 
 BAD_SPECS = {
-    "cell": ({"cell": "lstm9"}, r"cell must be one of \['elman', 'gru'\]"),
+    "cell": ({"cell": "lstm9"}, r"cell must be one of \['elman', 'gru', 'lstm'\]"),
     "hidden_size-zero": ({"hidden_size": 0}, "hidden_size must be a positive integer"),
     "input_size-negative": ({"input_size": -3}, "input_size must be a positive integer"),
     "seq_len-float": ({"seq_len": 2.5}, "seq_len must be a positive integer"),

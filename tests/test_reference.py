@@ -7,10 +7,12 @@ from hypothesis import strategies as st
 from problems import PROBLEMS, spec
 
 import fpbench
-from fpbench import cells
+from fpbench.cells import CELLS as CELL_MODELS
+from fpbench.cells import input_projection
+from fpbench.reference import sequential
 from fpbench.testing import assert_close
 
-CELLS = ["elman", "gru"]
+CELLS = ["elman", "gru", "lstm"]
 ITERATIVE = [fpbench.Jacobi, fpbench.Newton, fpbench.QuasiNewton]
 
 
@@ -19,12 +21,17 @@ def straight_loop(problem: fpbench.Problem) -> np.ndarray:
     p = problem.astype("float64")
     Wi, Wh, bi, bh = (p.params[k] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
     H = p.h0.shape[1]
-    h, out = p.h0, []
+    h, c, out = p.h0, p.c0, []
+    sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
     for x in p.x:
         if p.spec.cell == "elman":
             h = np.tanh(x @ Wi.T + bi + h @ Wh.T + bh)
+        elif p.spec.cell == "lstm":
+            a = x @ Wi.T + bi + h @ Wh.T + bh
+            i, f, g, o = sig(a[:, :H]), sig(a[:, H : 2 * H]), np.tanh(a[:, 2 * H : 3 * H]), sig(a[:, 3 * H :])
+            c = f * c + i * g
+            h = o * np.tanh(c)
         else:
-            sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
             gi, gh = x @ Wi.T + bi, h @ Wh.T + bh
             r = sig(gi[:, :H] + gh[:, :H])
             z = sig(gi[:, H : 2 * H] + gh[:, H : 2 * H])
@@ -46,35 +53,38 @@ def test_sequential_equals_straight_loop(cell, problem_id):
 def test_reference_equals_torch_module(cell, dtype):
     torch = pytest.importorskip("torch")
     p = fpbench.make_problem(spec("T64-B4-H8-I3-rho1.0", cell, dtype))
-    module = (torch.nn.RNN if cell == "elman" else torch.nn.GRU)(p.spec.input_size, p.spec.hidden_size)
+    module = getattr(torch.nn, CELL_MODELS[cell].torch_module)(p.spec.input_size, p.spec.hidden_size)
     module = module.to(getattr(torch, dtype))
     with torch.no_grad():
         for name, value in p.params.items():
-            getattr(module, f"{name}_l0").copy_(torch.from_numpy(value))
-        out, _ = module(torch.from_numpy(p.x), torch.from_numpy(p.h0)[None])
+            getattr(module, f"{name}_l0").copy_(torch.tensor(value))
+        h0 = torch.tensor(p.h0)[None]
+        out, last = module(torch.tensor(p.x), h0 if p.c0 is None else (h0, torch.tensor(p.c0)[None]))
     result = fpbench.solve(p, fpbench.Sequential())
     assert result.states.dtype == np.dtype(dtype)
     assert_close(f"torch.nn {cell}", out.numpy(), fpbench.reference_states(p), dtype)
+    if cell == "lstm":  # torch returns the last cell state only
+        assert_close("torch.nn lstm c_T", last[1][0].numpy(), result.cell_states[-1], dtype)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_jacobian_matches_finite_differences(cell):
     p = fpbench.make_problem(spec("T7-B3-H5-I2", cell))
-    gi = cells.input_projection(p.params, p.x)
-    h = fpbench.reference_states(p)[:-1]
-    gi = gi[1:]
-    J = cells.jacobian(cell, p.params, h, gi)
+    model = CELL_MODELS[cell]
+    gi = input_projection(p.params, p.x)[1:]
+    h = sequential(p)[:-1]  # the full state (h, c for lstm)
+    J = model.jacobian(np, p.params, h, gi)
     eps, eye = 1e-6, np.eye(h.shape[-1])
     fd = np.stack(
         [
-            (cells.step(cell, p.params, h + eps * e, gi) - cells.step(cell, p.params, h - eps * e, gi))
+            (model.step(np, p.params, h + eps * e, gi) - model.step(np, p.params, h - eps * e, gi))
             / (2 * eps)
             for e in eye
         ],
         axis=-1,
     )
     np.testing.assert_allclose(J, fd, atol=1e-8)
-    diag = cells.jacobian_diag(cell, p.params, h, gi)
+    diag = model.jacobian_diag(np, p.params, h, gi)
     np.testing.assert_array_equal(diag, np.diagonal(J, axis1=-2, axis2=-1))
 
 
