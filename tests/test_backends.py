@@ -11,7 +11,7 @@ from problems import PROBLEMS, spec
 import fpbench
 from fpbench.testing import assert_close
 
-CELLS = ["elman", "gru"]
+CELLS = ["elman", "gru", "lstm"]
 DTYPES = ["float32", "float64"]
 SOLVERS = {
     "sequential": fpbench.Sequential(),
@@ -21,21 +21,42 @@ SOLVERS = {
     "newton-tol": fpbench.Newton(max_iters=50, tol=1e-5),
     "quasi_newton-k3": fpbench.QuasiNewton(max_iters=3),
     "quasi_newton-tol": fpbench.QuasiNewton(max_iters=200, tol=1e-5),
+    "elk-k3": fpbench.ELK(max_iters=3, damping=0.3),
+    "elk-tol": fpbench.ELK(max_iters=300, tol=1e-6, damping=0.05),
+    "quasi_elk-k3": fpbench.QuasiELK(max_iters=3, damping=0.3),
+    "quasi_elk-tol": fpbench.QuasiELK(max_iters=400, tol=1e-6, damping=0.05),
 }
+DAMPED = {k: v for k, v in SOLVERS.items() if v.damping}
 
 
 def solve_both(target, problem, solver):
     return fpbench.solve(problem, solver, backend=target), fpbench.solve(problem, solver, backend="numpy")
 
 
-@pytest.mark.parametrize("problem_id", PROBLEMS)
-@pytest.mark.parametrize("solver_id", SOLVERS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cell", CELLS)
+def cases():
+    """(cell, dtype, solver, problem) ids: every combination, except that the damped
+    solvers (slower to converge) run on two problems of the table."""
+    for cell in CELLS:
+        for dtype in DTYPES:
+            for solver_id in SOLVERS:
+                for problem_id in PROBLEMS:
+                    if solver_id in DAMPED and problem_id not in ("T7-B3-H5-I2", "T33-B2-H16-I4-rho0.5"):
+                        continue
+                    yield pytest.param(
+                        cell, dtype, solver_id, problem_id, id=f"{cell}-{dtype}-{solver_id}-{problem_id}"
+                    )
+
+
+@pytest.mark.parametrize(("cell", "dtype", "solver_id", "problem_id"), cases())
 def test_matches_reference(target, cell, dtype, solver_id, problem_id):
     problem = fpbench.make_problem(spec(problem_id, cell, dtype))
     solver = SOLVERS[solver_id]
     got, ref = solve_both(target, problem, solver)
+    if cell == "lstm":  # the fixed point is over (h, c): both are checked
+        assert got.cell_states.shape == ref.cell_states.shape == got.states.shape
+        assert_close(f"{target} {cell} {solver} c", got.cell_states, ref.cell_states, dtype)
+    else:
+        assert got.cell_states is None
     assert got.states.dtype == np.dtype(dtype) and got.states.shape == ref.states.shape
     assert not got.diverged and got.converged == ref.converged
     if solver.iterative and solver.tol is None:
@@ -61,6 +82,29 @@ def test_budget_T_is_exact(target, cell, solver_cls):
     assert_close("budget T", result.states, fpbench.reference_states(problem), "float64")
 
 
+@pytest.mark.parametrize(
+    ("damped", "undamped"),
+    [(fpbench.ELK, fpbench.Newton), (fpbench.QuasiELK, fpbench.QuasiNewton)],
+    ids=["elk", "quasi_elk"],
+)
+@pytest.mark.parametrize("cell", CELLS)
+def test_undamped_elk_is_newton(target, cell, damped, undamped):
+    """damping = 0 gives exactly Newton's (quasi-Newton's) iterates."""
+    problem = fpbench.make_problem(spec("T33-B2-H16-I4-rho0.5", cell, "float64"))
+    elk = fpbench.solve(problem, damped(max_iters=3, damping=0.0), backend=target)
+    newton = fpbench.solve(problem, undamped(max_iters=3), backend=target)
+    assert_close("ELK(damping=0) vs Newton", elk.states, newton.states, "float64")
+    np.testing.assert_allclose(elk.residuals, newton.residuals, rtol=1e-9)
+
+
+@pytest.mark.parametrize("solver", DAMPED.values(), ids=DAMPED)
+def test_damped_converges_to_exact(target, solver):
+    problem = fpbench.make_problem(spec("T33-B2-H16-I4-rho0.5", "gru", "float64"))
+    result = fpbench.solve(problem, type(solver)(max_iters=1000, tol=1e-10, damping=0.5), backend=target)
+    assert result.converged and not result.diverged
+    assert_close("damped at tol", result.states, fpbench.reference_states(problem), "float64")
+
+
 @pytest.mark.parametrize("k", [1, 4, 9])
 @pytest.mark.parametrize("cell", CELLS)
 def test_jacobi_k_is_truncated_model(target, cell, k):
@@ -84,7 +128,14 @@ def test_native_baseline_matches_reference(target, cell, dtype):
 
 @pytest.mark.parametrize(
     "solver",
-    [fpbench.Sequential(), fpbench.Jacobi(7, tol=1e-6), fpbench.Newton(7), fpbench.QuasiNewton(7)],
+    [
+        fpbench.Sequential(),
+        fpbench.Jacobi(7, tol=1e-6),
+        fpbench.Newton(7),
+        fpbench.QuasiNewton(7),
+        fpbench.ELK(7),
+        fpbench.QuasiELK(7),
+    ],
     ids=str,
 )
 def test_nonfinite_is_reported_as_diverged(target, solver):
