@@ -47,7 +47,7 @@ def cases():
                     )
 
 
-@pytest.mark.parametrize(("cell", "dtype", "solver_id", "problem_id"), cases())
+@pytest.mark.parametrize(("cell", "dtype", "solver_id", "problem_id"), list(cases()))
 def test_matches_reference(target, cell, dtype, solver_id, problem_id):
     problem = fpbench.make_problem(spec(problem_id, cell, dtype))
     solver = SOLVERS[solver_id]
