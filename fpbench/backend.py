@@ -93,6 +93,20 @@ class Backend(ABC):
             UnsupportedError: this backend does not implement the combination.
         """
 
+    def prepare_grad(self, problem: Problem, solver: Solver, device: str, cotangent: np.ndarray) -> Prepared:
+        """Like :meth:`prepare`, for the forward solve *and* its backward pass (the VJP of
+        ``L = sum(cotangent * states)``); see :mod:`fpbench.grad` for the semantics of each
+        solver and backward mode. ``run()`` computes both on device-resident data and
+        synchronises; ``to_host(out)`` returns a :class:`fpbench.grad.GradHost`.
+
+        Args:
+            cotangent: ``(T, B, S)`` in the spec's dtype, on the *full* state (``S = H``;
+                ``2H`` for ``lstm``, whose c part :func:`fpbench.grad` sets to zero).
+        Raises:
+            UnsupportedError: this backend has no backward pass for the combination.
+        """
+        raise UnsupportedError(f"backend {self.name!r} has no backward pass")
+
     def iteration_floor(self, problem: Problem, device: str) -> Callable[[], Any]:
         """The floor one Jacobi iteration is measured against: a prepared, synchronised
         callable doing one batched ``(T*B, H) x (H, gH)`` product plus the cell's

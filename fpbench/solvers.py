@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 TRANSITIONS: tuple[str, ...] = ("none", "full", "diagonal")
+BACKWARDS: tuple[str, ...] = ("implicit", "unrolled")
+"""Backward modes of iterative solvers (``fpbench.grad``): the implicit-function-theorem
+gradient at the returned states, or the exact gradient of the iterations that ran."""
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,16 @@ class Iterative(Solver):
     iterative: ClassVar[bool] = True
     max_iters: int = 64
     tol: float | None = None
+    backward: str = field(default="implicit", kw_only=True)
+    """How :func:`fpbench.grad` differentiates it: ``"implicit"`` or ``"unrolled"``."""
 
     def __post_init__(self) -> None:
         if type(self) is Iterative:
             raise TypeError("Iterative is abstract: use Jacobi, Newton or QuasiNewton")
+        if self.backward not in BACKWARDS:
+            raise ValueError(
+                f"{type(self).__name__}.backward must be one of {list(BACKWARDS)}, got {self.backward!r}"
+            )
         m = self.max_iters
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ValueError(f"{type(self).__name__}.max_iters must be an integer >= 1, got {m!r}")
