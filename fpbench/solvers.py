@@ -108,7 +108,7 @@ class Iterative(Solver):
         extra = "".join(
             f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
             for k, v in self.fields().items()
-            if k != "max_iters" and v is not None
+            if k != "max_iters" and v is not None and (k, v) != ("backward", "implicit")
         )
         return f"{self.name}(max_iters={self.max_iters}{extra})"
 
