@@ -650,6 +650,23 @@ def _backward_solve(Lf, v):
             v[k] -= Lf[i, k] * vi
 
 
+@njit(**_JIT)
+def _gram_update(D, r, M, v, sign):
+    """``D += sign M^T M`` and ``r -= sign M^T v``, by rows of ``M`` (axpys)."""
+    S = M.shape[0]
+    sg = D.dtype.type(sign)
+    for j in range(S):
+        Mj = M[j]
+        for p in range(S):
+            mp = sg * Mj[p]
+            Dp = D[p]
+            for q in range(S):
+                Dp[q] += mp * Mj[q]
+        vj = sg * v[j]
+        for p in range(S):
+            r[p] -= vj * Mj[p]
+
+
 @njit(parallel=True, **_JIT)
 def damped_full(AT, e, Lbuf, y, out, lam):
     """ELK's damped step, one block-tridiagonal system per sequence, in parallel over B.
@@ -677,16 +694,7 @@ def damped_full(AT, e, Lbuf, y, out, lam):
                 for j in range(S):
                     for p in range(S):
                         X[j, p] = An[p, j]
-                for j in range(S):
-                    Aj = X[j]
-                    for p in range(S):
-                        ap = Aj[p]
-                        Dp = D[p]
-                        for q in range(S):
-                            Dp[q] += ap * Aj[q]
-                    ej = en[j]
-                    for p in range(S):
-                        r[p] -= ej * Aj[p]
+                _gram_update(D, r, X, en, 1.0)
             if t > 0:  # X = L_{t-1}^{-1} A_t^T; D -= X^T X; r += X^T z_{t-1}
                 Lp, At, zp = Lbuf[t - 1, b], AT[t, b], e[t - 1, b]
                 for i in range(S):
@@ -700,16 +708,7 @@ def damped_full(AT, e, Lbuf, y, out, lam):
                     inv = dt.type(1.0) / Lp[i, i]
                     for q in range(S):
                         Xi[q] *= inv
-                for i in range(S):
-                    Xi = X[i]
-                    for p in range(S):
-                        xp = Xi[p]
-                        Dp = D[p]
-                        for q in range(S):
-                            Dp[q] -= xp * Xi[q]
-                    zi = zp[i]
-                    for p in range(S):
-                        r[p] += zi * Xi[p]
+                _gram_update(D, r, X, zp, -1.0)
             _cholesky(D)
             _forward_solve(D, r)  # r becomes z_t
         m = zero
