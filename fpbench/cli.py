@@ -10,7 +10,7 @@ import sys
 
 from . import __version__
 from .backend import THREAD_VARS, BackendUnavailableError, UnsupportedError
-from .reference import sequential
+from .reference import exact_states
 from .registry import backend_status, get_backend, timed_solve
 from .report.cli import add_commands
 from .solvers import SOLVERS, make_solver
@@ -45,10 +45,11 @@ def cmd_solve(args: argparse.Namespace) -> int:
         contraction=args.contraction,
         seed=args.seed,
     )
-    solver = make_solver(args.solver, args.max_iters, args.tol)
+    extra = {} if args.damping is None else {"damping": args.damping}
+    solver = make_solver(args.solver, args.max_iters, args.tol, **extra)
     problem = make_problem(spec)
     result, prepare_s, run_s = timed_solve(problem, solver, args.backend, args.device, args.repeats)
-    err = errors(result.states, sequential(problem))
+    err = errors(result.states, exact_states(problem))
     print(f"spec:       {spec}")
     print(f"solver:     {solver} on {result.backend}:{result.device}")
     print(f"iterations: {result.iterations}  converged={result.converged}  diverged={result.diverged}")
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=sorted(SOLVERS), default="jacobi")
     p.add_argument("--max-iters", type=int, default=32, help="iteration budget")
     p.add_argument("--tol", type=float, default=None, help="stop when max |update| <= tol")
+    p.add_argument("--damping", type=float, default=None, help="ELK / quasi-ELK damping (default 0.1)")
     p.add_argument("--backend", default="numpy", help="backend or backend:device, e.g. torch:cuda")
     p.add_argument("--device", default=None)
     p.add_argument("--repeats", type=int, default=1, help="timed runs of the prepared solve")
