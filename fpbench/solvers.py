@@ -4,12 +4,18 @@ A solver says *what* to compute; each backend decides how. Iterative solvers sta
 from zero states ``H = 0`` and, at iteration k, form ``H_new`` from ``H_old``; the
 residual of that iteration is ``max |H_new - H_old|``. With ``tol=None`` exactly
 ``max_iters`` iterations run; otherwise the solve stops after the first iteration
-whose residual is ``<= tol``.
+whose residual is ``<= tol``. Either way it stops after an iteration whose residual is
+not finite (NaN or +inf: diverged).
+
+Jacobi, Newton and QuasiNewton are exact after T iterations (states t <= k are exact
+after k), so they run at most T: :func:`iteration_cap` is the one place that rule
+lives, and every backend sizes its loop and its residual buffer by it.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,15 +52,26 @@ class Native(Solver):
 
 @dataclass(frozen=True)
 class Iterative(Solver):
-    """A fixed-point solver with an iteration budget ``max_iters`` and optional ``tol``."""
+    """A fixed-point solver with an iteration budget ``max_iters`` and optional ``tol``.
+
+    NumPy scalars are accepted and stored as Python ``int`` / ``float``.
+    """
 
     iterative: ClassVar[bool] = True
+    exact_after_seq_len: ClassVar[bool] = True
+    """The states are exact after T iterations, so at most T run (:func:`iteration_cap`).
+    A damped or approximate solver sets it False and then runs its whole budget."""
     max_iters: int = 64
     tol: float | None = None
 
     def __post_init__(self) -> None:
         if type(self) is Iterative:
             raise TypeError("Iterative is abstract: use Jacobi, Newton or QuasiNewton")
+        # NumPy scalars (np.int64(5), np.float32(1e-4)) become Python numbers (frozen: setattr)
+        if isinstance(self.max_iters, numbers.Integral) and not isinstance(self.max_iters, bool):
+            object.__setattr__(self, "max_iters", int(self.max_iters))
+        if isinstance(self.tol, numbers.Real) and not isinstance(self.tol, (bool, int)):
+            object.__setattr__(self, "tol", float(self.tol))
         m = self.max_iters
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ValueError(f"{type(self).__name__}.max_iters must be an integer >= 1, got {m!r}")
@@ -92,6 +109,21 @@ class QuasiNewton(Iterative):
     """Quasi-DEER: Newton with the Jacobian replaced by its diagonal (elementwise scan)."""
 
     name: ClassVar[str] = "quasi_newton"
+
+
+def iteration_cap(solver: Solver, seq_len: int) -> int:
+    """The most iterations ``solver`` runs on a sequence of length ``seq_len``.
+
+    ``min(max_iters, seq_len)`` for a solver that is exact after T iterations
+    (``exact_after_seq_len``: Jacobi, Newton, QuasiNewton), ``max_iters`` for one that is
+    not, 0 for a sequential solver. Every backend loops at most this often and sizes its
+    residual buffer by it, so an unreachable budget (``max_iters=10**9``) costs nothing.
+    """
+    if not isinstance(solver, Iterative):
+        return 0
+    if solver.exact_after_seq_len:
+        return min(solver.max_iters, seq_len)
+    return solver.max_iters
 
 
 SOLVERS: dict[str, type[Solver]] = {
