@@ -4,6 +4,8 @@
 """
 
 from .backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
+from .lyapunov import lyapunov
+from .memory import InsufficientMemoryError, estimate_memory
 from .reference import sequential as reference_states
 from .reference import truncated as truncated_states
 from .registry import (
@@ -15,7 +17,17 @@ from .registry import (
     timed_solve,
 )
 from .result import DivergenceWarning, Result
-from .solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver, make_solver
+from .solvers import (
+    Iterative,
+    Jacobi,
+    Native,
+    Newton,
+    QuasiNewton,
+    Sequential,
+    Solver,
+    iteration_cap,
+    make_solver,
+)
 from .spec import Problem, RNNSpec, make_problem
 
 __version__ = "0.1.0"
@@ -24,6 +36,7 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "DivergenceWarning",
+    "InsufficientMemoryError",
     "Iterative",
     "Jacobi",
     "Native",
@@ -38,7 +51,10 @@ __all__ = [
     "UnsupportedError",
     "available_backends",
     "backend_status",
+    "estimate_memory",
     "get_backend",
+    "iteration_cap",
+    "lyapunov",
     "make_problem",
     "make_solver",
     "reference_states",
