@@ -183,16 +183,6 @@ def numpy_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
     return iters * T * max(per_step, 1e-6)
 
 
-def estimate_bytes(spec: fpbench.RNNSpec, solver: fpbench.Solver, itemsize: int) -> int:
-    """Rough working set of a solve: inputs, the input projection, a few state-sized
-    buffers, and Newton's ``(T, B, H, H)`` Jacobians (several live at once in a scan)."""
-    T, B, S, I, g = spec.seq_len, spec.batch, spec.state_size, spec.input_size, spec.gates
-    n = T * B * (I + g * spec.hidden_size + 4 * S)
-    if solver.transition == "full":  # Jacobians; a damped solve also keeps S x S covariances
-        n += (8 if solver.damping else 4) * T * B * S * S
-    return n * itemsize
-
-
 def _host_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
@@ -224,8 +214,8 @@ def check_fits(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> No
         NotImplementedError: with the estimate and the memory available.
     """
     name, device = parse_target(target)
-    itemsize = 8 if name == "numpy" else np.dtype(spec.dtype).itemsize  # the reference is float64
-    need = estimate_bytes(spec, solver, itemsize)
+    # the library's one estimate (fpbench.memory); the NumPy reference computes in float64
+    need = fpbench.estimate_memory(spec, solver, "float64" if name == "numpy" else None)
     host_need = 3 * spec.seq_len * spec.batch * (spec.input_size + spec.gates * spec.hidden_size) * 8
     if device == "cpu":
         host_need += need
@@ -276,13 +266,14 @@ def prepare(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> fpben
 
 
 def check_iterations(label: str, solver: fpbench.Solver, residuals: np.ndarray, seq_len: int) -> None:
-    """A fixed budget runs exactly ``max_iters`` iterations; a ``tol`` run converges
-    (its last residual is <= tol, or it used the budget T, which is exact).
+    """A fixed budget runs exactly ``max_iters`` iterations (at most T:
+    :func:`fpbench.iteration_cap`); a ``tol`` run converges (its last residual is <= tol,
+    or it used the budget T, which is exact).
 
     Raises:
         AssertionError: otherwise.
     """
-    n, k = residuals.size, solver.max_iters
+    n, k = residuals.size, fpbench.iteration_cap(solver, seq_len)
     if solver.tol is None and n != k:
         raise AssertionError(f"{label}: ran {n} iterations with a fixed budget of {k}")
     exact = solver.exact_after_seq_len and n >= seq_len

@@ -5,6 +5,8 @@
 
 from .backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
 from .cells import CELLS, Cell
+from .lyapunov import lyapunov
+from .memory import InsufficientMemoryError, estimate_memory
 from .reference import exact_states as reference_states
 from .reference import truncated_states
 from .registry import (
@@ -26,6 +28,7 @@ from .solvers import (
     QuasiNewton,
     Sequential,
     Solver,
+    iteration_cap,
     make_solver,
 )
 from .spec import Problem, RNNSpec, make_problem
@@ -39,6 +42,7 @@ __all__ = [
     "BackendUnavailableError",
     "Cell",
     "DivergenceWarning",
+    "InsufficientMemoryError",
     "Iterative",
     "Jacobi",
     "Native",
@@ -54,7 +58,10 @@ __all__ = [
     "UnsupportedError",
     "available_backends",
     "backend_status",
+    "estimate_memory",
     "get_backend",
+    "iteration_cap",
+    "lyapunov",
     "make_problem",
     "make_solver",
     "reference_states",
