@@ -5,6 +5,7 @@
 
 from .backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
 from .cells import CELLS, Cell
+from .grad import GradResult, PassDiagnostics, default_cotangent, grad, timed_grad
 from .reference import exact_states as reference_states
 from .reference import truncated_states
 from .registry import (
@@ -39,10 +40,12 @@ __all__ = [
     "BackendUnavailableError",
     "Cell",
     "DivergenceWarning",
+    "GradResult",
     "Iterative",
     "Jacobi",
     "Native",
     "Newton",
+    "PassDiagnostics",
     "Prepared",
     "Problem",
     "QuasiELK",
@@ -54,12 +57,15 @@ __all__ = [
     "UnsupportedError",
     "available_backends",
     "backend_status",
+    "default_cotangent",
     "get_backend",
+    "grad",
     "make_problem",
     "make_solver",
     "reference_states",
     "selected_targets",
     "solve",
+    "timed_grad",
     "timed_solve",
     "truncated_states",
 ]
