@@ -5,6 +5,7 @@
 
 from .backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
 from .cells import CELLS, Cell
+from .grad import GradResult, PassDiagnostics, default_cotangent, grad, timed_grad
 from .lyapunov import lyapunov
 from .memory import InsufficientMemoryError, estimate_memory
 from .reference import exact_states as reference_states
@@ -42,11 +43,13 @@ __all__ = [
     "BackendUnavailableError",
     "Cell",
     "DivergenceWarning",
+    "GradResult",
     "InsufficientMemoryError",
     "Iterative",
     "Jacobi",
     "Native",
     "Newton",
+    "PassDiagnostics",
     "Prepared",
     "Problem",
     "QuasiELK",
@@ -58,8 +61,10 @@ __all__ = [
     "UnsupportedError",
     "available_backends",
     "backend_status",
+    "default_cotangent",
     "estimate_memory",
     "get_backend",
+    "grad",
     "iteration_cap",
     "lyapunov",
     "make_problem",
@@ -67,6 +72,7 @@ __all__ = [
     "reference_states",
     "selected_targets",
     "solve",
+    "timed_grad",
     "timed_solve",
     "truncated_states",
 ]

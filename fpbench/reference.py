@@ -195,5 +195,10 @@ class NumpyBackend(Backend):
             return Prepared(lambda: fixed_point(problem, solver), tuple)
         raise UnsupportedError(f"the numpy reference does not implement solver {solver.name!r}")
 
+    def prepare_grad(self, problem: Problem, solver: Solver, device: str, cotangent: np.ndarray) -> Prepared:
+        from .reference_grad import prepare_grad  # (it imports this module)
+
+        return prepare_grad(problem, solver, cotangent)
+
     def info(self) -> dict[str, str]:
         return {"numpy": np.__version__}
