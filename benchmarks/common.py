@@ -34,7 +34,7 @@ import numpy as np
 
 import fpbench
 from fpbench.registry import parse_target, resolve, selected_targets
-from fpbench.testing import check_close
+from fpbench.testing import check_close, errors
 
 from . import grids
 
@@ -51,6 +51,10 @@ GATE_REFERENCE_SECONDS = 2.0
 """The gate runs the NumPy reference of the same fixed-budget solver only when
 :func:`numpy_seconds` expects it to take at most this; otherwise it checks the states
 that a budget of k makes exact."""
+
+GATE_PREFIX = "fpbench gate passed:"
+"""The gate's stderr line (``fpbench.report.store.GATE_PREFIX``, spelled out here because
+``asv run A..B`` runs these suites against older installed ``fpbench`` versions)."""
 
 MEMORY_FRACTION = 0.7
 """Largest share of the device's (and the host's) memory a combination may plan to use."""
@@ -129,15 +133,21 @@ def backend(target: str) -> tuple[fpbench.Backend, str]:
 
 
 def spec(
-    cell: str, seq_len: int, hidden_size: int, contraction: float = grids.CONTRACTION
+    cell: str,
+    seq_len: int,
+    hidden_size: int,
+    contraction: float = grids.CONTRACTION,
+    batch: int = grids.BATCH,
+    input_size: int = grids.INPUT_SIZE,
 ) -> fpbench.RNNSpec:
-    """The benchmark problem spec: the grid's fixed B, I, dtype and seed."""
+    """The benchmark problem spec: the grid's fixed dtype and seed; B and I fixed unless a
+    suite sweeps them."""
     return fpbench.RNNSpec(
         cell=cell,
-        input_size=grids.INPUT_SIZE,
+        input_size=input_size,
         hidden_size=hidden_size,
         seq_len=seq_len,
-        batch=grids.BATCH,
+        batch=batch,
         dtype=grids.DTYPE,
         contraction=contraction,
         seed=grids.SEED,
@@ -333,6 +343,15 @@ def verify(label: str, prob: fpbench.Problem, solv: fpbench.Solver, states: Any,
                 checks.append(("vs NumPy reference of the same solver", states, ref))
     for what, actual, expected in checks:
         assert_close(f"{label} {what}", actual, expected, s.dtype)
+    err = errors(states, exact)
+    # One line on stderr, which `fpbench sweep` (asv --show-stderr) keeps in its log: the report
+    # shows this error beside the timing it vouches for.
+    print(
+        f"{GATE_PREFIX} max_abs={err['max_abs']:.3e} rel_rms={err['rel_rms']:.3e} "
+        f"({'; '.join(what for what, _, _ in checks)})",
+        file=sys.stderr,
+        flush=True,
+    )
     return "; ".join(what for what, _, _ in checks)
 
 
@@ -369,8 +388,8 @@ def reset_peak_memory() -> None:
         pass
 
 
-class Solve(Timed, ABC):
-    """Base of the solve suites: ``time_solve`` and ``peakmem_solve`` of one combination.
+class SolveTime(Timed, ABC):
+    """Base of the solve suites: ``time_solve`` of one gated combination.
 
     Subclasses set ``params`` / ``param_names`` and implement :meth:`case`, mapping their
     parameters to ``(target, spec, solver)``. (Abstract, so asv does not collect it.)
@@ -388,6 +407,10 @@ class Solve(Timed, ABC):
 
     def time_solve(self, *params: Any) -> None:
         self.prepared.run()
+
+
+class Solve(SolveTime):
+    """:class:`SolveTime` plus ``peakmem_solve`` (process peak RSS during the solve)."""
 
     def peakmem_solve(self, *params: Any) -> None:
         self.prepared.run()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +11,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from fpbench import grids as fpbench_grids
+
 from . import analysis, figures
 from .analysis import fmt_num, fmt_seconds
 from .load import BASELINES, ResultSet, load_results
 from .page import Image, Section, Table, Text, write_html, write_markdown
+from .store import ReportError
 
 FIXED_BY_GROUP = {
     "SeqLen": {"hidden_size": "seq_lens_hidden"},
@@ -24,43 +25,28 @@ FIXED_BY_GROUP = {
     "Budget": {"seq_len": "budget_seq_len", "hidden_size": "budget_hidden"},
     "Accuracy": {"seq_len": "accuracy_seq_len", "hidden_size": "accuracy_hidden"},
     "ColdStart": {"seq_len": "cold_seq_len", "hidden_size": "cold_hidden"},
+    "Product": {"batch": "product_batch"},
+    "Batch": {"seq_len": "batch_seq_len", "hidden_size": "batch_hidden"},
 }
-"""Shape parameters a suite holds fixed, and the ``benchmarks/grids.py`` field giving them."""
+"""Shape parameters a suite holds fixed, and the :class:`fpbench.grids.Grid` field giving them."""
 
 
-def _grids_module(results_dir: Path) -> Any | None:
-    """``benchmarks/grids.py`` of the repository whose ``.asv/results`` this is, if any.
-
-    Only that repository's own grids file is trusted: grid names are append-only there, so
-    a run's grid name plus this file give the values the suites held fixed.
-    """
-    path = results_dir.resolve().parent.parent / "benchmarks" / "grids.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("_fpbench_report_grids", path)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    try:
-        spec.loader.exec_module(module)
-    except Exception:  # a broken grids file must not stop the report; shapes stay unknown
-        del sys.modules[spec.name]
-        return None
-    return module
-
-
-def fill_fixed_shapes(frame: pd.DataFrame, grids: Any | None) -> pd.DataFrame:
-    """Fill T and H that a suite held fixed (not an asv parameter) from the run's named grid."""
-    if grids is None:
-        return frame
+def fill_fixed_shapes(frame: pd.DataFrame, grids: Any | None = None) -> pd.DataFrame:
+    """Fill T, H and B that a suite held fixed (not an asv parameter) from the run's named
+    grid in :mod:`fpbench.grids` (append-only, so a grid name keeps its values); every suite
+    but ``Product`` and ``Batch`` holds B at :data:`fpbench.grids.BATCH`."""
+    grids = grids if grids is not None else fpbench_grids
     frame = frame.copy()
+    known = getattr(grids, "GRIDS", {})
     for group, fields in FIXED_BY_GROUP.items():
         for column, attr in fields.items():
-            for grid_name, grid in getattr(grids, "GRIDS", {}).items():
+            for grid_name, grid in known.items():
                 rows = frame["group"].eq(group) & frame["grid"].eq(grid_name) & frame[column].isna()
                 if rows.any() and hasattr(grid, attr):
                     frame.loc[rows, column] = float(getattr(grid, attr))
+    rows = frame["group"].isin(set(FIXED_BY_GROUP) - {"Product", "Batch"}) & frame["batch"].isna()
+    rows &= frame["grid"].isin(list(known))
+    frame.loc[rows, "batch"] = float(getattr(grids, "BATCH", 8))
     return frame
 
 
@@ -294,7 +280,7 @@ def _cold_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     return section
 
 
-def _gaps_section(frame: pd.DataFrame) -> Section:
+def _gaps_section(frame: pd.DataFrame, unreadable: list[tuple[str, str]] = ()) -> Section:
     gaps = analysis.gaps(frame)
     counts = frame["status"].value_counts()
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "n/a", "failed"))
@@ -306,6 +292,14 @@ def _gaps_section(frame: pd.DataFrame) -> Section:
             "out. Both are gaps in the figures above."
         )
     ]
+    if unreadable:
+        blocks.append(
+            Text(
+                f"**{len(unreadable)} asv result file(s) could not be read and were skipped** "
+                "(`--skip-unreadable`): every result in them is missing from this report."
+            )
+        )
+        blocks.append(Table(pd.DataFrame(unreadable, columns=["file", "why"]), "Unreadable result files"))
     if not gaps.empty:
         blocks.append(Table(gaps, "Gaps and their reasons"))
     return Section("Missing, n/a and failed combinations", blocks)
@@ -370,6 +364,7 @@ def build_report(
     machines: list[str] | None = None,
     all_commits: bool = False,
     title: str = "fpbench: fixed-point RNN evaluation benchmarks",
+    skip_unreadable: bool = False,
 ) -> Path:
     """Read asv results and write the comparative report.
 
@@ -378,13 +373,23 @@ def build_report(
         out: output folder (created); default ``reports/<machine>`` for one machine, else ``reports/all``.
         machines: only these asv machines (default: all).
         all_commits: every commit in the tables and CSV (figures always use each machine's newest).
+        skip_unreadable: skip asv result files that cannot be read, and list them in the
+            report's missing section, instead of failing.
+
+    Raises:
+        ReportError: no results (:class:`~.store.ResultsNotFound`), a file that cannot be
+            read (named), or ``out`` is a file.
 
     Returns:
         The output folder, holding ``index.html``, ``summary.md``, ``results.csv`` and ``figures/``.
     """
     results_dir = Path(results_dir)
-    result = load_results(results_dir, machines=machines, all_commits=all_commits)
-    result.frame = fill_fixed_shapes(result.frame, _grids_module(results_dir))
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ReportError(f"--out {out} is a file, not a folder")
+    result = load_results(
+        results_dir, machines=machines, all_commits=all_commits, skip_unreadable=skip_unreadable
+    )
+    result.frame = fill_fixed_shapes(result.frame)
     names = sorted(result.frame["machine"].unique())
     out = Path(out) if out is not None else Path("reports") / (names[0] if len(names) == 1 else "all")
     out.mkdir(parents=True, exist_ok=True)
@@ -404,7 +409,7 @@ def build_report(
         *_budget_memory_sections(frame, figs),
         _backend_section(frame),
         _cold_section(frame, figs),
-        _gaps_section(result.frame),
+        _gaps_section(result.frame, result.unreadable),
         _provenance_section(result, result.frame),
     ]
     counts = result.frame["status"].value_counts()
