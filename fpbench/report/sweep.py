@@ -219,11 +219,12 @@ def _suite_prefix(grid: str) -> str:
 def sweep_chunks(env: dict[str, str], grid: str = "default") -> list[list[str]]:
     """The ``--bench`` regular expressions of each ``asv run`` of a full sweep: one per
     ``backend:device`` target (every suite but the settings has the target as its first
-    parameter, and asv matches ``--bench`` against ``name(param, ...)``), restricted to the
-    grid's ``suites``, then the settings suite."""
+    parameter, and asv matches ``--bench`` against ``name(param, ...)``) but the grid's
+    ``sweep_skips``, restricted to the grid's ``suites``, then the settings suite."""
     from fpbench.registry import selected_targets
 
-    targets = selected_targets(env.get("FPBENCH_BACKENDS", ""))
+    skips = set(GRIDS[grid].sweep_skips)
+    targets = [t for t in selected_targets(env.get("FPBENCH_BACKENDS", "")) if t not in skips]
     prefix = _suite_prefix(grid)
     return [[rf"{prefix}\('{re.escape(t)}'"] for t in targets] + [[r"^bench_settings\."]]
 
