@@ -60,7 +60,10 @@ class Budget(common.Solve):
 class Product(common.SolveTime):
     """Time over the product T x H at B = ``grid.product_batch`` with input size I = H:
     DEER's speedup protocol (GRU, B = 16), so the report draws a T x H heatmap with its
-    break-even contour. Iterative solvers run to tolerance (``"tol"``)."""
+    break-even contour. Iterative solvers run to tolerance (``"tol"``). At most 3 samples
+    or 1 s of them: a product grid has many combinations."""
+
+    repeat = (1, 3, 1.0)
 
     params = (TARGETS, GRID.product_cells, grids.SOLVERS, GRID.product_seq_lens, GRID.product_hidden_sizes)
     param_names = ("target", "cell", "solver", "seq_len", "hidden_size")
@@ -73,7 +76,10 @@ class Product(common.SolveTime):
 class Batch(common.SolveTime):
     """Time against the batch size B at (T, H) = (``grid.batch_seq_len``, ``grid.batch_hidden``),
     every cell and solver: at B = 1 the sequential scan is latency-bound, which is where
-    parallel-in-time solvers have the most room. Iterative solvers run to tolerance."""
+    parallel-in-time solvers have the most room. Iterative solvers run to tolerance. At
+    most 3 samples or 1 s of them."""
+
+    repeat = (1, 3, 1.0)
 
     params = (TARGETS, GRID.cells, grids.SOLVERS, GRID.batch_sizes)
     param_names = ("target", "cell", "solver", "batch")

@@ -98,6 +98,23 @@ class Timed:
     timeout = 300.0
 
 
+PROGRESS_ENV = "FPBENCH_PROGRESS_FILE"
+"""``fpbench sweep`` sets it to a file; every suite's setup appends one line per combination
+(:func:`tick`), so the sweep can count combinations live (asv prints a benchmark's results
+only once all its combinations have run)."""
+
+
+def tick() -> None:
+    """Count this combination in the sweep's progress file, if there is one."""
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        try:
+            with open(path, "a", encoding="ascii") as f:
+                f.write("1\n")
+        except OSError:
+            pass
+
+
 def skip(reason: str) -> None:
     """Mark the running benchmark n/a from inside a benchmark method (not ``setup``)."""
     try:
@@ -400,6 +417,7 @@ class SolveTime(Timed, ABC):
         """The combination ``params`` name; raises ``NotImplementedError`` for a pointless one."""
 
     def setup(self, *params: Any) -> None:
+        tick()
         self.target, self.spec, self.solver = self.case(*params)
         self.prepared = prepare(self.target, self.spec, self.solver)
         gate(self.target, self.spec, self.solver)

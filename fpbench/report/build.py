@@ -76,13 +76,23 @@ class _Figures:
         return [Image(path, f"{caption} Data: {self.provenance(rows)}.")]
 
     def per_machine(
-        self, name: str, rows: pd.DataFrame, make: Callable[[pd.DataFrame, str], Figure | None], caption: str
+        self,
+        name: str,
+        rows: pd.DataFrame,
+        make: Callable[[pd.DataFrame, str], Figure | None],
+        caption: str,
+        by: tuple[str, ...] = ("machine", "device"),
     ) -> list[Image]:
-        """One figure per machine; its title is the caption's head (before the first colon)."""
+        """One figure per machine and device (and any other ``by`` column); its title is the
+        caption's head (before the first colon)."""
         blocks: list[Image] = []
-        for machine, g in rows.groupby("machine", sort=True):
-            title = f"{caption.split(':')[0]} — {machine}"
-            blocks += self.add(f"{name}-{machine}", make(g, title), caption, g)
+        by = tuple(c for c in by if c in rows and rows[c].notna().any())
+        if rows.empty or not by:
+            return blocks
+        for key, g in rows.groupby(list(by), sort=True):
+            key = key if isinstance(key, tuple) else (key,)
+            title = f"{caption.split(':')[0]} — {', '.join(map(str, key))}"
+            blocks += self.add("-".join([name, *map(str, key)]), make(g, title), caption, g)
         return blocks
 
 
@@ -102,11 +112,15 @@ def _time_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
     ):
         rows = _rows(frame, group, "time_solve", ("max_iters", other))
         caption = (
-            f"{title}: median forward-solve time (log-log), band = interquartile range, one line per "
-            "backend:solver, panels by device and cell; red crosses on the axis: failed (no number shown)."
+            f"{title}: median forward-solve time (log-log), band = interquartile range, one panel per "
+            "solver and cell, one line per backend (colour: backend, the same in every figure); red "
+            "crosses on the axis: failed (no number shown)."
         )
         blocks = figs.per_machine(
-            f"time-{x}", rows, lambda g, t, x=x: figures.lines(g, x, "time (ms)", t, scale=1e3), caption
+            f"time-{x}",
+            rows,
+            lambda g, t, x=x: figures.lines(g, x, "time (ms)", t, scale=1e3, row="cell", col="solver"),
+            caption,
         )
         fixed = sorted({fmt_num(v) for v in rows[other].dropna().unique()})
         if fixed and blocks:
@@ -176,6 +190,7 @@ def _accuracy_section(frame: pd.DataFrame, figs: _Figures) -> Section:
         "error-budget",
         err,
         lambda g, t: figures.accuracy(g, t),
+        by=("machine", "device", "cell"),
         "Error vs iteration budget: max |error| against the exact float64 states (log y) per contraction ρ; "
         "dashed black: ρᵏ, the Jacobi bound for elman up to the state-norm factor max‖h‖ "
         "(the full bound is ρᵏ·max‖h_{t−k}‖; meaningful only for ρ < 1).",
@@ -202,14 +217,16 @@ def _budget_memory_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section
     budget_blocks = figs.per_machine(
         "time-budget",
         budget,
-        lambda g, t: figures.lines(g, "max_iters", "time (ms)", t, scale=1e3),
+        lambda g, t: figures.lines(g, "max_iters", "time (ms)", t, scale=1e3, row="cell", col="solver"),
         "Time vs iteration budget k (runs to tolerance are in the T and H sweeps). Log-log.",
     )
     mem = _rows(frame, "SeqLen", "peakmem_solve", ("max_iters", "hidden_size"))
     mem_blocks = figs.per_machine(
         "memory-seq_len",
         mem,
-        lambda g, t: figures.lines(g, "seq_len", "peak memory (MiB)", t, scale=1 / 2**20),
+        lambda g, t: figures.lines(
+            g, "seq_len", "peak memory (MiB)", t, scale=1 / 2**20, row="cell", col="solver"
+        ),
         "Peak memory vs T: asv's peakmem (maximum resident set size of the process, so it includes the "
         "framework's own footprint; device memory on GPU is not in it).",
     )

@@ -18,8 +18,11 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,6 +35,12 @@ from .store import ANSI, HEADER, SIDE_LOG, SIDE_SWEEPS, ReportError, read_sweeps
 
 RECORDED_VARS = ("FPBENCH_GRID", "FPBENCH_BACKENDS", *THREAD_VARS, "CUDA_VISIBLE_DEVICES")
 """Environment variables that change what or how the suites measure."""
+
+POLL_SECONDS = 10.0
+"""How often the sweep prints the live count while asv runs a benchmark's combinations."""
+
+PROGRESS_ENV = "FPBENCH_PROGRESS_FILE"
+"""The file every suite's setup appends a line to per combination (``benchmarks/common.py``)."""
 
 VERSIONED = ("fpbench", "numpy", "torch", "jax", "jaxlib", "numba", "asv", "asv_runner")
 
@@ -110,6 +119,30 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     done: int = 0
     run: int = 0
+    tick_file: Path | None = None
+    _ticks_at_header: int = 0
+    _shown: int = -1
+
+    def ticks(self) -> int:
+        """Combinations whose setup has started (lines in :attr:`tick_file`)."""
+        if self.tick_file is None:
+            return 0
+        try:
+            return self.tick_file.read_bytes().count(b"\n")
+        except OSError:
+            return 0
+
+    def live(self) -> str | None:
+        """A status line when combinations started since the last line (between asv's
+        per-benchmark lines): done = finished benchmarks + combinations started since,
+        short of the running benchmark's last one."""
+        if self.run >= len(self.per_run) or not self.per_run[self.run]:
+            return None
+        running = max(self.per_run[self.run].values())
+        extra = min(max(self.ticks() - self._ticks_at_header - 1, 0), running - 1)
+        if self.done + extra == self._shown:
+            return None
+        return self.status(extra)
 
     @property
     def total(self) -> int:
@@ -118,6 +151,7 @@ class Progress:
 
     def next_run(self) -> None:
         self.run += 1
+        self._ticks_at_header = self.ticks()
 
     def line(self, text: str) -> str | None:
         """The progress line to print after asv's output line ``text``, if it finished a benchmark."""
@@ -129,15 +163,19 @@ class Progress:
         if name not in counts:
             return None
         self.done += counts.pop(name)
+        self._ticks_at_header = self.ticks()
         return self.status()
 
-    def status(self) -> str:
+    def status(self, extra: int = 0) -> str:
+        """``done/total combinations (pct), elapsed, ~time left``; ``extra``: running ones done."""
         elapsed = time.monotonic() - self.started
-        left = self.total_left()
-        pct = 100.0 * self.done / max(self.done + left, 1)
-        eta = f", ~{_fmt_duration(elapsed / self.done * left)} left" if self.done and left else ""
+        done = self.done + extra
+        left = self.total_left() - extra
+        self._shown = done
+        pct = 100.0 * done / max(done + left, 1)
+        eta = f", ~{_fmt_duration(elapsed / done * left)} left" if done and left else ""
         return (
-            f"fpbench sweep: {self.done}/{self.done + left} combinations ({pct:.0f}%), "
+            f"fpbench sweep: {done}/{done + left} combinations ({pct:.0f}%), "
             f"{_fmt_duration(elapsed)} elapsed{eta}"
         )
 
@@ -200,14 +238,42 @@ def _stream(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path, prog
             cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-            status = progress.line(line.rstrip())
-            if status:
-                sys.stdout.write(status + "\n")
-            sys.stdout.flush()
+        lock = threading.Lock()
+        finished = threading.Event()
+
+        def poll() -> None:  # the live count between asv's per-benchmark lines
+            while not finished.wait(POLL_SECONDS):
+                with lock:
+                    status = progress.live()
+                    if status:
+                        sys.stdout.write(status + "\n")
+                        sys.stdout.flush()
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            for line in proc.stdout:
+                with lock:
+                    sys.stdout.write(line)
+                    log.write(line)
+                    status = progress.line(line.rstrip())
+                    if status:
+                        sys.stdout.write(status + "\n")
+                    sys.stdout.flush()
+        finally:
+            finished.set()
+            poller.join()
         return proc.wait()
+
+
+def gpu_driver_present() -> bool:
+    """Whether this machine has a GPU driver (NVIDIA or ROCm): without one no framework has a
+    GPU device (the check ``benchmarks/common.py`` makes before importing a framework)."""
+    return (
+        os.path.exists("/proc/driver/nvidia/version")
+        or shutil.which("nvidia-smi") is not None
+        or os.path.exists("/dev/kfd")
+    )
 
 
 def _suite_prefix(grid: str) -> str:
@@ -220,13 +286,41 @@ def sweep_chunks(env: dict[str, str], grid: str = "default") -> list[list[str]]:
     """The ``--bench`` regular expressions of each ``asv run`` of a full sweep: one per
     ``backend:device`` target (every suite but the settings has the target as its first
     parameter, and asv matches ``--bench`` against ``name(param, ...)``) but the grid's
-    ``sweep_skips``, restricted to the grid's ``suites``, then the settings suite."""
+    ``sweep_skips`` and, on a machine without a GPU driver, the GPU targets; restricted to
+    the grid's ``suites``; then the settings suite. Combinations of a target not run are
+    missing from the results (the report lists them as n/a)."""
     from fpbench.registry import selected_targets
 
     skips = set(GRIDS[grid].sweep_skips)
     targets = [t for t in selected_targets(env.get("FPBENCH_BACKENDS", "")) if t not in skips]
+    if not gpu_driver_present():  # their every combination would be n/a: not worth an asv run
+        targets = [t for t in targets if t.partition(":")[2] == "cpu"]
     prefix = _suite_prefix(grid)
     return [[rf"{prefix}\('{re.escape(t)}'"] for t in targets] + [[r"^bench_settings\."]]
+
+
+def _run_chunks(
+    chunks: list[list[str]],
+    run_args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    log: Path,
+    progress: Progress,
+) -> int:
+    """One ``asv run`` per chunk of ``--bench`` regexes; asv's first bad exit status."""
+    rc = 0
+    for chunk in chunks:
+        print(f"fpbench sweep: asv run --bench {' --bench '.join(chunk)}", flush=True)
+        args = run_args + [arg for regex in chunk for arg in ("--bench", regex)]
+        t0 = time.monotonic()
+        status = _stream(_asv(args), cwd, env, log, progress)
+        progress.next_run()
+        print(f"fpbench sweep: asv run exited {status} after {time.monotonic() - t0:.0f} s", flush=True)
+        print(progress.status(), flush=True)
+        rc = rc or status
+        if status < 0 or status in (130, 137, 143):  # asv was interrupted or killed: stop here
+            break
+    return rc
 
 
 def run_sweep(
@@ -304,18 +398,15 @@ def run_sweep(
         f"in {len(chunks)} asv run(s)",
         flush=True,
     )
-    rc = 0
-    for chunk in chunks:
-        print(f"fpbench sweep: asv run --bench {' --bench '.join(chunk)}", flush=True)
-        args = run_args + [arg for regex in chunk for arg in ("--bench", regex)]
-        t0 = time.monotonic()
-        status = _stream(_asv(args), conf_dir, env, side_dir / SIDE_LOG.format(commit=commit[:8]), progress)
-        progress.next_run()
-        print(f"fpbench sweep: asv run exited {status} after {time.monotonic() - t0:.0f} s", flush=True)
-        print(progress.status(), flush=True)
-        rc = rc or status
-        if status < 0 or status in (130, 137, 143):  # asv was interrupted or killed: stop here
-            break
+    tick_file = Path(tempfile.mkstemp(prefix="fpbench-progress-")[1])
+    env[PROGRESS_ENV] = str(tick_file)
+    progress.tick_file = tick_file
+    try:
+        rc = _run_chunks(
+            chunks, run_args, conf_dir, env, side_dir / SIDE_LOG.format(commit=commit[:8]), progress
+        )
+    finally:
+        tick_file.unlink(missing_ok=True)
 
     record = {
         "started": started,
