@@ -190,10 +190,11 @@ def _accuracy_section(frame: pd.DataFrame, figs: _Figures) -> Section:
         "error-budget",
         err,
         lambda g, t: figures.accuracy(g, t),
-        by=("machine", "device", "cell"),
-        "Error vs iteration budget: max |error| against the exact float64 states (log y) per contraction ρ; "
+        "Error vs iteration budget: max |error| against the exact float64 states (log y), one panel "
+        "per contraction ρ and solver, one line per backend; "
         "dashed black: ρᵏ, the Jacobi bound for elman up to the state-norm factor max‖h‖ "
         "(the full bound is ρᵏ·max‖h_{t−k}‖; meaningful only for ρ < 1).",
+        by=("machine", "device", "cell"),
     )
     it = _rows(frame, "Accuracy", "track_iterations", ())
     it = it[it["max_iters"].astype(str).eq("tol")]
