@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 SECTIONS = (
     "Time vs sequence length",
     "Time vs hidden size",
-    "Speedup over the best sequential baseline",
+    "Headline: where does a parallel solver beat the best sequential baseline?",
+    "Speedup over the best sequential baseline (T and H sweeps)",
     "Accuracy: error vs iteration budget, iterations to tolerance",
     "Peak memory vs sequence length",
     "Backend vs backend (same solver)",

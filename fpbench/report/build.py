@@ -129,8 +129,171 @@ def _time_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
     return out
 
 
+def _fmt_speedup(v: float) -> str:
+    return "—" if pd.isna(v) else f"{v:.3g}×"
+
+
+def _fmt_error(v: float) -> str:
+    return "gate passed (error not recorded)" if pd.isna(v) else f"{v:.1e} (gate passed)"
+
+
+def _run_provenance(frame: pd.DataFrame, result: ResultSet) -> dict[str, str]:
+    """machine -> ``commit, grid, threads, versions`` of the run its numbers come from."""
+    out = {}
+    for (machine, commit), g in frame.groupby(["machine", "commit"], sort=True):
+        records = result.sweeps.get((machine, commit), [])
+        versions = records[-1].get("versions", {}) if records else {}
+        shown = ", ".join(
+            f"{k} {versions[k]}"
+            for k in ("torch", "jax", "numba")
+            if versions.get(k, "not installed") != "not installed"
+        )
+        out[machine] = (
+            f"commit `{commit[:8]}`, grid `{g['grid'].iloc[0]}`, threads {g['threads'].iloc[0]}"
+            + (f", {shown}" if shown else "")
+        )
+    return out
+
+
+def _headline_section(frame: pd.DataFrame, result: ResultSet) -> Section:
+    """The answer first: for each machine, device and cell, where each parallel solver beats the
+    best sequential baseline, its best speedup with that solve's error, and a verdict."""
+    section = Section("Headline: where does a parallel solver beat the best sequential baseline?")
+    sp = analysis.family_speedups(frame)
+    ok = sp[sp["status"].eq("ok") & sp["speedup"].notna()] if not sp.empty else sp
+    if ok.empty:
+        section.blocks.append(
+            Text(
+                "**No answer in these results**: no parallel solve and sequential baseline were both "
+                "measured on the same machine and device (run `fpbench sweep`, whose default grid "
+                "`main` measures both over T, H and B)."
+            )
+        )
+        return section
+    head = analysis.headline(sp)
+    prov = _run_provenance(frame, result)
+    section.blocks.append(
+        Text(
+            "Speedup = time of the fastest sequential baseline (`sequential` or `native`, any backend) on "
+            "the same machine, device and problem (T, H, B), divided by the parallel solver's time (its "
+            "fastest backend at that point); above 1× the parallel solve wins. Every timed solve passed its "
+            "correctness gate against the exact float64 states first: the error shown is the one the gate "
+            "measured for that very solve. A failed gate has no number."
+        )
+    )
+    for (machine, device, cell), _ in head.groupby(["machine", "device", "cell"], sort=True):
+        section.blocks.append(Text(analysis.verdict(head, sp, machine, device, cell)))
+    shown = head.assign(
+        **{
+            "best speedup": head["best speedup"].map(_fmt_speedup),
+            "max |error| vs exact": head["max |error| vs exact"].map(_fmt_error),
+            "wins where (crossover T per H, B)": head["wins"],
+            "run": head["machine"].map(prov),
+        }
+    ).drop(columns=["wins"])
+    order = [
+        "machine",
+        "device",
+        "cell",
+        "solver",
+        "wins where (crossover T per H, B)",
+        "points won",
+        "best speedup",
+        "backend",
+        "at (T, H, B)",
+        "max |error| vs exact",
+        "baseline",
+        "measured",
+        "run",
+    ]
+    section.blocks.append(
+        Table(shown[order], "Where each parallel solver wins, and its best measured speedup")
+    )
+    machines = sorted(head["machine"].unique())
+    if len(machines) > 1:
+        side = head.assign(
+            value=head.apply(
+                lambda r: f"{_fmt_speedup(r['best speedup'])} ({r['backend']}, {r['at (T, H, B)']})", axis=1
+            ),
+            where=head["device"] + ", " + head["cell"] + ", " + head["solver"],
+        ).pivot_table(index="where", columns="machine", values="value", aggfunc="first")
+        section.blocks.append(
+            Table(
+                side.reset_index().rename(columns={"where": "device, cell, solver"}),
+                "Machines side by side: best speedup (backend, (T, H, B))",
+            )
+        )
+    return section
+
+
+def _product_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    section = Section("Speedup over the T × H product (heatmap)")
+    times = analysis.solve_rows(frame, groups=(analysis.PRODUCT_GROUP,))
+    sp = analysis.speedups(times) if not times.empty else times
+    if sp.empty or sp["speedup"].notna().sum() == 0:
+        section.blocks += _none_text("`Product` speedups (parallel solve and baseline on one device)")
+        return section
+    section.blocks.append(
+        Text(
+            "DEER's protocol: GRU, input size I = H, fixed batch B (see the title), every point of the "
+            "product T × H, iterative solvers to tolerance. Each cell is the speedup of that backend's "
+            "parallel solve over the fastest sequential baseline of any backend at that point."
+        )
+    )
+    cross = analysis.crossovers(sp)
+    for (machine, device, cell, batch), g in sp.groupby(["machine", "device", "cell", "batch"], sort=True):
+        if g["speedup"].notna().sum() == 0:
+            continue
+        c = cross[(cross["machine"] == machine) & (cross["device"] == device) & (cross["cell"] == cell)]
+        title = f"Speedup over best sequential, T × H — {machine}, {device}, {cell}, B = {fmt_num(batch)}"
+        section.blocks += figs.add(
+            f"speedup-product-{machine}-{device}-{cell}-B{fmt_num(batch)}",
+            figures.speedup_heatmaps(g, c, title),
+            "Speedup heatmap over (T, H), one panel per parallel solver (rows) and backend (columns); red: "
+            "the parallel solve wins; black line: break-even contour (speedup = 1); black box: the "
+            "crossover, the smallest T that wins in that H row.",
+            g,
+        )
+    return section
+
+
+def _batch_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    section = Section("Speedup vs batch size")
+    times = analysis.solve_rows(frame, groups=(analysis.BATCH_GROUP,))
+    sp = analysis.speedups(times) if not times.empty else times
+    if sp.empty or sp["speedup"].notna().sum() == 0:
+        section.blocks += _none_text("`Batch` speedups (parallel solve and baseline on one device)")
+        return section
+    fixed = ", ".join(
+        f"T = {fmt_num(t)}, H = {fmt_num(h)}"
+        for t, h in sp[["seq_len", "hidden_size"]].drop_duplicates().itertuples(index=False)
+    )
+    section.blocks.append(
+        Text(
+            f"Speedup over the fastest sequential baseline against the batch size B ({fixed}; iterative "
+            "solvers to tolerance). At B = 1 the sequential loop is latency-bound: that is where a "
+            "parallel-in-time solve has the most idle hardware to use."
+        )
+    )
+    section.blocks += figs.per_machine(
+        "speedup-batch",
+        sp,
+        lambda g, t: figures.speedup_batch(g, t),
+        "Speedup vs batch size: one panel per cell and parallel solver, one line per backend; dashed: "
+        "break-even; red crosses: failed correctness gate (no number).",
+    )
+    table = sp.assign(speedup=sp["speedup"].map(_fmt_speedup), batch=sp["batch"].map(fmt_num)).pivot_table(
+        index=["machine", "device", "cell", "solver", "backend"],
+        columns="batch",
+        values="speedup",
+        aggfunc="first",
+    )
+    section.blocks.append(Table(table.reset_index(), "Speedup by batch size B"))
+    return section
+
+
 def _speedup_section(frame: pd.DataFrame, figs: _Figures) -> Section:
-    section = Section("Speedup over the best sequential baseline")
+    section = Section("Speedup over the best sequential baseline (T and H sweeps)")
     times = analysis.solve_rows(frame)
     sp = analysis.speedups(times)
     if sp.empty or sp["speedup"].notna().sum() == 0:
@@ -421,6 +584,9 @@ def build_report(
         frame = frame[frame["commit"].eq(newest)]
     figs = _Figures(out, result)
     sections = [
+        _headline_section(frame, result),
+        _product_section(frame, figs),
+        _batch_section(frame, figs),
         *_time_sections(frame, figs),
         _speedup_section(frame, figs),
         _accuracy_section(frame, figs),
