@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
-from fpbench.solvers import Iterative, Solver
+from fpbench.solvers import Iterative, Solver, iteration_cap
 from fpbench.spec import Problem
 
 _threads_applied = False
@@ -130,7 +130,7 @@ class NumbaBackend(Backend):
             a = _Arrays(problem)
             run = _iterative_run(K, a, solver)
             run(1)  # compile (or load from cache) and warm up
-            return Prepared(lambda: run(solver.max_iters), _states_to_host)
+            return Prepared(lambda: run(iteration_cap(solver, a.T)), _states_to_host)
         if solver.name == "sequential":
             a = _Arrays(problem)
             s, gh_step = a.state_buffer(), np.empty((a.B, a.gi.shape[1]), dtype=a.gi.dtype)
@@ -190,7 +190,7 @@ def _iterative_run(K, a: _Arrays, solver: Iterative) -> Callable[[int], tuple[np
     flat = tuple(s.reshape((T + 1) * B, S) for s in bufs)
     prev = tuple(f[:N] for f in flat)  # the previous state of every step
     tol = -1.0 if solver.tol is None else solver.tol
-    residuals = np.empty(solver.max_iters, dtype=np.float64)
+    residuals = np.empty(iteration_cap(solver, T), dtype=np.float64)  # at most T iterations run
     dt = a.gi.dtype
 
     def project(old: int) -> None:
