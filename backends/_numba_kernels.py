@@ -107,28 +107,33 @@ def _sigmoid_ov(x):
 
 
 # Each row function: ``gi, gh, bhh: (gH,)`` (``gh = W_hh h`` without its bias), ``sp: (S,)``
-# the previous state, ``f: (S,)`` receives ``f(sp)``; when ``coeffs`` is true, also the
+# the previous state, ``f: (S,)`` receives ``f(sp)``; with ``coeffs >= 1`` also the
 # structured Jacobian ``c: (G, P, H)``, ``d: (P, P, H)`` (module docstring), following the
-# cell's ``linearise`` in :mod:`fpbench.cells`. ``coeffs`` is a constant at every call site,
-# so LLVM drops the coefficient work from the step.
+# cell's ``linearise`` in :mod:`fpbench.cells`: ``c[g, p]`` is ``df_p / d(gh_g)``; with
+# ``coeffs >= 2`` also ``ci: (G, P, H)``, ``df_p / d(gi_g)`` (the gradients' VJP: see
+# ``_numba_grad``). ``coeffs`` is a constant at every call site, so LLVM drops the
+# coefficient work from the step.
 
 
 @njit(**_JIT)
-def _elman(gi, gh, bhh, sp, f, c, d, coeffs):
-    """``h' = tanh(gi + W h + b)``; ``c[0] = 1 - h'^2``, ``d = 0``."""
+def _elman(gi, gh, bhh, sp, f, c, d, ci, coeffs):
+    """``h' = tanh(gi + W h + b)``; ``c[0] = ci[0] = 1 - h'^2``, ``d = 0``."""
     H = f.shape[0]
     one, zero = f.dtype.type(1.0), f.dtype.type(0.0)
     for j in range(H):
         y = _tanh(gi[j] + gh[j] + bhh[j])
         f[j] = y
-        if coeffs:
+        if coeffs >= 1:
             c[0, 0, j] = one - y * y
             d[0, 0, j] = zero
+        if coeffs >= 2:
+            ci[0, 0, j] = one - y * y
 
 
 @njit(**_JIT)
-def _gru(gi, gh, bhh, sp, f, c, d, coeffs):
-    """``h' = (1 - z) n + z h``; ``c`` through r, z, n; ``d = z`` (the identity term)."""
+def _gru(gi, gh, bhh, sp, f, c, d, ci, coeffs):
+    """``h' = (1 - z) n + z h``; ``c`` through r, z, n; ``d = z`` (the identity term);
+    ``ci`` differs from ``c`` in n, whose ``gh`` part is scaled by r."""
     H = f.shape[0]
     one = f.dtype.type(1.0)
     for j in range(H):
@@ -137,17 +142,22 @@ def _gru(gi, gh, bhh, sp, f, c, d, coeffs):
         hn = gh[2 * H + j] + bhh[2 * H + j]
         n = _tanh(gi[2 * H + j] + r * hn)
         f[j] = n + z * (sp[j] - n)  # (1 - z) n + z h
-        if coeffs:
+        if coeffs >= 1:
             dn = (one - z) * (one - n * n)
             c[0, 0, j] = dn * hn * r * (one - r)
             c[1, 0, j] = (sp[j] - n) * z * (one - z)
             c[2, 0, j] = dn * r
             d[0, 0, j] = z
+            if coeffs >= 2:
+                ci[0, 0, j] = c[0, 0, j]
+                ci[1, 0, j] = c[1, 0, j]
+                ci[2, 0, j] = dn
 
 
 @njit(**_JIT)
-def _lstm(gi, gh, bhh, sp, f, c, d, coeffs):
-    """``c' = f c + i g``, ``h' = o tanh(c')`` on ``s = [h, c]`` (gates i, f, g, o)."""
+def _lstm(gi, gh, bhh, sp, f, c, d, ci, coeffs):
+    """``c' = f c + i g``, ``h' = o tanh(c')`` on ``s = [h, c]`` (gates i, f, g, o);
+    ``ci = c``."""
     H = f.shape[0] // 2
     one, zero = f.dtype.type(1.0), f.dtype.type(0.0)
     for j in range(H):
@@ -160,7 +170,7 @@ def _lstm(gi, gh, bhh, sp, f, c, d, coeffs):
         tc = _tanh(cn)
         f[j] = og * tc
         f[H + j] = cn
-        if coeffs:
+        if coeffs >= 1:
             u = og * (one - tc * tc)  # dh'/dc'
             di = gg * ig * (one - ig)  # dc'/d(preactivations) of i, f, g
             df = cp * fg * (one - fg)
@@ -171,18 +181,21 @@ def _lstm(gi, gh, bhh, sp, f, c, d, coeffs):
             c[3, 0, j], c[3, 1, j] = tc * og * (one - og), zero
             d[0, 0, j], d[0, 1, j] = zero, u * fg
             d[1, 0, j], d[1, 1, j] = zero, fg
+            if coeffs >= 2:
+                for g in range(4):
+                    ci[g, 0, j], ci[g, 1, j] = c[g, 0, j], c[g, 1, j]
 
 
 @njit(**_JIT)
-def _cell(cell, gi, gh, bhh, sp, f, c, d, coeffs):
+def _cell(cell, gi, gh, bhh, sp, f, c, d, ci, coeffs):
     """Dispatch one row to the cell's function (an id missing here computes nothing; the
     backend never passes one, see :data:`CELL_IDS`)."""
     if cell == ELMAN:
-        _elman(gi, gh, bhh, sp, f, c, d, coeffs)
+        _elman(gi, gh, bhh, sp, f, c, d, ci, coeffs)
     elif cell == GRU:
-        _gru(gi, gh, bhh, sp, f, c, d, coeffs)
+        _gru(gi, gh, bhh, sp, f, c, d, ci, coeffs)
     elif cell == LSTM:
-        _lstm(gi, gh, bhh, sp, f, c, d, coeffs)
+        _lstm(gi, gh, bhh, sp, f, c, d, ci, coeffs)
 
 
 @njit(**_JIT)
@@ -242,7 +255,7 @@ def cell_update(cell, G, gi, gh, bhh, s_old, s_new, B, nblk):
         m = s_old.dtype.type(0.0)
         for i in range(lo, hi):
             out = s_new[B + i]
-            _cell(cell, gi[i], gh[i], bhh, s_old[i], out, c, d, False)
+            _cell(cell, gi[i], gh[i], bhh, s_old[i], out, c, d, c, 0)
             old = s_old[B + i]
             for j in range(S):
                 m = _nan_max(m, abs(out[j] - old[j]))
@@ -263,7 +276,7 @@ def _floor_cells(cell, G, gi, gh, bhh, hp, out):
     N = gi.shape[0]
     c, d = _coeff_scratch(G, hp.shape[1], gh.shape[1], hp.dtype)
     for i in prange(N):
-        _cell(cell, gi[i], gh[i], bhh, hp[i], out[i], c, d, False)
+        _cell(cell, gi[i], gh[i], bhh, hp[i], out[i], c, d, c, 0)
 
 
 @njit(**_JIT)
@@ -300,7 +313,7 @@ def sequential(cell, G, gi, whhT, bhh, s, gh):
                 w = whhT[k]
                 for j in range(gH):
                     row[j] += hk * w[j]
-            _cell(cell, gi[t, b], row, bhh, hp[b], s[t + 1, b], c, d, False)
+            _cell(cell, gi[t, b], row, bhh, hp[b], s[t + 1, b], c, d, c, 0)
 
 
 # --------------------------------------------------------------------------- Newton
@@ -396,7 +409,7 @@ def linearise(cell, G, gi, gh, whhT, bhh, s, A, bvec, B, correction, nblk):
         c, d = _coeff_scratch(G, S, gh.shape[1], s.dtype)
         for i in range(lo, hi):
             sp, f, A_i = s[i], bvec[i], A[i]
-            _cell(cell, gi[i], gh[i], bhh, sp, f, c, d, True)
+            _cell(cell, gi[i], gh[i], bhh, sp, f, c, d, c, 1)
             _transition(c, d, whhT, A_i)
             if correction:
                 y = s[B + i]

@@ -27,6 +27,16 @@ independent work, and the sequential elimination costs about ``2 S^3`` per step 
 the several times more of the associative Kalman elements; with a batch smaller than
 the core count the full ELK step leaves cores idle. ``Native`` is unsupported.
 
+Gradients (``prepare_grad``, kernels in ``backends._numba_grad``): the forward solve, then
+the structured coefficients of every step at the returned states (parallel over (t, b)),
+the adjoint ``lambda_t = g_t + J_{t+1}^T lambda_{t+1}`` by BPTT (``Sequential``), by the
+chunked parallel scan run backwards in time (``transition == "full"``: Newton, ELK), or by
+iterations on the adjoint to the solver's ``tol``, at most ``min(max_iters, T)``
+(``"none"``: Jacobi; ``"diagonal"``: each iteration an elementwise reverse recurrence with
+the diagonal, the rest of ``J^T`` from the previous iterate), then one VJP over all (t, b)
+in parallel and the parameter gradients as BLAS products. ``backward="unrolled"`` raises
+``UnsupportedError``.
+
 Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
 NUMBA_NUM_THREADS))``, applied once, when the backend is first used.
 
@@ -94,7 +104,7 @@ class _Arrays:
         self.x_aug = np.ones((self.N, s.input_size + 1), dtype=dt)
         self.x_aug[:, :-1] = problem.x.reshape(self.N, s.input_size)
         self.w_aug = np.ascontiguousarray(np.vstack([problem.weight_ih.T, problem.bias_ih[None]]))
-        self.whhT = np.ascontiguousarray(problem.weight_hh.T)
+        self.whhT = np.array(problem.weight_hh.T, order="C")  # writable (numba types read-only apart)
         self.bhh = np.array(problem.bias_hh, order="C", copy=True)
         self.s0 = np.array(problem.s0, order="C", copy=True)
         self.gi = np.empty((self.N, gH), dtype=dt)
@@ -124,32 +134,38 @@ class NumbaBackend(Backend):
 
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
         K = _kernels()
-        if device != "cpu":
-            raise UnsupportedError(f"backend 'numba' runs on 'cpu' only, not {device!r}")
-        if solver.iterative:
-            a = _Arrays(problem)
-            run = _iterative_run(K, a, solver)
-            run(1)  # compile (or load from cache) and warm up
-            return Prepared(lambda: run(iteration_cap(solver, a.T)), _states_to_host)
-        if solver.name == "sequential":
-            a = _Arrays(problem)
-            s, gh_step = a.state_buffer(), np.empty((a.B, a.gi.shape[1]), dtype=a.gi.dtype)
-            gi3 = a.gi.reshape(a.T, a.B, -1)
-            empty = np.empty(0, dtype=np.float64)
+        _check_device(device)
+        a = _Arrays(problem)
+        run = _forward(K, a, solver)
+        run()  # compile (or load from cache) and warm up
+        return Prepared(run, _states_to_host)
 
-            def run_sequential() -> tuple[np.ndarray, np.ndarray]:
-                K.hidden_projection(a.x_aug, a.w_aug, a.gi, a.hbuf)
-                K.sequential(a.cell, a.G, gi3, a.whhT, a.bhh, s, gh_step)
-                return s, empty
+    def prepare_grad(self, problem: Problem, solver: Solver, device: str, cotangent: np.ndarray) -> Prepared:
+        """The forward solve and its hand-written backward pass (``_numba_grad``): BPTT for
+        ``Sequential``; for the iterative solvers the implicit gradient at the returned states,
+        the adjoint solved by a reverse parallel scan (``transition == "full"``: Newton, ELK),
+        by iterations to the solver's tolerance (``"none"``: Jacobi on the adjoint;
+        ``"diagonal"``: diagonal-preconditioned, each an elementwise reverse recurrence), at
+        most ``min(max_iters, T)`` of them; then the parameter gradients as batched products
+        over all ``(t, b)``. ``backward="unrolled"`` is unsupported here."""
+        K = _kernels()
+        _check_device(device)
+        if solver.iterative and solver.backward != "implicit":
+            raise UnsupportedError(f"backend 'numba' has no {solver.backward!r} backward ({solver})")
+        a = _Arrays(problem)
+        forward = _forward(K, a, solver)
+        backward = _backward(K, a, problem, solver, cotangent)
 
-            run_sequential()  # compile (or load from cache) and warm up
-            return Prepared(run_sequential, _states_to_host)
-        raise UnsupportedError(f"backend 'numba' does not implement solver {solver.name!r}")
+        def run() -> tuple[Any, ...]:
+            s, residuals = forward()
+            return (s, residuals, *backward(s))
+
+        run()  # compile (or load from cache) and warm up
+        return Prepared(run, _grad_to_host)
 
     def iteration_floor(self, problem: Problem, device: str) -> Callable[[], Any]:
         K = _kernels()
-        if device != "cpu":
-            raise UnsupportedError(f"backend 'numba' runs on 'cpu' only, not {device!r}")
+        _check_device(device)
         a = _Arrays(problem)
         K.hidden_projection(a.x_aug, a.w_aug, a.gi, a.hbuf)
         hp = np.ascontiguousarray(np.broadcast_to(a.s0, (a.T, a.B, a.S)).reshape(a.N, a.S))
@@ -175,6 +191,32 @@ class NumbaBackend(Backend):
             "numba_threading_layer": numba.threading_layer(),
             "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT", ""),
         }
+
+
+def _check_device(device: str) -> None:
+    if device != "cpu":
+        raise UnsupportedError(f"backend 'numba' runs on 'cpu' only, not {device!r}")
+
+
+def _forward(K, a: _Arrays, solver: Solver) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    """The prepared forward solve: ``run() -> (states (T + 1, B, S) with s0 first,
+    residuals)``, buffers reused by the next run."""
+    if solver.iterative:
+        run = _iterative_run(K, a, solver)
+        cap = iteration_cap(solver, a.T)
+        return lambda: run(cap)
+    if solver.name == "sequential":
+        s, gh_step = a.state_buffer(), np.empty((a.B, a.gi.shape[1]), dtype=a.gi.dtype)
+        gi3 = a.gi.reshape(a.T, a.B, -1)
+        empty = np.empty(0, dtype=np.float64)
+
+        def run_sequential() -> tuple[np.ndarray, np.ndarray]:
+            K.hidden_projection(a.x_aug, a.w_aug, a.gi, a.hbuf)
+            K.sequential(a.cell, a.G, gi3, a.whhT, a.bhh, s, gh_step)
+            return s, empty
+
+        return run_sequential
+    raise UnsupportedError(f"backend 'numba' does not implement solver {solver.name!r}")
 
 
 def _iterative_run(K, a: _Arrays, solver: Iterative) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
@@ -260,3 +302,117 @@ def _iterative_run(K, a: _Arrays, solver: Iterative) -> Callable[[int], tuple[np
         return bufs[old], residuals[:n]
 
     return run
+
+
+def _grad_kernels():
+    from backends import _numba_grad
+
+    return _numba_grad
+
+
+def _backward(K, a: _Arrays, problem: Problem, solver: Solver, cotangent: np.ndarray):
+    """``backward(s) -> (params, dx, ds0, backward residuals, method)`` at the forward
+    states ``s (T + 1, B, S)`` (see :meth:`NumbaBackend.prepare_grad`)."""
+    import numba
+
+    KG = _grad_kernels()
+    T, B, S, H, N = a.T, a.B, a.S, a.H, a.N
+    G, gH, dt = a.G, a.gi.shape[1], a.gi.dtype
+    P = S // H
+    g = np.array(cotangent, dtype=dt, order="C").reshape(N, S)
+    whh = np.array(problem.weight_hh, order="C", copy=True)
+    wih = np.array(problem.weight_ih, order="C", copy=True)
+    C, CI = np.empty((N, G, P, H), dtype=dt), np.empty((N, G, P, H), dtype=dt)
+    Dd = np.empty((N, P, P, H), dtype=dt)
+    lam = np.empty((N, S), dtype=dt)
+    dgh, dgi = np.empty((N, gH), dtype=dt), np.empty((N, gH), dtype=dt)
+    ds, wdgh = np.empty((N, S), dtype=dt), np.empty((N, H), dtype=dt)
+    empty = np.empty(0, dtype=np.float64)
+    tol = -1.0 if not solver.iterative or solver.tol is None else solver.tol
+
+    def vjp(v: np.ndarray, nblk: int) -> None:  # dgh, dgi, ds = the VJP of every step for v
+        KG.vjp_rows(C, Dd, CI, v, dgh, dgi, ds, nblk)
+        np.dot(dgh, whh, out=wdgh)
+
+    if solver.name == "sequential":
+        method = "bptt"
+        scratch = (np.empty((B, gH), dtype=dt), np.empty((B, gH), dtype=dt), np.empty((B, S), dtype=dt))
+
+        def adjoint(flat_prev: np.ndarray, P_: int):
+            KG.bptt(C, Dd, CI, whh, g, lam, *scratch, B)
+            return empty
+
+    elif solver.transition == "full":
+        method = "implicit: reverse scan"
+        A_rev = np.empty((T, B, S, S), dtype=dt)
+        b_rev = np.empty((T, B, S), dtype=dt)
+        u = np.zeros((T + 1, B, S), dtype=dt)
+
+        def adjoint(flat_prev: np.ndarray, P_: int):
+            KG.reverse_transitions(C, Dd, a.whhT, A_rev, g, b_rev, B, P_)
+            K.linear_scan(A_rev, b_rev, u, float(S + 1), P_)
+            lam.reshape(T, B, S)[:] = u[:0:-1]
+            return empty
+
+    elif solver.transition in ("none", "diagonal"):
+        diagonal = solver.transition == "diagonal"
+        method = (
+            "implicit: diagonal-preconditioned adjoint iterations"
+            if diagonal
+            else "implicit: jacobi on the adjoint"
+        )
+        Dg = np.empty((N, S), dtype=dt)
+        lam_new = np.empty((N, S), dtype=dt)
+        cap = min(solver.max_iters, T)
+        res = np.empty(cap, dtype=np.float64)
+
+        def adjoint(flat_prev: np.ndarray, P_: int):
+            if diagonal:
+                KG.diagonals(C, Dd, a.whhT, Dg, P_)
+            lam[:] = 0.0
+            n = 0
+            while n < cap:
+                vjp(lam, P_)
+                KG.adjoint_rhs(g, ds, wdgh, Dg, lam, diagonal, lam_new, B, P_)
+                if diagonal:
+                    KG.reverse_diagonal(Dg, lam_new, B, P_)
+                r = float(K.max_abs_diff(lam_new, lam, P_))
+                lam[:] = lam_new
+                res[n] = r
+                n += 1
+                if not np.isfinite(r) or r <= tol:
+                    break
+            return res[:n]
+
+    else:
+        raise UnsupportedError(f"backend 'numba' has no backward pass for {solver}")
+
+    def backward(s: np.ndarray):
+        P_ = numba.get_num_threads()
+        flat_prev = s.reshape((T + 1) * B, S)[:N]
+        K.hidden_projection(flat_prev, a.whhT, a.gh, a.hbuf)
+        KG.coefficients(a.cell, a.gi, a.gh, a.bhh, flat_prev, C, Dd, CI, P_)
+        res_b = adjoint(flat_prev, P_)
+        vjp(lam, P_)
+        ds[:, :H] += wdgh
+        h_prev = flat_prev if S == H else a.hbuf  # (lstm: hidden_projection copied h there)
+        w_ih_aug = dgi.T @ a.x_aug
+        params = {
+            "weight_ih": w_ih_aug[:, :-1],
+            "weight_hh": dgh.T @ h_prev,
+            "bias_ih": w_ih_aug[:, -1].copy(),
+            "bias_hh": dgh.sum(0),
+        }
+        dx = (dgi @ wih).reshape(T, B, -1)
+        return params, dx, ds[:B].copy(), res_b.copy(), method
+
+    return backward
+
+
+def _grad_to_host(out: tuple[Any, ...]):
+    from fpbench.grad import GradHost
+
+    s, residuals, params, dx, ds0, res_b, method = out
+    return GradHost(
+        s[1:].copy(), residuals.copy(), params, dx, ds0, backward_residuals=res_b, backward_method=method
+    )

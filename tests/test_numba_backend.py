@@ -1,4 +1,5 @@
-"""Numba-specific checks: the chunked parallel scan for any chunk count, and info()."""
+"""Numba-specific checks: the chunked parallel scan for any chunk count, info(), and the
+hand-written backward pass against the reference backward."""
 
 import numpy as np
 import pytest
@@ -32,3 +33,48 @@ def test_info_reports_threads():
     info = fpbench.get_backend("numba").info()
     assert int(info["numba_threads"]) >= 1
     assert info["numba_threading_layer"] in {"tbb", "omp", "workqueue"}
+
+
+GRAD_SOLVERS = {
+    "sequential": fpbench.Sequential(),
+    "jacobi-k3": fpbench.Jacobi(max_iters=3),
+    "jacobi-tol": fpbench.Jacobi(max_iters=200, tol=1e-5),
+    "newton-tol": fpbench.Newton(max_iters=50, tol=1e-5),
+    "quasi_newton-k2": fpbench.QuasiNewton(max_iters=2),
+    "quasi_newton-tol": fpbench.QuasiNewton(max_iters=200, tol=1e-5),
+    "elk-tol": fpbench.ELK(max_iters=300, tol=1e-5, damping=0.3),
+    "quasi_elk-tol": fpbench.QuasiELK(max_iters=300, tol=1e-5, damping=0.3),
+}
+GRAD_RTOL = {"float32": 1e-4, "float64": 1e-10}  # rel_rms of every gradient
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("solver_id", GRAD_SOLVERS)
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_grad_matches_reference(cell, solver_id, dtype):
+    """The hand-written backward (BPTT, reverse scan, adjoint iterations) against the
+    float64 reference backward of the same solver: same method, same iteration count."""
+    from fpbench.testing import errors
+
+    spec = fpbench.RNNSpec(
+        cell=cell, seq_len=33, batch=2, hidden_size=16, input_size=4, contraction=0.5, dtype=dtype
+    )
+    problem = fpbench.make_problem(spec)
+    solver = GRAD_SOLVERS[solver_id]
+    got = fpbench.grad(problem, solver, backend="numba")
+    ref = fpbench.grad(problem, solver, backend="numpy")
+    assert not got.diverged and got.backward.converged == ref.backward.converged
+    slack = 0 if dtype == "float64" else 2
+    assert abs(got.backward.iterations - ref.backward.iterations) <= slack
+    assert got.backward.method.startswith("implicit" if solver.iterative else "bptt")
+    for name, expected in ref.arrays().items():
+        actual = got.arrays()[name]
+        assert actual.dtype == np.dtype(dtype) and actual.shape == expected.shape
+        err = errors(actual, expected)["rel_rms"]
+        assert err <= GRAD_RTOL[dtype], f"{name}: rel_rms {err:.3g}"
+
+
+def test_grad_unrolled_is_unsupported():
+    problem = fpbench.make_problem(fpbench.RNNSpec(seq_len=5, batch=1, hidden_size=3, input_size=2))
+    with pytest.raises(fpbench.UnsupportedError, match="unrolled"):
+        fpbench.grad(problem, fpbench.Jacobi(3, backward="unrolled"), backend="numba")

@@ -1,0 +1,188 @@
+"""Numba kernels of the numba backend's backward pass (imported lazily by :mod:`backends.numba`).
+
+Notation as :mod:`fpbench.reference_grad`: row ``i = k*B + b`` of the flat ``(N, S)``
+arrays is step k of sequence b; the adjoint ``lam_k = dL/ds_k`` solves
+``lam_{T-1} = g_{T-1}``, ``lam_k = g_k + J_{k+1}^T lam_{k+1}``. Everything is built from the
+cells' structured coefficients (``_numba_kernels._cell`` with ``coeffs=2``): with ``c[g, p]``
+(``df_p/d gh_g``), ``ci[g, p]`` (``df_p/d gi_g``) and ``d[p, q]`` at row i, the VJP of step i
+for a cotangent ``v`` is
+
+    dgh_g = sum_p c[g, p] v_p,   dgi_g = sum_p ci[g, p] v_p,
+    J_i^T v = [sum_p d[p, 0] v_p + W_hh^T dgh,  sum_p d[p, q] v_p  (q >= 1)],
+
+computed for all rows in parallel (:func:`vjp_rows`) plus one BLAS product ``dgh @ W_hh``.
+
+Cached kernels here call kernels of ``_numba_kernels``; numba's cache does not notice when
+that other file changes, so clear ``backends/__pycache__/_numba_grad*`` after editing it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from backends._numba_kernels import _JIT, _block, _cell, _nan_max, _reduce_max, _transition
+
+
+@njit(parallel=True, **_JIT)
+def coefficients(cell, gi, gh, bhh, s, C, Dd, CI, nblk):
+    """The structured Jacobian of every step at its previous state ``s[:N]``:
+    ``C, CI: (N, G, P, H)``, ``Dd: (N, P, P, H)`` (``gh = W_hh h_prev`` without bias)."""
+    N, S = gi.shape[0], s.shape[1]
+    for blk in prange(nblk):
+        lo, hi = _block(N, nblk, blk)
+        f = np.empty(S, dtype=s.dtype)
+        for i in range(lo, hi):
+            _cell(cell, gi[i], gh[i], bhh, s[i], f, C[i], Dd[i], CI[i], 2)
+
+
+@njit(**_JIT)
+def _vjp_row(c, d, ci, v, dgh, dgi, ds):
+    """One row's VJP (module docstring) without the ``W_hh^T dgh`` term of ``ds``."""
+    G, P, H = c.shape
+    zero = v.dtype.type(0.0)
+    for g in range(G):
+        for j in range(H):
+            dgh[g * H + j] = zero
+            dgi[g * H + j] = zero
+        for p in range(P):
+            for j in range(H):
+                dgh[g * H + j] += c[g, p, j] * v[p * H + j]
+                dgi[g * H + j] += ci[g, p, j] * v[p * H + j]
+    for q in range(P):
+        for j in range(H):
+            ds[q * H + j] = zero
+        for p in range(P):
+            for j in range(H):
+                ds[q * H + j] += d[p, q, j] * v[p * H + j]
+
+
+@njit(parallel=True, **_JIT)
+def vjp_rows(C, Dd, CI, lam, dgh, dgi, ds, nblk):
+    """The VJP of every step for the cotangents ``lam (N, S)`` on its output:
+    ``dgh, dgi (N, gH)`` and the direct part ``ds (N, S)`` of ``J^T lam``."""
+    N = lam.shape[0]
+    for blk in prange(nblk):
+        lo, hi = _block(N, nblk, blk)
+        for i in range(lo, hi):
+            _vjp_row(C[i], Dd[i], CI[i], lam[i], dgh[i], dgi[i], ds[i])
+
+
+@njit(parallel=True, **_JIT)
+def adjoint_rhs(g, ds, wdgh, Dg, lam_old, diagonal, out, B, nblk):
+    """``out_k = g_k + J_{k+1}^T lam_{k+1}`` (0 beyond the last step) from the VJP parts
+    ``ds (N, S)`` and ``wdgh = dgh @ W_hh (N, H)`` of ``lam_old``; with ``diagonal``,
+    minus ``Dg_{k+1} lam_old_{k+1}`` (the diagonal part the reverse scan then adds back)."""
+    N, S = g.shape
+    H = wdgh.shape[1]
+    for blk in prange(nblk):
+        lo, hi = _block(N, nblk, blk)
+        for i in range(lo, hi):
+            o, gi_ = out[i], g[i]
+            if i + B < N:
+                n, w = ds[i + B], wdgh[i + B]
+                for j in range(S):
+                    o[j] = gi_[j] + n[j]
+                for j in range(H):
+                    o[j] += w[j]
+                if diagonal:
+                    dn, ln = Dg[i + B], lam_old[i + B]
+                    for j in range(S):
+                        o[j] -= dn[j] * ln[j]
+            else:
+                for j in range(S):
+                    o[j] = gi_[j]
+
+
+@njit(parallel=True, **_JIT)
+def diagonals(C, Dd, whhT, Dg, nblk):
+    """``Dg (N, S)``: the diagonal of every step's Jacobian, from its coefficients."""
+    N = Dg.shape[0]
+    for blk in prange(nblk):
+        lo, hi = _block(N, nblk, blk)
+        for i in range(lo, hi):
+            _transition(C[i], Dd[i], whhT, Dg[i])
+
+
+@njit(parallel=True, **_JIT)
+def reverse_diagonal(Dg, lam, B, nblk):
+    """In place, ``lam_k <- lam_k + Dg_{k+1} lam_{k+1}`` backwards in k: the elementwise
+    reverse recurrence, in parallel over the ``B*S`` independent lanes."""
+    N, S = lam.shape
+    T = N // B
+    L = B * S
+    lam_l, D_l = lam.reshape(T, L), Dg.reshape(T, L)
+    for blk in prange(nblk):
+        lo, hi = _block(L, nblk, blk)
+        for k in range(T - 2, -1, -1):
+            cur, nxt, dn = lam_l[k], lam_l[k + 1], D_l[k + 1]
+            for j in range(lo, hi):
+                cur[j] += dn[j] * nxt[j]
+
+
+@njit(parallel=True, **_JIT)
+def reverse_transitions(C, Dd, whhT, A_rev, g, b_rev, B, nblk):
+    """The adjoint recurrence in forward time order for ``linear_scan``: with
+    ``t' = T - 1 - k``, ``u_t' = lam_k = J_{k+1}^T u_{t'-1} + g_k``. ``A_rev (T, B, S, S)``
+    gets ``J_{T-t'}`` row-major (``linear_scan`` applies the transpose of what it
+    stores), ``A_rev[0] = 0``; ``b_rev (T, B, S)`` gets ``g`` reversed in time."""
+    T, S = A_rev.shape[0], A_rev.shape[2]
+    zero = A_rev.dtype.type(0.0)
+    for blk in prange(nblk):
+        lo, hi = _block(T, nblk, blk)
+        tmp = np.empty((S, S), dtype=A_rev.dtype)
+        for tp in range(lo, hi):
+            k = T - 1 - tp
+            for b in range(B):
+                b_rev[tp, b] = g[k * B + b]
+                A = A_rev[tp, b]
+                if tp == 0:
+                    for p in range(S):
+                        for q in range(S):
+                            A[p, q] = zero
+                else:
+                    i = (k + 1) * B + b
+                    _transition(C[i], Dd[i], whhT, tmp)
+                    for p in range(S):
+                        for q in range(S):
+                            A[p, q] = tmp[q, p]
+
+
+@njit(**_JIT)
+def bptt(C, Dd, CI, whh, g, lam, dgh, dgi, ds, B):
+    """BPTT: the adjoint recurrence one step at a time, backwards (``lam (N, S)`` out;
+    ``dgh, dgi (B, gH)``, ``ds (B, S)`` scratch). The ``W_hh^T dgh`` product is an axpy
+    loop over rows of ``whh (gH, H)``."""
+    N, S = g.shape
+    T = N // B
+    gH, H = whh.shape
+    for j in range(S):
+        for b in range(B):
+            lam[(T - 1) * B + b, j] = g[(T - 1) * B + b, j]
+    for k in range(T - 2, -1, -1):
+        for b in range(B):
+            i = (k + 1) * B + b
+            _vjp_row(C[i], Dd[i], CI[i], lam[i], dgh[b], dgi[b], ds[b])
+            o, src = lam[k * B + b], ds[b]
+            for j in range(S):
+                o[j] = g[k * B + b, j] + src[j]
+            for r in range(gH):
+                v = dgh[b, r]
+                w = whh[r]
+                for j in range(H):
+                    o[j] += v * w[j]
+
+
+@njit(parallel=True, **_JIT)
+def finite_max(a, nblk):
+    """``max |a|`` over a 2-D array (NaN -> inf)."""
+    N, S = a.shape
+    maxes = np.zeros(nblk, dtype=a.dtype)
+    for k in prange(nblk):
+        lo, hi = _block(N, nblk, k)
+        m = a.dtype.type(0.0)
+        for i in range(lo, hi):
+            for j in range(S):
+                m = _nan_max(m, abs(a[i, j]))
+        maxes[k] = m
+    return _reduce_max(maxes)
