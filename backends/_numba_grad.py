@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from backends._numba_kernels import _JIT, _block, _cell, _nan_max, _reduce_max, _transition
+from backends._numba_kernels import _JIT, _block, _cell, _transition
 
 
 @njit(parallel=True, **_JIT)
@@ -171,18 +171,3 @@ def bptt(C, Dd, CI, whh, g, lam, dgh, dgi, ds, B):
                 w = whh[r]
                 for j in range(H):
                     o[j] += v * w[j]
-
-
-@njit(parallel=True, **_JIT)
-def finite_max(a, nblk):
-    """``max |a|`` over a 2-D array (NaN -> inf)."""
-    N, S = a.shape
-    maxes = np.zeros(nblk, dtype=a.dtype)
-    for k in prange(nblk):
-        lo, hi = _block(N, nblk, k)
-        m = a.dtype.type(0.0)
-        for i in range(lo, hi):
-            for j in range(S):
-                m = _nan_max(m, abs(a[i, j]))
-        maxes[k] = m
-    return _reduce_max(maxes)
