@@ -7,8 +7,11 @@ projection ``gi = x W_ih^T + b_ih`` is computed once per solve inside that progr
 before any loop.
 
 - Jacobi / Newton / QuasiNewton: a ``lax.while_loop`` whose carry is
-  ``(H, k, residuals[max_iters], done)``, so tolerance and divergence checks never leave
-  the device; ``to_host`` keeps ``residuals[:k]``. A Jacobi iteration is one
+  ``(H, k, residuals[cap], done)``, so tolerance and divergence checks never leave
+  the device; ``to_host`` keeps ``residuals[:k]``. ``cap`` is
+  ``fpbench.solvers.iteration_cap`` (at most T), so an unreachable ``max_iters`` never
+  sizes an array. The residual is NaN if any difference is NaN (XLA's CPU ``max``
+  reduction drops NaNs and can return -inf: :func:`_max_change`). A Jacobi iteration is one
   ``(T*B, H) x (H, gH)`` product plus fused elementwise work. Newton solves the linear
   recurrence ``h_t = A_t h_{t-1} + b_t`` with ``lax.associative_scan`` over full
   ``(T, B, H, H)`` matrices; QuasiNewton with diagonal ``(T, B, H)`` ones.
@@ -57,7 +60,7 @@ from fpbench.backend import (
     UnsupportedError,
     requested_threads,
 )
-from fpbench.solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver
+from fpbench.solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver, iteration_cap
 from fpbench.spec import Problem
 
 
@@ -219,12 +222,18 @@ def _iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any, max_ite
 
 
 def _max_change(new: jax.Array, old: jax.Array) -> jax.Array:
-    return jnp.max(jnp.abs(new - old))
+    """``max |new - old|``, NaN when any entry is NaN (as NumPy and torch give). XLA's CPU
+    ``max`` reduction drops NaNs, so an all-NaN (or partly NaN) difference would give
+    ``-inf`` or a finite value and a diverged solve would look converged."""
+    d = jnp.abs(new - old)
+    nan = jnp.isnan(d)
+    return jnp.where(jnp.any(nan), jnp.nan, jnp.max(jnp.where(nan, 0, d)))
 
 
 def _fixed_point(cell: str, kind: str, max_iters: int, x, h0, w, tol):
     """Jacobi (``kind="jacobi"``), Newton (``"newton"``) or QuasiNewton (``"quasi_newton"``)
-    from ``H = 0``: returns ``(states (T, B, H), residuals (max_iters,), k)``."""
+    from ``H = 0``: returns ``(states (T, B, H), residuals (max_iters,), k)``; ``max_iters``
+    is the solver's ``iteration_cap``."""
     gi = _input_projection(x, w)
 
     def step_all(Hp):
@@ -326,7 +335,7 @@ class JaxBackend(Backend):
         elif isinstance(solver, Native):
             fn = partial(_native, spec.cell)
         elif isinstance(solver, (Jacobi, Newton, QuasiNewton)):
-            fn = partial(_fixed_point, spec.cell, solver.name, solver.max_iters)
+            fn = partial(_fixed_point, spec.cell, solver.name, iteration_cap(solver, spec.seq_len))
         else:
             raise UnsupportedError(f"the jax backend does not implement solver {solver.name!r}")
         dev = _device(device)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
-from fpbench.solvers import Iterative, Jacobi, Newton, QuasiNewton, Sequential, Solver
+from fpbench.solvers import Iterative, Jacobi, Newton, QuasiNewton, Sequential, Solver, iteration_cap
 from fpbench.spec import Problem
 
 _threads_applied = False
@@ -112,7 +112,7 @@ class NumbaBackend(Backend):
         if isinstance(solver, (Jacobi, Newton, QuasiNewton)):
             run = _iterative_run(K, a, solver)
             run(1)
-            return Prepared(lambda: run(solver.max_iters), _states_to_host)
+            return Prepared(lambda: run(iteration_cap(solver, a.T)), _states_to_host)
         raise UnsupportedError(f"backend 'numba' does not implement solver {solver.name!r}")
 
     def iteration_floor(self, problem: Problem, device: str) -> Callable[[], Any]:
@@ -159,7 +159,7 @@ def _iterative_run(K, a: _Arrays, solver: Iterative) -> Callable[[int], tuple[np
     flat = tuple(s.reshape((T + 1) * B, H) for s in bufs)
     prev = tuple(f[:N] for f in flat)  # the previous state of every step
     tol = -1.0 if solver.tol is None else solver.tol
-    residuals = np.empty(solver.max_iters, dtype=np.float64)
+    residuals = np.empty(iteration_cap(solver, T), dtype=np.float64)  # at most T iterations run
 
     if isinstance(solver, Jacobi):
 

@@ -6,6 +6,8 @@
 from .backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
 from .cells import CELLS, Cell
 from .grad import GradResult, PassDiagnostics, default_cotangent, grad, timed_grad
+from .lyapunov import lyapunov
+from .memory import InsufficientMemoryError, estimate_memory
 from .reference import exact_states as reference_states
 from .reference import truncated_states
 from .registry import (
@@ -27,6 +29,7 @@ from .solvers import (
     QuasiNewton,
     Sequential,
     Solver,
+    iteration_cap,
     make_solver,
 )
 from .spec import Problem, RNNSpec, make_problem
@@ -41,6 +44,7 @@ __all__ = [
     "Cell",
     "DivergenceWarning",
     "GradResult",
+    "InsufficientMemoryError",
     "Iterative",
     "Jacobi",
     "Native",
@@ -58,8 +62,11 @@ __all__ = [
     "available_backends",
     "backend_status",
     "default_cotangent",
+    "estimate_memory",
     "get_backend",
     "grad",
+    "iteration_cap",
+    "lyapunov",
     "make_problem",
     "make_solver",
     "reference_states",
