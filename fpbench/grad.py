@@ -280,8 +280,12 @@ def timed_grad(
         )
     if not isinstance(solver, Solver) or type(solver) is Solver:
         raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string such as 'torch' or 'torch:cuda', got {backend!r}")
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"device must be None or a string such as 'cpu' or 'cuda', got {device!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     full = full_cotangent(problem, cotangent)
     full.flags.writeable = False
     impl, dev = resolve(backend, device)
