@@ -33,6 +33,7 @@ from .solvers import (
     make_solver,
 )
 from .spec import Problem, RNNSpec, make_problem
+from .train import TrainResult, train
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "Result",
     "Sequential",
     "Solver",
+    "TrainResult",
     "UnsupportedError",
     "available_backends",
     "backend_status",
@@ -74,5 +76,6 @@ __all__ = [
     "solve",
     "timed_grad",
     "timed_solve",
+    "train",
     "truncated_states",
 ]

@@ -1,0 +1,299 @@
+"""Training (``fpbench.train``): the spec's RNN plus a linear readout, trained with Adam on a
+local task, each step's gradient being the one :func:`fpbench.grad` defines for the solver and
+its backward mode.
+
+The model: ``y_hat_t = W_o h_t + b_o`` on the states ``h_t`` of the solve; the loss of a step
+is the mean squared error ``mean((y_hat - y)^2)`` over ``(T, B, O)``. Its gradient with respect
+to the states is the cotangent ``dL/dh_t = 2 (y_hat_t - y_t) W_o / (T B O)``, so every step is
+
+1. the forward solve (:func:`fpbench.solve`), for the loss and the cotangent;
+2. :func:`fpbench.grad` with that cotangent (its forward is the same computation), for the
+   RNN's gradients; the readout's gradients are formed on the host;
+3. one Adam update.
+
+Tasks (generated locally, nothing downloaded):
+
+- ``"teacher"``: a random teacher RNN of the same cell and contraction ``spec.contraction``
+  (Miller & Hardt's stability condition is a parameter), with a random linear readout of
+  ``TEACHER_OUTPUTS`` outputs, maps standard normal inputs to targets; the student (the
+  spec's RNN, initialised from ``seed``) learns them. The training inputs are the problem's
+  ``x`` (seeded by ``spec.seed``), the evaluation inputs a held-out draw.
+
+The optimiser is Adam with the same hyper-parameters everywhere (``lr``, ``betas=(0.9,
+0.999)``, ``eps=1e-8``, no weight decay): ``torch.optim.Adam`` when the optimiser is torch,
+otherwise :class:`NumpyAdam`, a float64 Adam with the same update formula, whose master
+weights are float64 and cast to the spec's dtype for each step's problem.
+
+``eval_loss`` is the trained model on the held-out inputs with the **exact** sequential
+forward (the float64 reference); ``eval_loss_solver`` the same model and inputs with the
+training solver: their difference (``consistency_gap``) is the train/inference consistency
+of training with an approximate fixed point (Wang & Ragni's question), measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backend import UnsupportedError
+from .grad import grad
+from .reference import exact_states
+from .registry import parse_target, solve
+from .solvers import Solver
+from .spec import PARAM_NAMES, Problem, RNNSpec, make_problem
+
+TASKS: tuple[str, ...] = ("teacher",)
+"""Training tasks :func:`train` knows."""
+
+OPTIMIZERS: tuple[str, ...] = ("numpy", "torch")
+
+TEACHER_OUTPUTS = 2
+"""Outputs O of the teacher's (and the student's) readout."""
+
+TEACHER_SEED_OFFSET = 1_000_003
+"""The teacher RNN is ``make_problem(spec)`` with ``seed + TEACHER_SEED_OFFSET``: its own
+weights, independent of the student's."""
+
+BETAS = (0.9, 0.999)
+EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class Task:
+    """A generated task: training and held-out inputs (``(T, B, I)``) with their targets
+    ``(T, B, O)`` (float64), and the fixed initial states."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    h0: np.ndarray
+    c0: np.ndarray | None
+
+
+def make_task(spec: RNNSpec, task: str = "teacher") -> Task:
+    """Generate ``task`` for ``spec``, deterministic in ``spec.seed``.
+
+    Raises:
+        ValueError: an unknown task; the message lists the known ones.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+    data = make_problem(spec)
+    teacher = make_problem(dataclasses.replace(spec, seed=spec.seed + TEACHER_SEED_OFFSET))
+    rng = np.random.default_rng([spec.seed, TEACHER_SEED_OFFSET])
+    H = spec.hidden_size
+    w_out = rng.standard_normal((TEACHER_OUTPUTS, H)) / np.sqrt(H)
+    b_out = 0.1 * rng.standard_normal(TEACHER_OUTPUTS)
+    x_eval = rng.standard_normal(data.x.shape).astype(spec.dtype)
+
+    def targets(x: np.ndarray) -> np.ndarray:
+        p = dataclasses.replace(teacher, x=x, h0=data.h0, c0=data.c0)
+        return exact_states(p) @ w_out.T + b_out
+
+    return Task(task, data.x, targets(data.x), x_eval, targets(x_eval), data.h0, data.c0)
+
+
+class NumpyAdam:
+    """Adam in float64 NumPy, the update of ``torch.optim.Adam`` (no weight decay, no
+    amsgrad): ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
+    ``p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)``."""
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float):
+        self.params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+        self.lr = lr
+        self.t = 0
+        self.m = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def step(self, grads: dict[str, np.ndarray]) -> None:
+        b1, b2 = BETAS
+        self.t += 1
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        for k, p in self.params.items():
+            g = np.asarray(grads[k], dtype=np.float64)
+            self.m[k] = b1 * self.m[k] + (1 - b1) * g
+            self.v[k] = b2 * self.v[k] + (1 - b2) * g * g
+            p -= self.lr / bc1 * self.m[k] / (np.sqrt(self.v[k]) / np.sqrt(bc2) + EPS)
+
+    def values(self) -> dict[str, np.ndarray]:
+        return self.params
+
+
+class TorchAdam:
+    """``torch.optim.Adam`` on torch tensors in the spec's dtype (on the CPU: the gradients
+    arrive as host arrays from :func:`fpbench.grad`)."""
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float, dtype: str):
+        import torch
+
+        self.torch = torch
+        self.tensors = {k: torch.tensor(np.asarray(v, dtype=dtype)) for k, v in params.items()}
+        self.opt = torch.optim.Adam(list(self.tensors.values()), lr=lr, betas=BETAS, eps=EPS)
+
+    def step(self, grads: dict[str, np.ndarray]) -> None:
+        for k, t in self.tensors.items():
+            t.grad = self.torch.tensor(np.asarray(grads[k], dtype=t.numpy().dtype))
+        self.opt.step()
+
+    def values(self) -> dict[str, np.ndarray]:
+        return {k: t.detach().numpy().copy() for k, t in self.tensors.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        losses: ``(steps,)`` training loss of each step (before its update); NaN after a
+            diverged step.
+        step_seconds: ``(steps,)`` wall time of each step (forward solve, forward + backward,
+            update).
+        grad_seconds: ``(steps,)`` the timed forward + backward run of each step alone.
+        params: the trained parameters: the RNN's (torch layout) and ``readout_weight (O, H)``,
+            ``readout_bias (O,)``.
+        eval_loss: the trained model on the held-out inputs with the exact sequential forward.
+        eval_loss_solver: the same with the training solver.
+        diverged: a step's forward or backward produced NaN/Inf (training stopped there).
+    """
+
+    losses: np.ndarray
+    step_seconds: np.ndarray
+    grad_seconds: np.ndarray
+    params: dict[str, np.ndarray]
+    eval_loss: float
+    eval_loss_solver: float
+    diverged: bool = False
+    spec: RNNSpec | None = None
+    solver: str = ""
+    backend: str = ""
+    device: str = ""
+    task: str = ""
+    optimizer: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def consistency_gap(self) -> float:
+        """``eval_loss_solver - eval_loss``: what the training solver's approximation costs
+        at inference against the exact recurrence."""
+        return self.eval_loss_solver - self.eval_loss
+
+
+def _model_problem(spec: RNNSpec, task: Task, x: np.ndarray, params: dict[str, np.ndarray]) -> Problem:
+    rnn = {k: np.asarray(params[k], dtype=spec.dtype) for k in PARAM_NAMES}
+    return Problem(spec, np.asarray(x, dtype=spec.dtype), task.h0, rnn, task.c0)
+
+
+def _mse(states: np.ndarray, params: dict[str, np.ndarray], y: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(loss, residual (T, B, O))`` of the readout of ``states`` against ``y`` (float64)."""
+    w = np.asarray(params["readout_weight"], np.float64)
+    b = np.asarray(params["readout_bias"], np.float64)
+    r = np.asarray(states, np.float64) @ w.T + b - y
+    return float(np.mean(r * r)), r
+
+
+def train(
+    spec: RNNSpec,
+    solver: Solver,
+    backend: str = "numpy",
+    device: str | None = None,
+    steps: int = 100,
+    task: str = "teacher",
+    seed: int = 0,
+    lr: float = 1e-2,
+    optimizer: str | None = None,
+) -> TrainResult:
+    """Train the spec's RNN plus a linear readout on ``task`` with Adam (module docstring).
+
+    Args:
+        spec: the model and data sizes; ``spec.seed`` seeds the task's data and teacher.
+        solver: the forward solver; its gradient is :func:`fpbench.grad`'s for its backward mode.
+        backend, device: where every step's solve and gradient run.
+        steps: Adam steps.
+        seed: seeds the student's initial parameters.
+        lr: Adam's learning rate.
+        optimizer: ``"numpy"`` (float64 Adam) or ``"torch"`` (``torch.optim.Adam``); default
+            torch for the torch backend, numpy otherwise.
+    Raises:
+        ValueError: unknown task or optimiser, or bad ``steps`` / ``lr`` / ``seed``.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(spec, RNNSpec):
+        raise TypeError(f"spec must be an fpbench.RNNSpec, got {type(spec).__name__}")
+    name, dev = parse_target(backend, device)
+    if optimizer is None:
+        optimizer = "torch" if name == "torch" else "numpy"
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+    data = make_task(spec, task)
+    student = make_problem(dataclasses.replace(spec, seed=seed))
+    rng = np.random.default_rng([seed, TEACHER_SEED_OFFSET + 1])
+    k = 1.0 / np.sqrt(spec.hidden_size)
+    init = {key: np.asarray(v, np.float64) for key, v in student.params.items()}
+    init["readout_weight"] = rng.uniform(-k, k, (TEACHER_OUTPUTS, spec.hidden_size))
+    init["readout_bias"] = np.zeros(TEACHER_OUTPUTS)
+    opt: NumpyAdam | TorchAdam
+    opt = NumpyAdam(init, lr) if optimizer == "numpy" else TorchAdam(init, lr, spec.dtype)
+
+    losses = np.full(steps, np.nan)
+    step_s = np.full(steps, np.nan)
+    grad_s = np.full(steps, np.nan)
+    diverged = False
+    H = spec.hidden_size
+    for i in range(steps):
+        t0 = time.perf_counter()
+        params = opt.values()
+        problem = _model_problem(spec, data, data.x_train, params)
+        states = solve(problem, solver, name, dev).states
+        loss, r = _mse(states, params, data.y_train)
+        if not np.isfinite(loss):
+            diverged = True
+            break
+        n = r.size
+        w = np.asarray(params["readout_weight"], np.float64)
+        cot = (2.0 / n) * r @ w  # dL/dh_t
+        t1 = time.perf_counter()
+        g = grad(problem, solver, name, dev, cotangent=cot.astype(spec.dtype))
+        grad_s[i] = time.perf_counter() - t1
+        if g.diverged:
+            diverged = True
+            break
+        grads = dict(g.params)
+        hs = np.asarray(states, np.float64)
+        grads["readout_weight"] = (2.0 / n) * np.einsum("tbo,tbh->oh", r, hs)
+        grads["readout_bias"] = (2.0 / n) * r.sum((0, 1))
+        opt.step(grads)
+        losses[i] = loss
+        step_s[i] = time.perf_counter() - t0
+    final = opt.values()
+    eval_problem = _model_problem(spec, data, data.x_eval, final)
+    eval_loss = _mse(exact_states(eval_problem), final, data.y_eval)[0]
+    try:
+        eval_solver = _mse(solve(eval_problem, solver, name, dev).states[..., :H], final, data.y_eval)[0]
+    except UnsupportedError:
+        eval_solver = float("nan")
+    return TrainResult(
+        losses=losses,
+        step_seconds=step_s,
+        grad_seconds=grad_s,
+        params={key: np.asarray(v) for key, v in final.items()},
+        eval_loss=eval_loss,
+        eval_loss_solver=eval_solver,
+        diverged=diverged,
+        spec=spec,
+        solver=str(solver),
+        backend=name,
+        device=dev,
+        task=task,
+        optimizer=optimizer,
+    )
