@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,6 +208,7 @@ def train(
     seed: int = 0,
     lr: float = 1e-2,
     optimizer: str | None = None,
+    progress: Callable[[int, float, float], None] | None = None,
 ) -> TrainResult:
     """Train the spec's RNN plus a linear readout on ``task`` with Adam (module docstring).
 
@@ -219,6 +221,7 @@ def train(
         lr: Adam's learning rate.
         optimizer: ``"numpy"`` (float64 Adam) or ``"torch"`` (``torch.optim.Adam``); default
             torch for the torch backend, numpy otherwise.
+        progress: called after each step with ``(step index, loss, seconds)`` (a progress bar).
     Raises:
         ValueError: unknown task or optimiser, or bad ``steps`` / ``lr`` / ``seed``.
     """
@@ -275,6 +278,8 @@ def train(
         opt.step(grads)
         losses[i] = loss
         step_s[i] = time.perf_counter() - t0
+        if progress is not None:
+            progress(i, loss, step_s[i])
     final = opt.values()
     eval_problem = _model_problem(spec, data, data.x_eval, final)
     eval_loss = _mse(exact_states(eval_problem), final, data.y_eval)[0]
