@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, BackendUnavailableError, UnsupportedError, InsufficientMemoryError) as e:
+    except (ValueError, BackendUnavailableError, UnsupportedError, InsufficientMemoryError, ImportError) as e:
         print(f"fpbench: error: {e}", file=sys.stderr)
         return 2
 

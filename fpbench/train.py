@@ -3,8 +3,10 @@ local task, each step's gradient being the one :func:`fpbench.grad` defines for 
 its backward mode.
 
 The model: ``y_hat_t = W_o h_t + b_o`` on the states ``h_t`` of the solve; the loss of a step
-is the mean squared error ``mean((y_hat - y)^2)`` over ``(T, B, O)``. Its gradient with respect
-to the states is the cotangent ``dL/dh_t = 2 (y_hat_t - y_t) W_o / (T B O)``, so every step is
+is the mean squared error over ``(B, O)`` and the time steps the task weighs (``Task.weights``:
+every step, or the last only), ``L = sum_t w_t |y_hat_t - y_t|^2 / (B O sum_t w_t)``. Its gradient
+with respect to the states is the cotangent ``dL/dh_t = 2 w_t (y_hat_t - y_t) W_o / (B O sum w)``,
+so every step is
 
 1. the forward solve (:func:`fpbench.solve`), for the loss and the cotangent;
 2. :func:`fpbench.grad` with that cotangent (its forward is the same computation), for the
@@ -18,6 +20,14 @@ Tasks (generated locally, nothing downloaded):
   ``TEACHER_OUTPUTS`` outputs, maps standard normal inputs to targets; the student (the
   spec's RNN, initialised from ``seed``) learns them. The training inputs are the problem's
   ``x`` (seeded by ``spec.seed``), the evaluation inputs a held-out draw.
+- ``"digits"``: sequential digit classification on the 1,797 8x8 handwritten digits that
+  scikit-learn ships on disk (``sklearn.datasets.load_digits``, a copy of the UCI "Optical
+  Recognition of Handwritten Digits" test set): each image is read as a sequence of
+  ``spec.seq_len`` steps of ``spec.input_size`` pixels (``seq_len * input_size`` must be 64:
+  ``(64, 1)`` pixel by pixel, the small cousin of sequential MNIST, or ``(8, 8)`` row by
+  row), pixels scaled to [0, 1]; the target is the one-hot class (10 outputs) and the loss
+  is taken at the last step only. ``spec.batch`` training images and as many held-out
+  ones are drawn by ``spec.seed``. Needs scikit-learn (``pip install fpbench[train]``).
 
 The optimiser is Adam with the same hyper-parameters everywhere (``lr``, ``betas=(0.9,
 0.999)``, ``eps=1e-8``, no weight decay): ``torch.optim.Adam`` when the optimiser is torch,
@@ -47,7 +57,7 @@ from .registry import parse_target, solve
 from .solvers import Solver
 from .spec import PARAM_NAMES, Problem, RNNSpec, make_problem
 
-TASKS: tuple[str, ...] = ("teacher",)
+TASKS: tuple[str, ...] = ("teacher", "digits")
 """Training tasks :func:`train` knows."""
 
 OPTIMIZERS: tuple[str, ...] = ("numpy", "torch")
@@ -65,8 +75,9 @@ EPS = 1e-8
 
 @dataclass(frozen=True)
 class Task:
-    """A generated task: training and held-out inputs (``(T, B, I)``) with their targets
-    ``(T, B, O)`` (float64), and the fixed initial states."""
+    """A generated task: training and held-out inputs (``(T, B, I)``, the spec's dtype) with
+    their targets ``(T, B, O)`` (float64), the weight of each step in the loss ``(T,)``, and
+    the fixed initial states."""
 
     name: str
     x_train: np.ndarray
@@ -75,6 +86,12 @@ class Task:
     y_eval: np.ndarray
     h0: np.ndarray
     c0: np.ndarray | None
+    weights: np.ndarray
+
+    @property
+    def outputs(self) -> int:
+        """O, the readout's outputs."""
+        return self.y_train.shape[-1]
 
 
 def make_task(spec: RNNSpec, task: str = "teacher") -> Task:
@@ -85,6 +102,8 @@ def make_task(spec: RNNSpec, task: str = "teacher") -> Task:
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+    if task == "digits":
+        return _digits(spec)
     data = make_problem(spec)
     teacher = make_problem(dataclasses.replace(spec, seed=spec.seed + TEACHER_SEED_OFFSET))
     rng = np.random.default_rng([spec.seed, TEACHER_SEED_OFFSET])
@@ -97,7 +116,48 @@ def make_task(spec: RNNSpec, task: str = "teacher") -> Task:
         p = dataclasses.replace(teacher, x=x, h0=data.h0, c0=data.c0)
         return exact_states(p) @ w_out.T + b_out
 
-    return Task(task, data.x, targets(data.x), x_eval, targets(x_eval), data.h0, data.c0)
+    weights = np.ones(spec.seq_len)
+    return Task(task, data.x, targets(data.x), x_eval, targets(x_eval), data.h0, data.c0, weights)
+
+
+DIGIT_PIXELS = 64
+DIGIT_CLASSES = 10
+
+
+def _digits(spec: RNNSpec) -> Task:
+    """The ``"digits"`` task (module docstring)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError(
+            "task 'digits' reads the digits scikit-learn ships: install scikit-learn "
+            "(pip install 'fpbench[train]')"
+        ) from e
+    T, I, B = spec.seq_len, spec.input_size, spec.batch
+    if T * I != DIGIT_PIXELS:
+        raise ValueError(
+            f"task 'digits' reads each 8x8 image as seq_len x input_size = 64 pixels; got "
+            f"seq_len={T}, input_size={I} (use 64 x 1 or 8 x 8)"
+        )
+    digits = load_digits()
+    n = digits.images.shape[0]
+    if 2 * B > n:
+        raise ValueError(f"task 'digits' has {n} images: batch must be at most {n // 2}, got {B}")
+    order = np.random.default_rng(spec.seed).permutation(n)
+    pixels = digits.images.reshape(n, T, I) / 16.0
+    onehot = np.eye(DIGIT_CLASSES)[digits.target]
+
+    def split(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.ascontiguousarray(pixels[idx].transpose(1, 0, 2)).astype(spec.dtype)
+        return x, np.broadcast_to(onehot[idx], (T, len(idx), DIGIT_CLASSES)).copy()
+
+    x_train, y_train = split(order[:B])
+    x_eval, y_eval = split(order[B : 2 * B])
+    zero = np.zeros((B, spec.hidden_size), dtype=spec.dtype)  # every sequence starts from rest
+    weights = np.zeros(T)
+    weights[-1] = 1.0  # the class is read out at the last step
+    c0 = zero if spec.model.parts == 2 else None
+    return Task("digits", x_train, y_train, x_eval, y_eval, zero, c0, weights)
 
 
 class NumpyAdam:
@@ -190,12 +250,16 @@ def _model_problem(spec: RNNSpec, task: Task, x: np.ndarray, params: dict[str, n
     return Problem(spec, np.asarray(x, dtype=spec.dtype), task.h0, rnn, task.c0)
 
 
-def _mse(states: np.ndarray, params: dict[str, np.ndarray], y: np.ndarray) -> tuple[float, np.ndarray]:
-    """``(loss, residual (T, B, O))`` of the readout of ``states`` against ``y`` (float64)."""
+def _mse(
+    states: np.ndarray, params: dict[str, np.ndarray], y: np.ndarray, weights: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """``(loss, dL/d(readout output) (T, B, O))`` of the readout of ``states`` against ``y``
+    with the per-step ``weights`` (float64)."""
     w = np.asarray(params["readout_weight"], np.float64)
     b = np.asarray(params["readout_bias"], np.float64)
     r = np.asarray(states, np.float64) @ w.T + b - y
-    return float(np.mean(r * r)), r
+    scale = weights[:, None, None] / (weights.sum() * r.shape[1] * r.shape[2])
+    return float(np.sum(scale * r * r)), 2.0 * scale * r
 
 
 def train(
@@ -243,8 +307,8 @@ def train(
     rng = np.random.default_rng([seed, TEACHER_SEED_OFFSET + 1])
     k = 1.0 / np.sqrt(spec.hidden_size)
     init = {key: np.asarray(v, np.float64) for key, v in student.params.items()}
-    init["readout_weight"] = rng.uniform(-k, k, (TEACHER_OUTPUTS, spec.hidden_size))
-    init["readout_bias"] = np.zeros(TEACHER_OUTPUTS)
+    init["readout_weight"] = rng.uniform(-k, k, (data.outputs, spec.hidden_size))
+    init["readout_bias"] = np.zeros(data.outputs)
     opt: NumpyAdam | TorchAdam
     opt = NumpyAdam(init, lr) if optimizer == "numpy" else TorchAdam(init, lr, spec.dtype)
 
@@ -258,13 +322,11 @@ def train(
         params = opt.values()
         problem = _model_problem(spec, data, data.x_train, params)
         states = solve(problem, solver, name, dev).states
-        loss, r = _mse(states, params, data.y_train)
+        loss, dy = _mse(states, params, data.y_train, data.weights)
         if not np.isfinite(loss):
             diverged = True
             break
-        n = r.size
-        w = np.asarray(params["readout_weight"], np.float64)
-        cot = (2.0 / n) * r @ w  # dL/dh_t
+        cot = dy @ np.asarray(params["readout_weight"], np.float64)  # dL/dh_t
         t1 = time.perf_counter()
         g = grad(problem, solver, name, dev, cotangent=cot.astype(spec.dtype))
         grad_s[i] = time.perf_counter() - t1
@@ -273,8 +335,8 @@ def train(
             break
         grads = dict(g.params)
         hs = np.asarray(states, np.float64)
-        grads["readout_weight"] = (2.0 / n) * np.einsum("tbo,tbh->oh", r, hs)
-        grads["readout_bias"] = (2.0 / n) * r.sum((0, 1))
+        grads["readout_weight"] = np.einsum("tbo,tbh->oh", dy, hs)
+        grads["readout_bias"] = dy.sum((0, 1))
         opt.step(grads)
         losses[i] = loss
         step_s[i] = time.perf_counter() - t0
@@ -282,9 +344,11 @@ def train(
             progress(i, loss, step_s[i])
     final = opt.values()
     eval_problem = _model_problem(spec, data, data.x_eval, final)
-    eval_loss = _mse(exact_states(eval_problem), final, data.y_eval)[0]
+    eval_loss = _mse(exact_states(eval_problem), final, data.y_eval, data.weights)[0]
     try:
-        eval_solver = _mse(solve(eval_problem, solver, name, dev).states[..., :H], final, data.y_eval)[0]
+        eval_solver = _mse(
+            solve(eval_problem, solver, name, dev).states[..., :H], final, data.y_eval, data.weights
+        )[0]
     except UnsupportedError:
         eval_solver = float("nan")
     return TrainResult(

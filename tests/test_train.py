@@ -25,9 +25,9 @@ def test_teacher_task_is_deterministic_and_shaped():
     assert a.x_train.shape == a.x_eval.shape == (T, B, I) and a.y_train.shape[:2] == (T, B)
     np.testing.assert_array_equal(a.y_train, b.y_train)
     assert not np.allclose(a.x_train, a.x_eval)
-    with pytest.raises(ValueError, match=r"unknown task 'ptb'; choose one of \['teacher'\]"):
+    with pytest.raises(ValueError, match=r"unknown task 'ptb'; choose one of \['teacher', 'digits'\]"):
         make_task(SPEC, "ptb")
-    assert TASKS == ("teacher",)
+    assert TASKS == ("teacher", "digits")
 
 
 def test_bptt_loss_falls(bptt):
@@ -98,3 +98,26 @@ def test_train_matches_reference(target, solver, dtype):
     ref_solver = fpbench.Sequential() if solver.name == "native" else solver
     ref = train(dataclasses.replace(spec, dtype="float64"), ref_solver, steps=3, lr=0.02)
     np.testing.assert_allclose(got.losses, ref.losses, rtol=1e-9 if dtype == "float64" else 1e-4)
+
+
+def test_digits_task_learns_and_checks_its_shape():
+    pytest.importorskip("sklearn")
+    spec = fpbench.RNNSpec(cell="elman", seq_len=8, batch=16, hidden_size=12, input_size=8, dtype="float64")
+    task = make_task(spec, "digits")
+    assert task.x_train.shape == (8, 16, 8) and task.y_train.shape == (8, 16, 10) and task.outputs == 10
+    assert task.weights.tolist() == [0] * 7 + [1] and 0 <= task.x_train.min() and task.x_train.max() <= 1
+    np.testing.assert_array_equal(task.y_train.sum(-1), 1.0)
+    r = train(spec, fpbench.Sequential(), steps=15, lr=0.05, task="digits")
+    assert r.losses[-1] < 0.7 * r.losses[0]
+    assert r.params["readout_weight"].shape == (10, 12)
+    with pytest.raises(ValueError, match="seq_len x input_size = 64 pixels"):
+        make_task(fpbench.RNNSpec(seq_len=10, input_size=8), "digits")
+
+
+def test_digits_without_sklearn_names_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    spec = fpbench.RNNSpec(seq_len=64, input_size=1, batch=2, hidden_size=4)
+    with pytest.raises(ImportError, match=r"install scikit-learn \(pip install 'fpbench\[train\]'\)"):
+        make_task(spec, "digits")
