@@ -262,6 +262,86 @@ def _mse(
     return float(np.sum(scale * r * r)), 2.0 * scale * r
 
 
+class Trainer:
+    """One training run, a step at a time (:func:`train` drives it; the asv ``Training``
+    suite times :meth:`step`). Arguments as :func:`train`.
+
+    Raises:
+        ValueError: unknown task or optimiser, or bad ``lr`` / ``seed``.
+    """
+
+    def __init__(
+        self,
+        spec: RNNSpec,
+        solver: Solver,
+        backend: str = "numpy",
+        device: str | None = None,
+        task: str = "teacher",
+        seed: int = 0,
+        lr: float = 1e-2,
+        optimizer: str | None = None,
+    ):
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not isinstance(spec, RNNSpec):
+            raise TypeError(f"spec must be an fpbench.RNNSpec, got {type(spec).__name__}")
+        self.spec, self.solver, self.task_name = spec, solver, task
+        self.backend, self.device = parse_target(backend, device)
+        if optimizer is None:
+            optimizer = "torch" if self.backend == "torch" else "numpy"
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        self.optimizer = optimizer
+        self.task = make_task(spec, task)
+        student = make_problem(dataclasses.replace(spec, seed=seed))
+        rng = np.random.default_rng([seed, TEACHER_SEED_OFFSET + 1])
+        k = 1.0 / np.sqrt(spec.hidden_size)
+        init = {key: np.asarray(v, np.float64) for key, v in student.params.items()}
+        init["readout_weight"] = rng.uniform(-k, k, (self.task.outputs, spec.hidden_size))
+        init["readout_bias"] = np.zeros(self.task.outputs)
+        self.opt: NumpyAdam | TorchAdam
+        self.opt = NumpyAdam(init, lr) if optimizer == "numpy" else TorchAdam(init, lr, spec.dtype)
+        self.last_grad_seconds = float("nan")
+
+    def step(self) -> float:
+        """One Adam step; returns the loss before it (NaN, and no update, when the forward or
+        the backward produced NaN/Inf)."""
+        spec, data = self.spec, self.task
+        params = self.opt.values()
+        problem = _model_problem(spec, data, data.x_train, params)
+        states = solve(problem, self.solver, self.backend, self.device).states
+        loss, dy = _mse(states, params, data.y_train, data.weights)
+        if not np.isfinite(loss):
+            return float("nan")
+        cot = dy @ np.asarray(params["readout_weight"], np.float64)  # dL/dh_t
+        t1 = time.perf_counter()
+        g = grad(problem, self.solver, self.backend, self.device, cotangent=cot.astype(spec.dtype))
+        self.last_grad_seconds = time.perf_counter() - t1
+        if g.diverged:
+            return float("nan")
+        grads = dict(g.params)
+        grads["readout_weight"] = np.einsum("tbo,tbh->oh", dy, np.asarray(states, np.float64))
+        grads["readout_bias"] = dy.sum((0, 1))
+        self.opt.step(grads)
+        return loss
+
+    def evaluate(self) -> tuple[float, float]:
+        """``(eval_loss, eval_loss_solver)`` of the current parameters on the held-out inputs:
+        with the exact sequential forward, and with the training solver (NaN where the
+        backend has no forward for it)."""
+        spec, data = self.spec, self.task
+        final = self.opt.values()
+        problem = _model_problem(spec, data, data.x_eval, final)
+        exact = _mse(exact_states(problem), final, data.y_eval, data.weights)[0]
+        try:
+            states = solve(problem, self.solver, self.backend, self.device).states
+        except UnsupportedError:
+            return exact, float("nan")
+        return exact, _mse(states, final, data.y_eval, data.weights)[0]
+
+
 def train(
     spec: RNNSpec,
     solver: Solver,
@@ -281,6 +361,7 @@ def train(
         solver: the forward solver; its gradient is :func:`fpbench.grad`'s for its backward mode.
         backend, device: where every step's solve and gradient run.
         steps: Adam steps.
+        task: ``"teacher"`` or ``"digits"`` (:data:`TASKS`).
         seed: seeds the student's initial parameters.
         lr: Adam's learning rate.
         optimizer: ``"numpy"`` (float64 Adam) or ``"torch"`` (``torch.optim.Adam``); default
@@ -288,81 +369,37 @@ def train(
         progress: called after each step with ``(step index, loss, seconds)`` (a progress bar).
     Raises:
         ValueError: unknown task or optimiser, or bad ``steps`` / ``lr`` / ``seed``.
+        ImportError: the task's optional package is missing (the message names it).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not isinstance(spec, RNNSpec):
-        raise TypeError(f"spec must be an fpbench.RNNSpec, got {type(spec).__name__}")
-    name, dev = parse_target(backend, device)
-    if optimizer is None:
-        optimizer = "torch" if name == "torch" else "numpy"
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
-    data = make_task(spec, task)
-    student = make_problem(dataclasses.replace(spec, seed=seed))
-    rng = np.random.default_rng([seed, TEACHER_SEED_OFFSET + 1])
-    k = 1.0 / np.sqrt(spec.hidden_size)
-    init = {key: np.asarray(v, np.float64) for key, v in student.params.items()}
-    init["readout_weight"] = rng.uniform(-k, k, (data.outputs, spec.hidden_size))
-    init["readout_bias"] = np.zeros(data.outputs)
-    opt: NumpyAdam | TorchAdam
-    opt = NumpyAdam(init, lr) if optimizer == "numpy" else TorchAdam(init, lr, spec.dtype)
-
+    trainer = Trainer(spec, solver, backend, device, task, seed, lr, optimizer)
     losses = np.full(steps, np.nan)
     step_s = np.full(steps, np.nan)
     grad_s = np.full(steps, np.nan)
     diverged = False
-    H = spec.hidden_size
     for i in range(steps):
         t0 = time.perf_counter()
-        params = opt.values()
-        problem = _model_problem(spec, data, data.x_train, params)
-        states = solve(problem, solver, name, dev).states
-        loss, dy = _mse(states, params, data.y_train, data.weights)
+        loss = trainer.step()
         if not np.isfinite(loss):
             diverged = True
             break
-        cot = dy @ np.asarray(params["readout_weight"], np.float64)  # dL/dh_t
-        t1 = time.perf_counter()
-        g = grad(problem, solver, name, dev, cotangent=cot.astype(spec.dtype))
-        grad_s[i] = time.perf_counter() - t1
-        if g.diverged:
-            diverged = True
-            break
-        grads = dict(g.params)
-        hs = np.asarray(states, np.float64)
-        grads["readout_weight"] = np.einsum("tbo,tbh->oh", dy, hs)
-        grads["readout_bias"] = dy.sum((0, 1))
-        opt.step(grads)
-        losses[i] = loss
-        step_s[i] = time.perf_counter() - t0
+        losses[i], step_s[i], grad_s[i] = loss, time.perf_counter() - t0, trainer.last_grad_seconds
         if progress is not None:
             progress(i, loss, step_s[i])
-    final = opt.values()
-    eval_problem = _model_problem(spec, data, data.x_eval, final)
-    eval_loss = _mse(exact_states(eval_problem), final, data.y_eval, data.weights)[0]
-    try:
-        eval_solver = _mse(
-            solve(eval_problem, solver, name, dev).states[..., :H], final, data.y_eval, data.weights
-        )[0]
-    except UnsupportedError:
-        eval_solver = float("nan")
+    eval_loss, eval_solver = trainer.evaluate()
     return TrainResult(
         losses=losses,
         step_seconds=step_s,
         grad_seconds=grad_s,
-        params={key: np.asarray(v) for key, v in final.items()},
+        params={key: np.asarray(v) for key, v in trainer.opt.values().items()},
         eval_loss=eval_loss,
         eval_loss_solver=eval_solver,
         diverged=diverged,
         spec=spec,
         solver=str(solver),
-        backend=name,
-        device=dev,
+        backend=trainer.backend,
+        device=trainer.device,
         task=task,
-        optimizer=optimizer,
+        optimizer=trainer.optimizer,
     )
