@@ -263,3 +263,97 @@ GRAD_GRIDS: dict[str, GradGrid] = {
 def current_grad() -> GradGrid:
     """The gradient sweep of the grid ``FPBENCH_GRID`` selects."""
     return GRAD_GRIDS[grid_name()]
+
+
+# -- Training (benchmarks/bench_train.py): appended; append-only like everything above -----------
+
+TRAIN_METHODS: tuple[str, ...] = (
+    "sequential",
+    "native",
+    "jacobi:unrolled",
+    "jacobi:implicit",
+    "newton:implicit",
+    "quasi_newton:implicit",
+)
+"""The training methods: a solver name, and for iterative ones ``:`` its backward mode. The
+baselines (BPTT: ``sequential``, ``native``) ignore the budget: they appear under
+``max_iters="tol"`` and are n/a for the other budgets."""
+
+
+@dataclass(frozen=True)
+class TrainGrid:
+    """The training suites' sweep within one named grid (same names as :data:`GRIDS`).
+
+    Attributes:
+        cells: cells of every training suite.
+        step_budget: the budget of the iterative methods in ``TrainStepSeqLen`` / ``TrainStepHidden``.
+        seq_lens / seq_lens_hidden: ``TrainStepSeqLen`` sweeps T at H = ``seq_lens_hidden``.
+        hidden_sizes / hidden_seq_len: ``TrainStepHidden`` sweeps H at T = ``hidden_seq_len``.
+        budgets, contractions, track_seq_len, track_hidden, track_steps, lr: ``Training``
+            trains ``track_steps`` Adam steps (learning rate ``lr``) on the teacher task per
+            method x budget k x contraction rho at (T, H), and tracks the losses.
+    """
+
+    cells: tuple[str, ...]
+    step_budget: Budget
+    seq_lens: tuple[int, ...]
+    seq_lens_hidden: int
+    hidden_sizes: tuple[int, ...]
+    hidden_seq_len: int
+    budgets: tuple[Budget, ...]
+    contractions: tuple[float, ...]
+    track_seq_len: int
+    track_hidden: int
+    track_steps: int
+    lr: float
+
+
+TRAIN_GRIDS: dict[str, TrainGrid] = {
+    "quick": TrainGrid(
+        cells=("gru",),
+        step_budget=TOL,
+        seq_lens=(64,),
+        seq_lens_hidden=16,
+        hidden_sizes=(16,),
+        hidden_seq_len=64,
+        budgets=(2, TOL),
+        contractions=(0.5,),
+        track_seq_len=32,
+        track_hidden=8,
+        track_steps=10,
+        lr=0.02,
+    ),
+    "default": TrainGrid(
+        cells=("elman", "gru"),
+        step_budget=TOL,
+        seq_lens=(256, 1024, 4096),
+        seq_lens_hidden=64,
+        hidden_sizes=(16, 64, 256),
+        hidden_seq_len=1024,
+        budgets=(1, 2, 4, 8, 16, TOL),
+        contractions=(0.5, 0.9, 1.2),
+        track_seq_len=256,
+        track_hidden=32,
+        track_steps=100,
+        lr=0.01,
+    ),
+    "full": TrainGrid(
+        cells=("elman", "gru", "lstm"),
+        step_budget=TOL,
+        seq_lens=(1024, 4096, 16384, 65536),
+        seq_lens_hidden=64,
+        hidden_sizes=(16, 64, 256, 1024),
+        hidden_seq_len=4096,
+        budgets=(1, 2, 4, 8, 16, 32, 64, TOL),
+        contractions=(0.5, 0.8, 0.9, 0.95, 1.0, 1.1, 1.2),
+        track_seq_len=1024,
+        track_hidden=64,
+        track_steps=300,
+        lr=0.01,
+    ),
+}
+
+
+def current_train() -> TrainGrid:
+    """The training sweep of the grid ``FPBENCH_GRID`` selects."""
+    return TRAIN_GRIDS[grid_name()]

@@ -327,6 +327,13 @@ class Trainer:
         self.opt.step(grads)
         return loss
 
+    def loss(self) -> float:
+        """The training loss of the current parameters (the forward solve only; no step)."""
+        params = self.opt.values()
+        problem = _model_problem(self.spec, self.task, self.task.x_train, params)
+        states = solve(problem, self.solver, self.backend, self.device).states
+        return _mse(states, params, self.task.y_train, self.task.weights)[0]
+
     def evaluate(self) -> tuple[float, float]:
         """``(eval_loss, eval_loss_solver)`` of the current parameters on the held-out inputs:
         with the exact sequential forward, and with the training solver (NaN where the
