@@ -28,6 +28,9 @@ from . import common, grids
 from .common import TARGETS
 
 GG = grids.current_grad()
+GRAD_TARGETS: tuple[str, ...] = TARGETS if GG.targets is None else GG.targets
+"""The targets of these suites: the grid's ``targets`` (``quick``: the NumPy oracle only, a
+smoke test that keeps the CI sweep short), else every target ``FPBENCH_BACKENDS`` selects."""
 
 NUMPY_BACKWARD_FACTOR = 3.0
 """The NumPy reference's forward + backward takes about this many times its forward
@@ -251,7 +254,7 @@ class GradSeqLen(_Grad):
     """Forward + backward time and peak memory against T at H = ``seq_lens_hidden``;
     iterative solvers run with the grid's ``solve_budget``."""
 
-    params = (TARGETS, GG.cells, grids.SOLVERS, grids.BACKWARDS, GG.seq_lens)
+    params = (GRAD_TARGETS, GG.cells, grids.SOLVERS, grids.BACKWARDS, GG.seq_lens)
     param_names = ("target", "cell", "solver", "backward", "seq_len")
 
     def case(self, target, cell, solver, backward, seq_len):
@@ -262,7 +265,7 @@ class GradSeqLen(_Grad):
 class GradHidden(_Grad):
     """Forward + backward time and peak memory against H at T = ``hidden_seq_len``."""
 
-    params = (TARGETS, GG.cells, grids.SOLVERS, grids.BACKWARDS, GG.hidden_sizes)
+    params = (GRAD_TARGETS, GG.cells, grids.SOLVERS, grids.BACKWARDS, GG.hidden_sizes)
     param_names = ("target", "cell", "solver", "backward", "hidden_size")
 
     def case(self, target, cell, solver, backward, hidden_size):
@@ -275,7 +278,7 @@ class GradBudget(_Grad):
     (T, H) = (``budget_seq_len``, ``budget_hidden``): the memory of unrolled against
     implicit. The baselines appear once, under ``max_iters="tol"``."""
 
-    params = (TARGETS, GG.cells, grids.SOLVERS, grids.BACKWARDS, GG.budgets)
+    params = (GRAD_TARGETS, GG.cells, grids.SOLVERS, grids.BACKWARDS, GG.budgets)
     param_names = ("target", "cell", "solver", "backward", "max_iters")
 
     def case(self, target, cell, solver, backward, max_iters):
@@ -298,7 +301,7 @@ class GradAccuracy:
     """
 
     params = (
-        TARGETS,
+        GRAD_TARGETS,
         GG.accuracy_cells,
         grids.ITERATIVE,
         grids.BACKWARDS,

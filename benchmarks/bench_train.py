@@ -23,6 +23,9 @@ from .bench_grad import grad_solver
 from .common import TARGETS
 
 TG = grids.current_train()
+TRAIN_TARGETS: tuple[str, ...] = TARGETS if TG.targets is None else TG.targets
+"""The targets of these suites: the grid's ``targets`` (``quick``: the NumPy oracle only, a
+smoke test that keeps the CI sweep short), else every target ``FPBENCH_BACKENDS`` selects."""
 
 TRAIN_STEP_SECONDS_NUMPY = 5.0
 """The NumPy target trains only where a step is expected to take at most this long."""
@@ -86,7 +89,7 @@ class _TrainStep(common.Timed):
 class TrainStepSeqLen(_TrainStep):
     """Wall time of one training step against T at H = ``seq_lens_hidden``."""
 
-    params = (TARGETS, TG.cells, grids.TRAIN_METHODS, TG.seq_lens)
+    params = (TRAIN_TARGETS, TG.cells, grids.TRAIN_METHODS, TG.seq_lens)
     param_names = ("target", "cell", "method", "seq_len")
 
     def case(self, target, cell, method, seq_len):
@@ -97,7 +100,7 @@ class TrainStepSeqLen(_TrainStep):
 class TrainStepHidden(_TrainStep):
     """Wall time of one training step against H at T = ``hidden_seq_len``."""
 
-    params = (TARGETS, TG.cells, grids.TRAIN_METHODS, TG.hidden_sizes)
+    params = (TRAIN_TARGETS, TG.cells, grids.TRAIN_METHODS, TG.hidden_sizes)
     param_names = ("target", "cell", "method", "hidden_size")
 
     def case(self, target, cell, method, hidden_size):
@@ -111,7 +114,7 @@ class Training:
     the held-out loss with the exact forward (``eval_loss``) and the train/inference gap
     (``eval_loss_solver - eval_loss``). A run that diverged is n/a."""
 
-    params = (TARGETS, TG.cells, grids.TRAIN_METHODS, TG.budgets, TG.contractions)
+    params = (TRAIN_TARGETS, TG.cells, grids.TRAIN_METHODS, TG.budgets, TG.contractions)
     param_names = ("target", "cell", "method", "max_iters", "contraction")
     timeout = 600.0
 

@@ -259,6 +259,9 @@ class GradGrid:
         budgets / budget_seq_len / budget_hidden: ``GradBudget`` sweeps ``max_iters`` at (T, H).
         accuracy_cells, accuracy_budgets, contractions, accuracy_seq_len, accuracy_hidden:
             ``GradAccuracy`` sweeps budget x contraction rho at (T, H).
+        targets: the ``backend:device`` targets of the gradient suites (None: every target,
+            as the other suites). ``quick`` runs the NumPy oracle only: a smoke test of the
+            suites that keeps the CI sweep short.
     """
 
     cells: tuple[str, ...]
@@ -275,24 +278,26 @@ class GradGrid:
     contractions: tuple[float, ...]
     accuracy_seq_len: int
     accuracy_hidden: int
+    targets: tuple[str, ...] | None = None
 
 
 GRAD_GRIDS: dict[str, GradGrid] = {
     "quick": GradGrid(
         cells=("gru",),
         solve_budget=TOL,
-        seq_lens=(128, 1024),
-        seq_lens_hidden=32,
+        seq_lens=(128,),
+        seq_lens_hidden=16,
         hidden_sizes=(16,),
-        hidden_seq_len=128,
+        hidden_seq_len=64,
         budgets=(2, TOL),
-        budget_seq_len=128,
-        budget_hidden=32,
+        budget_seq_len=64,
+        budget_hidden=16,
         accuracy_cells=("elman",),
         accuracy_budgets=(2, TOL),
-        contractions=(0.5, 1.2),
-        accuracy_seq_len=128,
-        accuracy_hidden=32,
+        contractions=(0.5,),
+        accuracy_seq_len=64,
+        accuracy_hidden=16,
+        targets=("numpy:cpu",),
     ),
     "default": GradGrid(
         cells=("elman", "gru"),
@@ -362,6 +367,7 @@ class TrainGrid:
         budgets, contractions, track_seq_len, track_hidden, track_steps, lr: ``Training``
             trains ``track_steps`` Adam steps (learning rate ``lr``) on the teacher task per
             method x budget k x contraction rho at (T, H), and tracks the losses.
+        targets: the targets of the training suites (None: every target); ``quick``: NumPy only.
     """
 
     cells: tuple[str, ...]
@@ -376,6 +382,7 @@ class TrainGrid:
     track_hidden: int
     track_steps: int
     lr: float
+    targets: tuple[str, ...] | None = None
 
 
 TRAIN_GRIDS: dict[str, TrainGrid] = {
@@ -385,13 +392,14 @@ TRAIN_GRIDS: dict[str, TrainGrid] = {
         seq_lens=(64,),
         seq_lens_hidden=16,
         hidden_sizes=(16,),
-        hidden_seq_len=64,
+        hidden_seq_len=32,
         budgets=(2, TOL),
         contractions=(0.5,),
         track_seq_len=32,
         track_hidden=8,
         track_steps=10,
         lr=0.02,
+        targets=("numpy:cpu",),
     ),
     "default": TrainGrid(
         cells=("elman", "gru"),
