@@ -8,6 +8,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from problems import PROBLEMS, spec
 
 import fpbench
@@ -366,3 +368,42 @@ def test_grad_matches_reference(target, cell, dtype, solver_id, problem_id):
     assert got.backward.converged == ref.backward.converged
     np.testing.assert_allclose(got.states, ref.states, rtol=0, atol=1e-9 if dtype == "float64" else 1e-3)
     assert_grad_close(f"{target} {cell} {solver}", got.arrays(), ref.arrays(), dtype)
+
+
+# -- properties over random problems (cells, sizes, seeds nobody picked) -----------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    cell=st.sampled_from(CELLS),
+    T=st.integers(1, 16),
+    B=st.integers(1, 3),
+    H=st.integers(1, 7),
+    I=st.integers(1, 4),
+    rho=st.floats(0.0, 1.3),
+    seed=st.integers(0, 2**31),
+    k=st.integers(1, 20),
+)
+def test_gradient_properties_hold_for_random_problems(cell, T, B, H, I, rho, seed, k):
+    """BPTT = torch.autograd through torch.nn; Jacobi(k) unrolled = autograd through the
+    k-truncated model; budget T (both modes) = BPTT; implicit Newton with budget T = BPTT."""
+    sizes = dict(input_size=I, hidden_size=H, seq_len=T, batch=B)
+    spec = fpbench.RNNSpec(cell=cell, dtype="float64", contraction=rho, seed=seed, **sizes)
+    problem = fpbench.make_problem(spec)
+    ct = fpbench.default_cotangent(spec)
+    bptt = exact(problem)
+    _, expected = torch_module_grad(problem, ct)
+    assert_grad_close("bptt vs torch.nn", bptt.arrays(), expected, "float64")
+    kk = min(k, T)
+    unrolled = fpbench.grad(problem, fpbench.Jacobi(kk, backward="unrolled"))
+    assert_grad_close("unrolled", unrolled.arrays(), torch_truncated_grad(problem, kk, ct), "float64")
+    for solver in (
+        fpbench.Jacobi(T, backward="unrolled"),
+        fpbench.Jacobi(T),
+        fpbench.QuasiNewton(T),
+        fpbench.Newton(T),
+    ):
+        g = fpbench.grad(problem, solver)
+        assert g.backward.converged
+        err = grad_errors(g.arrays(), bptt.arrays())
+        assert max(err.values()) < 1e-8, (solver, err)

@@ -83,7 +83,14 @@ def test_bad_input_is_a_clear_error():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(
-    "solver", [fpbench.Sequential(), fpbench.Native(), fpbench.Jacobi(24, backward="unrolled")], ids=str
+    "solver",
+    [
+        fpbench.Sequential(),
+        fpbench.Native(),
+        fpbench.Jacobi(24, backward="unrolled"),
+        fpbench.Newton(24, tol=1e-6),
+    ],
+    ids=str,
 )
 def test_train_matches_reference(target, solver, dtype):
     """Every backend's first steps against the NumPy float64 reference training (skipped
