@@ -37,8 +37,10 @@ sync), except for Newton, whose O(T B H^3) iteration dwarfs a host sync, so chec
 every iteration is cheaper than up to 7 wasted ones. It is one code path; only the
 interval differs. With ``tol=None`` the same flag stops the solve on a non-finite
 residual only (diverged), so the budget runs in full otherwise, and after a NaN torch
-stops like every backend. At most ``fpbench.solvers.iteration_cap`` iterations run (T for
-the solvers exact after T), and the residual buffer has that length.
+stops like every backend (with the same iteration count and residuals; on CUDA the
+states, NaN anyway, are not frozen, so a fixed budget pays no ``torch.where``). At most
+``fpbench.solvers.iteration_cap`` iterations run (T for the solvers exact after T), and
+the residual buffer has that length.
 
 Precision. float32 means IEEE float32: inside every timed call (and the iteration floor)
 ``torch.set_float32_matmul_precision("highest")`` and ``torch.backends.cudnn.allow_tf32 =
@@ -363,7 +365,7 @@ class _Solve:
             r = self.res[k]
             # max |dst - src|; (vector_norm(ord=inf) is a slow, unvectorised reduction on CPU)
             torch.amax(torch.sub(dst[1:], src[1:], out=self.diff).abs_(), out=r)
-            if k % every:  # the host has not looked since the block began: freeze if done
+            if k % every and tol is not None:  # host not looked since the block began: freeze if done
                 torch.where(done, src[1:], dst[1:], out=dst[1:])
             count.add_(done.logical_not())
             stop = ~torch.isfinite(r)  # diverged: stop as every backend does, with or without tol
