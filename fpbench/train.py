@@ -133,7 +133,8 @@ class TrainResult:
             (not in ``step_seconds``).
         overhead_seconds: ``(steps,)`` the rest of the step's wall time: ``prepare`` /
             ``prepare_grad`` (transfer, compilation), device-to-host copies, building the
-            problem (not in ``step_seconds``).
+            problem (not in ``step_seconds``); step 0's includes the probe that checks, before
+            anything runs, that the backend has this gradient.
         forward_iterations, backward_iterations: ``(steps,)`` iterations of the gradient
             run's forward solve and of its backward pass (0 for a direct pass).
         params: the trained parameters, float64: ``weight_ih``, ``weight_hh``, ``bias_ih``,
@@ -213,11 +214,13 @@ def _chunks(n: int, b: int) -> list[np.ndarray]:
 
 def solver_loss(task: Task, spec: RNNSpec, solver: Solver, impl, device: str, params) -> tuple[float, dict]:
     """The loss (and, for classification, accuracy) of ``params`` on the whole training set
-    under the training solver and backend, batch by batch of ``spec.batch``."""
+    under the training solver and backend, batch by batch of ``spec.batch`` (the NumPy
+    reference: all at once)."""
     n = task.train_size
+    b = n if impl.name == "numpy" else spec.batch  # (a compiled backend keeps its batch size)
     parts, weights, correct = [], [], 0.0
-    for idx in _chunks(n, spec.batch):
-        keep = min(spec.batch, n - int(idx[0]))
+    for idx in _chunks(n, b):
+        keep = min(b, n - int(idx[0]))
         prob = zero_state_problem(spec, task.x_train[:, idx], _rnn(params))
         prepared = impl.prepare(prob, solver, device)
         states, residuals = prepared.to_host(prepared.run())
@@ -290,6 +293,15 @@ def train(
     params = init_params(spec, the_task.output_size)
     opt = make_optimizer(impl.name, params, lr)
 
+    # Fail fast (before any forward is compiled or run) where the backend has no gradient
+    # for this combination; what the probe costs is step 0's overhead.
+    t_probe = time.perf_counter()
+    probe = zero_state_problem(spec, the_task.x_train[:, the_task.batch_indices(0)], _rnn(params))
+    zero = np.zeros((spec.seq_len, spec.batch, spec.hidden_size), dtype=spec.dtype)
+    impl.prepare_grad(probe, solver, dev, full_cotangent(probe, zero))
+    probe_s = time.perf_counter() - t_probe
+    del probe
+
     n = int(steps)
     losses = np.full(n, np.nan)
     step_s, fwd_s, over_s = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -350,7 +362,7 @@ def train(
                 stacklevel=2,
             )
             break
-        over_s[i] = time.perf_counter() - t_start - step_s[i] - fwd_s[i]
+        over_s[i] = time.perf_counter() - t_start - step_s[i] - fwd_s[i] + (probe_s if i == 0 else 0.0)
         if progress is not None:
             progress(i, float(losses[i]), float(step_s[i]))
 
