@@ -32,6 +32,7 @@ class Accuracy:
     timeout = 300.0
 
     def setup(self, target, cell, solver, max_iters, contraction):
+        common.tick()
         T = GRID.accuracy_seq_len
         spec = common.spec(cell, T, GRID.accuracy_hidden, contraction)
         solv = common.solver(solver, max_iters, T)

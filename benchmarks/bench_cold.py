@@ -29,6 +29,7 @@ class ColdStart:
     timeout = 300.0
 
     def setup(self, target, cell, solver):
+        common.tick()
         self.spec = common.spec(cell, GRID.cold_seq_len, GRID.cold_hidden)
         self.solver = common.solver(solver, GRID.solve_budget, GRID.cold_seq_len)
         # The gate here (warm, in this process) vouches for what the fresh process prepares.

@@ -35,7 +35,7 @@ import numpy as np
 import fpbench
 from fpbench.registry import parse_target, resolve, selected_targets
 from fpbench.solvers import SOLVERS
-from fpbench.testing import check_close
+from fpbench.testing import check_close, errors
 
 from . import grids
 
@@ -52,6 +52,10 @@ GATE_REFERENCE_SECONDS = 2.0
 """The gate runs the NumPy reference of the same fixed-budget solver only when
 :func:`numpy_seconds` expects it to take at most this; otherwise it checks the states
 that a budget of k makes exact."""
+
+GATE_PREFIX = "fpbench gate passed:"
+"""The gate's stderr line (``fpbench.report.store.GATE_PREFIX``, spelled out here because
+``asv run A..B`` runs these suites against older installed ``fpbench`` versions)."""
 
 MEMORY_FRACTION = 0.7
 """Largest share of the device's (and the host's) memory a combination may plan to use."""
@@ -95,6 +99,23 @@ class Timed:
     timeout = 300.0
 
 
+PROGRESS_ENV = "FPBENCH_PROGRESS_FILE"
+"""``fpbench sweep`` sets it to a file; every suite's setup appends one line per combination
+(:func:`tick`), so the sweep can count combinations live (asv prints a benchmark's results
+only once all its combinations have run)."""
+
+
+def tick() -> None:
+    """Count this combination in the sweep's progress file, if there is one."""
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        try:
+            with open(path, "a", encoding="ascii") as f:
+                f.write("1\n")
+        except OSError:
+            pass
+
+
 def skip(reason: str) -> None:
     """Mark the running benchmark n/a from inside a benchmark method (not ``setup``)."""
     try:
@@ -130,15 +151,21 @@ def backend(target: str) -> tuple[fpbench.Backend, str]:
 
 
 def spec(
-    cell: str, seq_len: int, hidden_size: int, contraction: float = grids.CONTRACTION
+    cell: str,
+    seq_len: int,
+    hidden_size: int,
+    contraction: float = grids.CONTRACTION,
+    batch: int = grids.BATCH,
+    input_size: int = grids.INPUT_SIZE,
 ) -> fpbench.RNNSpec:
-    """The benchmark problem spec: the grid's fixed B, I, dtype and seed."""
+    """The benchmark problem spec: the grid's fixed dtype and seed; B and I fixed unless a
+    suite sweeps them."""
     return fpbench.RNNSpec(
         cell=cell,
-        input_size=grids.INPUT_SIZE,
+        input_size=input_size,
         hidden_size=hidden_size,
         seq_len=seq_len,
-        batch=grids.BATCH,
+        batch=batch,
         dtype=grids.DTYPE,
         contraction=contraction,
         seed=grids.SEED,
@@ -336,6 +363,15 @@ def verify(label: str, prob: fpbench.Problem, solv: fpbench.Solver, states: Any,
                 raise NotImplementedError(f"{label}: no affordable correctness gate for a damped budget")
     for what, actual, expected in checks:
         assert_close(f"{label} {what}", actual, expected, s.dtype)
+    err = errors(states, exact)
+    # One line on stderr, which `fpbench sweep` (asv --show-stderr) keeps in its log: the report
+    # shows this error beside the timing it vouches for.
+    print(
+        f"{GATE_PREFIX} max_abs={err['max_abs']:.3e} rel_rms={err['rel_rms']:.3e} "
+        f"({'; '.join(what for what, _, _ in checks)})",
+        file=sys.stderr,
+        flush=True,
+    )
     return "; ".join(what for what, _, _ in checks)
 
 
@@ -372,8 +408,8 @@ def reset_peak_memory() -> None:
         pass
 
 
-class Solve(Timed, ABC):
-    """Base of the solve suites: ``time_solve`` and ``peakmem_solve`` of one combination.
+class SolveTime(Timed, ABC):
+    """Base of the solve suites: ``time_solve`` of one gated combination.
 
     Subclasses set ``params`` / ``param_names`` and implement :meth:`case`, mapping their
     parameters to ``(target, spec, solver)``. (Abstract, so asv does not collect it.)
@@ -384,6 +420,7 @@ class Solve(Timed, ABC):
         """The combination ``params`` name; raises ``NotImplementedError`` for a pointless one."""
 
     def setup(self, *params: Any) -> None:
+        tick()
         self.target, self.spec, self.solver = self.case(*params)
         self.prepared = prepare(self.target, self.spec, self.solver)
         gate(self.target, self.spec, self.solver)
@@ -391,6 +428,10 @@ class Solve(Timed, ABC):
 
     def time_solve(self, *params: Any) -> None:
         self.prepared.run()
+
+
+class Solve(SolveTime):
+    """:class:`SolveTime` plus ``peakmem_solve`` (process peak RSS during the solve)."""
 
     def peakmem_solve(self, *params: Any) -> None:
         self.prepared.run()

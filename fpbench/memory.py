@@ -15,8 +15,8 @@ time-batch rows, ``g`` gate blocks, ``S`` the state size (``H``; ``2H`` for ``ls
 - iterative solvers: plus one float64 residual per iteration that can run
   (:func:`~fpbench.solvers.iteration_cap`).
 
-It is an estimate (within a factor of about 2, framework overheads and the imported
-frameworks themselves not included), used only to refuse solves that clearly cannot fit.
+It is a rough estimate (framework temporaries and the imported frameworks themselves are
+not counted), used to refuse solves that clearly cannot fit.
 """
 
 from __future__ import annotations
