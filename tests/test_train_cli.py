@@ -4,6 +4,7 @@ missing dataset package are clean errors."""
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
 
@@ -77,3 +78,29 @@ def test_curve_steps():
     assert curve_steps(5) == [0, 1, 2, 3, 4]
     s = curve_steps(1000)
     assert len(s) == 20 and s[0] == 0 and s[-1] == 999
+
+
+def test_train_compare_tool_writes_the_table(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "train_compare.py"
+    spec = importlib.util.spec_from_file_location("train_compare", path)
+    tool = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train_compare", tool)  # (its dataclass looks itself up there)
+    spec.loader.exec_module(tool)
+    out, curves = tmp_path / "training.md", tmp_path / "curves.csv"
+    argv = ["--steps", "6", "--seq-len", "6", "--hidden", "3", "--batch", "2", "--ks", "2", "--tol", "1e-8"]
+    assert tool.main([*argv, "--out", str(out), "--curves", str(curves)]) == 0
+    text = out.read_text()
+    assert "| `bptt (sequential)` |" in text and "1.00x" in text and "Stated loss" in text
+    for label in (
+        "jacobi(2) unrolled",
+        "newton implicit @ tol",
+        "quasi_newton implicit @ tol",
+        "elk implicit",
+    ):
+        assert f"`{label}`" in text
+    assert "`native`: n/a" in text  # the numpy reference has no native autograd
+    rows = curves.read_text().splitlines()
+    assert rows[0].startswith("task,method,step,loss") and len(rows) == 1 + 6 * 6
