@@ -98,7 +98,7 @@ def test_train_compare_tool_writes_the_table(tmp_path, monkeypatch):
         "jacobi(2) unrolled",
         "newton implicit @ tol",
         "quasi_newton implicit @ tol",
-        "elk implicit",
+        "elk implicit @ tol",
     ):
         assert f"`{label}`" in text
     assert "`native`: n/a" in text  # the numpy reference has no native autograd
