@@ -137,6 +137,9 @@ class TrainResult:
             anything runs, that the backend has this gradient.
         forward_iterations, backward_iterations: ``(steps,)`` iterations of the gradient
             run's forward solve and of its backward pass (0 for a direct pass).
+        forward_converged, backward_converged: ``(steps,)`` whether each pass reached its
+            fixed point (:class:`fpbench.PassDiagnostics`; a fixed budget k < T of an
+            unrolled Jacobi is the truncated model, not converged by design).
         params: the trained parameters, float64: ``weight_ih``, ``weight_hh``, ``bias_ih``,
             ``bias_hh`` (torch layout), ``W_out (O, H)``, ``b_out (O,)``.
         train_loss: the trained model's loss on the training data with the training
@@ -161,6 +164,8 @@ class TrainResult:
     overhead_seconds: np.ndarray
     forward_iterations: np.ndarray
     backward_iterations: np.ndarray
+    forward_converged: np.ndarray
+    backward_converged: np.ndarray
     params: dict[str, np.ndarray]
     train_loss: float
     eval_loss: float
@@ -306,6 +311,7 @@ def train(
     losses = np.full(n, np.nan)
     step_s, fwd_s, over_s = np.zeros(n), np.zeros(n), np.zeros(n)
     fwd_it, bwd_it = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    fwd_ok, bwd_ok = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     diverged = False
     for i in range(n):
         t_start = time.perf_counter()
@@ -355,6 +361,7 @@ def train(
                 losses[i] = loss
                 step_s[i] = run_s + readout_s + update_s
                 fwd_it[i], bwd_it[i] = g.forward.iterations, g.backward.iterations
+                fwd_ok[i], bwd_ok[i] = g.forward.converged, g.backward.converged
         if diverged:
             warnings.warn(
                 f"{impl.name}:{dev} {solver}: training diverged at step {i} (NaN or Inf); stopped there",
@@ -390,6 +397,8 @@ def train(
         overhead_seconds=over_s,
         forward_iterations=fwd_it,
         backward_iterations=bwd_it,
+        forward_converged=fwd_ok,
+        backward_converged=bwd_ok,
         params={k: np.array(v) for k, v in params.items()},
         train_loss=train_loss,
         eval_loss=eval_loss,

@@ -57,6 +57,8 @@ def test_loss_falls_for_every_method(name):
         assert (r.forward_iterations >= 1).all()
     if name == "jacobi3_unrolled":
         assert (r.forward_iterations == 3).all() and (r.backward_iterations == 0).all()
+    if getattr(METHODS[name], "tol", None) is not None or not METHODS[name].iterative:
+        assert r.forward_converged.all() and r.backward_converged.all()
     if name in ("jacobi_tol", "quasi_newton_tol"):  # adjoint iterations to tolerance
         assert (r.backward_iterations >= 1).all()
 
