@@ -69,6 +69,9 @@ ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
 ADAM_EPS = 1e-8
 DEFAULT_LR = 1e-2
 DEFAULT_STEPS = 100
+NUMPY_EVAL_CHUNK = 256
+"""Sequences per chunk when the NumPy reference evaluates the final training loss (bounds
+the memory of Newton's ``(T, chunk, S, S)`` Jacobians)."""
 READOUT_STREAM = 0x72656164  # "read": the readout's initialisation stream
 
 
@@ -220,9 +223,10 @@ def _chunks(n: int, b: int) -> list[np.ndarray]:
 def solver_loss(task: Task, spec: RNNSpec, solver: Solver, impl, device: str, params) -> tuple[float, dict]:
     """The loss (and, for classification, accuracy) of ``params`` on the whole training set
     under the training solver and backend, batch by batch of ``spec.batch`` (the NumPy
-    reference: all at once)."""
+    reference: :data:`NUMPY_EVAL_CHUNK` sequences at a time)."""
     n = task.train_size
-    b = n if impl.name == "numpy" else spec.batch  # (a compiled backend keeps its batch size)
+    # a compiled backend keeps its batch size; the NumPy reference takes bigger chunks
+    b = max(spec.batch, NUMPY_EVAL_CHUNK) if impl.name == "numpy" else spec.batch
     parts, weights, correct = [], [], 0.0
     for idx in _chunks(n, b):
         keep = min(b, n - int(idx[0]))
