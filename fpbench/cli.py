@@ -1,4 +1,5 @@
-"""The ``fpbench`` command: ``info``, ``solve`` (and, with the report extra, ``report``/``sweep``)."""
+"""The ``fpbench`` command: ``info``, ``solve``, ``train`` (and, with the report extra,
+``report``/``sweep``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .report.cli import add_commands
 from .solvers import SOLVERS, make_solver
 from .spec import CELLS, DTYPES, RNNSpec, make_problem
 from .testing import errors
+from .train_cli import add_train_command
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1, help="timed runs of the prepared solve")
     p.set_defaults(func=cmd_solve)
 
+    add_train_command(sub)  # train: fpbench.train_cli
     add_commands(sub)  # report, sweep: their heavy imports happen when they run
     return parser
 
