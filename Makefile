@@ -1,7 +1,7 @@
 # fpbench: `make report` runs the main job, `make test` runs the tests (README.md).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-GRID ?= default
+GRID ?= main
 
 .PHONY: setup test lint report
 

@@ -15,9 +15,12 @@ cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. Th
 ``"sequential"`` / ``"native"``, then ``iterative``, ``transition`` and ``damping``.
 
 - Iterative solvers: a ``lax.while_loop`` whose carry is
-  ``(S, k, residuals[max_iters], done)``, so tolerance and divergence checks never leave
-  the device; ``to_host`` keeps ``residuals[:k]``; ``tol`` and ``damping`` are runtime
-  arguments, so one compiled program serves every value.
+  ``(S, k, residuals[cap], done)``, so tolerance and divergence checks never leave
+  the device; ``to_host`` keeps ``residuals[:k]``. ``cap`` is
+  ``fpbench.solvers.iteration_cap`` (at most T unless damped), so an unreachable
+  ``max_iters`` never sizes an array. ``tol`` and ``damping`` are runtime arguments, so one
+  compiled program serves every value. The residual is NaN if any difference is NaN
+  (XLA's CPU ``max`` reduction drops NaNs and can return -inf: :func:`_max_change`).
   - ``transition == "none"`` (Jacobi): one ``(T*B, H) x (H, gH)`` product plus fused
     elementwise work per iteration.
   - ``"full"`` / ``"diagonal"`` (Newton / QuasiNewton): ``cell.linearise`` gives ``f`` and
@@ -76,7 +79,7 @@ from fpbench.backend import (
     requested_threads,
 )
 from fpbench.cells import CELLS, Cell, input_projection
-from fpbench.solvers import TRANSITIONS, Solver
+from fpbench.solvers import TRANSITIONS, Solver, iteration_cap
 from fpbench.spec import Problem
 
 
@@ -251,14 +254,20 @@ def _iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any, max_ite
 
 
 def _max_change(new: jax.Array, old: jax.Array) -> jax.Array:
-    return jnp.max(jnp.abs(new - old))
+    """``max |new - old|``, NaN when any entry is NaN (as NumPy and torch give). XLA's CPU
+    ``max`` reduction drops NaNs, so an all-NaN (or partly NaN) difference would give
+    ``-inf`` or a finite value and a diverged solve would look converged."""
+    d = jnp.abs(new - old)
+    nan = jnp.isnan(d)
+    return jnp.where(jnp.any(nan), jnp.nan, jnp.max(jnp.where(nan, 0, d)))
 
 
 def _fixed_point(cell: Cell, transition: str, damped: bool, max_iters: int, x, s0, w, tol, damping):
     """Any iterative solver from ``S = 0``, by its traits: ``transition`` ``"none"`` (Jacobi),
     ``"full"`` (Newton) or ``"diagonal"`` (quasi-Newton); ``damped``: solve each linearised
     step by the Kalman smoother with the runtime ``damping`` (ELK, quasi-ELK). Returns
-    ``(states (T, B, S), residuals (max_iters,), k)``."""
+    ``(states (T, B, S), residuals (max_iters,), k)``; ``max_iters`` is the solver's
+    ``iteration_cap``."""
     gi = _input_projection(x, w)
 
     def jacobi(S):
@@ -437,7 +446,7 @@ def _compile(fn: Callable, args: tuple, dtype: str) -> Callable[[], Any]:
     return run
 
 
-def _program(cell: Cell, solver: Solver) -> Callable:
+def _program(cell: Cell, solver: Solver, seq_len: int) -> Callable:
     """The program of ``solver``, chosen by its traits: ``(x, s0, w[, tol, damping]) -> out``."""
     if solver.name == "sequential":
         return partial(_sequential, cell)
@@ -445,7 +454,8 @@ def _program(cell: Cell, solver: Solver) -> Callable:
         return partial(_native, cell)
     if solver.iterative and solver.transition in TRANSITIONS:
         # damping > 0 solves each step by the Kalman smoother; its value is an argument.
-        return partial(_fixed_point, cell, solver.transition, solver.damping > 0, solver.max_iters)
+        cap = iteration_cap(solver, seq_len)
+        return partial(_fixed_point, cell, solver.transition, solver.damping > 0, cap)
     raise UnsupportedError(f"the jax backend does not implement solver {solver.name!r}")
 
 
@@ -465,7 +475,7 @@ class JaxBackend(Backend):
 
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
         spec = problem.spec
-        fn = _program(_cell_of(spec.cell), solver)
+        fn = _program(_cell_of(spec.cell), solver, spec.seq_len)
         dev = _device(device)
         with jax.enable_x64(spec.dtype == "float64"):
             args = jax.device_put((problem.x, problem.s0, _weights(problem)), dev)

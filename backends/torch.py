@@ -35,9 +35,12 @@ iteration count are exactly those of the reference. The host reads ``done`` only
 iteration is wasted), 8 on CUDA (at most 7 frozen iterations run, with no per-iteration
 sync), except for Newton, whose O(T B H^3) iteration dwarfs a host sync, so checking
 every iteration is cheaper than up to 7 wasted ones. It is one code path; only the
-interval differs. With ``tol=None`` exactly
-``max_iters`` iterations run with no checks at all; a divergence then shows in the
-residuals and states, which ``fpbench.result`` flags.
+interval differs. With ``tol=None`` the same flag stops the solve on a non-finite
+residual only (diverged), so the budget runs in full otherwise, and after a NaN torch
+stops like every backend (with the same iteration count and residuals; on CUDA the
+states, NaN anyway, are not frozen, so a fixed budget pays no ``torch.where``). At most
+``fpbench.solvers.iteration_cap`` iterations run (T for the solvers exact after T), and
+the residual buffer has that length.
 
 Precision. float32 means IEEE float32: inside every timed call (and the iteration floor)
 ``torch.set_float32_matmul_precision("highest")`` and ``torch.backends.cudnn.allow_tf32 =
@@ -58,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
-from fpbench.solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver
+from fpbench.solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
 
 try:
@@ -287,7 +290,8 @@ class _Solve:
         for buf in self.bufs:
             buf[0] = self.h0
         self.diff = empty(self.T, self.B, self.H)
-        self.res = empty(solver.max_iters)
+        self.cap = iteration_cap(solver, self.T)  # at most T iterations: exact by then
+        self.res = empty(self.cap)
         self.check_every = check_every
         if isinstance(solver, (Newton, QuasiNewton)):
             full = isinstance(solver, Newton)
@@ -354,24 +358,22 @@ class _Solve:
         src, dst = self.bufs
         src[1:] = 0.0  # every solve starts from H = 0
         tol, every = self.solver.tol, self.check_every
-        done = count = None
-        if tol is not None:
-            done = torch.zeros((), dtype=torch.bool, device=self.device)
-            count = torch.zeros((), dtype=torch.int64, device=self.device)
-        for k in range(self.solver.max_iters):
+        done = torch.zeros((), dtype=torch.bool, device=self.device)
+        count = torch.zeros((), dtype=torch.int64, device=self.device)
+        for k in range(self.cap):
             update(src, dst)
             r = self.res[k]
             # max |dst - src|; (vector_norm(ord=inf) is a slow, unvectorised reduction on CPU)
             torch.amax(torch.sub(dst[1:], src[1:], out=self.diff).abs_(), out=r)
-            if done is not None:
-                if k % every:  # the host has not looked since the block began: freeze if done
-                    torch.where(done, src[1:], dst[1:], out=dst[1:])
-                count.add_(done.logical_not())
-                done.logical_or_((r <= tol) | ~torch.isfinite(r))
+            if k % every and tol is not None:  # host not looked since the block began: freeze if done
+                torch.where(done, src[1:], dst[1:], out=dst[1:])
+            count.add_(done.logical_not())
+            stop = ~torch.isfinite(r)  # diverged: stop as every backend does, with or without tol
+            done.logical_or_(stop if tol is None else stop | (r <= tol))
             src, dst = dst, src
-            if done is not None and (k + 1) % every == 0 and done.item():
+            if (k + 1) % every == 0 and done.item():
                 break
-        return src[1:], self.res, self.solver.max_iters if count is None else count
+        return src[1:], self.res, count
 
 
 class TorchBackend(Backend):

@@ -29,6 +29,7 @@ class ColdStart:
     timeout = 300.0
 
     def setup(self, target, cell, solver):
+        common.tick()
         self.spec = common.spec(cell, GRID.cold_seq_len, GRID.cold_hidden)
         self.solver = common.solver(solver, GRID.solve_budget, GRID.cold_seq_len)
         # The gate here (warm, in this process) vouches for what the fresh process prepares.
@@ -37,12 +38,11 @@ class ColdStart:
     def timeraw_prepare(self, target, cell, solver):
         # Rebuilt from plain values: the statement runs in a new interpreter.
         solver = self.solver
-        budget = (solver.max_iters, solver.tol) if solver.iterative else (None, None)
         setup = (
             "import fpbench\n"
             "from fpbench.registry import resolve\n"
             f"impl, device = resolve({target!r})\n"
             f"problem = fpbench.make_problem(fpbench.RNNSpec(**{dataclasses.asdict(self.spec)!r}))\n"
-            f"solver = fpbench.make_solver({solver.name!r}, *{budget!r})\n"
+            f"solver = fpbench.make_solver({solver.name!r}, **{solver.fields()!r})\n"
         )
         return "impl.prepare(problem, solver, device)", setup

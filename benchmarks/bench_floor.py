@@ -19,6 +19,7 @@ class IterationFloor(common.Timed):
     param_names = ("target", "cell", "seq_len")
 
     def setup(self, target, cell, seq_len):
+        common.tick()
         self.spec = common.spec(cell, seq_len, GRID.floor_hidden)
         self.solver = common.solver("jacobi", 1, seq_len)
         self.jacobi = common.prepare(target, self.spec, self.solver)

@@ -24,6 +24,7 @@ class Settings:
     rounds = 1
 
     def setup(self, setting):
+        common.tick()
         if setting == "cpu_count":
             self.value = os.cpu_count()
         elif setting == grids.GRID_ENV:

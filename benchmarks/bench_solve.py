@@ -1,8 +1,11 @@
-"""Forward-solve time and peak memory: T scaling, H scaling, and iteration budget.
+"""Forward-solve time and peak memory: T scaling, H scaling, iteration budget, the T x H
+product and the batch size.
 
-Each suite sweeps one axis of the grid (``benchmarks/grids.py``) with the others fixed,
-for every target x cell x solver; the sequential baselines (``sequential``, ``native``)
-sit in the same suites as the fixed-point solvers. The timed call is the prepared,
+``SeqLen``, ``Hidden``, ``Budget`` and ``Batch`` sweep one axis of the grid
+(:mod:`fpbench.grids`) with the others fixed, ``Product`` sweeps T x H together, for every
+target x cell x solver of the grid's tables (``grids.SOLVERS``: a solver added there is
+swept here); the sequential baselines (``sequential``, ``native``) sit in the same suites
+as the fixed-point solvers, so every speedup compares timings of one run. The timed call is the prepared,
 synchronised solve, and only after it passed the correctness gate (``common.verify``).
 """
 
@@ -52,3 +55,35 @@ class Budget(common.Solve):
             raise NotImplementedError(f"{solver} does not iterate: see max_iters={grids.TOL!r}")
         spec = common.spec(cell, GRID.budget_seq_len, GRID.budget_hidden)
         return target, spec, common.solver(solver, max_iters, GRID.budget_seq_len)
+
+
+class Product(common.SolveTime):
+    """Time over the product T x H at B = ``grid.product_batch`` with input size I = H:
+    DEER's speedup protocol (GRU, B = 16), so the report draws a T x H heatmap with its
+    break-even contour. Iterative solvers run to tolerance (``"tol"``). At most 3 samples
+    or 1 s of them: a product grid has many combinations."""
+
+    repeat = (1, 3, 1.0)
+
+    params = (TARGETS, GRID.product_cells, grids.SOLVERS, GRID.product_seq_lens, GRID.product_hidden_sizes)
+    param_names = ("target", "cell", "solver", "seq_len", "hidden_size")
+
+    def case(self, target, cell, solver, seq_len, hidden_size):
+        spec = common.spec(cell, seq_len, hidden_size, batch=GRID.product_batch, input_size=hidden_size)
+        return target, spec, common.solver(solver, grids.TOL, seq_len)
+
+
+class Batch(common.SolveTime):
+    """Time against the batch size B at (T, H) = (``grid.batch_seq_len``, ``grid.batch_hidden``),
+    every cell and solver: at B = 1 the sequential scan is latency-bound, which is where
+    parallel-in-time solvers have the most room. Iterative solvers run to tolerance. At
+    most 3 samples or 1 s of them."""
+
+    repeat = (1, 3, 1.0)
+
+    params = (TARGETS, GRID.cells, grids.SOLVERS, GRID.batch_sizes)
+    param_names = ("target", "cell", "solver", "batch")
+
+    def case(self, target, cell, solver, batch):
+        spec = common.spec(cell, GRID.batch_seq_len, GRID.batch_hidden, batch=batch)
+        return target, spec, common.solver(solver, grids.TOL, GRID.batch_seq_len)

@@ -34,7 +34,8 @@ import numpy as np
 
 import fpbench
 from fpbench.registry import parse_target, resolve, selected_targets
-from fpbench.testing import check_close
+from fpbench.solvers import SOLVERS
+from fpbench.testing import check_close, errors
 
 from . import grids
 
@@ -51,6 +52,10 @@ GATE_REFERENCE_SECONDS = 2.0
 """The gate runs the NumPy reference of the same fixed-budget solver only when
 :func:`numpy_seconds` expects it to take at most this; otherwise it checks the states
 that a budget of k makes exact."""
+
+GATE_PREFIX = "fpbench gate passed:"
+"""The gate's stderr line (``fpbench.report.store.GATE_PREFIX``, spelled out here because
+``asv run A..B`` runs these suites against older installed ``fpbench`` versions)."""
 
 MEMORY_FRACTION = 0.7
 """Largest share of the device's (and the host's) memory a combination may plan to use."""
@@ -94,6 +99,23 @@ class Timed:
     timeout = 300.0
 
 
+PROGRESS_ENV = "FPBENCH_PROGRESS_FILE"
+"""``fpbench sweep`` sets it to a file; every suite's setup appends one line per combination
+(:func:`tick`), so the sweep can count combinations live (asv prints a benchmark's results
+only once all its combinations have run)."""
+
+
+def tick() -> None:
+    """Count this combination in the sweep's progress file, if there is one."""
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        try:
+            with open(path, "a", encoding="ascii") as f:
+                f.write("1\n")
+        except OSError:
+            pass
+
+
 def skip(reason: str) -> None:
     """Mark the running benchmark n/a from inside a benchmark method (not ``setup``)."""
     try:
@@ -129,15 +151,21 @@ def backend(target: str) -> tuple[fpbench.Backend, str]:
 
 
 def spec(
-    cell: str, seq_len: int, hidden_size: int, contraction: float = grids.CONTRACTION
+    cell: str,
+    seq_len: int,
+    hidden_size: int,
+    contraction: float = grids.CONTRACTION,
+    batch: int = grids.BATCH,
+    input_size: int = grids.INPUT_SIZE,
 ) -> fpbench.RNNSpec:
-    """The benchmark problem spec: the grid's fixed B, I, dtype and seed."""
+    """The benchmark problem spec: the grid's fixed dtype and seed; B and I fixed unless a
+    suite sweeps them."""
     return fpbench.RNNSpec(
         cell=cell,
-        input_size=grids.INPUT_SIZE,
+        input_size=input_size,
         hidden_size=hidden_size,
         seq_len=seq_len,
-        batch=grids.BATCH,
+        batch=batch,
         dtype=grids.DTYPE,
         contraction=contraction,
         seed=grids.SEED,
@@ -150,7 +178,7 @@ def solver(name: str, budget: grids.Budget, seq_len: int, dtype: str = grids.DTY
     Raises:
         NotImplementedError: a budget above T (it equals budget T, which the grid has).
     """
-    if name not in grids.ITERATIVE:
+    if not SOLVERS[name].iterative:
         return fpbench.make_solver(name)
     if budget == grids.TOL:
         return fpbench.make_solver(name, max_iters=seq_len, tol=grids.TOLERANCE[dtype])
@@ -171,22 +199,15 @@ def numpy_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
     if not solver.iterative:
         return T * 3e-5
     iters = min(T, 32) if solver.tol is not None else solver.max_iters
+    S = spec.state_size
     per_step = {
-        "jacobi": 3e-10 * B * g * H * (H + I),
-        "quasi_newton": 1e-4,
-        "newton": 1e-3 * (g / 3) * (H / 64) ** 2,
-    }[solver.name]
+        "none": 3e-10 * B * g * H * (H + I),
+        "diagonal": 1e-4,
+        "full": 1e-3 * (g / 3) * (S / 64) ** 2,
+    }[solver.transition]
+    if solver.damping:  # the Kalman smoother: S x S solves per step (full), a few passes (diagonal)
+        per_step *= 3.0 if solver.transition == "diagonal" else 1.0 + S / 16
     return iters * T * max(per_step, 1e-6)
-
-
-def estimate_bytes(spec: fpbench.RNNSpec, solver: fpbench.Solver, itemsize: int) -> int:
-    """Rough working set of a solve: inputs, the input projection, a few state-sized
-    buffers, and Newton's ``(T, B, H, H)`` Jacobians (several live at once in a scan)."""
-    T, B, H, I, g = spec.seq_len, spec.batch, spec.hidden_size, spec.input_size, spec.gates
-    n = T * B * (I + g * H + 4 * H)
-    if solver.name == "newton":
-        n += 4 * T * B * H * H
-    return n * itemsize
 
 
 def _host_memory() -> int:
@@ -220,8 +241,8 @@ def check_fits(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> No
         NotImplementedError: with the estimate and the memory available.
     """
     name, device = parse_target(target)
-    itemsize = 8 if name == "numpy" else np.dtype(spec.dtype).itemsize  # the reference is float64
-    need = estimate_bytes(spec, solver, itemsize)
+    # the library's one estimate (fpbench.memory); the NumPy reference computes in float64
+    need = fpbench.estimate_memory(spec, solver, "float64" if name == "numpy" else None)
     host_need = 3 * spec.seq_len * spec.batch * (spec.input_size + spec.gates * spec.hidden_size) * 8
     if device == "cpu":
         host_need += need
@@ -272,16 +293,18 @@ def prepare(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> fpben
 
 
 def check_iterations(label: str, solver: fpbench.Solver, residuals: np.ndarray, seq_len: int) -> None:
-    """A fixed budget runs exactly ``max_iters`` iterations; a ``tol`` run converges
-    (its last residual is <= tol, or it used the budget T, which is exact).
+    """A fixed budget runs exactly ``max_iters`` iterations (at most T:
+    :func:`fpbench.iteration_cap`); a ``tol`` run converges (its last residual is <= tol,
+    or it used the budget T, which is exact).
 
     Raises:
         AssertionError: otherwise.
     """
-    n, k = residuals.size, solver.max_iters
+    n, k = residuals.size, fpbench.iteration_cap(solver, seq_len)
     if solver.tol is None and n != k:
         raise AssertionError(f"{label}: ran {n} iterations with a fixed budget of {k}")
-    if solver.tol is not None and not (n >= seq_len or (n > 0 and residuals[-1] <= solver.tol)):
+    exact = solver.exact_after_seq_len and n >= seq_len
+    if solver.tol is not None and not (exact or (n > 0 and residuals[-1] <= solver.tol)):
         raise AssertionError(f"{label}: did not converge to {solver.tol:g} in {n} iterations")
 
 
@@ -301,38 +324,54 @@ def verify(label: str, prob: fpbench.Problem, solv: fpbench.Solver, states: Any,
 
     Every solve must be finite and match, by :func:`fpbench.testing.check_close`:
 
-    - exact solvers, ``"tol"`` runs and budgets >= T: the exact float64 states;
-    - a budget k < T: the states t <= k (which k iterations of any of the solvers make
+    - exact solvers, ``"tol"`` runs and (undamped) budgets >= T: the exact float64 states;
+    - a budget k < T: the states t <= k (which k iterations of an undamped solver make
       exact) against the exact states, and all states against the NumPy reference run of
       the same solver when that is cheap (:data:`GATE_REFERENCE_SECONDS`).
+
+    States are the full state ``(T, B, S)`` (``[h, c]`` for ``lstm``).
 
     Iteration counts must follow :func:`check_iterations`.
 
     Raises:
         AssertionError: the gate failed.
+        NotImplementedError: a damped solve with a budget k < T whose reference run is too
+            slow to check (nothing else vouches for it, so it is n/a).
     """
     s = prob.spec
     states = np.asarray(states)
     residuals = np.asarray(residuals, dtype=np.float64).ravel()
-    expected_shape = (s.seq_len, s.batch, s.hidden_size)
+    expected_shape = (s.seq_len, s.batch, s.state_size)
     if states.shape != expected_shape:
         raise AssertionError(f"{label}: states have shape {states.shape}, expected {expected_shape}")
-    exact = fpbench.reference_states(prob)
+    exact = fpbench.reference.sequential(prob)
     checks = []
     if not solv.iterative:
         checks.append(("vs exact", states, exact))
     else:
         check_iterations(label, solv, residuals, s.seq_len)
         k = solv.max_iters
-        if solv.tol is not None or k >= s.seq_len:
+        if solv.tol is not None or (k >= s.seq_len and solv.exact_after_seq_len):
             checks.append(("vs exact", states, exact))
         else:
-            checks.append((f"states t<={k} vs exact", states[:k], exact[:k]))
+            if solv.exact_after_seq_len:
+                checks.append((f"states t<={k} vs exact", states[:k], exact[:k]))
             if not label.startswith("numpy:") and numpy_seconds(s, solv) <= GATE_REFERENCE_SECONDS:
-                ref = fpbench.solve(prob, solv, backend="numpy").states
+                ref, _ = fpbench.reference.fixed_point(prob, solv)
                 checks.append(("vs NumPy reference of the same solver", states, ref))
+            elif not checks:
+                raise NotImplementedError(f"{label}: no affordable correctness gate for a damped budget")
     for what, actual, expected in checks:
         assert_close(f"{label} {what}", actual, expected, s.dtype)
+    err = errors(states, exact)
+    # One line on stderr, which `fpbench sweep` (asv --show-stderr) keeps in its log: the report
+    # shows this error beside the timing it vouches for.
+    print(
+        f"{GATE_PREFIX} max_abs={err['max_abs']:.3e} rel_rms={err['rel_rms']:.3e} "
+        f"({'; '.join(what for what, _, _ in checks)})",
+        file=sys.stderr,
+        flush=True,
+    )
     return "; ".join(what for what, _, _ in checks)
 
 
@@ -369,8 +408,8 @@ def reset_peak_memory() -> None:
         pass
 
 
-class Solve(Timed, ABC):
-    """Base of the solve suites: ``time_solve`` and ``peakmem_solve`` of one combination.
+class SolveTime(Timed, ABC):
+    """Base of the solve suites: ``time_solve`` of one gated combination.
 
     Subclasses set ``params`` / ``param_names`` and implement :meth:`case`, mapping their
     parameters to ``(target, spec, solver)``. (Abstract, so asv does not collect it.)
@@ -381,6 +420,7 @@ class Solve(Timed, ABC):
         """The combination ``params`` name; raises ``NotImplementedError`` for a pointless one."""
 
     def setup(self, *params: Any) -> None:
+        tick()
         self.target, self.spec, self.solver = self.case(*params)
         self.prepared = prepare(self.target, self.spec, self.solver)
         gate(self.target, self.spec, self.solver)
@@ -388,6 +428,10 @@ class Solve(Timed, ABC):
 
     def time_solve(self, *params: Any) -> None:
         self.prepared.run()
+
+
+class Solve(SolveTime):
+    """:class:`SolveTime` plus ``peakmem_solve`` (process peak RSS during the solve)."""
 
     def peakmem_solve(self, *params: Any) -> None:
         self.prepared.run()

@@ -5,6 +5,9 @@
 
 from .backend import Backend, BackendUnavailableError, Prepared, UnsupportedError
 from .cells import CELLS, Cell
+from .grad import GradResult, PassDiagnostics, default_cotangent, grad, timed_grad
+from .lyapunov import lyapunov
+from .memory import InsufficientMemoryError, estimate_memory
 from .reference import exact_states as reference_states
 from .reference import truncated_states
 from .registry import (
@@ -26,6 +29,7 @@ from .solvers import (
     QuasiNewton,
     Sequential,
     Solver,
+    iteration_cap,
     make_solver,
 )
 from .spec import Problem, RNNSpec, make_problem
@@ -39,10 +43,13 @@ __all__ = [
     "BackendUnavailableError",
     "Cell",
     "DivergenceWarning",
+    "GradResult",
+    "InsufficientMemoryError",
     "Iterative",
     "Jacobi",
     "Native",
     "Newton",
+    "PassDiagnostics",
     "Prepared",
     "Problem",
     "QuasiELK",
@@ -54,12 +61,18 @@ __all__ = [
     "UnsupportedError",
     "available_backends",
     "backend_status",
+    "default_cotangent",
+    "estimate_memory",
     "get_backend",
+    "grad",
+    "iteration_cap",
+    "lyapunov",
     "make_problem",
     "make_solver",
     "reference_states",
     "selected_targets",
     "solve",
+    "timed_grad",
     "timed_solve",
     "truncated_states",
 ]

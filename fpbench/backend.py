@@ -32,16 +32,30 @@ THREAD_VARS = (
 them; ``fpbench sweep`` records them)."""
 
 
+THREADS_PER_CORE_LIMIT = 4
+"""``FPBENCH_THREADS`` may be at most this many times ``os.cpu_count()``: more threads than
+that only oversubscribe the cores, and a huge count makes XLA abort the process while
+creating its thread pool."""
+
+
 def requested_threads() -> int:
     """The thread count every backend applies: ``FPBENCH_THREADS``, default ``os.cpu_count()``.
 
     Raises:
-        ValueError: ``FPBENCH_THREADS`` is set but not a positive integer.
+        ValueError: ``FPBENCH_THREADS`` is set but not a positive integer, or above
+            :data:`THREADS_PER_CORE_LIMIT` x ``os.cpu_count()``.
     """
     raw = os.environ.get("FPBENCH_THREADS", "").strip()
-    if raw and (not raw.isdigit() or int(raw) < 1):
+    cores = os.cpu_count() or 1
+    if raw and (not (raw.isascii() and raw.isdigit()) or int(raw) < 1):
         raise ValueError(f"FPBENCH_THREADS must be a positive integer, got {raw!r}")
-    return int(raw) if raw else os.cpu_count() or 1
+    limit = THREADS_PER_CORE_LIMIT * cores
+    if raw and int(raw) > limit:
+        raise ValueError(
+            f"FPBENCH_THREADS={raw} is too large: at most {limit} "
+            f"({THREADS_PER_CORE_LIMIT} x the {cores} CPU cores of this machine)"
+        )
+    return int(raw) if raw else cores
 
 
 class BackendUnavailableError(LookupError):
@@ -76,6 +90,9 @@ class Backend(ABC):
     """
 
     name: ClassVar[str]
+    compute_dtype: ClassVar[str | None] = None
+    """The dtype this backend computes in whatever the spec's (None: the spec's dtype);
+    used by the memory estimate."""
 
     @abstractmethod
     def devices(self) -> list[str]:

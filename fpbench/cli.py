@@ -10,8 +10,10 @@ import sys
 
 from . import __version__
 from .backend import THREAD_VARS, BackendUnavailableError, UnsupportedError
-from .reference import sequential
-from .registry import backend_status, get_backend, timed_solve
+from .lyapunov import lyapunov
+from .memory import InsufficientMemoryError, check_memory
+from .reference import exact_states
+from .registry import backend_status, get_backend, resolve, timed_solve
 from .report.cli import add_commands
 from .solvers import SOLVERS, make_solver
 from .spec import CELLS, DTYPES, RNNSpec, make_problem
@@ -45,10 +47,16 @@ def cmd_solve(args: argparse.Namespace) -> int:
         contraction=args.contraction,
         seed=args.seed,
     )
-    solver = make_solver(args.solver, args.max_iters, args.tol)
+    extra = {} if args.damping is None else {"damping": args.damping}
+    solver = make_solver(args.solver, args.max_iters, args.tol, **extra)
+    impl, dev = resolve(args.backend, args.device)
+    if dev == "cpu":  # before generating the problem (timed_solve checks again)
+        check_memory(spec, solver, impl.compute_dtype, f"{impl.name}:{dev}")
     problem = make_problem(spec)
     result, prepare_s, run_s = timed_solve(problem, solver, args.backend, args.device, args.repeats)
-    err = errors(result.states, sequential(problem))
+    err = errors(result.states, exact_states(problem))
+    steps = min(spec.seq_len, LYAPUNOV_STEPS)
+    lam = lyapunov(problem, steps=steps)
     print(f"spec:       {spec}")
     print(f"solver:     {solver} on {result.backend}:{result.device}")
     print(f"iterations: {result.iterations}  converged={result.converged}  diverged={result.diverged}")
@@ -56,11 +64,22 @@ def cmd_solve(args: argparse.Namespace) -> int:
         trace = " ".join(f"{r:.2e}" for r in result.residuals)
         print(f"residuals:  {trace}")
     print(f"error vs exact sequential (float64): max_abs={err['max_abs']:.3e}  rel_rms={err['rel_rms']:.3e}")
+    over = "" if steps == spec.seq_len else f", first {steps} of {spec.seq_len} steps"
+    verdict = (
+        "contractive: predictable, parallel solvers converge fast"
+        if lam < 0
+        else "chaotic: errors grow like exp(lambda t), float32 cannot track float64, Newton needs ~T iters"
+    )
+    print(f"lyapunov:   lambda_max={lam:+.3f} per step ({verdict}{over})")
     print(
         f"time:       prepare {prepare_s * 1e3:.1f} ms, run median {statistics.median(run_s) * 1e3:.3f} ms "
         f"over {len(run_s)} run(s)"
     )
     return 0
+
+
+LYAPUNOV_STEPS = 1024
+"""``fpbench solve`` estimates the Lyapunov exponent over at most this many steps (cost)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=sorted(SOLVERS), default="jacobi")
     p.add_argument("--max-iters", type=int, default=32, help="iteration budget")
     p.add_argument("--tol", type=float, default=None, help="stop when max |update| <= tol")
+    p.add_argument("--damping", type=float, default=None, help="ELK / quasi-ELK damping (default 0.1)")
     p.add_argument("--backend", default="numpy", help="backend or backend:device, e.g. torch:cuda")
     p.add_argument("--device", default=None)
     p.add_argument("--repeats", type=int, default=1, help="timed runs of the prepared solve")
@@ -95,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, BackendUnavailableError, UnsupportedError) as e:
+    except (ValueError, BackendUnavailableError, UnsupportedError, InsufficientMemoryError) as e:
         print(f"fpbench: error: {e}", file=sys.stderr)
         return 2
 

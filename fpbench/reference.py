@@ -12,7 +12,7 @@ import numpy as np
 
 from .backend import Backend, Prepared, UnsupportedError
 from .cells import input_projection
-from .solvers import Iterative, Solver
+from .solvers import Iterative, Solver, iteration_cap
 from .spec import Problem
 
 
@@ -134,13 +134,14 @@ def kalman_smoother(
 
 
 def iterate(update: Callable[[np.ndarray], np.ndarray], H: np.ndarray, solver: Iterative):
-    """Run ``H <- update(H)`` under the budget and tolerance of ``solver``.
+    """Run ``H <- update(H)`` under the budget and tolerance of ``solver``, at most
+    :func:`~fpbench.solvers.iteration_cap` times.
 
     Returns the final iterate and the residual ``max |H_new - H_old|`` of every
     iteration that ran. Stops early on a non-finite residual (diverged).
     """
     residuals = []
-    for _ in range(solver.max_iters):
+    for _ in range(iteration_cap(solver, H.shape[0])):
         H_new = update(H)
         r = float(np.max(np.abs(H_new - H)))
         residuals.append(r)
@@ -182,6 +183,7 @@ class NumpyBackend(Backend):
     """The reference as a backend (``"numpy"``, device ``"cpu"``), always float64."""
 
     name = "numpy"
+    compute_dtype = "float64"
 
     def devices(self) -> list[str]:
         return ["cpu"]
@@ -192,6 +194,11 @@ class NumpyBackend(Backend):
         if solver.iterative:
             return Prepared(lambda: fixed_point(problem, solver), tuple)
         raise UnsupportedError(f"the numpy reference does not implement solver {solver.name!r}")
+
+    def prepare_grad(self, problem: Problem, solver: Solver, device: str, cotangent: np.ndarray) -> Prepared:
+        from .reference_grad import prepare_grad  # (it imports this module)
+
+        return prepare_grad(problem, solver, cotangent)
 
     def info(self) -> dict[str, str]:
         return {"numpy": np.__version__}

@@ -14,6 +14,7 @@ import os
 import time
 
 from .backend import Backend, BackendUnavailableError
+from .memory import check_memory
 from .result import Result, make_result
 from .solvers import Solver
 from .spec import Problem
@@ -104,11 +105,23 @@ def selected_targets(selection: str | None = None) -> list[str]:
 
     Lists every device a backend can have (present or not): callers skip the absent
     ones, so a missing GPU shows as a skip, not as nothing.
+
+    Raises:
+        ValueError: a name in ``selection`` is neither a backend nor a target (names are
+            case-sensitive); the message lists the valid ones. A typo thus fails a test run
+            or a sweep instead of selecting nothing.
     """
+    source = "selection"
     if selection is None:
-        selection = os.environ.get("FPBENCH_BACKENDS", "")
+        selection, source = os.environ.get("FPBENCH_BACKENDS", ""), "FPBENCH_BACKENDS"
     targets = [f"{b}:{d}" for b, devs in ALL_DEVICES.items() for d in devs]
     wanted = [w.strip() for w in selection.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in targets and w not in ALL_DEVICES]
+    if unknown:
+        raise ValueError(
+            f"{source}={selection!r}: unknown backend or target {', '.join(map(repr, unknown))}; "
+            f"valid backends: {', '.join(ALL_DEVICES)}; valid targets: {', '.join(targets)}"
+        )
     if not wanted:
         return targets
     return [t for t in targets if t in wanted or t.split(":")[0] in wanted]
@@ -120,9 +133,12 @@ def solve(problem: Problem, solver: Solver, backend: str = "numpy", device: str 
     Returns:
         A :class:`Result` with ``states (T, B, H)`` in the spec's dtype.
     Raises:
-        TypeError: ``problem`` / ``solver`` are not fpbench objects.
+        TypeError: ``problem`` / ``solver`` are not fpbench objects, or ``backend`` /
+            ``device`` are not strings.
         BackendUnavailableError: unknown or unavailable backend or device.
         UnsupportedError: the backend does not implement this solver.
+        InsufficientMemoryError: on a CPU device, :func:`fpbench.estimate_memory` of the
+            solve exceeds the available memory (checked before anything is allocated).
     """
     return timed_solve(problem, solver, backend, device)[0]
 
@@ -138,9 +154,15 @@ def timed_solve(
         )
     if not isinstance(solver, Solver) or type(solver) is Solver:
         raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string such as 'torch' or 'torch:cuda', got {backend!r}")
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"device must be None or a string such as 'cpu' or 'cuda', got {device!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     impl, dev = resolve(backend, device)
+    if dev == "cpu":  # the host's memory; on a GPU the framework reports its own OOM
+        check_memory(problem, solver, impl.compute_dtype, f"{impl.name}:{dev}")
     t0 = time.perf_counter()
     prepared = impl.prepare(problem, solver, dev)
     prepare_s = time.perf_counter() - t0

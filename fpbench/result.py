@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .solvers import Solver
+from .solvers import Solver, iteration_cap
 from .spec import RNNSpec
 
 
@@ -26,9 +26,12 @@ class Result:
         iterations: fixed-point iterations run (0 for sequential solvers).
         residuals: per-iteration ``max |H_new - H_old|`` (empty for sequential solvers).
         converged: True when the states are the fixed point: the last residual is
-            ``<= tol``, or the budget reached ``T`` (exact), or the last update was 0.
-            Never True for a diverged solve.
-        diverged: True when states or residuals hold NaN or Inf.
+            ``<= tol``, or ``T`` iterations of a solver exact after T ran, or the last
+            update was 0. Never True for a diverged solve. (On a chaotic problem,
+            ``fpbench.lyapunov(problem) > 0``, "exact" float32 states can still be far
+            from the float64 ones.)
+        diverged: True when states or residuals hold NaN or Inf (a non-finite residual
+            is NaN or +inf on every backend, and the solve stops after it).
         backend, device, solver: where and how it was computed.
     """
 
@@ -59,6 +62,10 @@ def make_result(
         residuals: the residual of each iteration that ran (a host array or list).
         solver: the solver configuration that ran.
         spec: the problem's spec; states are cast to its dtype and split into h and c.
+
+    Raises:
+        RuntimeError: the backend ran more iterations than
+            :func:`~fpbench.solvers.iteration_cap` allows (a backend bug).
     """
     states = np.asarray(states, dtype=spec.dtype)
     H = spec.hidden_size
@@ -74,6 +81,11 @@ def make_result(
         converged = not diverged
     else:
         T = states.shape[0]
+        cap = iteration_cap(solver, T)
+        if len(res) > cap:
+            raise RuntimeError(
+                f"{backend}:{device} {solver} ran {len(res)} iterations on T={T}, more than its cap {cap}"
+            )
         tol = getattr(solver, "tol", None)
         last = res[-1] if res else float("inf")
         exact = solver.exact_after_seq_len and len(res) >= T

@@ -4,7 +4,8 @@ A solver says *what* to compute; each backend decides how. Iterative solvers sta
 from zero states ``H = 0`` and, at iteration k, form ``H_new`` from ``H_old``; the
 residual of that iteration is ``max |H_new - H_old|``. With ``tol=None`` exactly
 ``max_iters`` iterations run; otherwise the solve stops after the first iteration
-whose residual is ``<= tol``.
+whose residual is ``<= tol``. Either way it stops after an iteration whose residual is
+not finite (NaN or +inf: diverged).
 
 Backends, estimates and benchmarks branch on a solver's *traits*, never on its class:
 
@@ -16,12 +17,17 @@ Backends, estimates and benchmarks branch on a solver's *traits*, never on its c
 
 So ``ELK`` is Newton's transition with damping, and a subclass can never be silently
 run as its parent.
+
+Jacobi, Newton and QuasiNewton (and ELK with damping 0) are exact after T iterations
+(states t <= k are exact after k), so they run at most T: :func:`iteration_cap` is the one
+place that rule lives, and every backend sizes its loop and its residual buffer by it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -80,7 +86,10 @@ class Native(Solver):
 
 @dataclass(frozen=True)
 class Iterative(Solver):
-    """A fixed-point solver with an iteration budget ``max_iters`` and optional ``tol``."""
+    """A fixed-point solver with an iteration budget ``max_iters`` and optional ``tol``.
+
+    NumPy scalars are accepted and stored as Python ``int`` / ``float``.
+    """
 
     iterative: ClassVar[bool] = True
     max_iters: int = 64
@@ -95,6 +104,11 @@ class Iterative(Solver):
             raise ValueError(
                 f"{type(self).__name__}.backward must be one of {list(BACKWARDS)}, got {self.backward!r}"
             )
+        # NumPy scalars (np.int64(5), np.float32(1e-4)) become Python numbers (frozen: setattr)
+        if isinstance(self.max_iters, numbers.Integral) and not isinstance(self.max_iters, bool):
+            object.__setattr__(self, "max_iters", int(self.max_iters))
+        if isinstance(self.tol, numbers.Real) and not isinstance(self.tol, (bool, int)):
+            object.__setattr__(self, "tol", float(self.tol))
         m = self.max_iters
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ValueError(f"{type(self).__name__}.max_iters must be an integer >= 1, got {m!r}")
@@ -149,6 +163,8 @@ class _Damped(Iterative):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.damping, numbers.Real) and not isinstance(self.damping, (bool, int)):
+            object.__setattr__(self, "damping", float(self.damping))  # NumPy scalars too
         d = self.damping
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d < 0:
             raise ValueError(f"{type(self).__name__}.damping must be a finite number >= 0, got {d!r}")
@@ -172,6 +188,22 @@ class QuasiELK(_Damped):
 
     name: ClassVar[str] = "quasi_elk"
     transition: ClassVar[str] = "diagonal"
+
+
+def iteration_cap(solver: Solver, seq_len: int) -> int:
+    """The most iterations ``solver`` runs on a sequence of length ``seq_len``.
+
+    ``min(max_iters, seq_len)`` for a solver that is exact after T iterations
+    (``exact_after_seq_len``: Jacobi, Newton, QuasiNewton, undamped ELK), ``max_iters`` for
+    one that is not (damped ELK), 0 for a sequential solver. Every backend loops at most
+    this often and sizes its residual buffer by it, so an unreachable budget
+    (``max_iters=10**9``) costs nothing.
+    """
+    if not solver.iterative:
+        return 0
+    if solver.exact_after_seq_len:
+        return min(solver.max_iters, seq_len)
+    return solver.max_iters
 
 
 SOLVERS: dict[str, type[Solver]] = {

@@ -42,6 +42,10 @@ class RNNSpec:
             state map's Lipschitz constant also depends on the gates; likewise the four
             blocks of ``lstm``).
         seed: seed of the NumPy generator that makes every array.
+
+    NumPy scalars (``np.int64(8)``, ``np.float32(0.9)``) are stored as Python ``int`` /
+    ``float``, and a NumPy dtype (``np.dtype("float32")``, ``np.float32``) as its name, so
+    equal specs compare and hash equal.
     """
 
     cell: str = "gru"
@@ -54,6 +58,13 @@ class RNNSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("input_size", "hidden_size", "seq_len", "batch", "contraction", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, (np.integer, np.floating)):  # frozen: normalise by setattr
+                object.__setattr__(self, name, value.item())
+        dt = self.dtype
+        if isinstance(dt, np.dtype) or (isinstance(dt, type) and issubclass(dt, np.generic)):
+            object.__setattr__(self, "dtype", np.dtype(dt).name)
         if self.cell not in CELLS:
             raise ValueError(f"RNNSpec.cell must be one of {sorted(CELLS)}, got {self.cell!r}")
         for name in ("input_size", "hidden_size", "seq_len", "batch"):

@@ -17,7 +17,7 @@ from .load import BASELINES
 SOLVE_GROUPS = ("SeqLen", "Hidden")
 """asv classes whose ``time_solve``/``peakmem_solve`` sweep T and H (the contract)."""
 
-POINT = ["machine", "commit", "device", "cell", "seq_len", "hidden_size"]
+POINT = ["machine", "commit", "device", "cell", "seq_len", "hidden_size", "batch"]
 """What makes two timings comparable: same machine, run, device, cell and shape."""
 
 
@@ -55,10 +55,13 @@ def with_labels(df: pd.DataFrame, extra: tuple[str, ...] = ("max_iters",)) -> pd
     return out
 
 
-def solve_rows(frame: pd.DataFrame, metric: str = "time_solve") -> pd.DataFrame:
-    """``metric`` rows of the T and H sweeps, one per (point, backend, solver, budget):
-    where both sweeps measured the same point the median of the two is kept."""
-    rows = frame[frame["group"].isin(SOLVE_GROUPS) & (frame["metric"] == metric)]
+def solve_rows(
+    frame: pd.DataFrame, metric: str = "time_solve", groups: tuple[str, ...] = SOLVE_GROUPS
+) -> pd.DataFrame:
+    """``metric`` rows of the suites ``groups`` (default: the T and H sweeps), one per
+    (point, backend, solver, budget): where two suites measured the same point the median
+    of the two is kept."""
+    rows = frame[frame["group"].isin(groups) & (frame["metric"] == metric)]
     if rows.empty:
         return rows.assign(label=pd.Series(dtype=str))
     keys = [*POINT, "target", "backend", "solver", "max_iters"]
@@ -72,6 +75,7 @@ def solve_rows(frame: pd.DataFrame, metric: str = "time_solve") -> pd.DataFrame:
         reason=("reason", "first"),
         unit=("unit", "first"),
         date=("date", "first"),
+        max_abs_error=("max_abs_error", "max"),
     )
     return with_labels(agg.reset_index())
 
@@ -188,3 +192,145 @@ def contraction_bound(k: np.ndarray, rho: float) -> np.ndarray:
     The full bound (DESIGN §1) is ρ^k · max_t ‖h_{t−k}‖, and ‖h‖ ≤ √H for tanh states.
     """
     return np.power(float(rho), np.asarray(k, dtype=float))
+
+
+PRODUCT_GROUP = "Product"
+BATCH_GROUP = "Batch"
+SPEEDUP_FAMILIES = {
+    "T and H sweeps": SOLVE_GROUPS,
+    "T x H product": (PRODUCT_GROUP,),
+    "batch": (BATCH_GROUP,),
+}
+"""Suites whose timings may be compared with each other: the same problem family (B, I)."""
+
+
+def family_speedups(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`speedups` within each family of :data:`SPEEDUP_FAMILIES` (timings of different
+    families are never compared: ``Product`` has I = H, the others I = 32), stacked, with
+    ``family``, ``batch`` and the gate's ``max_abs_error`` of the parallel solve."""
+    parts = []
+    for family, groups in SPEEDUP_FAMILIES.items():
+        times = solve_rows(frame, groups=groups)
+        if times.empty:
+            continue
+        sp = speedups(times)
+        if not sp.empty:
+            parts.append(sp.assign(family=family))
+    if not parts:
+        return pd.DataFrame(columns=[*POINT, "label", "solver", "backend", "speedup", "family"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _range(values: pd.Series) -> str:
+    v = sorted(set(values.dropna()))
+    if not v:
+        return "—"
+    return fmt_num(v[0]) if len(v) == 1 else f"{fmt_num(v[0])}–{fmt_num(v[-1])}"
+
+
+def _wins_text(g: pd.DataFrame) -> str:
+    """Crossover T per (H, B) of one solver: its best backend at each point against the best baseline."""
+    best = g.sort_values("speedup", ascending=False).groupby(["seq_len", "hidden_size", "batch"]).head(1)
+    parts = []
+    for (h, b), per in best.groupby(["hidden_size", "batch"], sort=True):
+        per = per.sort_values("seq_len")
+        wins = per[per["speedup"] > 1]
+        if wins.empty:
+            continue
+        t0 = wins["seq_len"].min()
+        stays = bool((per[per["seq_len"] >= t0]["speedup"] > 1).all())
+        parts.append(
+            f"H={fmt_num(h)}, B={fmt_num(b)}: T ≥ {fmt_num(t0)}"
+            + ("" if stays else " (not at every larger T)")
+        )
+    return "; ".join(parts) if parts else "nowhere measured"
+
+
+def headline(sp: pd.DataFrame) -> pd.DataFrame:
+    """The answer, one row per (machine, device, cell, parallel solver): where it beats the
+    best sequential baseline (crossover T per H and B, over every family of suites), its best
+    measured speedup with the backend, point, baseline and the error of that solve (the
+    correctness gate passed, or there would be no number), and how many points it won."""
+    cols = [
+        "machine",
+        "device",
+        "cell",
+        "solver",
+        "wins",
+        "points won",
+        "best speedup",
+        "backend",
+        "at (T, H, B)",
+        "max |error| vs exact",
+        "baseline",
+        "measured",
+    ]
+    rows = []
+    ok = sp[sp["status"].eq("ok") & sp["speedup"].notna()]
+    for (machine, device, cell, solver), g in ok.groupby(["machine", "device", "cell", "solver"], sort=True):
+        top = g.loc[g["speedup"].idxmax()]
+        err = top.get("max_abs_error", math.nan)
+        won = g[g["speedup"] > 1][["seq_len", "hidden_size", "batch", "family"]].drop_duplicates()
+        points = g[["seq_len", "hidden_size", "batch", "family"]].drop_duplicates()
+        rows.append(
+            {
+                "machine": machine,
+                "device": device,
+                "cell": cell,
+                "solver": solver,
+                "wins": _wins_text(g),
+                "points won": f"{len(won)} of {len(points)}",
+                "best speedup": top["speedup"],
+                "backend": top["backend"],
+                "at (T, H, B)": "("
+                + ", ".join(fmt_num(top[c]) for c in ("seq_len", "hidden_size", "batch"))
+                + ")",
+                "max |error| vs exact": err,
+                "baseline": top["baseline"],
+                "measured": f"T {_range(g['seq_len'])}, H {_range(g['hidden_size'])}, B {_range(g['batch'])}",
+            }
+        )
+    return pd.DataFrame(rows, columns=cols)
+
+
+def verdict(head: pd.DataFrame, sp: pd.DataFrame, machine: str, device: str, cell: str) -> str:
+    """One plain-language paragraph for (machine, device, cell), generated from the data."""
+    h = head[(head["machine"] == machine) & (head["device"] == device) & (head["cell"] == cell)]
+    g = sp[(sp["machine"] == machine) & (sp["device"] == device) & (sp["cell"] == cell)]
+    failed = int(g["status"].eq("failed").sum())
+    where = f"T {_range(g['seq_len'])}, H {_range(g['hidden_size'])}, B {_range(g['batch'])}"
+    lead = f"**`{machine}`, {device}, {cell}** (measured {where}): "
+    if h.empty:
+        return (
+            lead
+            + "no parallel solve and sequential baseline were both measured here, so there is no verdict."
+        )
+
+    def err_text(v: float) -> str:
+        return "error not recorded, gate passed" if pd.isna(v) else f"max error {v:.1e} vs exact, gate passed"
+
+    winners = h[h["best speedup"] > 1].sort_values("best speedup", ascending=False)
+    if winners.empty:
+        top = h.sort_values("best speedup", ascending=False).iloc[0]
+        text = (
+            "**no parallel-in-time solver beats the best sequential baseline anywhere in the measured "
+            f"range.** The closest is {top['backend']}:{top['solver']} at {top['best speedup']:.2g}× "
+            f"(T, H, B) = {top['at (T, H, B)']} ({err_text(top['max |error| vs exact'])}), against "
+            f"{top['baseline']}."
+        )
+    else:
+        parts = [
+            f"{r['solver']} wins at {r['points won']} points (best {r['best speedup']:.2g}× with "
+            f"{r['backend']} at (T, H, B) = {r['at (T, H, B)']}, {err_text(r['max |error| vs exact'])}; "
+            f"wins where {r['wins']})"
+            for _, r in winners.iterrows()
+        ]
+        losers = sorted(set(h["solver"]) - set(winners["solver"]))
+        text = (
+            "**a parallel-in-time solver beats the best sequential baseline here:** " + "; ".join(parts) + "."
+        )
+        if losers:
+            text += f" {', '.join(losers)} never win{'s' if len(losers) == 1 else ''} in this range."
+    if failed:
+        text += f" {failed} timed combination(s) failed their correctness gate and have no number."
+    return lead + text

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +11,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from fpbench import grids as fpbench_grids
+
 from . import analysis, figures
 from .analysis import fmt_num, fmt_seconds
 from .load import BASELINES, ResultSet, load_results
 from .page import Image, Section, Table, Text, write_html, write_markdown
+from .store import ReportError
 
 FIXED_BY_GROUP = {
     "SeqLen": {"hidden_size": "seq_lens_hidden"},
@@ -24,43 +25,28 @@ FIXED_BY_GROUP = {
     "Budget": {"seq_len": "budget_seq_len", "hidden_size": "budget_hidden"},
     "Accuracy": {"seq_len": "accuracy_seq_len", "hidden_size": "accuracy_hidden"},
     "ColdStart": {"seq_len": "cold_seq_len", "hidden_size": "cold_hidden"},
+    "Product": {"batch": "product_batch"},
+    "Batch": {"seq_len": "batch_seq_len", "hidden_size": "batch_hidden"},
 }
-"""Shape parameters a suite holds fixed, and the ``benchmarks/grids.py`` field giving them."""
+"""Shape parameters a suite holds fixed, and the :class:`fpbench.grids.Grid` field giving them."""
 
 
-def _grids_module(results_dir: Path) -> Any | None:
-    """``benchmarks/grids.py`` of the repository whose ``.asv/results`` this is, if any.
-
-    Only that repository's own grids file is trusted: grid names are append-only there, so
-    a run's grid name plus this file give the values the suites held fixed.
-    """
-    path = results_dir.resolve().parent.parent / "benchmarks" / "grids.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("_fpbench_report_grids", path)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    try:
-        spec.loader.exec_module(module)
-    except Exception:  # a broken grids file must not stop the report; shapes stay unknown
-        del sys.modules[spec.name]
-        return None
-    return module
-
-
-def fill_fixed_shapes(frame: pd.DataFrame, grids: Any | None) -> pd.DataFrame:
-    """Fill T and H that a suite held fixed (not an asv parameter) from the run's named grid."""
-    if grids is None:
-        return frame
+def fill_fixed_shapes(frame: pd.DataFrame, grids: Any | None = None) -> pd.DataFrame:
+    """Fill T, H and B that a suite held fixed (not an asv parameter) from the run's named
+    grid in :mod:`fpbench.grids` (append-only, so a grid name keeps its values); every suite
+    but ``Product`` and ``Batch`` holds B at :data:`fpbench.grids.BATCH`."""
+    grids = grids if grids is not None else fpbench_grids
     frame = frame.copy()
+    known = getattr(grids, "GRIDS", {})
     for group, fields in FIXED_BY_GROUP.items():
         for column, attr in fields.items():
-            for grid_name, grid in getattr(grids, "GRIDS", {}).items():
+            for grid_name, grid in known.items():
                 rows = frame["group"].eq(group) & frame["grid"].eq(grid_name) & frame[column].isna()
                 if rows.any() and hasattr(grid, attr):
                     frame.loc[rows, column] = float(getattr(grid, attr))
+    rows = frame["group"].isin(set(FIXED_BY_GROUP) - {"Product", "Batch"}) & frame["batch"].isna()
+    rows &= frame["grid"].isin(list(known))
+    frame.loc[rows, "batch"] = float(getattr(grids, "BATCH", 8))
     return frame
 
 
@@ -90,13 +76,23 @@ class _Figures:
         return [Image(path, f"{caption} Data: {self.provenance(rows)}.")]
 
     def per_machine(
-        self, name: str, rows: pd.DataFrame, make: Callable[[pd.DataFrame, str], Figure | None], caption: str
+        self,
+        name: str,
+        rows: pd.DataFrame,
+        make: Callable[[pd.DataFrame, str], Figure | None],
+        caption: str,
+        by: tuple[str, ...] = ("machine", "device"),
     ) -> list[Image]:
-        """One figure per machine; its title is the caption's head (before the first colon)."""
+        """One figure per machine and device (and any other ``by`` column); its title is the
+        caption's head (before the first colon)."""
         blocks: list[Image] = []
-        for machine, g in rows.groupby("machine", sort=True):
-            title = f"{caption.split(':')[0]} — {machine}"
-            blocks += self.add(f"{name}-{machine}", make(g, title), caption, g)
+        by = tuple(c for c in by if c in rows and rows[c].notna().any())
+        if rows.empty or not by:
+            return blocks
+        for key, g in rows.groupby(list(by), sort=True):
+            key = key if isinstance(key, tuple) else (key,)
+            title = f"{caption.split(':')[0]} — {', '.join(map(str, key))}"
+            blocks += self.add("-".join([name, *map(str, key)]), make(g, title), caption, g)
         return blocks
 
 
@@ -116,11 +112,15 @@ def _time_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
     ):
         rows = _rows(frame, group, "time_solve", ("max_iters", other))
         caption = (
-            f"{title}: median forward-solve time (log-log), band = interquartile range, one line per "
-            "backend:solver, panels by device and cell; red crosses on the axis: failed (no number shown)."
+            f"{title}: median forward-solve time (log-log), band = interquartile range, one panel per "
+            "solver and cell, one line per backend (colour: backend, the same in every figure); red "
+            "crosses on the axis: failed (no number shown)."
         )
         blocks = figs.per_machine(
-            f"time-{x}", rows, lambda g, t, x=x: figures.lines(g, x, "time (ms)", t, scale=1e3), caption
+            f"time-{x}",
+            rows,
+            lambda g, t, x=x: figures.lines(g, x, "time (ms)", t, scale=1e3, row="cell", col="solver"),
+            caption,
         )
         fixed = sorted({fmt_num(v) for v in rows[other].dropna().unique()})
         if fixed and blocks:
@@ -129,8 +129,171 @@ def _time_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
     return out
 
 
+def _fmt_speedup(v: float) -> str:
+    return "—" if pd.isna(v) else f"{v:.3g}×"
+
+
+def _fmt_error(v: float) -> str:
+    return "gate passed (error not recorded)" if pd.isna(v) else f"{v:.1e} (gate passed)"
+
+
+def _run_provenance(frame: pd.DataFrame, result: ResultSet) -> dict[str, str]:
+    """machine -> ``commit, grid, threads, versions`` of the run its numbers come from."""
+    out = {}
+    for (machine, commit), g in frame.groupby(["machine", "commit"], sort=True):
+        records = result.sweeps.get((machine, commit), [])
+        versions = records[-1].get("versions", {}) if records else {}
+        shown = ", ".join(
+            f"{k} {versions[k]}"
+            for k in ("torch", "jax", "numba")
+            if versions.get(k, "not installed") != "not installed"
+        )
+        out[machine] = (
+            f"commit `{commit[:8]}`, grid `{g['grid'].iloc[0]}`, threads {g['threads'].iloc[0]}"
+            + (f", {shown}" if shown else "")
+        )
+    return out
+
+
+def _headline_section(frame: pd.DataFrame, result: ResultSet) -> Section:
+    """The answer first: for each machine, device and cell, where each parallel solver beats the
+    best sequential baseline, its best speedup with that solve's error, and a verdict."""
+    section = Section("Headline: where does a parallel solver beat the best sequential baseline?")
+    sp = analysis.family_speedups(frame)
+    ok = sp[sp["status"].eq("ok") & sp["speedup"].notna()] if not sp.empty else sp
+    if ok.empty:
+        section.blocks.append(
+            Text(
+                "**No answer in these results**: no parallel solve and sequential baseline were both "
+                "measured on the same machine and device (run `fpbench sweep`, whose default grid "
+                "`main` measures both over T, H and B)."
+            )
+        )
+        return section
+    head = analysis.headline(sp)
+    prov = _run_provenance(frame, result)
+    section.blocks.append(
+        Text(
+            "Speedup = time of the fastest sequential baseline (`sequential` or `native`, any backend) on "
+            "the same machine, device and problem (T, H, B), divided by the parallel solver's time (its "
+            "fastest backend at that point); above 1× the parallel solve wins. Every timed solve passed its "
+            "correctness gate against the exact float64 states first: the error shown is the one the gate "
+            "measured for that very solve. A failed gate has no number."
+        )
+    )
+    for (machine, device, cell), _ in head.groupby(["machine", "device", "cell"], sort=True):
+        section.blocks.append(Text(analysis.verdict(head, sp, machine, device, cell)))
+    shown = head.assign(
+        **{
+            "best speedup": head["best speedup"].map(_fmt_speedup),
+            "max |error| vs exact": head["max |error| vs exact"].map(_fmt_error),
+            "wins where (crossover T per H, B)": head["wins"],
+            "run": head["machine"].map(prov),
+        }
+    ).drop(columns=["wins"])
+    order = [
+        "machine",
+        "device",
+        "cell",
+        "solver",
+        "wins where (crossover T per H, B)",
+        "points won",
+        "best speedup",
+        "backend",
+        "at (T, H, B)",
+        "max |error| vs exact",
+        "baseline",
+        "measured",
+        "run",
+    ]
+    section.blocks.append(
+        Table(shown[order], "Where each parallel solver wins, and its best measured speedup")
+    )
+    machines = sorted(head["machine"].unique())
+    if len(machines) > 1:
+        side = head.assign(
+            value=head.apply(
+                lambda r: f"{_fmt_speedup(r['best speedup'])} ({r['backend']}, {r['at (T, H, B)']})", axis=1
+            ),
+            where=head["device"] + ", " + head["cell"] + ", " + head["solver"],
+        ).pivot_table(index="where", columns="machine", values="value", aggfunc="first")
+        section.blocks.append(
+            Table(
+                side.reset_index().rename(columns={"where": "device, cell, solver"}),
+                "Machines side by side: best speedup (backend, (T, H, B))",
+            )
+        )
+    return section
+
+
+def _product_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    section = Section("Speedup over the T × H product (heatmap)")
+    times = analysis.solve_rows(frame, groups=(analysis.PRODUCT_GROUP,))
+    sp = analysis.speedups(times) if not times.empty else times
+    if sp.empty or sp["speedup"].notna().sum() == 0:
+        section.blocks += _none_text("`Product` speedups (parallel solve and baseline on one device)")
+        return section
+    section.blocks.append(
+        Text(
+            "DEER's protocol: GRU, input size I = H, fixed batch B (see the title), every point of the "
+            "product T × H, iterative solvers to tolerance. Each cell is the speedup of that backend's "
+            "parallel solve over the fastest sequential baseline of any backend at that point."
+        )
+    )
+    cross = analysis.crossovers(sp)
+    for (machine, device, cell, batch), g in sp.groupby(["machine", "device", "cell", "batch"], sort=True):
+        if g["speedup"].notna().sum() == 0:
+            continue
+        c = cross[(cross["machine"] == machine) & (cross["device"] == device) & (cross["cell"] == cell)]
+        title = f"Speedup over best sequential, T × H — {machine}, {device}, {cell}, B = {fmt_num(batch)}"
+        section.blocks += figs.add(
+            f"speedup-product-{machine}-{device}-{cell}-B{fmt_num(batch)}",
+            figures.speedup_heatmaps(g, c, title),
+            "Speedup heatmap over (T, H), one panel per parallel solver (rows) and backend (columns); red: "
+            "the parallel solve wins; black line: break-even contour (speedup = 1); black box: the "
+            "crossover, the smallest T that wins in that H row.",
+            g,
+        )
+    return section
+
+
+def _batch_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    section = Section("Speedup vs batch size")
+    times = analysis.solve_rows(frame, groups=(analysis.BATCH_GROUP,))
+    sp = analysis.speedups(times) if not times.empty else times
+    if sp.empty or sp["speedup"].notna().sum() == 0:
+        section.blocks += _none_text("`Batch` speedups (parallel solve and baseline on one device)")
+        return section
+    fixed = ", ".join(
+        f"T = {fmt_num(t)}, H = {fmt_num(h)}"
+        for t, h in sp[["seq_len", "hidden_size"]].drop_duplicates().itertuples(index=False)
+    )
+    section.blocks.append(
+        Text(
+            f"Speedup over the fastest sequential baseline against the batch size B ({fixed}; iterative "
+            "solvers to tolerance). At B = 1 the sequential loop is latency-bound: that is where a "
+            "parallel-in-time solve has the most idle hardware to use."
+        )
+    )
+    section.blocks += figs.per_machine(
+        "speedup-batch",
+        sp,
+        lambda g, t: figures.speedup_batch(g, t),
+        "Speedup vs batch size: one panel per cell and parallel solver, one line per backend; dashed: "
+        "break-even; red crosses: failed correctness gate (no number).",
+    )
+    table = sp.assign(speedup=sp["speedup"].map(_fmt_speedup), batch=sp["batch"].map(fmt_num)).pivot_table(
+        index=["machine", "device", "cell", "solver", "backend"],
+        columns="batch",
+        values="speedup",
+        aggfunc="first",
+    )
+    section.blocks.append(Table(table.reset_index(), "Speedup by batch size B"))
+    return section
+
+
 def _speedup_section(frame: pd.DataFrame, figs: _Figures) -> Section:
-    section = Section("Speedup over the best sequential baseline")
+    section = Section("Speedup over the best sequential baseline (T and H sweeps)")
     times = analysis.solve_rows(frame)
     sp = analysis.speedups(times)
     if sp.empty or sp["speedup"].notna().sum() == 0:
@@ -190,9 +353,11 @@ def _accuracy_section(frame: pd.DataFrame, figs: _Figures) -> Section:
         "error-budget",
         err,
         lambda g, t: figures.accuracy(g, t),
-        "Error vs iteration budget: max |error| against the exact float64 states (log y) per contraction ρ; "
+        "Error vs iteration budget: max |error| against the exact float64 states (log y), one panel "
+        "per contraction ρ and solver, one line per backend; "
         "dashed black: ρᵏ, the Jacobi bound for elman up to the state-norm factor max‖h‖ "
         "(the full bound is ρᵏ·max‖h_{t−k}‖; meaningful only for ρ < 1).",
+        by=("machine", "device", "cell"),
     )
     it = _rows(frame, "Accuracy", "track_iterations", ())
     it = it[it["max_iters"].astype(str).eq("tol")]
@@ -216,14 +381,16 @@ def _budget_memory_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section
     budget_blocks = figs.per_machine(
         "time-budget",
         budget,
-        lambda g, t: figures.lines(g, "max_iters", "time (ms)", t, scale=1e3),
+        lambda g, t: figures.lines(g, "max_iters", "time (ms)", t, scale=1e3, row="cell", col="solver"),
         "Time vs iteration budget k (runs to tolerance are in the T and H sweeps). Log-log.",
     )
     mem = _rows(frame, "SeqLen", "peakmem_solve", ("max_iters", "hidden_size"))
     mem_blocks = figs.per_machine(
         "memory-seq_len",
         mem,
-        lambda g, t: figures.lines(g, "seq_len", "peak memory (MiB)", t, scale=1 / 2**20),
+        lambda g, t: figures.lines(
+            g, "seq_len", "peak memory (MiB)", t, scale=1 / 2**20, row="cell", col="solver"
+        ),
         "Peak memory vs T: asv's peakmem (maximum resident set size of the process, so it includes the "
         "framework's own footprint; device memory on GPU is not in it).",
     )
@@ -294,7 +461,7 @@ def _cold_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     return section
 
 
-def _gaps_section(frame: pd.DataFrame) -> Section:
+def _gaps_section(frame: pd.DataFrame, unreadable: list[tuple[str, str]] = ()) -> Section:
     gaps = analysis.gaps(frame)
     counts = frame["status"].value_counts()
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "n/a", "failed"))
@@ -306,6 +473,14 @@ def _gaps_section(frame: pd.DataFrame) -> Section:
             "out. Both are gaps in the figures above."
         )
     ]
+    if unreadable:
+        blocks.append(
+            Text(
+                f"**{len(unreadable)} asv result file(s) could not be read and were skipped** "
+                "(`--skip-unreadable`): every result in them is missing from this report."
+            )
+        )
+        blocks.append(Table(pd.DataFrame(unreadable, columns=["file", "why"]), "Unreadable result files"))
     if not gaps.empty:
         blocks.append(Table(gaps, "Gaps and their reasons"))
     return Section("Missing, n/a and failed combinations", blocks)
@@ -370,6 +545,7 @@ def build_report(
     machines: list[str] | None = None,
     all_commits: bool = False,
     title: str = "fpbench: fixed-point RNN evaluation benchmarks",
+    skip_unreadable: bool = False,
 ) -> Path:
     """Read asv results and write the comparative report.
 
@@ -378,13 +554,23 @@ def build_report(
         out: output folder (created); default ``reports/<machine>`` for one machine, else ``reports/all``.
         machines: only these asv machines (default: all).
         all_commits: every commit in the tables and CSV (figures always use each machine's newest).
+        skip_unreadable: skip asv result files that cannot be read, and list them in the
+            report's missing section, instead of failing.
+
+    Raises:
+        ReportError: no results (:class:`~.store.ResultsNotFound`), a file that cannot be
+            read (named), or ``out`` is a file.
 
     Returns:
         The output folder, holding ``index.html``, ``summary.md``, ``results.csv`` and ``figures/``.
     """
     results_dir = Path(results_dir)
-    result = load_results(results_dir, machines=machines, all_commits=all_commits)
-    result.frame = fill_fixed_shapes(result.frame, _grids_module(results_dir))
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ReportError(f"--out {out} is a file, not a folder")
+    result = load_results(
+        results_dir, machines=machines, all_commits=all_commits, skip_unreadable=skip_unreadable
+    )
+    result.frame = fill_fixed_shapes(result.frame)
     names = sorted(result.frame["machine"].unique())
     out = Path(out) if out is not None else Path("reports") / (names[0] if len(names) == 1 else "all")
     out.mkdir(parents=True, exist_ok=True)
@@ -398,13 +584,16 @@ def build_report(
         frame = frame[frame["commit"].eq(newest)]
     figs = _Figures(out, result)
     sections = [
+        _headline_section(frame, result),
+        _product_section(frame, figs),
+        _batch_section(frame, figs),
         *_time_sections(frame, figs),
         _speedup_section(frame, figs),
         _accuracy_section(frame, figs),
         *_budget_memory_sections(frame, figs),
         _backend_section(frame),
         _cold_section(frame, figs),
-        _gaps_section(result.frame),
+        _gaps_section(result.frame, result.unreadable),
         _provenance_section(result, result.frame),
     ]
     counts = result.frame["status"].value_counts()

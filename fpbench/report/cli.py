@@ -12,7 +12,9 @@ import importlib
 import sys
 from pathlib import Path
 
-GRIDS = ("quick", "default", "full")
+from fpbench.grids import GRID_NAMES as GRIDS
+
+DEFAULT_SWEEP_GRID = "main"
 
 _EXTRA_OF = {"pandas": "report", "seaborn": "report", "matplotlib": "report", "asv": "bench"}
 
@@ -39,17 +41,27 @@ def require(*modules: str) -> None:
         raise SystemExit(2)
 
 
+def _error(e: Exception) -> int:
+    print(f"fpbench: error: {e}", file=sys.stderr)
+    return 2
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     require("pandas", "seaborn", "matplotlib", "asv")
     from .build import build_report
+    from .store import ReportError
 
-    out = build_report(
-        args.results,
-        args.out,
-        machines=args.machine,
-        all_commits=args.all_commits,
-        title=args.title,
-    )
+    try:
+        out = build_report(
+            args.results,
+            args.out,
+            machines=args.machine,
+            all_commits=args.all_commits,
+            title=args.title,
+            skip_unreadable=args.skip_unreadable,
+        )
+    except ReportError as e:
+        return _error(e)
     print(f"report:  {out / 'index.html'}")
     print(f"summary: {out / 'summary.md'}")
     print(f"table:   {out / 'results.csv'}")
@@ -58,15 +70,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     require("pandas", "seaborn", "matplotlib", "asv")
-    from .sweep import SweepError, run_sweep
+    from .store import ReportError
+    from .sweep import run_sweep
 
     try:
         return run_sweep(
             grid=args.grid, bench=args.bench, out=args.out, machine=args.machine, config=args.config
         )
-    except SweepError as e:
-        print(f"fpbench: error: {e}", file=sys.stderr)
-        return 2
+    except ReportError as e:
+        return _error(e)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -86,6 +98,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--all-commits", action="store_true", help="every commit, not only the newest per machine")
     p.add_argument("--title", default="fpbench: fixed-point RNN evaluation benchmarks")
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="skip asv result files that cannot be read (listed in the report's missing section) "
+        "instead of failing",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
@@ -94,7 +112,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Run the asv suites in this Python (asv run --python=same) on the checked-out "
         "commit with FPBENCH_GRID set, then asv publish, then the report into reports/<machine>/.",
     )
-    p.add_argument("--grid", choices=GRIDS, default="default", help="named grid (benchmarks/grids.py)")
+    p.add_argument(
+        "--grid",
+        choices=GRIDS,
+        default=DEFAULT_SWEEP_GRID,
+        help=f"named grid (fpbench/grids.py; default {DEFAULT_SWEEP_GRID})",
+    )
     p.add_argument(
         "--bench",
         action="append",

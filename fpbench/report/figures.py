@@ -8,6 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 
+import itertools
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -19,6 +21,7 @@ from matplotlib.patches import Rectangle
 from .analysis import contraction_bound, fmt_num
 
 AXIS_LABEL = {
+    "batch": "batch size B",
     "seq_len": "sequence length T",
     "hidden_size": "hidden size H",
     "max_iters": "iteration budget k",
@@ -28,24 +31,66 @@ AXIS_LABEL = {
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
 
-_STYLES = [(ls, m) for m in ("o", "s", "^", "D", "v", "P") for ls in ("-", "--", ":", "-.")]
+BACKEND_COLOURS: dict[str, str] = {
+    "numpy": "#7f7f7f",
+    "torch": "#d62728",
+    "jax": "#1f77b4",
+    "numba": "#2ca02c",
+}
+"""One colour per backend in every figure (others get a stable colour from :data:`_SPARE`)."""
+
+SOLVER_STYLES: dict[str, tuple[str, str]] = {
+    "sequential": (":", "o"),
+    "native": ("--", "s"),
+    "jacobi": ("-", "^"),
+    "newton": ("-", "D"),
+    "quasi_newton": ("-.", "v"),
+    "elk": ("-", "P"),
+    "quasi_elk": ("-.", "X"),
+}
+"""One (line style, marker) per solver in every figure."""
+
+SOLVER_COLOURS: dict[str, str] = {
+    "sequential": "#7f7f7f",
+    "native": "#000000",
+    "jacobi": "#ff7f0e",
+    "newton": "#9467bd",
+    "quasi_newton": "#8c564b",
+    "elk": "#e377c2",
+    "quasi_elk": "#17becf",
+}
+"""One colour per solver, where a figure colours by solver."""
+
+_SPARE = ["#bcbd22", "#17becf", "#e377c2", "#8c564b", "#9467bd", "#ff7f0e"]
+_SPARE_STYLES = [("-", "h"), ("--", "*"), (":", "p"), ("-.", "<")]
+
+
+def _stable(name: str, n: int) -> int:
+    return sum(name.encode()) % n
+
+
+def backend_colour(backend: str) -> str:
+    return BACKEND_COLOURS.get(backend) or _SPARE[_stable(backend, len(_SPARE))]
+
+
+def solver_style(solver: str) -> tuple[str, str]:
+    return SOLVER_STYLES.get(solver) or _SPARE_STYLES[_stable(solver, len(_SPARE_STYLES))]
+
+
+def solver_colour(solver: str) -> str:
+    return SOLVER_COLOURS.get(solver) or _SPARE[_stable(solver, len(_SPARE))]
 
 
 def _styles(labels: list[str]) -> dict[str, dict]:
-    """Line style per ``backend:solver`` label: colour by backend, dash and marker by solver
-    (so a dozen lines stay tellable apart)."""
-    backends = sorted({lab.split(":", 1)[0] for lab in labels})
-    solvers = sorted({lab.split(":", 1)[-1] for lab in labels})
-    colours = dict(zip(backends, sns.color_palette("tab10", n_colors=max(len(backends), 1)), strict=False))
-    dash = {sol: _STYLES[i % len(_STYLES)] for i, sol in enumerate(solvers)}
-    return {
-        lab: {
-            "color": colours[lab.split(":", 1)[0]],
-            "ls": dash[lab.split(":", 1)[-1]][0],
-            "marker": dash[lab.split(":", 1)[-1]][1],
-        }
-        for lab in labels
-    }
+    """Line style per ``backend:solver`` label (a suffix such as `` k=16`` may follow): colour
+    by backend, dash and marker by solver, the same in every figure of every report."""
+    out = {}
+    for lab in labels:
+        backend, _, rest = lab.partition(":")
+        solver = rest.split(" ", 1)[0] or backend
+        ls, marker = solver_style(solver)
+        out[lab] = {"color": backend_colour(backend), "ls": ls, "marker": marker}
+    return out
 
 
 def _facets(df: pd.DataFrame, row: str, col: str) -> tuple[list, list]:
@@ -135,33 +180,41 @@ def lines(
 
 
 def speedup_heatmaps(sp: pd.DataFrame, crossings: pd.DataFrame, title: str) -> Figure | None:
-    """Speedup over the best sequential baseline on a (H, T) grid, one panel per label.
+    """Speedup over the best sequential baseline on the (T, H) grid: one panel per backend
+    (columns) and parallel solver (rows).
 
     Colour is log2(speedup) centred at 1× (red: the parallel solver wins); each cell is
-    annotated with the speedup, ``failed`` for a failed gate, empty for no measurement.
-    The crossover (smallest T that wins) of every H row is outlined in black.
+    annotated with the speedup, ``failed`` for a failed gate, empty for no measurement. The
+    solid black line is the break-even contour (speedup = 1, interpolated between measured
+    cells); the black box in each H row is the crossover, the smallest T that wins.
     """
     data = sp.dropna(subset=["seq_len", "hidden_size"])
     if data["speedup"].notna().sum() == 0:
         return None
-    labels = sorted(data["label"].unique())
+    data = data[data.groupby(["backend", "solver"])["speedup"].transform(lambda v: v.notna().any())]
+    backends = sorted(data["backend"].unique())
+    solvers = sorted(
+        data["solver"].unique(), key=lambda v: (list(SOLVER_STYLES).index(v) if v in SOLVER_STYLES else 99, v)
+    )
     ts = sorted(data["seq_len"].unique())
     hs = sorted(data["hidden_size"].unique())
     lim = max(1.0, float(np.nanmax(np.abs(np.log2(data["speedup"].dropna())))))
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
-    ncols = min(3, len(labels))
-    nrows = -(-len(labels) // ncols)
     fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(1.1 * len(ts) * ncols + 3.0, 0.7 * len(hs) * nrows + 2.0),
+        len(solvers),
+        len(backends),
+        figsize=(1.0 * len(ts) * len(backends) + 2.5, 0.6 * len(hs) * len(solvers) + 1.6 * len(solvers)),
         squeeze=False,
         layout="constrained",
     )
-    for ax, label in zip(axes.flat, labels, strict=False):
-        g = data[data["label"] == label]
+    for (i, solver), (j, backend) in itertools.product(enumerate(solvers), enumerate(backends)):
+        ax = axes[i, j]
+        g = data[(data["backend"] == backend) & (data["solver"] == solver)]
+        if g.empty:
+            ax.set_visible(False)
+            continue
         speed = g.pivot_table(index="hidden_size", columns="seq_len", values="speedup", aggfunc="median")
-        speed = speed.reindex(index=hs, columns=ts)
+        speed = speed.reindex(index=hs, columns=ts).astype(float)
         status = g.pivot_table(index="hidden_size", columns="seq_len", values="status", aggfunc="first")
         status = status.reindex(index=hs, columns=ts)
         notes = np.where(
@@ -169,8 +222,9 @@ def speedup_heatmaps(sp: pd.DataFrame, crossings: pd.DataFrame, title: str) -> F
             speed.map(lambda v: f"{v:.2g}×" if pd.notna(v) else ""),
             status.map(lambda s: "failed" if s == "failed" else ""),
         )
+        log_speed = np.log2(speed)
         sns.heatmap(
-            np.log2(speed.astype(float)),
+            log_speed,
             ax=ax,
             cmap="RdBu_r",
             norm=norm,
@@ -182,9 +236,15 @@ def speedup_heatmaps(sp: pd.DataFrame, crossings: pd.DataFrame, title: str) -> F
             xticklabels=[fmt_num(t) for t in ts],
             yticklabels=[fmt_num(h) for h in hs],
         )
-        for (i, j), s in np.ndenumerate(status.to_numpy()):
-            if s == "failed":
-                ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="//", edgecolor="red", lw=0))
+        for (r, c), st in np.ndenumerate(status.to_numpy()):
+            if st == "failed":
+                ax.add_patch(Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="red", lw=0))
+        values = log_speed.to_numpy()
+        finite = values[np.isfinite(values)]
+        if len(ts) >= 2 and len(hs) >= 2 and finite.size and finite.min() < 0 < finite.max():
+            xs, ys = np.arange(len(ts)) + 0.5, np.arange(len(hs)) + 0.5
+            ax.contour(xs, ys, np.ma.masked_invalid(values), levels=[0.0], colors="black", linewidths=2)
+        label = f"{backend}:{solver}"
         cross = crossings[crossings["label"] == label].dropna(subset=["crossover_T"])
         for _, c in cross.iterrows():
             if c["hidden_size"] in hs and c["crossover_T"] in ts:
@@ -200,15 +260,16 @@ def speedup_heatmaps(sp: pd.DataFrame, crossings: pd.DataFrame, title: str) -> F
                 )
         ax.invert_yaxis()
         ax.grid(False)
-        ax.set_title(label)
-        ax.set_xlabel(AXIS_LABEL["seq_len"])
-        ax.set_ylabel(AXIS_LABEL["hidden_size"])
-    for ax in list(axes.flat)[len(labels) :]:
-        ax.set_visible(False)
+        ax.set_title(label, color=backend_colour(backend))
+        ax.set_xlabel(AXIS_LABEL["seq_len"] if i == len(solvers) - 1 else "")
+        ax.set_ylabel(AXIS_LABEL["hidden_size"] if j == 0 else "")
     mappable = plt.cm.ScalarMappable(norm=norm, cmap="RdBu_r")
-    bar = fig.colorbar(mappable, ax=axes, shrink=0.8, label="log₂ speedup (0 = break-even)")
+    bar = fig.colorbar(mappable, ax=axes, shrink=0.8, label="speedup (log scale; white = break-even)")
     bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{2**v:.2g}×"))
-    fig.suptitle(title + "\n(black outline: crossover, the smallest T that wins; hatched: failed gate)")
+    fig.suptitle(
+        title + "\n(black line: break-even contour, speedup = 1; black box: crossover T per H; "
+        "hatched: failed gate)"
+    )
     return fig
 
 
@@ -218,10 +279,22 @@ def speedup_lines(sp: pd.DataFrame, title: str) -> Figure | None:
     data = sp.dropna(subset=["seq_len"]).assign(
         value=sp["speedup"], q25=np.nan, q75=np.nan, H=sp["hidden_size"].map(fmt_num)
     )
-    fig = lines(data, "seq_len", "speedup over best sequential (×)", title, row="cell", col="H")
+    fig = lines(data, "seq_len", "speedup over best sequential (×)", title, row="H", col="solver")
     if fig is not None:
         for ax in fig.axes:
             ax.axhline(1.0, color="black", ls="--", lw=1)
+    return fig
+
+
+def speedup_batch(sp: pd.DataFrame, title: str) -> Figure | None:
+    """Speedup against the batch size B, one panel per cell and parallel solver, one line per
+    backend; the dashed line is break-even."""
+    data = sp.dropna(subset=["batch"]).assign(value=sp["speedup"], q25=np.nan, q75=np.nan)
+    fig = lines(data, "batch", "speedup over best sequential (×)", title, row="cell", col="solver")
+    if fig is not None:
+        for ax in fig.axes:
+            if ax.get_title():
+                ax.axhline(1.0, color="black", ls="--", lw=1)
     return fig
 
 
@@ -233,13 +306,14 @@ def accuracy(acc: pd.DataFrame, title: str) -> Figure | None:
     data["ρ"] = data["contraction"].map(fmt_num)
     # log axis: an exact answer (error 0) is drawn at the float64 rounding floor
     data["value"] = data["value"].clip(lower=1e-16)
-    fig = lines(data, "max_iters", "max |error| vs exact", title, logx=False, row="cell", col="ρ")
+    fig = lines(data, "max_iters", "max |error| vs exact", title, logx=False, row="ρ", col="solver")
     if fig is None:
         return None
+    cells = set(data["cell"].dropna())
     axes = [a for a in fig.axes if a.get_title()]
     for ax in axes:
         parts = dict(p.split("=", 1) for p in ax.get_title().split(" · "))
-        if parts.get("cell") != "elman" or "ρ" not in parts:
+        if cells != {"elman"} or "ρ" not in parts:
             continue
         rho = float(parts["ρ"])
         k = np.linspace(0, max(1.0, ax.get_xlim()[1]), 100)
@@ -252,7 +326,9 @@ def accuracy(acc: pd.DataFrame, title: str) -> Figure | None:
 
 def iterations(it: pd.DataFrame, title: str) -> Figure | None:
     """Iterations to reach the tolerance against the contraction ρ."""
-    return lines(it, "contraction", "iterations to tolerance", title, logx=False, logy=False, row="device")
+    return lines(
+        it, "contraction", "iterations to tolerance", title, logx=False, logy=False, row="cell", col="solver"
+    )
 
 
 def bars(df: pd.DataFrame, x: str, ylabel: str, title: str) -> Figure | None:

@@ -4,29 +4,33 @@ One row per benchmark × parameter combination × machine × commit. asv stores 
 as a number (ok), NaN (``NotImplementedError`` in ``setup``: n/a, the combination does not
 exist here) or null (the benchmark raised, e.g. a failed correctness gate, or timed out:
 failed); the ``status`` column keeps the three apart. asv does not store why; the reason
-comes from the console log ``fpbench sweep`` keeps beside the results (:mod:`.sweep`).
+comes from the console log ``fpbench sweep`` keeps beside the results (:mod:`.store`).
 """
 
 from __future__ import annotations
 
 import ast
 import itertools
-import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .sweep import SIDE_LOG, SIDE_SWEEPS
+from .store import (
+    BASELINES,
+    SIDE_LOG,
+    SIDE_SWEEPS,
+    ReportError,
+    ResultsNotFound,
+    parse_log,
+    parse_reasons,
+    read_sweeps,
+)
 
-PARAM_COLUMNS = ("target", "cell", "solver", "seq_len", "hidden_size", "max_iters", "contraction")
-"""asv parameter names of the benchmark contract, in contract order."""
-
-BASELINES = ("sequential", "native")
-"""Sequential solvers: the baselines a parallel solver's speedup is measured against."""
+PARAM_COLUMNS = ("target", "cell", "solver", "seq_len", "hidden_size", "max_iters", "contraction", "batch")
+"""asv parameter names of the benchmark contract, in contract order (append-only)."""
 
 STATUSES = ("ok", "n/a", "failed")
 
@@ -52,6 +56,8 @@ COLUMNS = (
     "repeat",
     "status",
     "reason",
+    "max_abs_error",
+    "rel_error",
     "grid",
     "threads",
     "env",
@@ -67,12 +73,15 @@ class ResultSet:
         machines: asv machine name -> asv's machine description (cpu, arch, os, ram, num_cpu, python).
         sweeps: ``(machine, commit)`` -> the ``fpbench sweep`` records of that run (settings, versions).
         results_dir: the asv results directory read.
+        unreadable: result files that could not be read and were skipped (only with
+            ``skip_unreadable``), each as ``(path, why)``.
     """
 
     frame: pd.DataFrame
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweeps: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     results_dir: Path | None = None
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _literal(text: str) -> Any:
@@ -83,56 +92,13 @@ def _literal(text: str) -> Any:
         return text
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_HEADER = re.compile(r"^\[\s*[\d.]+%\]\s+·+\s+(?P<name>[\w]+(?:\.[\w]+)+)\b")
-_PARAMS = re.compile(r"^(?:\[\s*[\d.]+%\]\s+·+)?\s*For parameters: (?P<params>.*)$")
-
-
-def parse_reasons(log_text: str) -> dict[tuple[str, str], str]:
-    """Why asv skipped or failed each combination, from its console output.
-
-    Returns:
-        ``(benchmark name, "'torch:cuda', 'jacobi', 64")`` -> the last line asv printed for
-        it (the exception, e.g. ``NotImplementedError('no CUDA device')``). Later sweeps in
-        the log override earlier ones. Unparameterised benchmarks use ``""`` as params.
-    """
-    reasons: dict[tuple[str, str], str] = {}
-    bench, params, last = None, "", ""
-
-    def close() -> None:
-        if bench is not None and last:
-            reasons[(bench, params)] = last
-
-    for raw in log_text.splitlines():
-        line = _ANSI.sub("", raw).rstrip()
-        header = _HEADER.match(line)
-        found = _PARAMS.match(line)
-        if header or found or line.startswith("#### fpbench sweep"):
-            close()
-            last = ""
-            if header:
-                bench, params = header["name"], ""
-            elif found:
-                params = found["params"].strip()
-            else:
-                bench = None
-        elif line.strip():
-            last = line.strip()
-    close()
-    return {key: _tidy_reason(text) for key, text in reasons.items()}
-
-
-def _tidy_reason(text: str) -> str:
-    text = text.removeprefix("asv: skipped: ")
-    return text if len(text) <= 240 else text[:237] + "..."
-
-
-def _sidecars(machine_dir: Path, commit: str) -> tuple[dict[tuple[str, str], str], list[dict[str, Any]]]:
+def _sidecars(
+    machine_dir: Path, commit: str
+) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], dict[str, float]], list[dict[str, Any]]]:
     log = machine_dir / SIDE_LOG.format(commit=commit[:8])
-    sweeps = machine_dir / SIDE_SWEEPS.format(commit=commit[:8])
-    reasons = parse_reasons(log.read_text(encoding="utf-8", errors="replace")) if log.is_file() else {}
-    records = json.loads(sweeps.read_text()) if sweeps.is_file() else []
-    return reasons, records
+    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    reasons, gates = parse_log(text)
+    return reasons, gates, read_sweeps(machine_dir / SIDE_SWEEPS.format(commit=commit[:8]))
 
 
 def _status(value: Any) -> str:
@@ -161,7 +127,9 @@ def _settings(env_vars: dict[str, str], records: list[dict[str, Any]]) -> dict[s
     }
 
 
-def _rows_of(result: Any, key: str, info: dict[str, Any], reasons: dict, settings: dict) -> list[dict]:
+def _rows_of(
+    result: Any, key: str, info: dict[str, Any], reasons: dict, gates: dict, settings: dict
+) -> list[dict]:
     params = result.get_result_params(key) or []
     values = result.get_result_value(key, params)
     stats = result.get_result_stats(key, params)
@@ -177,6 +145,7 @@ def _rows_of(result: Any, key: str, info: dict[str, Any], reasons: dict, setting
         value = values[i] if isinstance(values, list) else values
         stat = (stats[i] if isinstance(stats, list) else stats) or {}
         status = _status(value)
+        gate = gates.get((key, ", ".join(combo)), {}) if status == "ok" else {}
         row: dict[str, Any] = dict.fromkeys(PARAM_COLUMNS)
         row.update({name: _literal(text) for name, text in zip(names, combo, strict=True)})
         params_text = ", ".join(combo)
@@ -196,14 +165,42 @@ def _rows_of(result: Any, key: str, info: dict[str, Any], reasons: dict, setting
             repeat=stat.get("repeat", math.nan),
             status=status,
             reason="" if status == "ok" else reasons.get((key, params_text), _DEFAULT_REASON[status]),
+            max_abs_error=gate.get("max_abs", math.nan),
+            rel_error=gate.get("rel_rms", math.nan),
             **settings,
         )
         rows.append(row)
     return rows
 
 
+def _result_files(results_dir: Path) -> list[Path]:
+    """Every asv result file under ``results_dir`` (``<machine>/<commit>-<env>.json``)."""
+    skip = {"machine.json", "benchmarks.json"}
+    return sorted(p for p in results_dir.rglob("*.json") if p.name not in skip and p.parent != results_dir)
+
+
+def _load_result(path: Path) -> Any:
+    """asv's ``Results.load`` of one file.
+
+    Raises:
+        ReportError: the file cannot be read as asv results (names the file).
+    """
+    from asv.results import Results
+
+    try:
+        result = Results.load(str(path))
+        result.get_all_result_keys()
+    except Exception as e:  # asv raises UserError, KeyError, TypeError... for a damaged file
+        why = str(e) or type(e).__name__
+        raise ReportError(f"cannot read the asv result file {path}: {why}") from e
+    return result
+
+
 def load_results(
-    results_dir: Path | str, machines: list[str] | None = None, all_commits: bool = False
+    results_dir: Path | str,
+    machines: list[str] | None = None,
+    all_commits: bool = False,
+    skip_unreadable: bool = False,
 ) -> ResultSet:
     """Read every asv result under ``results_dir`` into a :class:`ResultSet`.
 
@@ -212,40 +209,64 @@ def load_results(
         machines: keep only these asv machine names (default: all).
         all_commits: keep every commit; by default only each machine's newest (by commit date,
             then by when it was benchmarked).
+        skip_unreadable: skip a result file that cannot be read (listed in
+            :attr:`ResultSet.unreadable`, which the report shows) instead of failing.
 
     Raises:
-        FileNotFoundError: ``results_dir`` does not exist or holds no results for the selection.
+        ResultsNotFound: ``results_dir`` does not exist, holds no results, or none of ``machines``.
+        ReportError: a result file, or ``benchmarks.json``, cannot be read (names the file),
+            or a sweep record beside the results cannot be read.
     """
-    from asv.results import iter_results
     from asv.util import load_json
 
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        raise FileNotFoundError(f"no asv results directory at {results_dir}")
+        raise ResultsNotFound(f"no asv results directory at {results_dir}")
     bench_file = results_dir / "benchmarks.json"
-    benchmarks = load_json(str(bench_file), api_version=2) if bench_file.is_file() else {}
+    try:
+        benchmarks = load_json(str(bench_file), api_version=2) if bench_file.is_file() else {}
+    except Exception as e:
+        raise ReportError(f"cannot read {bench_file}: {e}") from e
 
     rows: list[dict] = []
     described: dict[str, dict[str, Any]] = {}
     sweeps: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for result in iter_results(str(results_dir)):
+    unreadable: list[tuple[str, str]] = []
+    seen_machines: set[str] = set()
+    files = _result_files(results_dir)
+    if not files:
+        raise ResultsNotFound(f"no asv results in {results_dir} (run `fpbench sweep` first)")
+    for path in files:
+        try:
+            result = _load_result(path)
+        except ReportError as e:
+            if not skip_unreadable:
+                raise
+            unreadable.append((str(path), str(e).split(": ", 1)[-1]))
+            continue
         machine = result.params.get("machine", "unknown")
+        seen_machines.add(machine)
         if machines and machine not in machines:
             continue
         commit = result.commit_hash
         described[machine] = {k: v for k, v in result.params.items() if k != "machine"}
-        reasons, records = _sidecars(results_dir / machine, commit)
+        reasons, gates, records = _sidecars(path.parent, commit)
         sweeps[(machine, commit)] = records
         settings = _settings(result.env_vars, records)
         date = pd.to_datetime(result.date, unit="ms") if result.date else pd.NaT
         for key in result.get_all_result_keys():
-            for row in _rows_of(result, key, benchmarks.get(key, {}), reasons, settings):
+            for row in _rows_of(result, key, benchmarks.get(key, {}), reasons, gates, settings):
                 row.update(machine=machine, commit=commit, date=date)
                 row["_started"] = result.started_at.get(key) or 0
                 rows.append(row)
     if not rows:
-        wanted = f" for machines {machines}" if machines else ""
-        raise FileNotFoundError(f"no asv results in {results_dir}{wanted}")
+        if machines:
+            known = ", ".join(sorted(seen_machines)) or "none"
+            raise ResultsNotFound(
+                f"no asv results in {results_dir} for machine(s) {', '.join(machines)}; "
+                f"machines with results there: {known}"
+            )
+        raise ResultsNotFound(f"no readable asv results in {results_dir}")
 
     frame = pd.DataFrame(rows)
     if not all_commits:
@@ -270,4 +291,16 @@ def load_results(
         machines={m: d for m, d in described.items() if m in frame["machine"].unique()},
         sweeps={k: v for k, v in sweeps.items() if k in kept},
         results_dir=results_dir,
+        unreadable=unreadable,
     )
+
+
+__all__ = [
+    "BASELINES",
+    "COLUMNS",
+    "PARAM_COLUMNS",
+    "ReportError",
+    "ResultSet",
+    "load_results",
+    "parse_reasons",
+]

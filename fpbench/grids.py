@@ -1,0 +1,239 @@
+"""The named benchmark grids: what the asv suites (``benchmarks/``) sweep.
+
+``FPBENCH_GRID`` picks one (``quick`` when unset): ``quick`` is the CI smoke sweep,
+``default`` the README's long CPU sweep, ``full`` the paper-scale GPU sweep, ``main`` the
+main job's sweep (``make report``: minutes on 2 cores). This module is the one place
+grids are defined (``benchmarks/grids.py`` re-exports it); it needs only the standard
+library, so the report, the sweep and the tests import it without asv or any framework.
+
+**Append-only.** A grid's name and the meaning of every value in it are asv parameters
+and report keys: results from different commits and machines are only comparable while
+they stay fixed. Add new values (or a new grid) at the end; never change or remove one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+GRID_ENV = "FPBENCH_GRID"
+DEFAULT_GRID = "quick"
+
+BATCH = 8
+INPUT_SIZE = 32
+DTYPE = "float32"
+CONTRACTION = 0.9
+SEED = 0
+"""Fixed problem settings of every suite (DESIGN §5): B, I, dtype, rho, seed."""
+
+TOL = "tol"
+"""The ``max_iters`` value meaning: run to tolerance :data:`TOLERANCE` with a budget of T."""
+
+TOLERANCE: dict[str, float] = {"float32": 1e-4, "float64": 1e-7}
+"""Tolerance of a ``"tol"`` run, by dtype (float32 residuals stall near 1e-6)."""
+
+CELLS: tuple[str, ...] = ("elman", "gru")
+SOLVERS: tuple[str, ...] = ("sequential", "native", "jacobi", "newton", "quasi_newton")
+ITERATIVE: tuple[str, ...] = ("jacobi", "newton", "quasi_newton")
+BASELINES: tuple[str, ...] = ("sequential", "native")
+
+Budget = int | str
+"""An iteration budget: a positive int (run exactly that many iterations) or :data:`TOL`."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One named sweep. Each suite sweeps one axis and holds the others fixed.
+
+    Attributes:
+        name: the grid's name (the value of ``FPBENCH_GRID``).
+        cells: cells of the solve, cold-start and floor suites.
+        solve_budget: the budget of every iterative solve in ``SeqLen`` and ``Hidden``.
+        seq_lens / seq_lens_hidden: ``SeqLen`` sweeps T at H = ``seq_lens_hidden``.
+        hidden_sizes / hidden_seq_len: ``Hidden`` sweeps H at T = ``hidden_seq_len``.
+        budgets / budget_seq_len / budget_hidden: ``Budget`` sweeps ``max_iters`` at (T, H).
+        accuracy_cells, accuracy_budgets, contractions, accuracy_seq_len, accuracy_hidden:
+            ``Accuracy`` sweeps budget x contraction rho at (T, H).
+        cold_seq_len / cold_hidden: the problem ``ColdStart`` prepares.
+        floor_seq_lens / floor_hidden: ``IterationFloor`` sweeps T at H = ``floor_hidden``.
+        product_cells, product_batch, product_seq_lens, product_hidden_sizes: ``Product``
+            sweeps the product T x H at B = ``product_batch`` with input size I = H (DEER's
+            protocol: GRU, B = 16), so the report can draw a T x H heatmap.
+        batch_sizes / batch_seq_len / batch_hidden: ``Batch`` sweeps B at (T, H) for every
+            cell of ``cells`` and every solver.
+        suites: the asv classes ``fpbench sweep`` runs for this grid (``Settings`` always);
+            empty: every suite. ``asv run`` by hand runs every suite whatever this says.
+        sweep_skips: targets ``fpbench sweep`` does not run for this grid (their combinations
+            stay in the asv params, as missing).
+
+    The fields after ``floor_hidden`` were added later (append-only): their defaults are
+    the values the grids defined before them use.
+    """
+
+    name: str
+    cells: tuple[str, ...]
+    solve_budget: Budget
+    seq_lens: tuple[int, ...]
+    seq_lens_hidden: int
+    hidden_sizes: tuple[int, ...]
+    hidden_seq_len: int
+    budgets: tuple[Budget, ...]
+    budget_seq_len: int
+    budget_hidden: int
+    accuracy_cells: tuple[str, ...]
+    accuracy_budgets: tuple[Budget, ...]
+    contractions: tuple[float, ...]
+    accuracy_seq_len: int
+    accuracy_hidden: int
+    cold_seq_len: int
+    cold_hidden: int
+    floor_seq_lens: tuple[int, ...]
+    floor_hidden: int
+    product_cells: tuple[str, ...] = ("gru",)
+    product_batch: int = 16
+    product_seq_lens: tuple[int, ...] = (128, 512)
+    product_hidden_sizes: tuple[int, ...] = (4, 16)
+    batch_sizes: tuple[int, ...] = (1, 16)
+    batch_seq_len: int = 128
+    batch_hidden: int = 16
+    suites: tuple[str, ...] = ()
+    sweep_skips: tuple[str, ...] = ()
+
+
+GRIDS: dict[str, Grid] = {
+    # CI smoke: every suite, solver and target once or twice, tiny problems. The cost is
+    # one fresh process per benchmark x parameter combination (asv), so few combinations.
+    "quick": Grid(
+        name="quick",
+        cells=("gru",),
+        solve_budget=TOL,
+        seq_lens=(128, 1024),
+        seq_lens_hidden=32,
+        hidden_sizes=(16, 64),
+        hidden_seq_len=128,
+        budgets=(2, TOL),
+        budget_seq_len=128,
+        budget_hidden=32,
+        accuracy_cells=("elman",),
+        accuracy_budgets=(2, TOL),
+        contractions=(0.5, 1.2),
+        accuracy_seq_len=128,
+        accuracy_hidden=32,
+        cold_seq_len=128,
+        cold_hidden=32,
+        floor_seq_lens=(1024,),
+        floor_hidden=32,
+    ),
+    # The README's CPU sweep (2-core machine: see README for its wall time).
+    "default": Grid(
+        name="default",
+        cells=("elman", "gru"),
+        solve_budget=TOL,
+        seq_lens=(256, 1024, 4096, 16384),
+        seq_lens_hidden=64,
+        hidden_sizes=(16, 64, 256),
+        hidden_seq_len=1024,
+        budgets=(1, 4, 16, 64, TOL),
+        budget_seq_len=1024,
+        budget_hidden=64,
+        accuracy_cells=("elman",),  # the cell the L^k bound is about; GRU is in "full"
+        accuracy_budgets=(1, 4, 16, 64, TOL),
+        contractions=(0.5, 0.9, 1.2),
+        accuracy_seq_len=1024,
+        accuracy_hidden=64,
+        cold_seq_len=1024,
+        cold_hidden=64,
+        floor_seq_lens=(1024, 16384),
+        floor_hidden=64,
+        product_seq_lens=(1024, 4096, 16384),
+        product_hidden_sizes=(4, 16, 64),
+        batch_sizes=(1, 4, 16, 64),
+        batch_seq_len=4096,
+        batch_hidden=64,
+    ),
+    # The anchors' scales, for a GPU machine: T up to 10^6, H up to 1024. Combinations
+    # that do not fit the device's memory are n/a (estimated in setup).
+    "full": Grid(
+        name="full",
+        cells=("elman", "gru"),
+        solve_budget=TOL,
+        seq_lens=(1024, 4096, 16384, 65536, 262144, 1048576),
+        seq_lens_hidden=64,
+        hidden_sizes=(16, 64, 256, 1024),
+        hidden_seq_len=16384,
+        budgets=(1, 2, 4, 8, 16, 32, 64, 128, TOL),
+        budget_seq_len=65536,
+        budget_hidden=64,
+        accuracy_cells=("elman", "gru"),
+        accuracy_budgets=(1, 2, 4, 8, 16, 32, 64, 128, TOL),
+        contractions=(0.5, 0.8, 0.9, 0.95, 1.0, 1.1, 1.2),
+        accuracy_seq_len=16384,
+        accuracy_hidden=64,
+        cold_seq_len=16384,
+        cold_hidden=64,
+        floor_seq_lens=(1024, 16384, 262144),
+        floor_hidden=64,
+        product_seq_lens=(1024, 4096, 16384, 65536, 262144),
+        product_hidden_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        batch_sizes=(1, 4, 16, 64, 256),
+        batch_seq_len=65536,
+        batch_hidden=64,
+    ),
+    # The main job (`make report`): <= 15 minutes on the 2-core VM of reports/vm. It answers
+    # "where does a parallel solver beat the best sequential baseline" on T x H (Product,
+    # DEER's protocol: GRU, B = 16, I = H) and on B (Batch), with the error of every timed
+    # solve; the accuracy suite once. The other suites have small values for `asv run` by
+    # hand; `fpbench sweep` runs only `suites`.
+    "main": Grid(
+        name="main",
+        cells=("gru",),
+        solve_budget=TOL,
+        seq_lens=(1024, 4096),
+        seq_lens_hidden=32,
+        hidden_sizes=(8, 32),
+        hidden_seq_len=1024,
+        budgets=(4, TOL),
+        budget_seq_len=1024,
+        budget_hidden=32,
+        accuracy_cells=("elman",),
+        accuracy_budgets=(TOL,),
+        contractions=(0.9,),
+        accuracy_seq_len=1024,
+        accuracy_hidden=32,
+        cold_seq_len=1024,
+        cold_hidden=32,
+        floor_seq_lens=(1024,),
+        floor_hidden=32,
+        product_cells=("gru",),
+        product_batch=16,
+        product_seq_lens=(1024, 4096, 16384),
+        product_hidden_sizes=(2, 8, 32),
+        batch_sizes=(1, 4, 16, 64),
+        batch_seq_len=4096,
+        batch_hidden=8,
+        suites=("Product", "Batch", "Accuracy"),
+        # The float64 NumPy oracle is no contender, and costs minutes at these T; it still
+        # checks every other target's solves (the correctness gate runs the reference).
+        sweep_skips=("numpy:cpu",),
+    ),
+}
+
+GRID_NAMES: tuple[str, ...] = tuple(GRIDS)
+"""Grid names in definition order (append-only: an index here is a stable grid id)."""
+
+
+def grid_name() -> str:
+    """The grid ``FPBENCH_GRID`` names (``quick`` when unset).
+
+    Raises:
+        ValueError: an unknown grid name.
+    """
+    name = os.environ.get(GRID_ENV, "").strip() or DEFAULT_GRID
+    if name not in GRIDS:
+        raise ValueError(f"{GRID_ENV}={name!r} is not a grid; choose one of {list(GRIDS)}")
+    return name
+
+
+def current() -> Grid:
+    """The grid selected by ``FPBENCH_GRID``."""
+    return GRIDS[grid_name()]

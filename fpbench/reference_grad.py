@@ -1,0 +1,229 @@
+"""The NumPy float64 reference backward pass: the oracle every backend's gradient is tested
+against (``fpbench.grad(..., backend="numpy")``).
+
+Notation. The forward computes ``s_t = f(s_{t-1}, x_t)`` for t = 1..T (stored 0-based as
+``states[0..T-1]``), from the preactivations ``gi_t = W_ih x_t + b_ih`` and
+``gh_t = W_hh h_{t-1} + b_hh``. The loss is ``L = sum_t g_t . s_t`` for the (full-state)
+cotangent ``g``. With the Jacobians ``J_t = df/ds (s_{t-1}, x_t)``, the adjoint
+``lambda_t = dL/ds_t`` is the solution of the *linear, backwards-in-time* recurrence
+
+    lambda_T = g_T,    lambda_t = g_t + J_{t+1}^T lambda_{t+1}.
+
+Given the adjoint at every t, everything else is one batched VJP over all t at once
+(:func:`param_products`): with ``(ds, dgi_t, dgh_t) = cell.vjp_preact(s_{t-1}, gi_t, gh_t,
+lambda_t)``,
+
+    dW_ih = sum_t dgi_t^T x_t,   db_ih = sum_t dgi_t,   dx_t = dgi_t W_ih,
+    dW_hh = sum_t dgh_t^T h_{t-1},   db_hh = sum_t dgh_t,   ds_0 = J_1^T lambda_1,
+
+and ``J_t^T v = ds + [dgh W_hh, 0]`` (the direct dependence plus the path through ``gh``).
+
+Per solver (:func:`backward`; the names are :attr:`fpbench.grad.GradHost.backward_method`):
+
+- ``Sequential``: ``"bptt"`` — the adjoint recurrence run backwards, one step at a time.
+- iterative, ``backward="implicit"``: the same adjoint at the *returned* states (the
+  implicit-function-theorem gradient of the fixed point they approximate):
+  - ``transition == "full"`` (Newton, ELK): ``"implicit: exact reverse solve"`` — the
+    linear recurrence solved exactly backwards (backends use a reverse parallel scan);
+  - ``transition == "none"`` (Jacobi): ``"implicit: jacobi on the adjoint"`` —
+    ``Lambda <- G + shift(J^T Lambda)`` for all t at once, from ``Lambda = 0``;
+  - ``transition == "diagonal"`` (QuasiNewton, QuasiELK): ``"implicit: diagonal-preconditioned
+    adjoint iterations"`` — each iteration solves ``lambda_t = g_t + D_{t+1} lambda_t+1 +
+    (J_{t+1} - D_{t+1})^T lambda_{t+1}^old`` exactly (``D`` the diagonal of ``J``: an
+    elementwise reverse scan).
+  Both adjoint iterations start from zero, stop like the forward (after the first
+  iteration whose residual ``max |Lambda_new - Lambda_old|`` is ``<= tol``), and run at most
+  ``min(max_iters, T)`` iterations: after k iterations ``lambda_t`` is exact for
+  ``t > T - k``, so ``T`` iterations give the exact adjoint. Their residuals are reported.
+  Using the diagonal alone without iterating would be a wrong gradient; it never happens.
+- iterative, ``backward="unrolled"``: the exact gradient of the iterations that ran.
+  ``Jacobi``: ``"unrolled"`` — backpropagation through the k sweeps ``H <- F(H)`` (the
+  gradient of the k-truncated model). Newton, quasi-Newton and (quasi-)ELK unrolled would
+  need the second derivatives of the cell (the Jacobian is differentiated through): the
+  reference raises :class:`fpbench.UnsupportedError` for them; the torch and JAX backends
+  get them from autodiff, and the tests check those against finite differences of the
+  reference forward.
+- ``Native``: unsupported (it is a framework's own autograd).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .backend import Prepared, UnsupportedError
+from .cells import Cell, hidden_preactivation
+from .grad import GradHost
+from .reference import _setup, fixed_point, iterate, linear_recurrence, sequential, shifted
+from .solvers import Iterative, Solver
+from .spec import Problem
+
+
+class _Model:
+    """The float64 problem and the VJPs every backward is built from."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem.astype("float64")
+        self.cell: Cell
+        self.cell, self.params, self.s0, self.gi = _setup(problem)
+        self.x = self.problem.x
+        self.H = self.params["weight_hh"].shape[-1]
+
+    def vjp(self, prev: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The VJP of the steps ``f(prev_t, x_t)`` (all t at once) for the cotangent ``lam``
+        on their outputs: ``(J_t^T lam_t (T, B, S), dgi (T, B, gH), dgh (T, B, gH))``;
+        ``prev`` and ``lam`` may also be single steps ``(B, S)`` with ``gi`` given as ``t``."""
+        return self._vjp(prev, self.gi, lam)
+
+    def vjp_step(self, t: int, prev: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """``J_t^T lam`` for step t (0-based) with previous state ``prev (B, S)``."""
+        return self._vjp(prev, self.gi[t], lam)[0]
+
+    def _vjp(self, prev, gi, lam):
+        H = self.H
+        gh = hidden_preactivation(self.params, prev[..., :H])
+        ds, dgi, dgh = self.cell.vjp_preact(np, prev, gi, gh, lam)
+        dprev = ds.copy()
+        dprev[..., :H] += dgh @ self.params["weight_hh"]
+        return dprev, dgi, dgh
+
+    def jacobian_diag(self, prev: np.ndarray) -> np.ndarray:
+        """``diag(J_t)`` at the previous states ``prev (T, B, S)``: ``(T, B, S)``."""
+        return self.cell.jacobian_diag(np, self.params, prev, self.gi)
+
+
+def param_products(m: _Model, states: np.ndarray, lam: np.ndarray):
+    """Everything from the adjoint ``lam (T, B, S)`` at the forward ``states (T, B, S)``:
+    ``(params, dx (T, B, I), ds0 (B, S))`` by one batched VJP over all t (module docstring)."""
+    prev = shifted(states, m.s0)
+    dprev, dgi, dgh = m.vjp(prev, lam)
+    params = {
+        "weight_ih": np.einsum("tbg,tbi->gi", dgi, m.x),
+        "weight_hh": np.einsum("tbg,tbh->gh", dgh, prev[..., : m.H]),
+        "bias_ih": dgi.sum((0, 1)),
+        "bias_hh": dgh.sum((0, 1)),
+    }
+    return params, dgi @ m.params["weight_ih"], dprev[0]
+
+
+def adjoint_sequential(m: _Model, states: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The exact adjoint ``lambda (T, B, S)`` at ``states`` by the reverse recurrence,
+    one step at a time (BPTT; the exact reverse solve of the implicit backward)."""
+    lam = np.empty_like(g)
+    lam[-1] = g[-1]
+    for t in range(g.shape[0] - 2, -1, -1):
+        lam[t] = g[t] + m.vjp_step(t + 1, states[t], lam[t + 1])
+    return lam
+
+
+def _later(v: np.ndarray) -> np.ndarray:
+    """``out_t = v_{t+1}`` (0 at the last step): what step t+1 sends back to step t."""
+    out = np.zeros_like(v)
+    out[:-1] = v[1:]
+    return out
+
+
+def adjoint_iterations(m: _Model, states: np.ndarray, g: np.ndarray, solver: Iterative):
+    """The adjoint at ``states`` by iterations from zero (module docstring): Jacobi on the
+    adjoint (``transition == "none"``) or diagonal-preconditioned (``"diagonal"``).
+    Returns ``(lambda (T, B, S), residuals)``."""
+    T = g.shape[0]
+    prev = shifted(states, m.s0)
+    budget = dataclasses.replace(solver, max_iters=min(solver.max_iters, T))  # its tol, <= T iterations
+
+    if solver.transition == "none":
+
+        def update(lam):
+            return g + _later(m.vjp(prev, lam)[0])
+
+    else:
+        d_next = _later(m.jacobian_diag(prev))  # D_{t+1}: the diagonal of J_{t+1}
+
+        def update(lam):
+            # lambda_t = g_t + D_{t+1} lambda_{t+1} + [(J_{t+1} - D_{t+1})^T lambda^old_{t+1}]
+            b = g + _later(m.vjp(prev, lam)[0]) - d_next * _later(lam)
+            return linear_recurrence(d_next[::-1], b[::-1], np.zeros_like(g[0]))[::-1]
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        return iterate(update, np.zeros_like(g), budget)
+
+
+def unrolled_jacobi(m: _Model, g: np.ndarray, solver: Iterative):
+    """Jacobi forward, keeping every iterate, and backpropagation through its sweeps.
+    Returns ``(states, residuals, params, dx, ds0)``."""
+    iterates = []
+
+    def sweep(H):
+        iterates.append(H)
+        return m.cell.step(np, m.params, shifted(H, m.s0), m.gi)
+
+    S = m.s0.shape[-1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        states, residuals = iterate(sweep, np.zeros((*m.gi.shape[:2], S)), solver)
+        # backwards through the sweeps: G is dL/d(output of the sweep)
+        G = g
+        dgi_sum = np.zeros_like(m.gi)
+        dW_hh = np.zeros_like(m.params["weight_hh"])
+        db_hh = np.zeros_like(m.params["bias_hh"])
+        ds0 = np.zeros_like(m.s0)
+        for H in reversed(iterates):
+            prev = shifted(H, m.s0)
+            dprev, dgi, dgh = m.vjp(prev, G)
+            dgi_sum += dgi
+            dW_hh += np.einsum("tbg,tbh->gh", dgh, prev[..., : m.H])
+            db_hh += dgh.sum((0, 1))
+            ds0 += dprev[0]
+            G = _later(dprev)  # dL/dH of the sweep's input (the first iterate is the constant 0)
+    params = {
+        "weight_ih": np.einsum("tbg,tbi->gi", dgi_sum, m.x),
+        "weight_hh": dW_hh,
+        "bias_ih": dgi_sum.sum((0, 1)),
+        "bias_hh": db_hh,
+    }
+    return states, residuals, params, dgi_sum @ m.params["weight_ih"], ds0
+
+
+def check_supported(solver: Solver) -> None:
+    """Raise :class:`fpbench.UnsupportedError` where the reference has no backward pass."""
+    if not (solver.name == "sequential" or solver.iterative):
+        raise UnsupportedError(f"the numpy reference has no backward pass for solver {solver.name!r}")
+    if solver.iterative and solver.backward == "unrolled" and solver.transition != "none":
+        raise UnsupportedError(
+            f"the numpy reference has no unrolled backward for {solver} (it needs the cell's "
+            "second derivatives): use the torch or JAX backend, whose autodiff provides it"
+        )
+
+
+def backward(problem: Problem, solver: Solver, cotangent: np.ndarray) -> GradHost:
+    """Forward and backward in float64 for ``cotangent (T, B, S)`` (module docstring)."""
+    m = _Model(problem)
+    g = np.asarray(cotangent, dtype=np.float64)
+    if solver.name == "sequential":
+        states = sequential(problem)
+        lam = adjoint_sequential(m, states, g)
+        return GradHost(states, np.empty(0), *param_products(m, states, lam), backward_method="bptt")
+    check_supported(solver)
+    if solver.backward == "unrolled":
+        states, residuals, params, dx, ds0 = unrolled_jacobi(m, g, solver)
+        return GradHost(states, residuals, params, dx, ds0, backward_method="unrolled")
+    states, residuals = fixed_point(problem, solver)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if solver.transition == "full":
+            lam, res_b = adjoint_sequential(m, states, g), np.empty(0)
+            method = "implicit: exact reverse solve"
+        else:
+            lam, res_b = adjoint_iterations(m, states, g, solver)
+            method = (
+                "implicit: jacobi on the adjoint"
+                if solver.transition == "none"
+                else "implicit: diagonal-preconditioned adjoint iterations"
+            )
+        params, dx, ds0 = param_products(m, states, lam)
+    return GradHost(states, residuals, params, dx, ds0, backward_residuals=res_b, backward_method=method)
+
+
+def prepare_grad(problem: Problem, solver: Solver, cotangent: np.ndarray) -> Prepared:
+    """:meth:`fpbench.Backend.prepare_grad` of the numpy reference."""
+    check_supported(solver)
+    return Prepared(lambda: backward(problem, solver, cotangent), lambda out: out)

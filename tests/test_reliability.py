@@ -1,0 +1,380 @@
+"""Issue 13: no vacuous green runs, no unbounded resources, one divergence behaviour,
+consistent NumPy scalars, clear errors, and the Lyapunov diagnostic."""
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from problems import spec
+
+import fpbench
+from fpbench.registry import selected_targets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The environment of a subprocess that imports this checkout's fpbench."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+# -- item 2: FPBENCH_BACKENDS typos fail loudly ------------------------------------------
+
+
+@pytest.mark.parametrize("selection", ["nonsense", "torch:gpu", "TORCH", "torch:cpu,numbaa"])
+def test_unknown_backend_selection_lists_valid_names(selection):
+    with pytest.raises(ValueError, match=r"unknown backend or target.*valid backends: numpy, torch") as e:
+        selected_targets(selection)
+    assert "torch:cuda" in str(e.value) and "jax:gpu" in str(e.value)
+
+
+def test_unknown_backend_in_environment_names_the_variable(monkeypatch):
+    monkeypatch.setenv("FPBENCH_BACKENDS", "nonsense")
+    with pytest.raises(
+        ValueError, match=r"FPBENCH_BACKENDS='nonsense': unknown backend or target 'nonsense'"
+    ):
+        selected_targets()
+
+
+def test_valid_backend_selection_still_works():
+    assert selected_targets("torch:cpu, numba") == ["torch:cpu", "numba:cpu"]
+    assert selected_targets("jax") == ["jax:cpu", "jax:gpu"]
+    assert selected_targets("") == selected_targets(" , ")
+
+
+def test_backend_typo_fails_the_test_run():
+    """Not "161 skipped" and exit 0: the run stops with the valid names."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_backends.py",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=ROOT,
+        env=_env(FPBENCH_BACKENDS="nonsense"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "unknown backend or target 'nonsense'" in proc.stdout + proc.stderr
+
+
+def test_backend_typo_fails_the_sweep():
+    sweep = pytest.importorskip("fpbench.report.sweep")
+    with pytest.raises(ValueError, match="unknown backend or target 'TORCH'"):
+        sweep.sweep_chunks({"FPBENCH_BACKENDS": "TORCH"})
+
+
+# -- item 5: max_iters far beyond T --------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Damped(fpbench.Iterative):
+    """A solver that is not exact after T iterations (as a damped Newton, ELK, would be)."""
+
+    name: ClassVar[str] = "damped"
+    exact_after_seq_len: ClassVar[bool] = False
+
+
+def test_iteration_cap_is_one_rule():
+    assert fpbench.iteration_cap(fpbench.Newton(10**9), 16) == 16
+    assert fpbench.iteration_cap(fpbench.Jacobi(5), 16) == 5
+    assert fpbench.iteration_cap(fpbench.QuasiNewton(16), 16) == 16
+    assert fpbench.iteration_cap(fpbench.Sequential(), 16) == 0
+    assert fpbench.iteration_cap(_Damped(max_iters=100), 16) == 100  # the trait, not the class name
+
+
+TINY = spec("T7-B3-H5-I2", "gru", "float32")  # T = 7
+
+
+@pytest.mark.parametrize("tol", [None, 1e-6])
+@pytest.mark.parametrize(
+    "solver_cls", [fpbench.Jacobi, fpbench.Newton, fpbench.QuasiNewton], ids=lambda c: c.name
+)
+def test_huge_budget_runs_at_most_T_in_the_reference(solver_cls, tol):
+    p = fpbench.make_problem(dataclasses.replace(TINY, dtype="float64"))
+    result = fpbench.solve(p, solver_cls(max_iters=10**9, tol=tol))
+    assert result.iterations <= 7 and result.converged
+    if tol is None:
+        assert result.iterations == 7
+    np.testing.assert_allclose(result.states, fpbench.reference_states(p), atol=1e-9)
+
+
+def test_huge_budget_returns_quickly(target):
+    """Newton(max_iters=10**9) on a 16x2x8 problem, in a subprocess with a time limit
+    (an uncapped loop, or a 4 GB residual array, would never return in time)."""
+    code = (
+        "import fpbench\n"
+        "p = fpbench.make_problem(fpbench.RNNSpec(cell='gru', seq_len=16, batch=2, hidden_size=8,"
+        " input_size=3, dtype='float64'))\n"
+        f"for tol in (None, 1e-9):\n"
+        f"    r = fpbench.solve(p, fpbench.Newton(max_iters=10**9, tol=tol), backend={target!r})\n"
+        "    assert r.converged and r.iterations <= 16, r.iterations\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def _residual_buffer(out) -> int:
+    """Length of the residual buffer a backend's ``run()`` returned (torch and JAX return
+    the whole buffer and a count, Numba a view of its buffer)."""
+    res = out[1]
+    if len(out) == 2 and isinstance(res, np.ndarray) and res.base is not None:
+        res = res.base
+    return int(res.shape[0])
+
+
+def test_residual_buffer_is_sized_by_the_cap(target):
+    """Stopped by tol after a few iterations, a budget of 10**6 allocates no 10**6 buffer."""
+    p = fpbench.make_problem(TINY)
+    name, device = target.split(":")
+    solver = fpbench.Newton(max_iters=10**6, tol=1e-4)
+    prepared = fpbench.get_backend(name).prepare(p, solver, device)
+    out = prepared.run()
+    assert _residual_buffer(out) <= 7
+    _, residuals = prepared.to_host(out)
+    assert 1 <= len(residuals) <= 7
+
+
+def test_make_result_rejects_more_iterations_than_the_cap():
+    states = np.zeros((3, 1, 2))
+    spec = fpbench.RNNSpec(cell="elman", seq_len=3, batch=1, hidden_size=2, dtype="float64")
+    with pytest.raises(RuntimeError, match="ran 5 iterations on T=3, more than its cap 3"):
+        fpbench.result.make_result(states, [1.0] * 5, fpbench.Jacobi(10), spec, "x", "cpu")
+
+
+# -- item 6: a memory estimate before allocating ------------------------------------------
+
+
+def test_memory_estimate_is_dominated_by_newton_jacobians():
+    s = fpbench.RNNSpec(cell="gru", seq_len=4096, batch=8, hidden_size=256, input_size=32)
+    newton = fpbench.estimate_memory(s, fpbench.Newton(4))
+    jacobi = fpbench.estimate_memory(s, fpbench.Jacobi(4))
+    assert newton - jacobi == 4 * 4096 * 8 * 256 * 256 * 4  # four (T, B, H, H) float32 arrays
+    assert fpbench.estimate_memory(s, fpbench.Jacobi(4), "float64") > jacobi  # the reference's dtype
+    p = fpbench.make_problem(dataclasses.replace(s, seq_len=8, hidden_size=4))
+    assert fpbench.estimate_memory(p, fpbench.Sequential()) > 0  # a problem or a spec
+
+
+def test_available_memory_is_read_on_linux():
+    have = fpbench.memory.available_memory()
+    if sys.platform.startswith("linux"):
+        assert isinstance(have, int) and have > 0
+
+
+def test_solve_refuses_what_cannot_fit(monkeypatch):
+    p = fpbench.make_problem(TINY)
+    monkeypatch.setattr(fpbench.memory, "available_memory", lambda: 1024)
+    with pytest.raises(fpbench.InsufficientMemoryError, match=r"needs about .* GiB .* only .* GiB") as e:
+        fpbench.solve(p, fpbench.Newton(4))
+    assert isinstance(e.value, MemoryError)
+    monkeypatch.setattr(fpbench.memory, "available_memory", lambda: None)  # unknown: no check
+    assert fpbench.solve(p, fpbench.Newton(4)).iterations == 4
+
+
+def test_huge_newton_is_refused_before_allocating():
+    """17 TB of Jacobians: refused from the estimate, nothing allocated."""
+    p = fpbench.make_problem(
+        fpbench.RNNSpec(cell="elman", seq_len=2**16, batch=64, hidden_size=512, input_size=1)
+    )
+    with pytest.raises(fpbench.InsufficientMemoryError, match="newton"):
+        fpbench.solve(p, fpbench.Newton(2), backend="numpy")
+
+
+def test_cli_prints_the_memory_error(capsys):
+    from fpbench.cli import main
+
+    argv = ["solve", "--seq-len", "1000000", "--hidden", "1024", "--solver", "newton", "--max-iters", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("fpbench: error: newton(max_iters=2) on numpy:cpu needs about") and "available" in err
+    )
+
+
+# -- item 7: FPBENCH_THREADS bounded ------------------------------------------------------
+
+
+def test_thread_count_is_bounded(monkeypatch):
+    from fpbench.backend import THREADS_PER_CORE_LIMIT, requested_threads
+
+    limit = THREADS_PER_CORE_LIMIT * (os.cpu_count() or 1)
+    monkeypatch.setenv("FPBENCH_THREADS", str(limit))
+    assert requested_threads() == limit
+    monkeypatch.setenv("FPBENCH_THREADS", str(limit + 1))
+    with pytest.raises(ValueError, match=rf"FPBENCH_THREADS={limit + 1} is too large: at most {limit}"):
+        requested_threads()
+
+
+def test_huge_thread_count_is_a_clear_cli_error():
+    """Not an XLA abort: ``fpbench: error: ...`` and exit status 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fpbench.cli", "info"],
+        env=_env(FPBENCH_THREADS="100000"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "fpbench: error: FPBENCH_THREADS=100000 is too large" in proc.stderr
+
+
+# -- item 9: NumPy scalars -----------------------------------------------------------------
+
+
+def test_spec_normalises_numpy_scalars_and_dtypes():
+    plain = fpbench.RNNSpec(hidden_size=8, seq_len=5, contraction=float(np.float32(0.9)), dtype="float32")
+    for dtype in (np.dtype("float32"), np.float32):
+        s = fpbench.RNNSpec(
+            hidden_size=np.int64(8),
+            seq_len=np.int32(5),
+            contraction=np.float32(0.9),
+            seed=np.uint8(0),
+            dtype=dtype,
+        )
+        assert s == plain and hash(s) == hash(plain)
+        assert type(s.hidden_size) is int and type(s.contraction) is float and s.dtype == "float32"
+    with pytest.raises(ValueError, match=r"seq_len must be a positive integer, got 2\.5"):
+        fpbench.RNNSpec(seq_len=np.float64(2.5))
+    with pytest.raises(ValueError, match=r"dtype must be one of"):
+        fpbench.RNNSpec(dtype=np.float16)
+
+
+@pytest.mark.parametrize("solver_cls", [fpbench.Jacobi, fpbench.Newton, fpbench.QuasiNewton])
+def test_solver_accepts_numpy_scalars(solver_cls):
+    s = solver_cls(max_iters=np.int64(5), tol=np.float32(1e-3))
+    assert s == solver_cls(5, float(np.float32(1e-3))) and hash(s) == hash(
+        solver_cls(5, float(np.float32(1e-3)))
+    )
+    assert type(s.max_iters) is int and type(s.tol) is float
+    with pytest.raises(ValueError, match=r"max_iters must be an integer >= 1, got np\.float64"):
+        solver_cls(max_iters=np.float64(5))
+
+
+def test_numpy_dtype_spec_runs_natively(target):
+    p = fpbench.make_problem(
+        fpbench.RNNSpec(
+            cell="gru", seq_len=5, batch=2, hidden_size=4, input_size=3, dtype=np.dtype("float32")
+        )
+    )
+    try:
+        result = fpbench.solve(p, fpbench.Native(), backend=target)
+    except fpbench.UnsupportedError as e:
+        pytest.skip(str(e))
+    assert result.states.dtype == np.float32 and result.converged
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"backend": None}, "backend must be a string"), ({"device": 0}, "device must be None or a string")],
+)
+def test_backend_must_be_a_string(kwargs, match):
+    p = fpbench.make_problem(TINY)
+    with pytest.raises(TypeError, match=match):
+        fpbench.solve(p, fpbench.Sequential(), **kwargs)
+
+
+# -- item 10: one divergence behaviour ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [fpbench.Jacobi(50), fpbench.Jacobi(50, tol=1e-6), fpbench.Newton(5), fpbench.QuasiNewton(5)],
+    ids=str,
+)
+def test_nonfinite_residual_is_nan_or_inf_and_stops(target, solver):
+    # B = 8: large enough that XLA's CPU max reduction used to drop the NaNs (finite
+    # residuals for a diverged solve); one NaN input: most differences stay finite
+    good = fpbench.make_problem(
+        fpbench.RNNSpec(cell="elman", seq_len=64, batch=8, hidden_size=8, input_size=3)
+    )
+    x = good.x.copy()
+    x[40, 1, 0] = np.nan
+    bad = fpbench.Problem(good.spec, x, good.h0, good.params)
+    with pytest.warns(fpbench.DivergenceWarning):
+        ref = fpbench.solve(bad, solver, backend="numpy")
+    with pytest.warns(fpbench.DivergenceWarning):
+        got = fpbench.solve(bad, solver, backend=target)
+    last = got.residuals[-1]
+    assert math.isnan(last) or last == math.inf, got.residuals
+    assert all(math.isfinite(r) for r in got.residuals[:-1])
+    assert got.iterations == ref.iterations == 1  # stops after the first non-finite residual
+    assert got.diverged and not got.converged
+
+
+# -- item 11: the Lyapunov exponent --------------------------------------------------------
+
+
+def test_lyapunov_contractive_elman_is_below_log_rho():
+    rho = 0.5
+    p = fpbench.make_problem(
+        fpbench.RNNSpec(cell="elman", seq_len=200, batch=4, hidden_size=16, input_size=4, contraction=rho)
+    )
+    lam = fpbench.lyapunov(p)
+    assert lam < 0 and lam <= math.log(rho) + 1e-12
+
+
+def test_lyapunov_chaotic_elman_is_positive():
+    p = fpbench.make_problem(
+        fpbench.RNNSpec(cell="elman", seq_len=400, batch=4, hidden_size=32, input_size=8, contraction=5.0)
+    )
+    assert fpbench.lyapunov(p) > 0.05
+    assert fpbench.lyapunov(p, steps=300) > 0
+
+
+def test_lyapunov_rejects_bad_steps():
+    p = fpbench.make_problem(TINY)
+    with pytest.raises(ValueError, match=r"steps must be None or an integer in \[1, T=7\]"):
+        fpbench.lyapunov(p, steps=8)
+    with pytest.raises(TypeError, match=r"problem must be an fpbench\.Problem"):
+        fpbench.lyapunov(TINY)
+
+
+def test_cli_solve_shows_lyapunov(capsys):
+    from fpbench.cli import main
+
+    argv = [
+        "solve",
+        "--cell",
+        "elman",
+        "--contraction",
+        "5",
+        "--hidden",
+        "16",
+        "--seq-len",
+        "300",
+        "--solver",
+        "sequential",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "lyapunov:   lambda_max=+" in out and "chaotic" in out
+
+
+def test_torch_cuda_check_interval_stops_on_nonfinite_without_tol():
+    """The CUDA strategy (host reads every 8 iterations), run on CPU: a fixed budget still
+    stops after the first non-finite residual, with the reference's count."""
+    tb = pytest.importorskip("backends.torch")
+    good = fpbench.make_problem(spec("T7-B3-H5-I2", "gru", "float32"))
+    x = good.x.copy()
+    x[2, 1, 0] = np.nan
+    bad = fpbench.Problem(good.spec, x, good.h0, good.params)
+    prepared = tb.TorchBackend(check_every=8).prepare(bad, fpbench.Jacobi(50), "cpu")
+    _, residuals = prepared.to_host(prepared.run())
+    assert len(residuals) == 1 and np.isnan(residuals[0])

@@ -1,0 +1,65 @@
+"""Solver configurations: traits, fields, and rebuilding a solver from its name."""
+
+import pytest
+
+import fpbench
+from fpbench.solvers import SOLVERS
+
+CONFIGS = [
+    fpbench.Sequential(),
+    fpbench.Native(),
+    fpbench.Jacobi(7, tol=1e-3),
+    fpbench.Newton(5, backward="unrolled"),
+    fpbench.QuasiNewton(9),
+    fpbench.ELK(11, tol=1e-4, damping=0.25, backward="unrolled"),
+    fpbench.QuasiELK(13, damping=2.0),
+]
+
+
+@pytest.mark.parametrize("solver", CONFIGS, ids=str)
+def test_make_solver_keeps_every_field(solver):
+    rebuilt = fpbench.make_solver(solver.name, **solver.fields())
+    assert rebuilt == solver and type(rebuilt) is type(solver)
+
+
+@pytest.mark.parametrize(
+    ("solver", "transition", "damping", "exact"),
+    [
+        (fpbench.Jacobi(3), "none", 0.0, True),
+        (fpbench.Newton(3), "full", 0.0, True),
+        (fpbench.QuasiNewton(3), "diagonal", 0.0, True),
+        (fpbench.ELK(3, damping=0.5), "full", 0.5, False),
+        (fpbench.QuasiELK(3, damping=0.5), "diagonal", 0.5, False),
+        (fpbench.ELK(3, damping=0.0), "full", 0.0, True),
+    ],
+    ids=str,
+)
+def test_traits(solver, transition, damping, exact):
+    assert (solver.transition, solver.damping, solver.exact_after_seq_len) == (transition, damping, exact)
+
+
+def test_elk_is_not_a_newton():
+    """A damped solver must never pass for its undamped parent (it would run undamped)."""
+    assert not isinstance(fpbench.ELK(3), fpbench.Newton)
+    assert not isinstance(fpbench.QuasiELK(3), fpbench.QuasiNewton)
+
+
+@pytest.mark.parametrize("damping", [-0.1, float("nan"), float("inf"), "0.1", True])
+@pytest.mark.parametrize("cls", [fpbench.ELK, fpbench.QuasiELK], ids=lambda c: c.name)
+def test_bad_damping(cls, damping):
+    with pytest.raises(ValueError, match=r"damping must be a finite number >= 0"):
+        cls(3, damping=damping)
+
+
+def test_bad_backward_and_unknown_field():
+    with pytest.raises(ValueError, match=r"backward must be one of \['implicit', 'unrolled'\]"):
+        fpbench.Jacobi(3, backward="adjoint")
+    with pytest.raises(ValueError, match=r"solver 'jacobi' has no field\(s\) \['damping'\]"):
+        fpbench.make_solver("jacobi", 3, damping=0.1)
+
+
+def test_every_registered_solver_declares_its_traits():
+    for name, cls in SOLVERS.items():
+        assert cls.name == name
+        if cls.iterative:
+            assert cls.transition in ("none", "full", "diagonal")
