@@ -35,6 +35,7 @@ GRID_NAMES = _grids.GRID_NAMES
 GRIDS = _grids.GRIDS
 INPUT_SIZE = _grids.INPUT_SIZE
 ITERATIVE = _grids.ITERATIVE
+DAMPED = _grids.DAMPED
 SEED = _grids.SEED
 SOLVERS = _grids.SOLVERS
 TOL = _grids.TOL
@@ -44,12 +45,8 @@ Grid = _grids.Grid
 current = _grids.current
 grid_name = _grids.grid_name
 
-# gradients and training (bench_grad.py, bench_train.py)
+# gradients (bench_grad.py)
 BACKWARDS = _grids.BACKWARDS
 GRAD_GRIDS = _grids.GRAD_GRIDS
 GradGrid = _grids.GradGrid
 current_grad = _grids.current_grad
-TRAIN_METHODS = _grids.TRAIN_METHODS
-TRAIN_GRIDS = _grids.TRAIN_GRIDS
-TrainGrid = _grids.TrainGrid
-current_train = _grids.current_train

@@ -33,6 +33,7 @@ from .solvers import (
     make_solver,
 )
 from .spec import Problem, RNNSpec, make_problem
+from .tasks import TASKS, MissingDependencyError
 from .train import TrainResult, train
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CELLS",
     "ELK",
+    "TASKS",
     "Backend",
     "BackendUnavailableError",
     "Cell",
@@ -48,6 +50,7 @@ __all__ = [
     "InsufficientMemoryError",
     "Iterative",
     "Jacobi",
+    "MissingDependencyError",
     "Native",
     "Newton",
     "PassDiagnostics",

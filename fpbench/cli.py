@@ -1,4 +1,5 @@
-"""The ``fpbench`` command: ``info``, ``solve``, ``grad`` (and, with the report extra,
+"""The ``fpbench`` command: ``info``, ``solve``, ``grad``, ``train`` (and, with the report
+extra,
 ``report``/``sweep``)."""
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ import os
 import platform
 import statistics
 import sys
-
-import numpy as np
 
 from . import __version__
 from .backend import THREAD_VARS, BackendUnavailableError, UnsupportedError
@@ -23,6 +22,7 @@ from .report.cli import add_commands
 from .solvers import BACKWARDS, SOLVERS, make_solver
 from .spec import CELLS, DTYPES, RNNSpec, make_problem
 from .testing import errors, grad_errors
+from .train_cli import add_train_command
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -123,54 +123,6 @@ def cmd_grad(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train  # (fpbench.train the function; the module imports torch lazily)
-
-    spec = _spec(args)
-    solver = _solver(args)
-
-    def bar(i: int, loss: float, seconds: float) -> None:  # on a terminal, for long runs
-        done = (i + 1) * 30 // args.steps
-        print(
-            f"\r[{'#' * done}{'.' * (30 - done)}] step {i + 1}/{args.steps} loss {loss:.3e}",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-        if i + 1 == args.steps:
-            print(file=sys.stderr)
-
-    show = bar if args.steps >= 20 and sys.stderr.isatty() else None
-    r = train(
-        spec,
-        solver,
-        args.backend,
-        args.device,
-        args.steps,
-        args.task,
-        args.train_seed,
-        args.lr,
-        progress=show,
-    )
-    print(f"spec:       {spec}")
-    print(f"solver:     {solver} on {r.backend}:{r.device}  task={r.task}  optimizer={r.optimizer} (Adam)")
-    every = max(1, args.steps // 20)
-    for i in range(args.steps):
-        if i % every == 0 or i == args.steps - 1:
-            print(f"  step {i + 1:5d}  loss {r.losses[i]:.6e}  {r.step_seconds[i] * 1e3:9.2f} ms")
-    if r.diverged:
-        print("diverged:   a step produced NaN/Inf; training stopped there")
-    print(
-        f"time:       median step {np.nanmedian(r.step_seconds) * 1e3:.2f} ms, "
-        f"median forward+backward {np.nanmedian(r.grad_seconds) * 1e3:.2f} ms"
-    )
-    print(
-        f"eval:       exact forward {r.eval_loss:.6e}, training solver {r.eval_loss_solver:.6e}, "
-        f"gap {r.consistency_gap:+.3e}"
-    )
-    return 0
-
-
 LYAPUNOV_STEPS = 1024
 """``fpbench solve`` estimates the Lyapunov exponent over at most this many steps (cost)."""
 
@@ -216,15 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1, help="timed runs of the prepared forward + backward")
     p.set_defaults(func=cmd_grad)
 
-    p = sub.add_parser("train", help="train the RNN + readout with Adam; the loss curve and time per step")
-    _problem_and_solver_args(p, seq_len=256)
-    p.add_argument("--backward", choices=list(BACKWARDS), default=None, help="iterative solvers' backward")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--task", default="teacher", help="training task (teacher)")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
-    p.add_argument("--train-seed", type=int, default=0, help="seed of the student's initial weights")
-    p.set_defaults(func=cmd_train)
-
+    add_train_command(sub)  # train: fpbench.train_cli
     add_commands(sub)  # report, sweep: their heavy imports happen when they run
     return parser
 

@@ -1,352 +1,263 @@
-"""Training (``fpbench.train``): the spec's RNN plus a linear readout, trained with Adam on a
-local task, each step's gradient being the one :func:`fpbench.grad` defines for the solver and
-its backward mode.
+"""Training: ``fpbench.train``, the spec's RNN plus a linear readout trained with Adam.
 
-The model: ``y_hat_t = W_o h_t + b_o`` on the states ``h_t`` of the solve; the loss of a step
-is the mean squared error over ``(B, O)`` and the time steps the task weighs (``Task.weights``:
-every step, or the last only), ``L = sum_t w_t |y_hat_t - y_t|^2 / (B O sum_t w_t)``. Its gradient
-with respect to the states is the cotangent ``dL/dh_t = 2 w_t (y_hat_t - y_t) W_o / (B O sum w)``,
-so every step is
+The model is the RNN of ``spec`` (parameters in torch layout, from a zero initial state)
+and a linear readout ``o_t = W_out h_t + b_out`` (``W_out (O, H)``, ``b_out (O,)``) on a
+task of :mod:`fpbench.tasks`. The RNN is initialised as :func:`fpbench.make_problem` draws
+it (``spec.seed``, contraction ``spec.contraction``); the readout with
+``U(-1/sqrt(H), 1/sqrt(H))`` weights (``spec.seed``) and zero biases. ``seed`` seeds the
+task (its teacher, its data, its batches).
 
-1. the forward solve (:func:`fpbench.solve`), for the loss and the cotangent;
-2. :func:`fpbench.grad` with that cotangent (its forward is the same computation), for the
-   RNN's gradients; the readout's gradients are formed on the host;
-3. one Adam update.
+One training step (the gradient is exactly what :func:`fpbench.grad` defines for the
+solver and its ``backward`` mode):
 
-Tasks (generated locally, nothing downloaded):
+1. *forward*: the backend's prepared forward solve (:meth:`Backend.prepare`) of the batch
+   gives the states ``h_t`` the solver returns;
+2. *readout* (host, float64): the loss of the readout of those states, its gradient wrt
+   the readout and wrt the states: the cotangent ``dL/dh_t``;
+3. *gradient*: the backend's prepared gradient (:meth:`Backend.prepare_grad`) with that
+   cotangent: its forward solve (the same deterministic solve as step 1: checked) and its
+   backward pass give the RNN's gradient;
+4. *update*: Adam on every parameter.
 
-- ``"teacher"``: a random teacher RNN of the same cell and contraction ``spec.contraction``
-  (Miller & Hardt's stability condition is a parameter), with a random linear readout of
-  ``TEACHER_OUTPUTS`` outputs, maps standard normal inputs to targets; the student (the
-  spec's RNN, initialised from ``seed``) learns them. The training inputs are the problem's
-  ``x`` (seeded by ``spec.seed``), the evaluation inputs a held-out draw.
-- ``"digits"``: sequential digit classification on the 1,797 8x8 handwritten digits that
-  scikit-learn ships on disk (``sklearn.datasets.load_digits``, a copy of the UCI "Optical
-  Recognition of Handwritten Digits" test set): each image is read as a sequence of
-  ``spec.seq_len`` steps of ``spec.input_size`` pixels (``seq_len * input_size`` must be 64:
-  ``(64, 1)`` pixel by pixel, the small cousin of sequential MNIST, or ``(8, 8)`` row by
-  row), pixels scaled to [0, 1]; the target is the one-hot class (10 outputs) and the loss
-  is taken at the last step only. ``spec.batch`` training images and as many held-out
-  ones are drawn by ``spec.seed``. Needs scikit-learn (``pip install fpbench[train]``).
+``fpbench.grad`` needs the cotangent before its forward pass, so the forward runs twice.
+A device-resident training loop would run it once. So :attr:`TrainResult.step_seconds`
+times what such a loop pays: the prepared gradient run (forward + backward, synchronised),
+the readout (step 2) and the update. Nothing else is hidden: the extra forward (step 1)
+is :attr:`TrainResult.forward_seconds`, and everything else in the step
+(``prepare``/``prepare_grad``: host-to-device transfer and any compilation; device-to-host
+copies; building the problem) is :attr:`TrainResult.overhead_seconds`. Their sum is the
+step's wall time.
 
-The optimiser is Adam with the same hyper-parameters everywhere (``lr``, ``betas=(0.9,
-0.999)``, ``eps=1e-8``, no weight decay): ``torch.optim.Adam`` when the optimiser is torch,
-otherwise :class:`NumpyAdam`, a float64 Adam with the same update formula, whose master
-weights are float64 and cast to the spec's dtype for each step's problem.
+Adam. The same hyper-parameters in every backend (:data:`ADAM_BETAS`, :data:`ADAM_EPS`,
+``lr``); master weights and optimiser state are float64 on the host, cast to the spec's
+dtype for each step's problem. The torch backend updates with ``torch.optim.Adam`` (float64
+CPU tensors, its default single-tensor/foreach implementation); numpy, numba and jax use
+:class:`Adam`, a float64 NumPy transcription of the same update (optax, JAX's optimiser
+library, is not a dependency of fpbench, so JAX uses it too).
 
-``eval_loss`` is the trained model on the held-out inputs with the **exact** sequential
-forward (the float64 reference); ``eval_loss_solver`` the same model and inputs with the
-training solver: their difference (``consistency_gap``) is the train/inference consistency
-of training with an approximate fixed point (Wang & Ragni's question), measured.
+Evaluation. After the last step, the trained model's loss on the training data is
+computed twice: with the training solver on the training backend
+(:attr:`TrainResult.train_loss`: what training saw) and with the *exact* sequential
+forward of the float64 reference (:attr:`TrainResult.eval_loss`: what inference with the
+recurrence gives). Their difference :attr:`TrainResult.gap` is the train/inference
+consistency gap. :attr:`TrainResult.heldout_loss` is the exact loss on the task's held-out
+data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from .backend import UnsupportedError
-from .grad import grad
+from .grad import full_cotangent, make_grad_result
+from .memory import check_memory
 from .reference import exact_states
-from .registry import parse_target, solve
+from .registry import resolve
+from .result import DivergenceWarning, make_result
 from .solvers import Solver
-from .spec import PARAM_NAMES, Problem, RNNSpec, make_problem
+from .spec import PARAM_NAMES, RNNSpec, make_problem
+from .tasks import Task, accuracy, make_task, readout_loss, zero_state_problem
+from .testing import check_close
 
-TASKS: tuple[str, ...] = ("teacher", "digits")
-"""Training tasks :func:`train` knows."""
-
-OPTIMIZERS: tuple[str, ...] = ("numpy", "torch")
-
-TEACHER_OUTPUTS = 2
-"""Outputs O of the teacher's (and the student's) readout."""
-
-TEACHER_SEED_OFFSET = 1_000_003
-"""The teacher RNN is ``make_problem(spec)`` with ``seed + TEACHER_SEED_OFFSET``: its own
-weights, independent of the student's."""
-
-BETAS = (0.9, 0.999)
-EPS = 1e-8
+ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
+ADAM_EPS = 1e-8
+DEFAULT_LR = 1e-2
+DEFAULT_STEPS = 100
+NUMPY_EVAL_CHUNK = 256
+"""Sequences per chunk when the NumPy reference evaluates the final training loss (bounds
+the memory of Newton's ``(T, chunk, S, S)`` Jacobians)."""
+READOUT_STREAM = 0x72656164  # "read": the readout's initialisation stream
 
 
-@dataclass(frozen=True)
-class Task:
-    """A generated task: training and held-out inputs (``(T, B, I)``, the spec's dtype) with
-    their targets ``(T, B, O)`` (float64), the weight of each step in the loss ``(T,)``, and
-    the fixed initial states."""
+class Adam:
+    """Adam (Kingma & Ba) in float64 NumPy, step for step the update of ``torch.optim.Adam``
+    (no weight decay, no amsgrad): ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
+    ``p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
 
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_eval: np.ndarray
-    y_eval: np.ndarray
-    h0: np.ndarray
-    c0: np.ndarray | None
-    weights: np.ndarray
-
-    @property
-    def outputs(self) -> int:
-        """O, the readout's outputs."""
-        return self.y_train.shape[-1]
-
-
-def make_task(spec: RNNSpec, task: str = "teacher") -> Task:
-    """Generate ``task`` for ``spec``, deterministic in ``spec.seed``.
-
-    Raises:
-        ValueError: an unknown task; the message lists the known ones.
-    """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
-    if task == "digits":
-        return _digits(spec)
-    data = make_problem(spec)
-    teacher = make_problem(dataclasses.replace(spec, seed=spec.seed + TEACHER_SEED_OFFSET))
-    rng = np.random.default_rng([spec.seed, TEACHER_SEED_OFFSET])
-    H = spec.hidden_size
-    w_out = rng.standard_normal((TEACHER_OUTPUTS, H)) / np.sqrt(H)
-    b_out = 0.1 * rng.standard_normal(TEACHER_OUTPUTS)
-    x_eval = rng.standard_normal(data.x.shape).astype(spec.dtype)
-
-    def targets(x: np.ndarray) -> np.ndarray:
-        p = dataclasses.replace(teacher, x=x, h0=data.h0, c0=data.c0)
-        return exact_states(p) @ w_out.T + b_out
-
-    weights = np.ones(spec.seq_len)
-    return Task(task, data.x, targets(data.x), x_eval, targets(x_eval), data.h0, data.c0, weights)
-
-
-DIGIT_PIXELS = 64
-DIGIT_CLASSES = 10
-
-
-def _digits(spec: RNNSpec) -> Task:
-    """The ``"digits"`` task (module docstring)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise ImportError(
-            "task 'digits' reads the digits scikit-learn ships: install scikit-learn "
-            "(pip install 'fpbench[train]')"
-        ) from e
-    T, I, B = spec.seq_len, spec.input_size, spec.batch
-    if T * I != DIGIT_PIXELS:
-        raise ValueError(
-            f"task 'digits' reads each 8x8 image as seq_len x input_size = 64 pixels; got "
-            f"seq_len={T}, input_size={I} (use 64 x 1 or 8 x 8)"
-        )
-    digits = load_digits()
-    n = digits.images.shape[0]
-    if 2 * B > n:
-        raise ValueError(f"task 'digits' has {n} images: batch must be at most {n // 2}, got {B}")
-    order = np.random.default_rng(spec.seed).permutation(n)
-    pixels = digits.images.reshape(n, T, I) / 16.0
-    onehot = np.eye(DIGIT_CLASSES)[digits.target]
-
-    def split(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = np.ascontiguousarray(pixels[idx].transpose(1, 0, 2)).astype(spec.dtype)
-        return x, np.broadcast_to(onehot[idx], (T, len(idx), DIGIT_CLASSES)).copy()
-
-    x_train, y_train = split(order[:B])
-    x_eval, y_eval = split(order[B : 2 * B])
-    zero = np.zeros((B, spec.hidden_size), dtype=spec.dtype)  # every sequence starts from rest
-    weights = np.zeros(T)
-    weights[-1] = 1.0  # the class is read out at the last step
-    c0 = zero if spec.model.parts == 2 else None
-    return Task("digits", x_train, y_train, x_eval, y_eval, zero, c0, weights)
-
-
-class NumpyAdam:
-    """Adam in float64 NumPy, the update of ``torch.optim.Adam`` (no weight decay, no
-    amsgrad): ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
-    ``p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)``."""
-
-    def __init__(self, params: dict[str, np.ndarray], lr: float):
-        self.params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-        self.lr = lr
+    def __init__(self, params: dict[str, np.ndarray], lr: float, betas=ADAM_BETAS, eps: float = ADAM_EPS):
+        self.params = params
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
         self.t = 0
-        self.m = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self.v = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
-        b1, b2 = BETAS
+        """Update ``self.params`` in place with ``grads`` (float64)."""
         self.t += 1
-        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        b1, b2 = self.betas
+        bc1, bc2 = 1.0 - b1**self.t, 1.0 - b2**self.t
         for k, p in self.params.items():
-            g = np.asarray(grads[k], dtype=np.float64)
-            self.m[k] = b1 * self.m[k] + (1 - b1) * g
-            self.v[k] = b2 * self.v[k] + (1 - b2) * g * g
-            p -= self.lr / bc1 * self.m[k] / (np.sqrt(self.v[k]) / np.sqrt(bc2) + EPS)
-
-    def values(self) -> dict[str, np.ndarray]:
-        return self.params
+            g = grads[k]
+            self.m[k] = b1 * self.m[k] + (1.0 - b1) * g
+            self.v[k] = b2 * self.v[k] + (1.0 - b2) * g * g
+            denom = np.sqrt(self.v[k]) / math.sqrt(bc2) + self.eps
+            p -= (self.lr / bc1) * self.m[k] / denom
 
 
 class TorchAdam:
-    """``torch.optim.Adam`` on torch tensors in the spec's dtype (on the CPU: the gradients
-    arrive as host arrays from :func:`fpbench.grad`)."""
+    """``torch.optim.Adam`` over float64 CPU tensors that share memory with ``params``."""
 
-    def __init__(self, params: dict[str, np.ndarray], lr: float, dtype: str):
+    def __init__(self, params: dict[str, np.ndarray], lr: float, betas=ADAM_BETAS, eps: float = ADAM_EPS):
         import torch
 
         self.torch = torch
-        self.tensors = {k: torch.tensor(np.asarray(v, dtype=dtype)) for k, v in params.items()}
-        self.opt = torch.optim.Adam(list(self.tensors.values()), lr=lr, betas=BETAS, eps=EPS)
+        self.tensors = {k: torch.from_numpy(v) for k, v in params.items()}  # views of the arrays
+        for t in self.tensors.values():
+            t.requires_grad_(True)
+        self.opt = torch.optim.Adam(list(self.tensors.values()), lr=lr, betas=betas, eps=eps)
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
         for k, t in self.tensors.items():
-            t.grad = self.torch.tensor(np.asarray(grads[k], dtype=t.numpy().dtype))
+            t.grad = self.torch.from_numpy(np.ascontiguousarray(grads[k], dtype=np.float64))
         self.opt.step()
 
-    def values(self) -> dict[str, np.ndarray]:
-        return {k: t.detach().numpy().copy() for k, t in self.tensors.items()}
+
+def make_optimizer(backend: str, params: dict[str, np.ndarray], lr: float):
+    """The optimiser of ``backend``: ``torch.optim.Adam`` for torch, :class:`Adam` otherwise."""
+    return TorchAdam(params, lr) if backend == "torch" else Adam(params, lr)
 
 
 @dataclass(frozen=True, eq=False)
 class TrainResult:
-    """What :func:`train` returns.
+    """What :func:`train` returns (module docstring for what each time covers).
 
     Attributes:
-        losses: ``(steps,)`` training loss of each step (before its update); NaN after a
-            diverged step.
-        step_seconds: ``(steps,)`` wall time of each step (forward solve, forward + backward,
-            update).
-        grad_seconds: ``(steps,)`` the timed forward + backward run of each step alone.
-        params: the trained parameters: the RNN's (torch layout) and ``readout_weight (O, H)``,
-            ``readout_bias (O,)``.
-        eval_loss: the trained model on the held-out inputs with the exact sequential forward.
-        eval_loss_solver: the same with the training solver.
-        diverged: a step's forward or backward produced NaN/Inf (training stopped there).
+        losses: ``(steps,)`` the training loss at each step, before its update, from the
+            states the solver returned (NaN after a diverged step).
+        step_seconds: ``(steps,)`` the prepared gradient run (forward + backward,
+            synchronised), the readout and the optimiser update.
+        forward_seconds: ``(steps,)`` the extra forward solve that makes the cotangent
+            (not in ``step_seconds``).
+        overhead_seconds: ``(steps,)`` the rest of the step's wall time: ``prepare`` /
+            ``prepare_grad`` (transfer, compilation), device-to-host copies, building the
+            problem (not in ``step_seconds``); step 0's includes the probe that checks, before
+            anything runs, that the backend has this gradient.
+        forward_iterations, backward_iterations: ``(steps,)`` iterations of the gradient
+            run's forward solve and of its backward pass (0 for a direct pass).
+        forward_converged, backward_converged: ``(steps,)`` whether each pass reached its
+            fixed point (:class:`fpbench.PassDiagnostics`; a fixed budget k < T of an
+            unrolled Jacobi is the truncated model, not converged by design).
+        params: the trained parameters, float64: ``weight_ih``, ``weight_hh``, ``bias_ih``,
+            ``bias_hh`` (torch layout), ``W_out (O, H)``, ``b_out (O,)``.
+        train_loss: the trained model's loss on the training data with the training
+            solver and backend.
+        eval_loss: the same with the exact sequential forward (float64 reference).
+        heldout_loss: the exact forward's loss on the held-out data.
+        metrics: extra measures, e.g. ``eval_accuracy`` / ``heldout_accuracy`` for digits.
+        diverged: True when a step produced NaN or Inf (training stopped there).
     """
 
+    spec: RNNSpec
+    solver: str
+    backend: str
+    device: str
+    task: str
+    task_description: str
+    lr: float
+    seed: int
     losses: np.ndarray
     step_seconds: np.ndarray
-    grad_seconds: np.ndarray
+    forward_seconds: np.ndarray
+    overhead_seconds: np.ndarray
+    forward_iterations: np.ndarray
+    backward_iterations: np.ndarray
+    forward_converged: np.ndarray
+    backward_converged: np.ndarray
     params: dict[str, np.ndarray]
+    train_loss: float
     eval_loss: float
-    eval_loss_solver: float
+    heldout_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
     diverged: bool = False
-    spec: RNNSpec | None = None
-    solver: str = ""
-    backend: str = ""
-    device: str = ""
-    task: str = ""
-    optimizer: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def consistency_gap(self) -> float:
-        """``eval_loss_solver - eval_loss``: what the training solver's approximation costs
-        at inference against the exact recurrence."""
-        return self.eval_loss_solver - self.eval_loss
+    def gap(self) -> float:
+        """``eval_loss - train_loss``: what exact inference loses (or gains) against the
+        fixed point the model was trained with."""
+        return self.eval_loss - self.train_loss
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    def steps_to(self, loss: float) -> int | None:
+        """Steps until the training loss first reaches ``<= loss`` (1-based: the step whose
+        loss it is counts; None if never)."""
+        hit = np.flatnonzero(self.losses <= loss)
+        return int(hit[0]) + 1 if hit.size else None
+
+    def seconds_to(self, loss: float) -> float | None:
+        """Sum of :attr:`step_seconds` over :meth:`steps_to` steps (None if never)."""
+        n = self.steps_to(loss)
+        return None if n is None else float(np.sum(self.step_seconds[:n]))
 
 
-def _model_problem(spec: RNNSpec, task: Task, x: np.ndarray, params: dict[str, np.ndarray]) -> Problem:
-    rnn = {k: np.asarray(params[k], dtype=spec.dtype) for k in PARAM_NAMES}
-    return Problem(spec, np.asarray(x, dtype=spec.dtype), task.h0, rnn, task.c0)
+def init_params(spec: RNNSpec, output_size: int) -> dict[str, np.ndarray]:
+    """The model's initial parameters, float64 (module docstring)."""
+    rnn = make_problem(dataclasses.replace(spec, dtype="float64")).params
+    H = spec.hidden_size
+    k = 1.0 / math.sqrt(H)
+    rng = np.random.default_rng([spec.seed, READOUT_STREAM])
+    params = {name: np.array(rnn[name]) for name in PARAM_NAMES}
+    params["W_out"] = rng.uniform(-k, k, size=(output_size, H))
+    params["b_out"] = np.zeros(output_size)
+    return params
 
 
-def _mse(
-    states: np.ndarray, params: dict[str, np.ndarray], y: np.ndarray, weights: np.ndarray
-) -> tuple[float, np.ndarray]:
-    """``(loss, dL/d(readout output) (T, B, O))`` of the readout of ``states`` against ``y``
-    with the per-step ``weights`` (float64)."""
-    w = np.asarray(params["readout_weight"], np.float64)
-    b = np.asarray(params["readout_bias"], np.float64)
-    r = np.asarray(states, np.float64) @ w.T + b - y
-    scale = weights[:, None, None] / (weights.sum() * r.shape[1] * r.shape[2])
-    return float(np.sum(scale * r * r)), 2.0 * scale * r
+def _rnn(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: params[k] for k in PARAM_NAMES}
 
 
-class Trainer:
-    """One training run, a step at a time (:func:`train` drives it; the asv ``Training``
-    suite times :meth:`step`). Arguments as :func:`train`.
+def _chunks(n: int, b: int) -> list[np.ndarray]:
+    """Index chunks of size ``b`` covering ``0..n-1``, the last one padded by wrapping
+    (so every chunk has the compiled batch size); callers drop the padding."""
+    return [np.arange(i, i + b) % n for i in range(0, n, b)]
 
-    Raises:
-        ValueError: unknown task or optimiser, or bad ``lr`` / ``seed``.
-    """
 
-    def __init__(
-        self,
-        spec: RNNSpec,
-        solver: Solver,
-        backend: str = "numpy",
-        device: str | None = None,
-        task: str = "teacher",
-        seed: int = 0,
-        lr: float = 1e-2,
-        optimizer: str | None = None,
-    ):
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        if not isinstance(spec, RNNSpec):
-            raise TypeError(f"spec must be an fpbench.RNNSpec, got {type(spec).__name__}")
-        self.spec, self.solver, self.task_name = spec, solver, task
-        self.backend, self.device = parse_target(backend, device)
-        if optimizer is None:
-            optimizer = "torch" if self.backend == "torch" else "numpy"
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
-        self.optimizer = optimizer
-        self.task = make_task(spec, task)
-        student = make_problem(dataclasses.replace(spec, seed=seed))
-        rng = np.random.default_rng([seed, TEACHER_SEED_OFFSET + 1])
-        k = 1.0 / np.sqrt(spec.hidden_size)
-        init = {key: np.asarray(v, np.float64) for key, v in student.params.items()}
-        init["readout_weight"] = rng.uniform(-k, k, (self.task.outputs, spec.hidden_size))
-        init["readout_bias"] = np.zeros(self.task.outputs)
-        self.opt: NumpyAdam | TorchAdam
-        self.opt = NumpyAdam(init, lr) if optimizer == "numpy" else TorchAdam(init, lr, spec.dtype)
-        self.last_grad_seconds = float("nan")
+def solver_loss(task: Task, spec: RNNSpec, solver: Solver, impl, device: str, params) -> tuple[float, dict]:
+    """The loss (and, for classification, accuracy) of ``params`` on the whole training set
+    under the training solver and backend, batch by batch of ``spec.batch`` (the NumPy
+    reference: :data:`NUMPY_EVAL_CHUNK` sequences at a time)."""
+    n = task.train_size
+    # a compiled backend keeps its batch size; the NumPy reference takes bigger chunks
+    b = max(spec.batch, NUMPY_EVAL_CHUNK) if impl.name == "numpy" else spec.batch
+    parts, weights, correct = [], [], 0.0
+    for idx in _chunks(n, b):
+        keep = min(b, n - int(idx[0]))
+        prob = zero_state_problem(spec, task.x_train[:, idx], _rnn(params))
+        prepared = impl.prepare(prob, solver, device)
+        states, residuals = prepared.to_host(prepared.run())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DivergenceWarning)
+            h = make_result(states, residuals, solver, prob.spec, impl.name, device).states
+        y = task.targets(task.y_train, idx)
+        sl = slice(None, keep)
+        h, y = (h[:, sl], y[:, sl]) if task.kind == "regression" else (h[:, sl], y[sl])
+        loss, *_, out = readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
+        parts.append(loss)
+        weights.append(keep)
+        if task.kind == "classification":
+            correct += accuracy(out, y) * keep
+    loss = float(np.average(parts, weights=weights))
+    return loss, ({"train_accuracy": correct / n} if task.kind == "classification" else {})
 
-    def step(self) -> float:
-        """One Adam step; returns the loss before it (NaN, and no update, when the forward or
-        the backward produced NaN/Inf)."""
-        spec, data = self.spec, self.task
-        params = self.opt.values()
-        problem = _model_problem(spec, data, data.x_train, params)
-        states = solve(problem, self.solver, self.backend, self.device).states
-        loss, dy = _mse(states, params, data.y_train, data.weights)
-        if not np.isfinite(loss):
-            return float("nan")
-        cot = dy @ np.asarray(params["readout_weight"], np.float64)  # dL/dh_t
-        t1 = time.perf_counter()
-        g = grad(problem, self.solver, self.backend, self.device, cotangent=cot.astype(spec.dtype))
-        self.last_grad_seconds = time.perf_counter() - t1
-        if g.diverged:
-            return float("nan")
-        grads = dict(g.params)
-        grads["readout_weight"] = np.einsum("tbo,tbh->oh", dy, np.asarray(states, np.float64))
-        grads["readout_bias"] = dy.sum((0, 1))
-        self.opt.step(grads)
-        return loss
 
-    def loss(self) -> float:
-        """The training loss of the current parameters (the forward solve only; no step)."""
-        params = self.opt.values()
-        problem = _model_problem(self.spec, self.task, self.task.x_train, params)
-        states = solve(problem, self.solver, self.backend, self.device).states
-        return _mse(states, params, self.task.y_train, self.task.weights)[0]
+def exact_loss(task: Task, spec: RNNSpec, params, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
+    """The loss (and accuracy, for classification) with the exact float64 recurrence."""
+    prob = zero_state_problem(dataclasses.replace(spec, dtype="float64"), x, _rnn(params))
+    h = exact_states(prob)
+    loss, *_, out = readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
+    return loss, (accuracy(out, y) if task.kind == "classification" else None)
 
-    def evaluate(self) -> tuple[float, float]:
-        """``(eval_loss, eval_loss_solver)`` of the current parameters on the held-out inputs:
-        with the exact sequential forward, and with the training solver (NaN where the
-        backend has no forward for it)."""
-        spec, data = self.spec, self.task
-        final = self.opt.values()
-        problem = _model_problem(spec, data, data.x_eval, final)
-        exact = _mse(exact_states(problem), final, data.y_eval, data.weights)[0]
-        try:
-            states = solve(problem, self.solver, self.backend, self.device).states
-        except UnsupportedError:
-            return exact, float("nan")
-        return exact, _mse(states, final, data.y_eval, data.weights)[0]
+
+ProgressFn = Callable[[int, float, float], None]
+"""``progress(step, loss, step_seconds)``, called after each step (0-based step)."""
 
 
 def train(
@@ -354,59 +265,148 @@ def train(
     solver: Solver,
     backend: str = "numpy",
     device: str | None = None,
-    steps: int = 100,
+    steps: int = DEFAULT_STEPS,
     task: str = "teacher",
     seed: int = 0,
-    lr: float = 1e-2,
-    optimizer: str | None = None,
-    progress: Callable[[int, float, float], None] | None = None,
+    lr: float = DEFAULT_LR,
+    progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Train the spec's RNN plus a linear readout on ``task`` with Adam (module docstring).
 
     Args:
-        spec: the model and data sizes; ``spec.seed`` seeds the task's data and teacher.
-        solver: the forward solver; its gradient is :func:`fpbench.grad`'s for its backward mode.
-        backend, device: where every step's solve and gradient run.
-        steps: Adam steps.
-        task: ``"teacher"`` or ``"digits"`` (:data:`TASKS`).
-        seed: seeds the student's initial parameters.
+        spec: the RNN (cell, sizes, dtype, contraction) and the batch per step; its seed
+            initialises the model.
+        solver: how the forward solve and its gradient run (``fpbench.grad`` semantics,
+            including the solver's ``backward`` mode).
+        backend, device: where (as :func:`fpbench.solve`).
+        steps: optimiser steps.
+        task: a name in :data:`fpbench.tasks.TASKS`.
+        seed: the task's seed (teacher, data, batches).
         lr: Adam's learning rate.
-        optimizer: ``"numpy"`` (float64 Adam) or ``"torch"`` (``torch.optim.Adam``); default
-            torch for the torch backend, numpy otherwise.
-        progress: called after each step with ``(step index, loss, seconds)`` (a progress bar).
+        progress: called after every step.
     Raises:
-        ValueError: unknown task or optimiser, or bad ``steps`` / ``lr`` / ``seed``.
-        ImportError: the task's optional package is missing (the message names it).
+        ValueError: bad ``steps`` / ``lr``, an unknown task or a spec it cannot use.
+        MissingDependencyError: the task's optional package is missing.
+        BackendUnavailableError, UnsupportedError: as :func:`fpbench.grad`.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    trainer = Trainer(spec, solver, backend, device, task, seed, lr, optimizer)
-    losses = np.full(steps, np.nan)
-    step_s = np.full(steps, np.nan)
-    grad_s = np.full(steps, np.nan)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not isinstance(solver, Solver) or type(solver) is Solver:
+        raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
+    the_task = make_task(task, spec, seed)
+    impl, dev = resolve(backend, device)
+    if dev == "cpu":
+        check_memory(spec, solver, impl.compute_dtype, f"{impl.name}:{dev}")
+    params = init_params(spec, the_task.output_size)
+    opt = make_optimizer(impl.name, params, lr)
+
+    # Fail fast (before any forward is compiled or run) where the backend has no gradient
+    # for this combination; what the probe costs is step 0's overhead.
+    t_probe = time.perf_counter()
+    probe = zero_state_problem(spec, the_task.x_train[:, the_task.batch_indices(0)], _rnn(params))
+    zero = np.zeros((spec.seq_len, spec.batch, spec.hidden_size), dtype=spec.dtype)
+    impl.prepare_grad(probe, solver, dev, full_cotangent(probe, zero))
+    probe_s = time.perf_counter() - t_probe
+    del probe
+
+    n = int(steps)
+    losses = np.full(n, np.nan)
+    step_s, fwd_s, over_s = np.zeros(n), np.zeros(n), np.zeros(n)
+    fwd_it, bwd_it = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    fwd_ok, bwd_ok = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     diverged = False
-    for i in range(steps):
+    for i in range(n):
+        t_start = time.perf_counter()
+        idx = the_task.batch_indices(i)
+        problem = zero_state_problem(spec, the_task.x_train[:, idx], _rnn(params))
+        y = the_task.targets(the_task.y_train, idx)
+        fwd = impl.prepare(problem, solver, dev)
         t0 = time.perf_counter()
-        loss = trainer.step()
-        if not np.isfinite(loss):
+        out = fwd.run()
+        fwd_s[i] = time.perf_counter() - t0
+        states, residuals = fwd.to_host(out)
+        del out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DivergenceWarning)  # warned once below
+            h = make_result(states, residuals, solver, spec, impl.name, dev).states
+        if not np.isfinite(h).all():
             diverged = True
+        else:
+            t0 = time.perf_counter()
+            loss, dh, dw, db, _ = readout_loss(the_task.kind, h, y, params["W_out"], params["b_out"])
+            cot = dh.astype(spec.dtype)
+            readout_s = time.perf_counter() - t0
+            full = full_cotangent(problem, cot)
+            full.flags.writeable = False
+            prepared = impl.prepare_grad(problem, solver, dev, full)
+            t0 = time.perf_counter()
+            gout = prepared.run()
+            run_s = time.perf_counter() - t0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DivergenceWarning)
+                g = make_grad_result(prepared.to_host(gout), problem, solver, full, impl.name, dev)
+            del gout
+            if g.diverged or not np.isfinite(loss):
+                diverged = True
+            else:
+                ok, msg = check_close("gradient run's forward vs the forward", g.states, h, spec.dtype)
+                if not ok:
+                    raise RuntimeError(
+                        f"{impl.name}:{dev} {solver}: the forward inside prepare_grad differs from "
+                        f"prepare's, so the cotangent was computed for other states: {msg}"
+                    )
+                grads = {k: np.asarray(v, dtype=np.float64) for k, v in g.params.items()}
+                grads["W_out"], grads["b_out"] = dw, db
+                t0 = time.perf_counter()
+                opt.step(grads)
+                update_s = time.perf_counter() - t0
+                losses[i] = loss
+                step_s[i] = run_s + readout_s + update_s
+                fwd_it[i], bwd_it[i] = g.forward.iterations, g.backward.iterations
+                fwd_ok[i], bwd_ok[i] = g.forward.converged, g.backward.converged
+        if diverged:
+            warnings.warn(
+                f"{impl.name}:{dev} {solver}: training diverged at step {i} (NaN or Inf); stopped there",
+                DivergenceWarning,
+                stacklevel=2,
+            )
             break
-        losses[i], step_s[i], grad_s[i] = loss, time.perf_counter() - t0, trainer.last_grad_seconds
+        over_s[i] = time.perf_counter() - t_start - step_s[i] - fwd_s[i] + (probe_s if i == 0 else 0.0)
         if progress is not None:
-            progress(i, loss, step_s[i])
-    eval_loss, eval_solver = trainer.evaluate()
+            progress(i, float(losses[i]), float(step_s[i]))
+
+    if diverged:
+        train_loss = eval_loss = heldout_loss = float("nan")
+        metrics: dict[str, float] = {}
+    else:
+        train_loss, metrics = solver_loss(the_task, spec, solver, impl, dev, params)
+        eval_loss, eval_acc = exact_loss(the_task, spec, params, the_task.x_train, the_task.y_train)
+        heldout_loss, held_acc = exact_loss(the_task, spec, params, the_task.x_heldout, the_task.y_heldout)
+        if eval_acc is not None:
+            metrics.update(eval_accuracy=eval_acc, heldout_accuracy=held_acc)
     return TrainResult(
-        losses=losses,
-        step_seconds=step_s,
-        grad_seconds=grad_s,
-        params={key: np.asarray(v) for key, v in trainer.opt.values().items()},
-        eval_loss=eval_loss,
-        eval_loss_solver=eval_solver,
-        diverged=diverged,
         spec=spec,
         solver=str(solver),
-        backend=trainer.backend,
-        device=trainer.device,
+        backend=impl.name,
+        device=dev,
         task=task,
-        optimizer=trainer.optimizer,
+        task_description=the_task.description,
+        lr=float(lr),
+        seed=seed,
+        losses=losses,
+        step_seconds=step_s,
+        forward_seconds=fwd_s,
+        overhead_seconds=over_s,
+        forward_iterations=fwd_it,
+        backward_iterations=bwd_it,
+        forward_converged=fwd_ok,
+        backward_converged=bwd_ok,
+        params={k: np.array(v) for k, v in params.items()},
+        train_loss=train_loss,
+        eval_loss=eval_loss,
+        heldout_loss=heldout_loss,
+        metrics=metrics,
+        diverged=diverged,
     )

@@ -77,26 +77,3 @@ def test_gate_checks_unrolled_newton_by_finite_differences():
     fake = dataclasses.replace(exact, forward=forward)
     with pytest.raises(AssertionError, match="finite differences"):
         bench_grad.verify_grad("fake:cpu", spec, solver, fake)
-
-
-bench_train = pytest.importorskip("benchmarks.bench_train")
-
-
-@pytest.mark.parametrize("method", ["sequential", "jacobi:unrolled", "newton:implicit"])
-def test_train_step_suite_runs_on_numpy(method):
-    suite = bench_train.TrainStepSeqLen()
-    params = ("numpy:cpu", "gru", method, bench_train.TG.seq_lens[0])
-    suite.setup(*params)
-    suite.time_train_step(*params)
-
-
-def test_training_tracks_and_na():
-    suite = bench_train.Training()
-    params = ("numpy:cpu", "gru", "jacobi:unrolled", 2, 0.5)
-    suite.setup(*params)
-    assert suite.track_final_loss(*params) > 0 and suite.track_eval_loss(*params) > 0
-    assert np.isfinite(suite.track_consistency_gap(*params))
-    with pytest.raises(NotImplementedError, match="does not iterate"):
-        bench_train.Training().setup("numpy:cpu", "gru", "sequential", 2, 0.5)
-    with pytest.raises(NotImplementedError, match="native"):
-        bench_train.Training().setup("numpy:cpu", "gru", "native", grids.TOL, 0.5)

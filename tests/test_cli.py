@@ -104,13 +104,3 @@ def test_grad_bad_input_is_a_clean_error(capsys):
     assert "no unrolled backward" in capsys.readouterr().err
     assert main(["grad", "--solver", "native", "--seq-len", "4", "--hidden", "2"]) == 2
     assert "no backward pass for solver 'native'" in capsys.readouterr().err
-
-
-def test_train_prints_the_loss_curve_and_the_gap(capsys):
-    argv = ["train", "--hidden", "6", "--seq-len", "16", "--batch", "2", "--input-size", "3", "--steps", "5"]
-    assert main([*argv, "--solver", "jacobi", "--max-iters", "3", "--backward", "unrolled"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("  step ") == 5 and "loss" in out and "median step" in out
-    assert "exact forward" in out and "gap" in out
-    assert main([*argv, "--task", "nope"]) == 2
-    assert "unknown task 'nope'" in capsys.readouterr().err
