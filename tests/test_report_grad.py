@@ -51,13 +51,13 @@ def frame():
         rows.append(
             row("GradBudget", "peakmem_grad", 2**20 * (100 + (k if backward == "unrolled" else 0)), **p)
         )
-    for method, metric in itertools.product(
-        ("sequential", "jacobi:unrolled"), ("track_final_loss", "track_eval_loss")
-    ):
-        p = dict(cell="gru", method=method, max_iters="tol", contraction=0.5, target="numpy:cpu")
-        rows.append(row("Training", metric, 0.1, **p))
-        p = dict(cell="gru", method=method, seq_len=64, hidden_size=16, target="numpy:cpu")
-        rows.append(row("TrainStepSeqLen", "time_train_step", 0.01, **p))
+    methods = ("bptt", "jacobi-unrolled")
+    for method, metric in itertools.product(methods, ("track_train_loss", "track_eval_loss", "track_gap")):
+        p = dict(method=method, budget="tol", contraction=0.5, target="numpy:cpu")
+        rows.append(row("TrainLoss", metric, 0.1, **p))
+    for method, T in itertools.product(methods, (64, 256)):
+        p = dict(method=method, seq_len=T, hidden_size=16, target="numpy:cpu")
+        rows.append(row("TrainSeqLen", "time_train_step", 1e-4 * T, **p))
     return pd.DataFrame(rows)
 
 

@@ -171,36 +171,42 @@ def _memory_section(frame: pd.DataFrame, figs: Any) -> Section:
 
 
 def _training_section(frame: pd.DataFrame, figs: Any) -> Section:
+    """The training suites of ``benchmarks/bench_train.py``: ``TrainSeqLen`` / ``TrainHidden``
+    (``time_train_step``) and ``TrainLoss`` (``track_train_loss``, ``track_eval_loss``,
+    ``track_gap``), each with a ``method`` parameter (a solver and its backward mode)."""
     section = Section("Training: time per step, loss and the train/inference gap")
-    step = _select(frame, "TrainStepSeqLen", "time_train_step")
-    if not step.empty:
-        step = analysis.with_labels(step.assign(solver=step["method"]), ("hidden_size",))
+    for group, x in (("TrainSeqLen", "seq_len"), ("TrainHidden", "hidden_size")):
+        step = _select(frame, group, "time_train_step")
+        if step.empty or "method" not in step:
+            continue
+        step = analysis.with_labels(step.assign(solver=step["method"]), ())
         section.blocks += figs.per_machine(
-            "train-step-seq_len",
+            f"train-step-{x}",
             step,
-            lambda g, t: figures.lines(
-                g, "seq_len", "time per step (ms)", t, scale=1e3, row="cell", col="solver"
+            lambda g, t, x=x: figures.lines(
+                g, x, "time per step (ms)", t, scale=1e3, row="device", col="solver"
             ),
-            "Time per training step vs T: the forward solve for the loss, fpbench.grad, one Adam update.",
+            f"Time per training step vs {figures.AXIS_LABEL.get(x, x)}: forward + backward, the "
+            "readout's loss and gradient, one Adam update; one panel per method, one line per backend.",
         )
-    tracks = frame[frame["group"].eq("Training") & frame["status"].eq("ok")]
-    if not tracks.empty:
-        keys = ["machine", "device", "cell", "backend", "method", "max_iters", "contraction"]
-        wide = tracks.pivot_table(
+    tracks = frame[frame["group"].eq("TrainLoss") & frame["status"].eq("ok")]
+    if not tracks.empty and "method" in tracks:
+        keys = [k for k in ("machine", "device", "backend", "method", "budget", "contraction") if k in tracks]
+        wide = tracks.assign(**{k: tracks[k].astype(str) for k in keys}).pivot_table(
             index=keys, columns="metric", values="value", aggfunc="median"
-        ).reset_index()
+        )
+        wide = wide.reset_index()
         wide.columns.name = None
         section.blocks.append(
             Table(
                 wide,
-                "After a fixed number of Adam steps on the teacher task: final training loss, held-out loss "
-                "with the exact sequential forward (eval), and the consistency gap (the training solver's "
-                "held-out loss minus the exact one: what training with an approximate fixed point costs "
-                "at exact inference).",
+                "After a fixed number of Adam steps on the teacher task: the training loss under the method "
+                "trained with, the same model's loss under the exact recurrence (eval), and their gap "
+                "(what training with an approximate fixed point costs at exact inference).",
             )
         )
     if not section.blocks:
-        section.blocks += _none("`TrainStep*` or `Training` results")
+        section.blocks += _none("`TrainSeqLen`, `TrainHidden` or `TrainLoss` results")
     return section
 
 
