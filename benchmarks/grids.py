@@ -35,6 +35,7 @@ GRID_NAMES = _grids.GRID_NAMES
 GRIDS = _grids.GRIDS
 INPUT_SIZE = _grids.INPUT_SIZE
 ITERATIVE = _grids.ITERATIVE
+DAMPED = _grids.DAMPED
 SEED = _grids.SEED
 SOLVERS = _grids.SOLVERS
 TOL = _grids.TOL
@@ -43,3 +44,9 @@ Budget = _grids.Budget
 Grid = _grids.Grid
 current = _grids.current
 grid_name = _grids.grid_name
+
+# gradients (bench_grad.py)
+BACKWARDS = _grids.BACKWARDS
+GRAD_GRIDS = _grids.GRAD_GRIDS
+GradGrid = _grids.GradGrid
+current_grad = _grids.current_grad

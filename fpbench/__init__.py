@@ -33,12 +33,15 @@ from .solvers import (
     make_solver,
 )
 from .spec import Problem, RNNSpec, make_problem
+from .tasks import TASKS, MissingDependencyError
+from .train import TrainResult, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CELLS",
     "ELK",
+    "TASKS",
     "Backend",
     "BackendUnavailableError",
     "Cell",
@@ -47,6 +50,7 @@ __all__ = [
     "InsufficientMemoryError",
     "Iterative",
     "Jacobi",
+    "MissingDependencyError",
     "Native",
     "Newton",
     "PassDiagnostics",
@@ -58,6 +62,7 @@ __all__ = [
     "Result",
     "Sequential",
     "Solver",
+    "TrainResult",
     "UnsupportedError",
     "available_backends",
     "backend_status",
@@ -74,5 +79,6 @@ __all__ = [
     "solve",
     "timed_grad",
     "timed_solve",
+    "train",
     "truncated_states",
 ]

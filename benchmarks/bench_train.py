@@ -1,0 +1,262 @@
+"""Training: the time of one training step, and the losses a fixed number of steps reach.
+
+Every combination trains the spec's RNN plus a linear readout on the ``teacher`` task
+(:mod:`fpbench.tasks`; no optional package) with a *method*: a solver and its backward
+mode (:data:`train_grids.METHODS`, :func:`method_solver`).
+
+- ``TrainSeqLen`` / ``TrainHidden``: ``time_train_step``, one training step as
+  :attr:`fpbench.TrainResult.step_seconds` defines it: the prepared gradient run (forward
+  + backward, synchronised), the readout's loss and gradient on the host, and the Adam
+  update (``torch.optim.Adam`` for torch, the float64 NumPy Adam otherwise), on the first
+  batch of the task with the initial parameters. Over T and over H, per target x method.
+- ``TrainLoss``: ``track_train_loss`` (the trained model's loss under the method it was
+  trained with), ``track_eval_loss`` (the same model under the exact recurrence) and
+  ``track_gap`` (their difference) after ``track_steps`` steps of :func:`fpbench.train`,
+  per target x method x budget k x contraction rho.
+
+Before any number, the first step passes a gate (:func:`first_step`): its loss, the RNN's
+gradient and the readout's gradient match the NumPy float64 reference of the same method
+(``native``: of BPTT) within the dtype's tolerance (:func:`fpbench.testing.check_close`).
+A backend without a gradient for the combination (``UnsupportedError``), an older
+fpbench without ``fpbench.train``, and a NumPy run too slow to be worth it are n/a.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import fpbench
+from fpbench.solvers import ELK, Jacobi, Native, Sequential
+
+from . import common, grids, train_grids
+from .common import TARGETS
+from .train_grids import METHODS
+
+TG = train_grids.current()
+
+NUMPY_TRAIN_SECONDS = 60.0
+"""A ``TrainLoss`` run on the ``numpy:cpu`` oracle expected to take longer is n/a."""
+
+
+def _train_api():
+    """``(fpbench.train module, fpbench.tasks module)``, or n/a on an fpbench without them
+    (``asv run`` over older commits benchmarks their installed fpbench with these suites)."""
+    try:
+        train_module = importlib.import_module("fpbench.train")
+        tasks = importlib.import_module("fpbench.tasks")
+    except ImportError as e:
+        raise NotImplementedError(f"this fpbench has no training API: {e}") from e
+    return train_module, tasks
+
+
+def method_solver(method: str, budget: grids.Budget, seq_len: int) -> fpbench.Solver:
+    """The solver of ``method`` under ``budget``: ``"tol"`` runs to the dtype's tolerance
+    with a budget of T (``jacobi_unrolled``: T unrolled iterations, the exact model);
+    an integer k runs exactly k iterations (``jacobi_unrolled``: the k-truncated model;
+    the others: the implicit gradient at the k-th iterate).
+
+    Raises:
+        NotImplementedError: a baseline under a budget (it does not iterate), or k > T.
+    """
+    if method in train_grids.BASELINES:
+        if budget != grids.TOL:
+            raise NotImplementedError(f"{method} does not iterate: see budget {grids.TOL!r}")
+        return Sequential() if method == "sequential" else Native()
+    if budget != grids.TOL and budget > seq_len:
+        raise NotImplementedError(f"budget {budget} > T={seq_len} is the same training as budget T")
+    if method == "jacobi_unrolled":
+        return Jacobi(seq_len if budget == grids.TOL else budget, backward="unrolled")
+    tol = grids.TOLERANCE[grids.DTYPE] if budget == grids.TOL else None
+    k = seq_len if budget == grids.TOL else budget
+    if method == "elk":
+        return ELK(k, tol, damping=train_grids.DAMPING)
+    return fpbench.make_solver(method, max_iters=k, tol=tol)
+
+
+def train_spec(seq_len: int, hidden_size: int, contraction: float = grids.CONTRACTION) -> fpbench.RNNSpec:
+    return fpbench.RNNSpec(
+        cell=train_grids.CELL,
+        input_size=train_grids.INPUT_SIZE,
+        hidden_size=hidden_size,
+        seq_len=seq_len,
+        batch=train_grids.BATCH,
+        dtype=grids.DTYPE,
+        contraction=contraction,
+        seed=grids.SEED,
+    )
+
+
+_steps: dict[tuple[str, fpbench.RNNSpec, fpbench.Solver], Callable[[], Any]] = {}
+
+
+def first_step(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> Callable[[], Any]:
+    """Prepare, gate and return the timed training step of ``(target, spec, solver)``
+    (module docstring), once per process.
+
+    Raises:
+        NotImplementedError: n/a (absent target, no gradient for the combination, too slow
+            on the NumPy oracle, no training API).
+        AssertionError: the gate failed.
+    """
+    key = (target, spec, solver)
+    if key in _steps:
+        return _steps[key]
+    train_mod, tasks = _train_api()
+    from fpbench.grad import full_cotangent, make_grad_result
+    from fpbench.spec import PARAM_NAMES
+    from fpbench.testing import check_close
+
+    impl, dev = common.backend(target)
+    common.check_fits(target, spec, solver)
+    est = 3 * common.numpy_seconds(spec, Sequential() if solver.name == "native" else solver)
+    if impl.name == "numpy" and est > common.NUMPY_TARGET_SECONDS:
+        raise NotImplementedError(f"{target} is the float64 oracle, not a contender: ~{est:.0f} s per step")
+    task = tasks.make_task(train_grids.TASK, spec, train_grids.TASK_SEED)
+    params = train_mod.init_params(spec, task.output_size)
+    rnn = {k: params[k] for k in PARAM_NAMES}
+    idx = task.batch_indices(0)
+    x, y = task.x_train[:, idx], task.targets(task.y_train, idx)
+    problem = tasks.zero_state_problem(spec, x, rnn)
+
+    def loss_and_grads(backend: str, device: str, prob: fpbench.Problem, solv: fpbench.Solver):
+        """The first step's (loss, grads, states, prepared gradient) on one backend."""
+        b = fpbench.get_backend(backend)
+        fwd = b.prepare(prob, solv, device)
+        states, _ = fwd.to_host(fwd.run())
+        h = np.asarray(states, dtype=np.float64)[..., : spec.hidden_size]
+        loss, dh, dw, db, _ = tasks.readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
+        full = full_cotangent(prob, dh.astype(prob.spec.dtype))
+        prepared = b.prepare_grad(prob, solv, device, full)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fpbench.DivergenceWarning)
+            g = make_grad_result(prepared.to_host(prepared.run()), prob, solv, full, backend, device)
+        grads = {**{k: np.asarray(v, np.float64) for k, v in g.params.items()}, "W_out": dw, "b_out": db}
+        return loss, grads, h, prepared, g.diverged
+
+    try:  # a backend without this gradient is n/a before any forward is compiled
+        zero = np.zeros((spec.seq_len, spec.batch, spec.hidden_size), dtype=spec.dtype)
+        impl.prepare_grad(problem, solver, dev, full_cotangent(problem, zero))
+        loss, grads, h, prepared, diverged = loss_and_grads(impl.name, dev, problem, solver)
+    except fpbench.UnsupportedError as e:
+        raise NotImplementedError(f"{target}: {e}") from e
+    label = f"{target} {solver} first training step"
+    if diverged or not np.isfinite(loss):
+        raise AssertionError(f"{label}: non-finite loss or gradient")
+    if impl.name != "numpy":
+        ref_solver = Sequential() if solver.name == "native" else solver
+        ref = loss_and_grads("numpy", "cpu", problem.astype("float64"), ref_solver)
+        common.assert_close(f"{label} loss", np.array([loss]), np.array([ref[0]]), spec.dtype)
+        for k, v in ref[1].items():
+            ok, msg = check_close(f"{label} d{k}", grads[k], v, spec.dtype)
+            if not ok:
+                raise AssertionError(f"correctness gate failed, no number is recorded: {msg}")
+    opt = train_mod.make_optimizer(impl.name, {k: np.array(v) for k, v in params.items()}, train_grids.LR)
+    w_out, b_out = params["W_out"], params["b_out"]
+
+    def step() -> None:
+        prepared.run()
+        tasks.readout_loss(task.kind, h, y, w_out, b_out)
+        opt.step(grads)
+
+    _steps[key] = step
+    return step
+
+
+class TrainStep(common.Timed):
+    """Base of the step-time suites (no ``time_`` of its own, so asv does not collect it)."""
+
+    def case(self, *params: Any) -> tuple[str, fpbench.RNNSpec, fpbench.Solver]:
+        raise NotImplementedError
+
+    def setup(self, *params: Any) -> None:
+        common.tick()
+        target, spec, solver = self.case(*params)
+        self.step = first_step(target, spec, solver)
+
+
+class TrainSeqLen(TrainStep):
+    """Seconds per training step against T at H = ``seq_lens_hidden`` (iterative methods:
+    the grid's ``step_budget``)."""
+
+    params = (TARGETS, METHODS, TG.seq_lens)
+    param_names = ("target", "method", "seq_len")
+
+    def case(self, target, method, seq_len):
+        spec = train_spec(seq_len, TG.seq_lens_hidden)
+        return target, spec, method_solver(method, TG.step_budget, seq_len)
+
+    def time_train_step(self, *params):
+        self.step()
+
+
+class TrainHidden(TrainStep):
+    """Seconds per training step against H at T = ``hidden_seq_len``."""
+
+    params = (TARGETS, METHODS, TG.hidden_sizes)
+    param_names = ("target", "method", "hidden_size")
+
+    def case(self, target, method, hidden_size):
+        spec = train_spec(TG.hidden_seq_len, hidden_size)
+        return target, spec, method_solver(method, TG.step_budget, TG.hidden_seq_len)
+
+    def time_train_step(self, *params):
+        self.step()
+
+
+class TrainLoss:
+    """The final training loss, the exact-inference loss and their gap after
+    ``track_steps`` steps of :func:`fpbench.train` at (T, H) = (``track_seq_len``,
+    ``track_hidden``), per method x budget k x contraction rho (the baselines only under
+    ``"tol"``). A run that diverged records no loss (n/a)."""
+
+    params = (TARGETS, METHODS, TG.budgets, TG.contractions)
+    param_names = ("target", "method", "budget", "contraction")
+    timeout = 300.0
+
+    def setup(self, target, method, budget, contraction):
+        common.tick()
+        spec = train_spec(TG.track_seq_len, TG.track_hidden, contraction)
+        solver = method_solver(method, budget, spec.seq_len)
+        first_step(target, spec, solver)  # n/a and the gate
+        if target.startswith("numpy"):
+            ref = Sequential() if solver.name == "native" else solver
+            est = 3 * TG.track_steps * common.numpy_seconds(spec, ref)
+            if est > NUMPY_TRAIN_SECONDS:
+                raise NotImplementedError(f"{target}: ~{est:.0f} s of float64 training")
+        train_mod, _ = _train_api()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fpbench.DivergenceWarning)
+            self.result = train_mod.train(
+                spec,
+                solver,
+                target,
+                steps=TG.track_steps,
+                task=train_grids.TASK,
+                seed=train_grids.TASK_SEED,
+                lr=train_grids.LR,
+            )
+
+    def _value(self, name: str) -> float:
+        if self.result.diverged:
+            common.skip("diverged: training produced NaN or Inf")
+        return float(getattr(self.result, name))
+
+    def track_train_loss(self, *params) -> float:
+        return self._value("train_loss")
+
+    track_train_loss.unit = "loss"
+
+    def track_eval_loss(self, *params) -> float:
+        return self._value("eval_loss")
+
+    track_eval_loss.unit = "loss"
+
+    def track_gap(self, *params) -> float:
+        return self._value("gap")
+
+    track_gap.unit = "loss"

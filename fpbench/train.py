@@ -1,0 +1,412 @@
+"""Training: ``fpbench.train``, the spec's RNN plus a linear readout trained with Adam.
+
+The model is the RNN of ``spec`` (parameters in torch layout, from a zero initial state)
+and a linear readout ``o_t = W_out h_t + b_out`` (``W_out (O, H)``, ``b_out (O,)``) on a
+task of :mod:`fpbench.tasks`. The RNN is initialised as :func:`fpbench.make_problem` draws
+it (``spec.seed``, contraction ``spec.contraction``); the readout with
+``U(-1/sqrt(H), 1/sqrt(H))`` weights (``spec.seed``) and zero biases. ``seed`` seeds the
+task (its teacher, its data, its batches).
+
+One training step (the gradient is exactly what :func:`fpbench.grad` defines for the
+solver and its ``backward`` mode):
+
+1. *forward*: the backend's prepared forward solve (:meth:`Backend.prepare`) of the batch
+   gives the states ``h_t`` the solver returns;
+2. *readout* (host, float64): the loss of the readout of those states, its gradient wrt
+   the readout and wrt the states: the cotangent ``dL/dh_t``;
+3. *gradient*: the backend's prepared gradient (:meth:`Backend.prepare_grad`) with that
+   cotangent: its forward solve (the same deterministic solve as step 1: checked) and its
+   backward pass give the RNN's gradient;
+4. *update*: Adam on every parameter.
+
+``fpbench.grad`` needs the cotangent before its forward pass, so the forward runs twice.
+A device-resident training loop would run it once. So :attr:`TrainResult.step_seconds`
+times what such a loop pays: the prepared gradient run (forward + backward, synchronised),
+the readout (step 2) and the update. Nothing else is hidden: the extra forward (step 1)
+is :attr:`TrainResult.forward_seconds`, and everything else in the step
+(``prepare``/``prepare_grad``: host-to-device transfer and any compilation; device-to-host
+copies; building the problem) is :attr:`TrainResult.overhead_seconds`. Their sum is the
+step's wall time.
+
+Adam. The same hyper-parameters in every backend (:data:`ADAM_BETAS`, :data:`ADAM_EPS`,
+``lr``); master weights and optimiser state are float64 on the host, cast to the spec's
+dtype for each step's problem. The torch backend updates with ``torch.optim.Adam`` (float64
+CPU tensors, its default single-tensor/foreach implementation); numpy, numba and jax use
+:class:`Adam`, a float64 NumPy transcription of the same update (optax, JAX's optimiser
+library, is not a dependency of fpbench, so JAX uses it too).
+
+Evaluation. After the last step, the trained model's loss on the training data is
+computed twice: with the training solver on the training backend
+(:attr:`TrainResult.train_loss`: what training saw) and with the *exact* sequential
+forward of the float64 reference (:attr:`TrainResult.eval_loss`: what inference with the
+recurrence gives). Their difference :attr:`TrainResult.gap` is the train/inference
+consistency gap. :attr:`TrainResult.heldout_loss` is the exact loss on the task's held-out
+data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .grad import full_cotangent, make_grad_result
+from .memory import check_memory
+from .reference import exact_states
+from .registry import resolve
+from .result import DivergenceWarning, make_result
+from .solvers import Solver
+from .spec import PARAM_NAMES, RNNSpec, make_problem
+from .tasks import Task, accuracy, make_task, readout_loss, zero_state_problem
+from .testing import check_close
+
+ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
+ADAM_EPS = 1e-8
+DEFAULT_LR = 1e-2
+DEFAULT_STEPS = 100
+NUMPY_EVAL_CHUNK = 256
+"""Sequences per chunk when the NumPy reference evaluates the final training loss (bounds
+the memory of Newton's ``(T, chunk, S, S)`` Jacobians)."""
+READOUT_STREAM = 0x72656164  # "read": the readout's initialisation stream
+
+
+class Adam:
+    """Adam (Kingma & Ba) in float64 NumPy, step for step the update of ``torch.optim.Adam``
+    (no weight decay, no amsgrad): ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
+    ``p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float, betas=ADAM_BETAS, eps: float = ADAM_EPS):
+        self.params = params
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.t = 0
+
+    def step(self, grads: dict[str, np.ndarray]) -> None:
+        """Update ``self.params`` in place with ``grads`` (float64)."""
+        self.t += 1
+        b1, b2 = self.betas
+        bc1, bc2 = 1.0 - b1**self.t, 1.0 - b2**self.t
+        for k, p in self.params.items():
+            g = grads[k]
+            self.m[k] = b1 * self.m[k] + (1.0 - b1) * g
+            self.v[k] = b2 * self.v[k] + (1.0 - b2) * g * g
+            denom = np.sqrt(self.v[k]) / math.sqrt(bc2) + self.eps
+            p -= (self.lr / bc1) * self.m[k] / denom
+
+
+class TorchAdam:
+    """``torch.optim.Adam`` over float64 CPU tensors that share memory with ``params``."""
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float, betas=ADAM_BETAS, eps: float = ADAM_EPS):
+        import torch
+
+        self.torch = torch
+        self.tensors = {k: torch.from_numpy(v) for k, v in params.items()}  # views of the arrays
+        for t in self.tensors.values():
+            t.requires_grad_(True)
+        self.opt = torch.optim.Adam(list(self.tensors.values()), lr=lr, betas=betas, eps=eps)
+
+    def step(self, grads: dict[str, np.ndarray]) -> None:
+        for k, t in self.tensors.items():
+            t.grad = self.torch.from_numpy(np.ascontiguousarray(grads[k], dtype=np.float64))
+        self.opt.step()
+
+
+def make_optimizer(backend: str, params: dict[str, np.ndarray], lr: float):
+    """The optimiser of ``backend``: ``torch.optim.Adam`` for torch, :class:`Adam` otherwise."""
+    return TorchAdam(params, lr) if backend == "torch" else Adam(params, lr)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What :func:`train` returns (module docstring for what each time covers).
+
+    Attributes:
+        losses: ``(steps,)`` the training loss at each step, before its update, from the
+            states the solver returned (NaN after a diverged step).
+        step_seconds: ``(steps,)`` the prepared gradient run (forward + backward,
+            synchronised), the readout and the optimiser update.
+        forward_seconds: ``(steps,)`` the extra forward solve that makes the cotangent
+            (not in ``step_seconds``).
+        overhead_seconds: ``(steps,)`` the rest of the step's wall time: ``prepare`` /
+            ``prepare_grad`` (transfer, compilation), device-to-host copies, building the
+            problem (not in ``step_seconds``); step 0's includes the probe that checks, before
+            anything runs, that the backend has this gradient.
+        forward_iterations, backward_iterations: ``(steps,)`` iterations of the gradient
+            run's forward solve and of its backward pass (0 for a direct pass).
+        forward_converged, backward_converged: ``(steps,)`` whether each pass reached its
+            fixed point (:class:`fpbench.PassDiagnostics`; a fixed budget k < T of an
+            unrolled Jacobi is the truncated model, not converged by design).
+        params: the trained parameters, float64: ``weight_ih``, ``weight_hh``, ``bias_ih``,
+            ``bias_hh`` (torch layout), ``W_out (O, H)``, ``b_out (O,)``.
+        train_loss: the trained model's loss on the training data with the training
+            solver and backend.
+        eval_loss: the same with the exact sequential forward (float64 reference).
+        heldout_loss: the exact forward's loss on the held-out data.
+        metrics: extra measures, e.g. ``eval_accuracy`` / ``heldout_accuracy`` for digits.
+        diverged: True when a step produced NaN or Inf (training stopped there).
+    """
+
+    spec: RNNSpec
+    solver: str
+    backend: str
+    device: str
+    task: str
+    task_description: str
+    lr: float
+    seed: int
+    losses: np.ndarray
+    step_seconds: np.ndarray
+    forward_seconds: np.ndarray
+    overhead_seconds: np.ndarray
+    forward_iterations: np.ndarray
+    backward_iterations: np.ndarray
+    forward_converged: np.ndarray
+    backward_converged: np.ndarray
+    params: dict[str, np.ndarray]
+    train_loss: float
+    eval_loss: float
+    heldout_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    diverged: bool = False
+
+    @property
+    def gap(self) -> float:
+        """``eval_loss - train_loss``: what exact inference loses (or gains) against the
+        fixed point the model was trained with."""
+        return self.eval_loss - self.train_loss
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    def steps_to(self, loss: float) -> int | None:
+        """Steps until the training loss first reaches ``<= loss`` (1-based: the step whose
+        loss it is counts; None if never)."""
+        hit = np.flatnonzero(self.losses <= loss)
+        return int(hit[0]) + 1 if hit.size else None
+
+    def seconds_to(self, loss: float) -> float | None:
+        """Sum of :attr:`step_seconds` over :meth:`steps_to` steps (None if never)."""
+        n = self.steps_to(loss)
+        return None if n is None else float(np.sum(self.step_seconds[:n]))
+
+
+def init_params(spec: RNNSpec, output_size: int) -> dict[str, np.ndarray]:
+    """The model's initial parameters, float64 (module docstring)."""
+    rnn = make_problem(dataclasses.replace(spec, dtype="float64")).params
+    H = spec.hidden_size
+    k = 1.0 / math.sqrt(H)
+    rng = np.random.default_rng([spec.seed, READOUT_STREAM])
+    params = {name: np.array(rnn[name]) for name in PARAM_NAMES}
+    params["W_out"] = rng.uniform(-k, k, size=(output_size, H))
+    params["b_out"] = np.zeros(output_size)
+    return params
+
+
+def _rnn(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: params[k] for k in PARAM_NAMES}
+
+
+def _chunks(n: int, b: int) -> list[np.ndarray]:
+    """Index chunks of size ``b`` covering ``0..n-1``, the last one padded by wrapping
+    (so every chunk has the compiled batch size); callers drop the padding."""
+    return [np.arange(i, i + b) % n for i in range(0, n, b)]
+
+
+def solver_loss(task: Task, spec: RNNSpec, solver: Solver, impl, device: str, params) -> tuple[float, dict]:
+    """The loss (and, for classification, accuracy) of ``params`` on the whole training set
+    under the training solver and backend, batch by batch of ``spec.batch`` (the NumPy
+    reference: :data:`NUMPY_EVAL_CHUNK` sequences at a time)."""
+    n = task.train_size
+    # a compiled backend keeps its batch size; the NumPy reference takes bigger chunks
+    b = max(spec.batch, NUMPY_EVAL_CHUNK) if impl.name == "numpy" else spec.batch
+    parts, weights, correct = [], [], 0.0
+    for idx in _chunks(n, b):
+        keep = min(b, n - int(idx[0]))
+        prob = zero_state_problem(spec, task.x_train[:, idx], _rnn(params))
+        prepared = impl.prepare(prob, solver, device)
+        states, residuals = prepared.to_host(prepared.run())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DivergenceWarning)
+            h = make_result(states, residuals, solver, prob.spec, impl.name, device).states
+        y = task.targets(task.y_train, idx)
+        sl = slice(None, keep)
+        h, y = (h[:, sl], y[:, sl]) if task.kind == "regression" else (h[:, sl], y[sl])
+        loss, *_, out = readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
+        parts.append(loss)
+        weights.append(keep)
+        if task.kind == "classification":
+            correct += accuracy(out, y) * keep
+    loss = float(np.average(parts, weights=weights))
+    return loss, ({"train_accuracy": correct / n} if task.kind == "classification" else {})
+
+
+def exact_loss(task: Task, spec: RNNSpec, params, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
+    """The loss (and accuracy, for classification) with the exact float64 recurrence."""
+    prob = zero_state_problem(dataclasses.replace(spec, dtype="float64"), x, _rnn(params))
+    h = exact_states(prob)
+    loss, *_, out = readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
+    return loss, (accuracy(out, y) if task.kind == "classification" else None)
+
+
+ProgressFn = Callable[[int, float, float], None]
+"""``progress(step, loss, step_seconds)``, called after each step (0-based step)."""
+
+
+def train(
+    spec: RNNSpec,
+    solver: Solver,
+    backend: str = "numpy",
+    device: str | None = None,
+    steps: int = DEFAULT_STEPS,
+    task: str = "teacher",
+    seed: int = 0,
+    lr: float = DEFAULT_LR,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train the spec's RNN plus a linear readout on ``task`` with Adam (module docstring).
+
+    Args:
+        spec: the RNN (cell, sizes, dtype, contraction) and the batch per step; its seed
+            initialises the model.
+        solver: how the forward solve and its gradient run (``fpbench.grad`` semantics,
+            including the solver's ``backward`` mode).
+        backend, device: where (as :func:`fpbench.solve`).
+        steps: optimiser steps.
+        task: a name in :data:`fpbench.tasks.TASKS`.
+        seed: the task's seed (teacher, data, batches).
+        lr: Adam's learning rate.
+        progress: called after every step.
+    Raises:
+        ValueError: bad ``steps`` / ``lr``, an unknown task or a spec it cannot use.
+        MissingDependencyError: the task's optional package is missing.
+        BackendUnavailableError, UnsupportedError: as :func:`fpbench.grad`.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not isinstance(solver, Solver) or type(solver) is Solver:
+        raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
+    the_task = make_task(task, spec, seed)
+    impl, dev = resolve(backend, device)
+    if dev == "cpu":
+        check_memory(spec, solver, impl.compute_dtype, f"{impl.name}:{dev}")
+    params = init_params(spec, the_task.output_size)
+    opt = make_optimizer(impl.name, params, lr)
+
+    # Fail fast (before any forward is compiled or run) where the backend has no gradient
+    # for this combination; what the probe costs is step 0's overhead.
+    t_probe = time.perf_counter()
+    probe = zero_state_problem(spec, the_task.x_train[:, the_task.batch_indices(0)], _rnn(params))
+    zero = np.zeros((spec.seq_len, spec.batch, spec.hidden_size), dtype=spec.dtype)
+    impl.prepare_grad(probe, solver, dev, full_cotangent(probe, zero))
+    probe_s = time.perf_counter() - t_probe
+    del probe
+
+    n = int(steps)
+    losses = np.full(n, np.nan)
+    step_s, fwd_s, over_s = np.zeros(n), np.zeros(n), np.zeros(n)
+    fwd_it, bwd_it = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    fwd_ok, bwd_ok = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    diverged = False
+    for i in range(n):
+        t_start = time.perf_counter()
+        idx = the_task.batch_indices(i)
+        problem = zero_state_problem(spec, the_task.x_train[:, idx], _rnn(params))
+        y = the_task.targets(the_task.y_train, idx)
+        fwd = impl.prepare(problem, solver, dev)
+        t0 = time.perf_counter()
+        out = fwd.run()
+        fwd_s[i] = time.perf_counter() - t0
+        states, residuals = fwd.to_host(out)
+        del out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DivergenceWarning)  # warned once below
+            h = make_result(states, residuals, solver, spec, impl.name, dev).states
+        if not np.isfinite(h).all():
+            diverged = True
+        else:
+            t0 = time.perf_counter()
+            loss, dh, dw, db, _ = readout_loss(the_task.kind, h, y, params["W_out"], params["b_out"])
+            cot = dh.astype(spec.dtype)
+            readout_s = time.perf_counter() - t0
+            full = full_cotangent(problem, cot)
+            full.flags.writeable = False
+            prepared = impl.prepare_grad(problem, solver, dev, full)
+            t0 = time.perf_counter()
+            gout = prepared.run()
+            run_s = time.perf_counter() - t0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DivergenceWarning)
+                g = make_grad_result(prepared.to_host(gout), problem, solver, full, impl.name, dev)
+            del gout
+            if g.diverged or not np.isfinite(loss):
+                diverged = True
+            else:
+                ok, msg = check_close("gradient run's forward vs the forward", g.states, h, spec.dtype)
+                if not ok:
+                    raise RuntimeError(
+                        f"{impl.name}:{dev} {solver}: the forward inside prepare_grad differs from "
+                        f"prepare's, so the cotangent was computed for other states: {msg}"
+                    )
+                grads = {k: np.asarray(v, dtype=np.float64) for k, v in g.params.items()}
+                grads["W_out"], grads["b_out"] = dw, db
+                t0 = time.perf_counter()
+                opt.step(grads)
+                update_s = time.perf_counter() - t0
+                losses[i] = loss
+                step_s[i] = run_s + readout_s + update_s
+                fwd_it[i], bwd_it[i] = g.forward.iterations, g.backward.iterations
+                fwd_ok[i], bwd_ok[i] = g.forward.converged, g.backward.converged
+        if diverged:
+            warnings.warn(
+                f"{impl.name}:{dev} {solver}: training diverged at step {i} (NaN or Inf); stopped there",
+                DivergenceWarning,
+                stacklevel=2,
+            )
+            break
+        over_s[i] = time.perf_counter() - t_start - step_s[i] - fwd_s[i] + (probe_s if i == 0 else 0.0)
+        if progress is not None:
+            progress(i, float(losses[i]), float(step_s[i]))
+
+    if diverged:
+        train_loss = eval_loss = heldout_loss = float("nan")
+        metrics: dict[str, float] = {}
+    else:
+        train_loss, metrics = solver_loss(the_task, spec, solver, impl, dev, params)
+        eval_loss, eval_acc = exact_loss(the_task, spec, params, the_task.x_train, the_task.y_train)
+        heldout_loss, held_acc = exact_loss(the_task, spec, params, the_task.x_heldout, the_task.y_heldout)
+        if eval_acc is not None:
+            metrics.update(eval_accuracy=eval_acc, heldout_accuracy=held_acc)
+    return TrainResult(
+        spec=spec,
+        solver=str(solver),
+        backend=impl.name,
+        device=dev,
+        task=task,
+        task_description=the_task.description,
+        lr=float(lr),
+        seed=seed,
+        losses=losses,
+        step_seconds=step_s,
+        forward_seconds=fwd_s,
+        overhead_seconds=over_s,
+        forward_iterations=fwd_it,
+        backward_iterations=bwd_it,
+        forward_converged=fwd_ok,
+        backward_converged=bwd_ok,
+        params={k: np.array(v) for k, v in params.items()},
+        train_loss=train_loss,
+        eval_loss=eval_loss,
+        heldout_loss=heldout_loss,
+        metrics=metrics,
+        diverged=diverged,
+    )

@@ -1,0 +1,302 @@
+"""Compare training methods on one task and budget of steps: a Markdown table.
+
+    python tools/train_compare.py [--task teacher] [--backend numpy] [--steps 150]
+        [--seq-len 32] [--hidden 16] [--ks 1,2,4,8] [--target-loss X | --target-at 0.5]
+        [--out reports/vm/training.md] [--curves reports/vm/training_curves.csv]
+        [--figure reports/vm/figures/training-loss-vm.png]
+
+Every method trains the same model (same spec, initialisation, task, batches and Adam
+hyper-parameters) with :func:`fpbench.train` for ``--steps`` steps:
+
+- ``bptt``: ``Sequential`` (BPTT); ``native``: the framework's autograd (where the backend has it);
+- ``jacobi(k) unrolled``: ``Jacobi(k, backward="unrolled")``, the k-truncated model, per ``--ks``;
+- ``jacobi`` / ``newton`` / ``quasi_newton`` / ``elk`` ``implicit @ tol``: the solver run to
+  ``--tol`` (budget T; damped ELK, which is not exact after T: 4T) with the
+  implicit-function-theorem gradient (ELK with damping 0.1). A step where such a method did
+  not reach the tolerance is flagged in the table.
+
+The stated loss is ``--target-loss``, or (default) the loss BPTT reaches after the fraction
+``--target-at`` of its steps. For each method the table gives the steps and the timed
+seconds (:attr:`fpbench.TrainResult.step_seconds`: gradient run + readout + Adam update)
+until the training loss first reaches it, each as a ratio to BPTT (below 1: faster than
+BPTT), the median seconds per step, the final losses and the train/eval gap
+(:attr:`fpbench.TrainResult.gap`: the loss under exact sequential inference minus the loss
+under the method the model was trained with). Combinations the backend does not implement
+are listed as n/a with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import fpbench
+from fpbench import ELK, Jacobi, Native, Newton, QuasiNewton, Sequential
+from fpbench.train import TrainResult, train
+
+ELK_BUDGET = 4
+"""Damped ELK is not exact after T iterations: it gets a budget of this many times T to
+reach the tolerance (the table flags any step where it still did not)."""
+
+
+@dataclass
+class Run:
+    label: str
+    solver: fpbench.Solver
+    result: TrainResult | None = None
+    error: str = ""
+    wall_s: float = 0.0
+
+
+def methods(seq_len: int, ks: list[int], tol: float) -> list[tuple[str, fpbench.Solver]]:
+    """``(label, solver)`` of every compared method (module docstring)."""
+    out: list[tuple[str, fpbench.Solver]] = [("bptt (sequential)", Sequential()), ("native", Native())]
+    out += [(f"jacobi({k}) unrolled", Jacobi(k, backward="unrolled")) for k in ks if k < seq_len]
+    out += [
+        ("jacobi implicit @ tol", Jacobi(seq_len, tol)),
+        ("newton implicit @ tol", Newton(seq_len, tol)),
+        ("quasi_newton implicit @ tol", QuasiNewton(seq_len, tol)),
+        ("elk implicit @ tol", ELK(ELK_BUDGET * seq_len, tol, damping=0.1)),
+    ]
+    return out
+
+
+def run_all(spec, backend, steps, task, lr, seed, ks, tol, log=sys.stderr) -> list[Run]:
+    runs = []
+    for label, solver in methods(spec.seq_len, ks, tol):
+        run = Run(label, solver)
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", fpbench.DivergenceWarning)
+                run.result = train(spec, solver, backend, steps=steps, task=task, seed=seed, lr=lr)
+        except (fpbench.UnsupportedError, fpbench.BackendUnavailableError) as e:
+            run.error = str(e)
+        run.wall_s = time.perf_counter() - t0
+        status = run.error or f"final loss {run.result.losses[-1]:.4g}"
+        print(f"  {label:32s} {run.wall_s:7.1f} s  {status}", file=log, flush=True)
+        runs.append(run)
+    return runs
+
+
+def _ratio(x: float | None, ref: float | None) -> str:
+    if x is None:
+        return "not reached"
+    if ref is None or ref == 0:
+        return "—"
+    return f"{x / ref:.2f}x"
+
+
+def _unconverged(run: Run) -> str:
+    """A note when a method run to a tolerance did not reach it on some steps."""
+    if getattr(run.solver, "tol", None) is None:
+        return ""
+    r = run.result
+    fwd, bwd = int(np.sum(~r.forward_converged)), int(np.sum(~r.backward_converged))
+    notes = [f"{n} of {r.steps} {what} passes not converged" for n, what in ((fwd, "fwd"), (bwd, "bwd")) if n]
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def markdown(runs: list[Run], target: float, target_note: str, header: str) -> str:
+    """The comparison table (module docstring) under ``header``."""
+    bptt = runs[0].result
+    assert bptt is not None, "BPTT must run: it is the reference of every ratio"
+    ref_steps, ref_s = bptt.steps_to(target), bptt.seconds_to(target)
+    lines = [
+        header,
+        "",
+        f"Stated loss: **{target:.4g}** ({target_note}).",
+        "",
+        "| method | steps to loss | vs BPTT | seconds to loss | vs BPTT | ms/step (median) "
+        "| final train loss | eval loss (exact) | gap | held-out loss | fwd / bwd iters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    na = []
+    for run in runs:
+        r = run.result
+        if r is None:
+            na.append(f"- `{run.label}`: n/a — {run.error}")
+            continue
+        n, s = r.steps_to(target), r.seconds_to(target)
+        extra = " (diverged)" if r.diverged else ""
+        lines.append(
+            f"| `{run.label}`{extra} | {n if n is not None else '—'} | {_ratio(n, ref_steps)} "
+            f"| {f'{s:.3f}' if s is not None else '—'} | {_ratio(s, ref_s)} "
+            f"| {np.median(r.step_seconds) * 1e3:.2f} | {r.train_loss:.4g} | {r.eval_loss:.4g} "
+            f"| {r.gap:+.2g} | {r.heldout_loss:.4g} "
+            f"| {np.mean(r.forward_iterations):.1f} / {np.mean(r.backward_iterations):.1f}"
+            f"{_unconverged(run)} |"
+        )
+    if bptt.metrics:
+        lines += ["", "Accuracy (exact inference, training set / held-out):", ""]
+        for run in runs:
+            if run.result is not None and "eval_accuracy" in run.result.metrics:
+                m = run.result.metrics
+                lines.append(
+                    f"- `{run.label}`: {m['eval_accuracy']:.3f} / {m['heldout_accuracy']:.3f}"
+                    f" (under its own solver: {m['train_accuracy']:.3f})"
+                )
+    if na:
+        lines += ["", "Not run on this backend:", "", *na]
+    return "\n".join(lines) + "\n"
+
+
+def write_curves(runs: list[Run], path: Path, task: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["task", "method", "step", "loss", "step_seconds", "cumulative_seconds"])
+        for run in runs:
+            if run.result is None:
+                continue
+            cum = np.cumsum(run.result.step_seconds)
+            for i, (loss, s) in enumerate(zip(run.result.losses, run.result.step_seconds, strict=True)):
+                w.writerow([task, run.label, i + 1, f"{loss:.8g}", f"{s:.6g}", f"{cum[i]:.6g}"])
+
+
+def write_figure(all_runs: list[tuple[str, list[Run], float]], path: Path) -> bool:
+    """Loss against step and against timed seconds, per method, one row per task (needs
+    matplotlib; returns False without it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(len(all_runs), 2, figsize=(11, 4 * len(all_runs)), squeeze=False)
+    for row, (title, runs, target) in zip(axes, all_runs, strict=True):
+        for run in runs:
+            r = run.result
+            if r is None:
+                continue
+            steps = np.arange(1, r.steps + 1)
+            style = "-" if "unrolled" not in run.label else "--"
+            row[0].plot(steps, r.losses, style, label=run.label)
+            row[1].plot(np.cumsum(r.step_seconds), r.losses, style, label=run.label)
+        for ax, xlabel in zip(row, ("step", "timed seconds (cumulative, log)"), strict=True):
+            ax.set_yscale("log")
+            ax.axhline(target, color="gray", lw=0.8, ls=":")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("training loss")
+            ax.set_title(f"{title}: loss against {xlabel.split(' (')[0]}", fontsize=9)
+        row[1].set_xscale("log")
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", action="append", help="teacher, digits (repeatable; default teacher)")
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--cell", default="gru")
+    p.add_argument("--seq-len", type=int, default=32, help="T for teacher (digits: 8 or 64 from its layout)")
+    p.add_argument("--hidden", type=int, default=16)
+    p.add_argument("--input-size", type=int, default=4, help="I for teacher")
+    p.add_argument("--digits-layout", choices=["rows", "pixels"], default="rows")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--dtype", default="float64")
+    p.add_argument("--contraction", type=float, default=0.9)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--seed", type=int, default=0, help="the task's seed")
+    p.add_argument("--ks", default="1,2,4,8", help="budgets of the unrolled Jacobi (truncated) models")
+    p.add_argument("--tol", type=float, default=1e-6, help="tolerance of the implicit methods")
+    p.add_argument("--target-loss", type=float, default=None)
+    p.add_argument(
+        "--target-at", type=float, default=0.5, help="default stated loss: BPTT's after this share"
+    )
+    p.add_argument("--out", type=Path, default=None, help="Markdown file (default: stdout)")
+    p.add_argument("--curves", type=Path, default=None, help="CSV of every loss curve (overwritten)")
+    p.add_argument("--figure", type=Path, default=None, help="PNG: loss vs step and vs seconds")
+    args = p.parse_args(argv)
+    ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    tasks = args.task or ["teacher"]
+
+    started = time.perf_counter()
+    sections, figure_rows = [], []
+    if args.curves is not None and args.curves.exists():
+        args.curves.unlink()
+    for task in tasks:
+        if task == "digits":
+            T, I = (8, 8) if args.digits_layout == "rows" else (64, 1)
+        else:
+            T, I = args.seq_len, args.input_size
+        spec = fpbench.RNNSpec(
+            cell=args.cell,
+            input_size=I,
+            hidden_size=args.hidden,
+            seq_len=T,
+            batch=args.batch,
+            dtype=args.dtype,
+            contraction=args.contraction,
+            seed=0,
+        )
+        print(f"{task}: {spec}", file=sys.stderr)
+        runs = run_all(spec, args.backend, args.steps, task, args.lr, args.seed, ks, args.tol)
+        bptt = runs[0].result
+        if bptt is None:
+            print(f"fpbench: error: BPTT did not run: {runs[0].error}", file=sys.stderr)
+            return 2
+        if args.target_loss is not None:
+            target, note = args.target_loss, "given"
+        else:
+            at = max(1, round(args.target_at * args.steps))
+            target, note = float(bptt.losses[at - 1]), f"BPTT's training loss at step {at} of {args.steps}"
+        head = (
+            f"## Task `{task}`: {bptt.task_description}\n\n"
+            f"`{spec.cell}`, T = {spec.seq_len}, I = {spec.input_size}, H = {spec.hidden_size}, "
+            f"B = {spec.batch}, {spec.dtype}, ρ = {spec.contraction:g}; "
+            f"backend `{bptt.backend}:{bptt.device}`; "
+            f"{args.steps} Adam steps, lr = {args.lr:g}; implicit methods to tol = {args.tol:g}."
+        )
+        sections.append(markdown(runs, target, note, head))
+        figure_rows.append((f"{task} ({spec.cell}, T={spec.seq_len}, H={spec.hidden_size})", runs, target))
+        if args.curves is not None:
+            write_curves(runs, args.curves, task)
+    total = time.perf_counter() - started
+    intro = [
+        "# Training: methods compared on one task and budget of steps",
+        "",
+        f"Made by `python tools/train_compare.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"on this machine ({os.cpu_count()} CPU cores, {platform.machine()}, "
+        f"Python {platform.python_version()}, fpbench {fpbench.__version__}) in {total:.0f} s.",
+        "",
+        "How to read it: *steps to loss* and *seconds to loss* count the steps, and the timed seconds "
+        '(gradient run forward + backward, readout, Adam update; README "Training"), until the training '
+        "loss first reaches the stated loss; *vs BPTT* divides by BPTT's (below 1: faster than BPTT; "
+        "*not reached*: never within the budget). *gap* = eval loss (the trained model under the exact "
+        "sequential recurrence) − final train loss (under the method it was trained with): Wang & Ragni's "
+        "train/inference consistency; near 0 for exact methods, the truncated models' price otherwise.",
+        "",
+    ]
+    text = "\n".join(intro) + "\n" + "\n".join(sections)
+    if args.figure is not None and write_figure(figure_rows, args.figure):
+        rel = os.path.relpath(args.figure, args.out.parent) if args.out else args.figure
+        text += f"\n![loss against step and against timed seconds, per method]({rel})\n"
+    if args.out is None:
+        print(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
