@@ -37,6 +37,22 @@ cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. Th
   ``cell.step`` computing ``W_ih x_t`` inside each step, as a user writes an RNN in JAX (the
   ``jax.lax.scan`` baseline of DESIGN §4).
 
+Gradients (``prepare_grad``, :mod:`fpbench.grad`), one AOT-compiled program each, taking the
+parameters in torch layout so autodiff returns them in that layout:
+
+- Sequential (``"bptt"``) and Native (``"autograd"``): ``jax.vjp`` through their ``lax.scan``.
+- ``backward="unrolled"``: ``jax.vjp`` through the iterations that ran, written as a
+  ``lax.scan`` over the iteration cap whose body is skipped (``lax.cond``) once the forward
+  stopped (a ``while_loop`` is not reverse-differentiable).
+- ``backward="implicit"``: the forward ``while_loop``, then the adjoint
+  ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at the returned states: a reverse
+  ``associative_scan`` over the transposed full Jacobians for ``transition == "full"``
+  (Newton, ELK; exact, no iterations), adjoint iterations to ``tol`` (at most
+  ``min(max_iters, T)``, residuals reported) for ``"none"`` (Jacobi on the adjoint) and
+  ``"diagonal"`` (each iteration an elementwise reverse scan with the diagonal, the rest of
+  ``J^T`` lagged); then every parameter gradient as one batched ``cell.vjp_preact`` over all
+  t and contractions over (t, b).
+
 Process-wide settings, and how float64 avoids them:
 
 - float64 without global x64: JAX computes in float32 unless ``jax_enable_x64`` is on.
