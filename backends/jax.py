@@ -37,6 +37,22 @@ cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. Th
   ``cell.step`` computing ``W_ih x_t`` inside each step, as a user writes an RNN in JAX (the
   ``jax.lax.scan`` baseline of DESIGN §4).
 
+Gradients (``prepare_grad``, :mod:`fpbench.grad`), one AOT-compiled program each, taking the
+parameters in torch layout so autodiff returns them in that layout:
+
+- Sequential (``"bptt"``) and Native (``"autograd"``): ``jax.vjp`` through their ``lax.scan``.
+- ``backward="unrolled"``: ``jax.vjp`` through the iterations that ran, written as a
+  ``lax.scan`` over the iteration cap whose body is skipped (``lax.cond``) once the forward
+  stopped (a ``while_loop`` is not reverse-differentiable).
+- ``backward="implicit"``: the forward ``while_loop``, then the adjoint
+  ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at the returned states: a reverse
+  ``associative_scan`` over the transposed full Jacobians for ``transition == "full"``
+  (Newton, ELK; exact, no iterations), adjoint iterations to ``tol`` (at most
+  ``min(max_iters, T)``, residuals reported) for ``"none"`` (Jacobi on the adjoint) and
+  ``"diagonal"`` (each iteration an elementwise reverse scan with the diagonal, the rest of
+  ``J^T`` lagged); then every parameter gradient as one batched ``cell.vjp_preact`` over all
+  t and contractions over (t, b).
+
 Process-wide settings, and how float64 avoids them:
 
 - float64 without global x64: JAX computes in float32 unless ``jax_enable_x64`` is on.
@@ -79,6 +95,7 @@ from fpbench.backend import (
     requested_threads,
 )
 from fpbench.cells import CELLS, Cell, input_projection
+from fpbench.grad import GradHost
 from fpbench.solvers import TRANSITIONS, Solver, iteration_cap
 from fpbench.spec import Problem
 
@@ -262,13 +279,11 @@ def _max_change(new: jax.Array, old: jax.Array) -> jax.Array:
     return jnp.where(jnp.any(nan), jnp.nan, jnp.max(jnp.where(nan, 0, d)))
 
 
-def _fixed_point(cell: Cell, transition: str, damped: bool, max_iters: int, x, s0, w, tol, damping):
-    """Any iterative solver from ``S = 0``, by its traits: ``transition`` ``"none"`` (Jacobi),
-    ``"full"`` (Newton) or ``"diagonal"`` (quasi-Newton); ``damped``: solve each linearised
-    step by the Kalman smoother with the runtime ``damping`` (ELK, quasi-ELK). Returns
-    ``(states (T, B, S), residuals (max_iters,), k)``; ``max_iters`` is the solver's
-    ``iteration_cap``."""
-    gi = _input_projection(x, w)
+def _update(cell: Cell, transition: str, damped: bool, gi, s0, w, damping) -> Callable:
+    """One iteration ``S -> (S_new, residual)`` of the iterative solver with these traits:
+    ``transition`` ``"none"`` (Jacobi), ``"full"`` (Newton) or ``"diagonal"`` (quasi-Newton);
+    ``damped``: solve each linearised step by the Kalman smoother with the runtime
+    ``damping`` (ELK, quasi-ELK)."""
 
     def jacobi(S):
         Sp = _shifted(S, s0)
@@ -294,7 +309,15 @@ def _fixed_point(cell: Cell, transition: str, damped: bool, max_iters: int, x, s
             S_new = lax.associative_scan(_COMPOSE[transition], (A, b))[1]
         return S_new, _max_change(S_new, S)
 
-    update = jacobi if transition == "none" else newton
+    return jacobi if transition == "none" else newton
+
+
+def _fixed_point(cell: Cell, transition: str, damped: bool, max_iters: int, x, s0, w, tol, damping):
+    """Any iterative solver from ``S = 0``, by its traits (:func:`_update`). Returns
+    ``(states (T, B, S), residuals (max_iters,), k)``; ``max_iters`` is the solver's
+    ``iteration_cap``."""
+    gi = _input_projection(x, w)
+    update = _update(cell, transition, damped, gi, s0, w, damping)
     return _iterate(update, jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype), max_iters, tol)
 
 
@@ -409,6 +432,154 @@ def _kalman_smoother(full: bool, A: jax.Array, b: jax.Array, y: jax.Array, dampi
     return lax.associative_scan(compose, (G, g), reverse=True)[1]
 
 
+# --- gradients: the backward pass of every solver (fpbench.grad) --------------------------
+#
+# Gradient programs take the parameters in torch layout and derive the layouts above inside
+# the program (a few transposes), so that autodiff gives dL/dparams in torch layout. They
+# return (states, residuals, k, dparams, dx, ds0, backward residuals, backward k).
+
+
+def _layouts(params: dict[str, jax.Array]) -> dict[str, Any]:
+    """:func:`_weights`' layouts from torch-layout ``params``, inside a program."""
+    W = params["weight_hh"]
+    H = W.shape[-1]
+    blocks = W.reshape(-1, H, H)
+    return {
+        "torch": params,
+        "w_ih_t": params["weight_ih"].T,
+        "w_hh_t": W.T,
+        "b_ih": params["bias_ih"],
+        "b_hh": params["bias_hh"],
+        "blocks": blocks,
+        "diag": jnp.diagonal(blocks, axis1=1, axis2=2),
+    }
+
+
+def _later(v: jax.Array) -> jax.Array:
+    """``out_t = v_{t+1}`` (0 at the last step): what step t+1 sends back to step t."""
+    return jnp.concatenate([v[1:], jnp.zeros_like(v[:1])])
+
+
+def _vjp_steps(cell: Cell, Sp, gi, lam, w):
+    """The VJP of every step ``f(Sp_t, x_t)`` at once for cotangents ``lam (T, B, S)``:
+    ``(J_t^T lam_t (T, B, S), dgi (T, B, gH), dgh (T, B, gH))``."""
+    ds, dgi, dgh = cell.vjp_preact(xp, Sp, gi, _hidden_product(Sp, w) + w["b_hh"], lam)
+    H = w["w_hh_t"].shape[0]
+    return ds.at[..., :H].add(_mm(dgh, w["torch"]["weight_hh"])), dgi, dgh
+
+
+def _param_products(cell: Cell, S, s0, x, gi, lam, w):
+    """``(dparams, dx, ds0)`` from the adjoint ``lam`` at the states ``S``: one batched VJP
+    of every step and contractions over (t, b)."""
+    Sp = _shifted(S, s0)
+    dprev, dgi, dgh = _vjp_steps(cell, Sp, gi, lam, w)
+    H = w["w_hh_t"].shape[0]
+    params = {
+        "weight_ih": jnp.einsum("tbg,tbi->gi", dgi, x, precision=_HIGHEST),
+        "weight_hh": jnp.einsum("tbg,tbh->gh", dgh, Sp[..., :H], precision=_HIGHEST),
+        "bias_ih": dgi.sum((0, 1)),
+        "bias_hh": dgh.sum((0, 1)),
+    }
+    return params, _mm(dgi, w["torch"]["weight_ih"]), dprev[0]
+
+
+def _no_iterations(dtype) -> tuple[jax.Array, jax.Array]:
+    return jnp.zeros(1, dtype), jnp.int32(0)
+
+
+def _grad_autodiff(forward: Callable, x, s0, params, g):
+    """``jax.vjp`` of ``forward(x, s0, w) -> states`` (Native, Sequential: BPTT)."""
+    S, vjp = jax.vjp(lambda x, s0, p: forward(x, s0, _layouts(p))[0], x, s0, params)
+    dx, ds0, dparams = vjp(g)
+    return (S, *_no_iterations(S.dtype), dparams, dx, ds0, *_no_iterations(S.dtype))
+
+
+def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, params, tol, damping, g):
+    """``jax.vjp`` through the iterations that ran: a ``lax.scan`` over ``cap`` iterations
+    whose body skips (``lax.cond``) once the forward stopped, so it is differentiable."""
+
+    def forward(x, s0, params):
+        w = _layouts(params)
+        gi = _input_projection(x, w)
+        update = _update(cell, transition, damped, gi, s0, w, damping)
+
+        def body(carry, _):
+            S, done = carry
+            S_new, r = lax.cond(done, lambda S: (S, jnp.zeros((), S.dtype)), update, S)
+            return (S_new, done | ~jnp.isfinite(r) | (r <= tol)), (r, ~done)
+
+        init = (jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype), jnp.bool_(False))
+        (S, _), (res, ran) = lax.scan(body, init, None, length=cap)
+        return S, (res, ran.sum(dtype=jnp.int32))
+
+    S, vjp, (res, k) = jax.vjp(forward, x, s0, params, has_aux=True)
+    dx, ds0, dparams = vjp(g)
+    return (S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))
+
+
+def _grad_implicit(cell: Cell, transition: str, damped: bool, cap: int, x, s0, params, tol, damping, g):
+    """The forward solve, then the adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at its
+    states: a reverse ``associative_scan`` over the transposed Jacobians (``"full"``),
+    Jacobi on the adjoint (``"none"``) or diagonal-preconditioned adjoint iterations
+    (``"diagonal"``: each iteration an elementwise reverse scan), the iterations to ``tol``
+    and at most ``min(max_iters, T)`` times (T iterations give the exact adjoint)."""
+    w = _layouts(params)
+    S, res, k = _fixed_point(cell, transition, damped, cap, x, s0, w, tol, damping)
+    gi = _input_projection(x, w)
+    Sp = _shifted(S, s0)
+    if transition == "full":
+        wh = _hidden_product(Sp, w)
+        _, c, d = cell.linearise(xp, Sp, gi, wh + w["b_hh"])
+        At = _later(jnp.swapaxes(_full_jacobian(c, d, w["blocks"]), -1, -2))  # J_{t+1}^T
+        lam = lax.associative_scan(_compose_full, (At, g), reverse=True)[1]
+        res_b, k_b = _no_iterations(S.dtype)
+    else:
+        if transition == "none":
+
+            def update(lam):
+                new = g + _later(_vjp_steps(cell, Sp, gi, lam, w)[0])
+                return new, _max_change(new, lam)
+
+        else:
+            wh = _hidden_product(Sp, w)
+            _, c, d = cell.linearise(xp, Sp, gi, wh + w["b_hh"])
+            diag = _diag_jacobian(c, d, w["diag"])
+            d_next = _later(diag)  # D_{t+1}
+
+            def update(lam):
+                # lam_t = g_t + D_{t+1} lam_{t+1} + (J_{t+1} - D_{t+1})^T lam_{t+1}^old
+                b = g + _later(_vjp_steps(cell, Sp, gi, lam, w)[0] - diag * lam)
+                new = lax.associative_scan(_compose_diag, (d_next, b), reverse=True)[1]
+                return new, _max_change(new, lam)
+
+        cap_b = min(cap, g.shape[0])
+        lam, res_b, k_b = _iterate(update, jnp.zeros_like(g), cap_b, tol)
+    dparams, dx, ds0 = _param_products(cell, S, s0, x, gi, lam, w)
+    return (S, res, k, dparams, dx, ds0, res_b, k_b)
+
+
+_BACKWARD_METHODS = {
+    "none": "implicit: jacobi on the adjoint",
+    "full": "implicit: reverse scan",
+    "diagonal": "implicit: diagonal-preconditioned adjoint iterations",
+}
+
+
+def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, str]:
+    """The gradient program of ``solver`` and the name of its backward, by its traits:
+    ``(x, s0, params[, tol, damping], g) -> (states, res, k, dparams, dx, ds0, res_b, k_b)``."""
+    if solver.name == "sequential":
+        return partial(_grad_autodiff, partial(_sequential, cell)), "bptt"
+    if solver.name == "native":
+        return partial(_grad_autodiff, partial(_native, cell)), "autograd"
+    if solver.iterative and solver.transition in TRANSITIONS:
+        traits = (cell, solver.transition, solver.damping > 0, iteration_cap(solver, seq_len))
+        if solver.backward == "unrolled":
+            return partial(_grad_unrolled, *traits), "unrolled"
+        return partial(_grad_implicit, *traits), _BACKWARD_METHODS[solver.transition]
+    raise UnsupportedError(f"the jax backend has no backward pass for solver {solver.name!r}")
+
+
 # --- the backend ---------------------------------------------------------------------------
 
 
@@ -492,6 +663,33 @@ class JaxBackend(Backend):
             if len(out) == 1:
                 return states, np.empty(0)
             return states, np.asarray(out[1])[: int(out[2])]
+
+        return Prepared(run, to_host)
+
+    def prepare_grad(self, problem: Problem, solver: Solver, device: str, cotangent: np.ndarray) -> Prepared:
+        spec = problem.spec
+        fn, method = _grad_program(_cell_of(spec.cell), solver, spec.seq_len)
+        dev = _device(device)
+        with jax.enable_x64(spec.dtype == "float64"):
+            args = jax.device_put((problem.x, problem.s0, dict(problem.params)), dev)
+            if solver.iterative:
+                tol = -1.0 if solver.tol is None else solver.tol
+                scalars = np.asarray(tol, spec.dtype), np.asarray(solver.damping, spec.dtype)
+                args = (*args, *jax.device_put(scalars, dev))
+            args = (*args, jax.device_put(np.asarray(cotangent, spec.dtype), dev))
+            run = _compile(fn, args, spec.dtype)
+
+        def to_host(out) -> GradHost:
+            S, res, k, dparams, dx, ds0, res_b, k_b = out
+            return GradHost(
+                states=np.asarray(S),
+                residuals=np.asarray(res)[: int(k)] if solver.iterative else np.empty(0),
+                params={name: np.asarray(v) for name, v in dparams.items()},
+                x=np.asarray(dx),
+                s0=np.asarray(ds0),
+                backward_residuals=np.asarray(res_b)[: int(k_b)],
+                backward_method=method,
+            )
 
         return Prepared(run, to_host)
 
