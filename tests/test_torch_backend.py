@@ -169,5 +169,9 @@ def test_cell_kernels_match_the_shared_cell_maths(cell):
     torch.testing.assert_close(out, f, rtol=1e-12, atol=1e-12)
     kern.project_linearise(x)
     U = torch.empty(rows, s.gates * H, dtype=torch.float64)
-    for got, want in zip(kern.linearise(states, U), (f, c, d), strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    got = kern.linearise(states, U)
+    if got[2] is None:  # a hand-tuned entry's "d is zero"
+        assert not d.any()
+        got = (*got[:2], torch.zeros_like(d))
+    for g, want in zip(got, (f, c, d), strict=True):
+        torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-12)
