@@ -3,8 +3,11 @@
 Cells. :data:`CELL_KERNELS` maps each cell name to its torch implementation; a cell
 without an entry raises ``UnsupportedError``. An entry runs the shared cell maths of
 :mod:`fpbench.cells` with ``xp = torch`` (``activate``, the structured ``linearise``), and
-overrides only what measurably pays: elman and gru have hand-tuned, preallocated Jacobi
-and sequential kernels (below), and lstm adds what ``torch.nn.LSTM``'s interface needs.
+overrides only what measurably pays: elman and gru keep hand-tuned, preallocated, in-place
+kernels for the step and its linearisation (the shared versions, which allocate and use
+the overflow-free tanh-form sigmoid, made quasi-Newton about 5% (elman) and 30% (gru)
+slower; a unit test holds them equal to the shared maths), while lstm runs the shared
+maths throughout and adds only what ``torch.nn.LSTM``'s interface needs.
 Solvers are chosen by their traits (``transition``, ``damping``, ``iterative``, and the
 names ``"sequential"`` / ``"native"``), never by class.
 
@@ -150,9 +153,9 @@ class _Kernels:
     ``xp = torch`` (allocating, as ordinary torch code), over stacked (time, batch) rows.
 
     The Jacobi and sequential kernel is :meth:`project` (the input side, once per run) and
-    :meth:`apply` (``out = f(s)``); hand-tuned subclasses replace just these two with
-    preallocated, in-place versions. Newton and ELK use :meth:`linearise`, the shared
-    structured linearisation, for every cell.
+    :meth:`apply` (``out = f(s)``); Newton and ELK use :meth:`project_linearise` and
+    :meth:`linearise` (the structured Jacobian). Hand-tuned subclasses replace these with
+    preallocated, in-place versions.
 
     Args:
         rows: rows of the input projection (``T*B``).
@@ -189,9 +192,16 @@ class _Kernels:
         gh = torch.addmm(self.b_hh, s[:, : self.H], self.w_hhT)
         out.copy_(self.cell.activate(torch, s, self.gi[rows], gh))
 
-    def linearise(self, s: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project_linearise(self, x: torch.Tensor) -> None:
+        """The input side that :meth:`linearise` reads."""
+        self.project_gi(x)
+
+    def linearise(
+        self, s: torch.Tensor, U: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(f(s), c, d)`` (:meth:`fpbench.cells.Cell.linearise`) on all rows, after
-        :meth:`project_gi`; writes ``U = h W_hh^T`` (no bias), which ``J s`` reads."""
+        :meth:`project_linearise`; writes ``U = h W_hh^T`` (no bias), which ``J s`` reads.
+        A hand-tuned version may return ``d = None`` for a ``d`` that is zero."""
         torch.mm(s[:, : self.H], self.w_hhT, out=U)
         return self.cell.linearise(torch, s, self.gi, U + self.b_hh)
 
@@ -223,6 +233,18 @@ class _Elman(_Kernels):
         torch.addmm(self.C[rows], s, self.w_hhT, out=out)
         out.tanh_()
 
+    def project_linearise(self, x: torch.Tensor) -> None:
+        self.project(x)
+
+    def linearise(self, s: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """The shared ``Elman.linearise``, in place into a preallocated ``f``, and with
+        ``d = None`` for its zero ``d`` (the shared version cost quasi-Newton ~5%)."""
+        if not hasattr(self, "f"):
+            self.f = self._empty(self.rows, self.H)
+        torch.mm(s, self.w_hhT, out=U)
+        torch.add(U, self.C, out=self.f).tanh_()
+        return self.f, (1.0 - self.f * self.f)[:, None, None, :], None
+
     @staticmethod
     def floor_step(cell: Cell, s: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor) -> torch.Tensor:
         return torch.tanh(gi + gh)
@@ -245,13 +267,36 @@ class _GRU(_Kernels):
         torch.addmm(self.b_ih[:H2] + self.b_hh[:H2], x, self.w_ihT[:, :H2], out=self.C[:, :H2])
         torch.addmm(self.b_ih[H2:], x, self.w_ihT[:, H2:], out=self.gin)
 
-    def apply(self, s: torch.Tensor, out: torch.Tensor, rows: slice) -> None:
+    def _activate(self, s: torch.Tensor, gin: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = f(s)`` from the preactivations in ``G``, in place: ``G`` becomes ``[r, z,
+        W_hn h + b_hn]`` and ``n`` holds the n gate."""
         H, G, n = self.H, self.G, self.n
-        torch.addmm(self.C[rows], s, self.w_hhT, out=G)
         G[:, : 2 * H].sigmoid_()
         r, z, hn = G[:, :H], G[:, H : 2 * H], G[:, 2 * H :]
-        torch.addcmul(self.gin[rows], r, hn, out=n).tanh_()
+        torch.addcmul(gin, r, hn, out=n).tanh_()
         torch.lerp(n, s, z, out=out)  # (1 - z) n + z h
+
+    def apply(self, s: torch.Tensor, out: torch.Tensor, rows: slice) -> None:
+        torch.addmm(self.C[rows], s, self.w_hhT, out=self.G)
+        self._activate(s, self.gin[rows], out)
+
+    def project_linearise(self, x: torch.Tensor) -> None:
+        self.project(x)
+
+    def linearise(self, s: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The shared ``GRU.linearise``, hand-tuned: the in-place gates of :meth:`apply` and
+        the coefficients regrouped (quasi-Newton measured about 1.3x slower with the shared
+        version, which recomputes the gates with the overflow-free tanh-form sigmoid)."""
+        if not hasattr(self, "f"):
+            self.f = self._empty(self.rows, self.H)
+        torch.mm(s, self.w_hhT, out=U)
+        torch.add(U, self.C, out=self.G)
+        self._activate(s, self.gin, self.f)
+        H, n = self.H, self.n
+        r, z, hn = self.G[:, :H], self.G[:, H : 2 * H], self.G[:, 2 * H :]
+        a = (1.0 - z) * (1.0 - n * n)
+        c = torch.stack([a * hn * r * (1.0 - r), (s - n) * z * (1.0 - z), a * r], dim=1)
+        return self.f, c[:, :, None, :], z[:, None, None, :]
 
     @staticmethod
     def floor_step(cell: Cell, s: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor) -> torch.Tensor:
@@ -304,23 +349,27 @@ def _kernels_for(cell: str) -> type[_Kernels]:
         raise UnsupportedError(f"backend 'torch' does not implement cell {cell!r}") from None
 
 
-def _transition(c: torch.Tensor, d: torch.Tensor, W: torch.Tensor, full: bool, out: torch.Tensor) -> None:
+def _transition(
+    c: torch.Tensor, d: torch.Tensor | None, W: torch.Tensor, full: bool, out: torch.Tensor
+) -> None:
     """The transition of the linearised step from the structured Jacobian ``(c, d)``:
     ``out = J`` (full, ``(..., S, S)``) or ``diag(J)`` (``(..., S)``), written in place
     (``out`` may be a strided view).
 
     Args:
-        c: ``(..., g, P, H)``; d: ``(..., P, P, H)`` (:meth:`fpbench.cells.Cell.linearise`).
+        c: ``(..., g, P, H)``; d: ``(..., P, P, H)`` (:meth:`fpbench.cells.Cell.linearise`),
+            or None for zero.
         W: the gate blocks ``(g, H, H)`` of ``W_hh`` (full), or their diagonals ``(g, H)``.
     """
-    P, H = d.shape[-2], d.shape[-1]
+    P, H = c.shape[-2], c.shape[-1]
     if not full:
         o = out.view(*out.shape[:-1], P, H)
         h = o[..., 0, :]  # only the h part's diagonal sees the W_g
         torch.mul(c[..., 0, 0, :], W[0], out=h)
         for g in range(1, W.shape[0]):
             h.addcmul_(c[..., g, 0, :], W[g])
-        h.add_(d[..., 0, 0, :])
+        if d is not None:
+            h.add_(d[..., 0, 0, :])
         for p in range(1, P):
             o[..., p, :] = d[..., p, p, :]
         return
@@ -332,16 +381,17 @@ def _transition(c: torch.Tensor, d: torch.Tensor, W: torch.Tensor, full: bool, o
         torch.mul(c[..., 0, p, :, None], W[0], out=blk)
         for g in range(1, W.shape[0]):
             blk.addcmul_(c[..., g, p, :, None], W[g])
-        for q in range(P):
+        for q in range(P if d is not None else 0):
             o[..., p, :, q, :].diagonal(dim1=-2, dim2=-1).add_(d[..., p, q, :])
 
 
-def _jvp(c: torch.Tensor, d: torch.Tensor, U: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+def _jvp(c: torch.Tensor, d: torch.Tensor | None, U: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """``J s`` for rows of ``c (n, g, P, H)``, ``d (n, P, P, H)``, ``U = h W_hh^T (n, gH)``
     and ``s (n, S)``, without forming ``J``: ``(n, S)``."""
     n, g, P, H = c.shape
     Js = (c * U.view(n, g, 1, H)).sum(1)
-    Js += (d * s.view(n, 1, P, H)).sum(2)
+    if d is not None:
+        Js += (d * s.view(n, 1, P, H)).sum(2)
     return Js.view(n, P * H)
 
 
@@ -595,7 +645,7 @@ class _Solve:
         self.check_every = check_every
         self.update, self.project = self.jacobi, self.kern.project
         if solver.transition != "none":
-            self.update, self.project = self.newton, self.kern.project_gi
+            self.update, self.project = self.newton, self.kern.project_linearise
             self.full = solver.transition == "full"
             self.U = empty(rows, s.gates * s.hidden_size)
             # Scan inputs, batch-major: the B sequences scanned as one of length T*B.
@@ -614,7 +664,8 @@ class _Solve:
         T, B, S = self.T, self.B, self.S
         s = src[:-1].view(-1, S)
         f, c, d = self.kern.linearise(s, self.U)
-        c_tm, d_tm, f_tm = c.view(T, B, *c.shape[1:]), d.view(T, B, *d.shape[1:]), f.view(T, B, S)
+        c_tm, f_tm = c.view(T, B, *c.shape[1:]), f.view(T, B, S)
+        d_tm = None if d is None else d.view(T, B, *d.shape[1:])
         # The scan runs batch-major (sequence b is rows b*T .. b*T+T-1); fill it time-major.
         A_tm = self.A.view(B, T, *self.A.shape[1:]).transpose(0, 1)
         b_tm = self.b.view(B, T, S).transpose(0, 1)

@@ -10,6 +10,7 @@ import pytest
 from problems import spec
 
 import fpbench
+from fpbench.testing import assert_close
 
 torch = pytest.importorskip("torch")
 tb = pytest.importorskip("backends.torch")
@@ -92,3 +93,85 @@ def test_bad_fpbench_threads_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("FPBENCH_THREADS", "zero")
     with pytest.raises(ValueError, match="FPBENCH_THREADS must be a positive integer"):
         tb.TorchBackend().devices()
+
+
+@pytest.mark.parametrize("damping", [0.0, 0.05, 1.0, 30.0])
+@pytest.mark.parametrize("full", [True, False], ids=["full", "diagonal"])
+@pytest.mark.parametrize("T", [1, 2, 7, 16])
+def test_parallel_kalman_smoother_matches_sequential(T, full, damping):
+    """ELK's damped step by the parallel filter/smoother equals the float64 reference's
+    sequential Kalman filter + RTS smoother; damping = 0 is the plain linear recurrence."""
+    rng = np.random.default_rng(T)
+    B, S = 3, 4
+    A = rng.uniform(-0.5, 0.5, size=(T, B, S, S) if full else (T, B, S))
+    b, y = rng.standard_normal((T, B, S)), rng.standard_normal((T, B, S))
+    s0 = rng.standard_normal((B, S))
+    expected = fpbench.reference.kalman_smoother(A, b, y, s0, damping)
+    if damping == 0:
+        np.testing.assert_allclose(expected, fpbench.reference.linear_recurrence(A, b, s0), atol=1e-12)
+    # the backend's layout: batch-major, the known s0 folded into the first step
+    A_bm, b_bm = np.swapaxes(A, 0, 1).copy(), np.swapaxes(b, 0, 1).copy()
+    b_bm[:, 0] = fpbench.reference._apply(A[0], s0) + b[0]
+    A_bm[:, 0] = 0.0
+    scan = tb._Scan(B * T, S, full, torch.float64, torch.device("cpu"))
+    got = tb._kalman_smoother(
+        torch.tensor(A_bm), torch.tensor(b_bm), torch.tensor(np.swapaxes(y, 0, 1)), damping, full, scan
+    )
+    np.testing.assert_allclose(got.transpose(0, 1).numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("T", [1, 2, 5, 8, 13])
+def test_associative_scan_is_an_inclusive_prefix(T):
+    """Any length, with a non-commutative operator (2x2 products, later on the left)."""
+    rng = np.random.default_rng(T)
+    M = torch.tensor(rng.standard_normal((2, T, 2, 2)))
+    (got,) = tb._associative_scan(lambda a, b: [b[0] @ a[0]], [M])
+    expected = M.clone()
+    for t in range(1, T):
+        expected[:, t] = M[:, t] @ expected[:, t - 1]
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_native_lstm_recovers_the_cell_states(dtype):
+    """torch.nn.LSTM returns only the last c; the backend recovers every c_t."""
+    problem = fpbench.make_problem(spec("T64-B4-H8-I3-rho1.0", "lstm", dtype))
+    got = fpbench.solve(problem, fpbench.Native(), backend="torch")
+    expected = fpbench.reference.sequential(problem)[..., problem.spec.hidden_size :]
+    assert_close("native lstm c", got.cell_states, expected, dtype)
+
+
+def test_cell_without_an_entry_is_unsupported(monkeypatch):
+    monkeypatch.delitem(tb.CELL_KERNELS, "gru")
+    problem = fpbench.make_problem(spec("T7-B3-H5-I2", "gru", "float64"))
+    for solver in (fpbench.Native(), fpbench.Sequential(), fpbench.Jacobi(2), fpbench.ELK(2)):
+        with pytest.raises(fpbench.UnsupportedError, match="cell 'gru'"):
+            tb.TorchBackend().prepare(problem, solver, "cpu")
+    with pytest.raises(fpbench.UnsupportedError, match="cell 'gru'"):
+        tb.TorchBackend().iteration_floor(problem, "cpu")
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_cell_kernels_match_the_shared_cell_maths(cell):
+    """The table's (possibly hand-tuned) apply and linearise equal fpbench.cells'."""
+    problem = fpbench.make_problem(spec("T7-B3-H5-I2", cell, "float64"))
+    s, H, rows = problem.spec, problem.spec.hidden_size, 7 * 3
+    kern = tb.CELL_KERNELS[cell](problem, torch.device("cpu"), rows, rows)
+    x = torch.tensor(problem.x).view(rows, -1)
+    states = torch.tensor(np.random.default_rng(1).uniform(-1, 1, size=(rows, s.state_size)))
+    params = {k: torch.tensor(v) for k, v in problem.params.items()}
+    gi = x @ params["weight_ih"].T + params["bias_ih"]
+    gh = states[:, :H] @ params["weight_hh"].T + params["bias_hh"]
+    f, c, d = s.model.linearise(torch, states, gi, gh)
+    out = torch.empty(rows, s.state_size, dtype=torch.float64)
+    kern.project(x)
+    kern.apply(states, out, slice(None))
+    torch.testing.assert_close(out, f, rtol=1e-12, atol=1e-12)
+    kern.project_linearise(x)
+    U = torch.empty(rows, s.gates * H, dtype=torch.float64)
+    got = kern.linearise(states, U)
+    if got[2] is None:  # a hand-tuned entry's "d is zero"
+        assert not d.any()
+        got = (*got[:2], torch.zeros_like(d))
+    for g, want in zip(got, (f, c, d), strict=True):
+        torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-12)
