@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import sys
 
+import numpy as np
 import pytest
 
 from fpbench import tasks
@@ -102,5 +103,6 @@ def test_train_compare_tool_writes_the_table(tmp_path, monkeypatch):
     ):
         assert f"`{label}`" in text
     assert "`native`: n/a" in text  # the numpy reference has no native autograd
+    np.testing.assert_allclose(tool.smoothed(np.array([1.0, 3.0, 5.0]), 2), [1.0, 2.0, 4.0])
     rows = curves.read_text().splitlines()
     assert rows[0].startswith("task,method,step,loss") and len(rows) == 1 + 6 * 6
