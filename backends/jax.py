@@ -6,17 +6,35 @@ single call of the compiled executable followed by ``block_until_ready``. The in
 projection ``gi = x W_ih^T + b_ih`` is computed once per solve inside that program,
 before any loop.
 
-- Jacobi / Newton / QuasiNewton: a ``lax.while_loop`` whose carry is
-  ``(H, k, residuals[cap], done)``, so tolerance and divergence checks never leave
+The cell maths is not written here: every program evaluates the shared cells of
+:mod:`fpbench.cells` (``activate``, ``linearise``, ``step``) in :data:`xp`, ``jax.numpy``
+whose ``matmul`` runs at ``Precision.HIGHEST``. ``_CELLS`` is the backend's one table of
+cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. The state is
+``s`` of size ``S = parts * H`` (``[h, c]`` for lstm) and programs return the full states
+``(T, B, S)``. Solvers are chosen by their traits (``_program``): the names
+``"sequential"`` / ``"native"``, then ``iterative``, ``transition`` and ``damping``.
+
+- Iterative solvers: a ``lax.while_loop`` whose carry is
+  ``(S, k, residuals[cap], done)``, so tolerance and divergence checks never leave
   the device; ``to_host`` keeps ``residuals[:k]``. ``cap`` is
-  ``fpbench.solvers.iteration_cap`` (at most T), so an unreachable ``max_iters`` never
-  sizes an array. The residual is NaN if any difference is NaN (XLA's CPU ``max``
-  reduction drops NaNs and can return -inf: :func:`_max_change`). A Jacobi iteration is one
-  ``(T*B, H) x (H, gH)`` product plus fused elementwise work. Newton solves the linear
-  recurrence ``h_t = A_t h_{t-1} + b_t`` with ``lax.associative_scan`` over full
-  ``(T, B, H, H)`` matrices; QuasiNewton with diagonal ``(T, B, H)`` ones.
+  ``fpbench.solvers.iteration_cap`` (at most T unless damped), so an unreachable
+  ``max_iters`` never sizes an array. ``tol`` and ``damping`` are runtime arguments, so one
+  compiled program serves every value. The residual is NaN if any difference is NaN
+  (XLA's CPU ``max`` reduction drops NaNs and can return -inf: :func:`_max_change`).
+  - ``transition == "none"`` (Jacobi): one ``(T*B, H) x (H, gH)`` product plus fused
+    elementwise work per iteration.
+  - ``"full"`` / ``"diagonal"`` (Newton / QuasiNewton): ``cell.linearise`` gives ``f`` and
+    the structured Jacobian ``(c, d)``; the full ``(T, B, S, S)`` Jacobian or its diagonal
+    ``(T, B, S)`` is assembled from it (the diagonal elementwise, never from the matrix),
+    ``b_t = f - A_t s_{t-1}`` uses the products the step already computed, and the linear
+    recurrence ``s_t = A_t s_{t-1} + b_t`` is one ``lax.associative_scan``.
+  - ``damping > 0`` (ELK / QuasiELK): the same linearisation, then the damped
+    least-squares step solved exactly by a Kalman filter and a Rauch-Tung-Striebel
+    smoother, each one ``lax.associative_scan`` (the parallel filter and smoother elements
+    of Särkkä & García-Fernández; derivation above :func:`_kalman_smoother`); elementwise
+    for the diagonal transition. ``damping == 0`` runs Newton's (QuasiNewton's) program.
 - Sequential: ``lax.scan`` over the precomputed ``gi``. Native: ``lax.scan`` of the plain
-  cell computing ``W_ih x_t`` inside each step, as a user writes an RNN in JAX (the
+  ``cell.step`` computing ``W_ih x_t`` inside each step, as a user writes an RNN in JAX (the
   ``jax.lax.scan`` baseline of DESIGN §4).
 
 Process-wide settings, and how float64 avoids them:
@@ -60,7 +78,8 @@ from fpbench.backend import (
     UnsupportedError,
     requested_threads,
 )
-from fpbench.solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver, iteration_cap
+from fpbench.cells import CELLS, Cell, input_projection
+from fpbench.solvers import TRANSITIONS, Solver, iteration_cap
 from fpbench.spec import Problem
 
 
@@ -89,6 +108,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
+from jax.scipy.linalg import lu_factor, lu_solve  # noqa: E402
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -111,57 +131,64 @@ def _enable_persistent_cache() -> str:
 _CACHE_DIR = _enable_persistent_cache()
 
 
-# --- the cell maths (fpbench/cells.py in jnp; leading dimensions broadcast) ---------------
+# --- the cell maths: fpbench.cells, in jax.numpy with full-precision products ------------
 
 
-def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a @ b`` in full precision of the operands' dtype (no TF32/bf16 on GPU)."""
-    return jnp.matmul(a, b, precision=_HIGHEST)
+class _FullPrecisionNumpy:
+    """``jax.numpy`` with ``matmul`` at ``Precision.HIGHEST``: the array namespace the shared
+    cells (:mod:`fpbench.cells`) are evaluated in, so on GPU float32 is true float32."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jnp, name)
+
+    @staticmethod
+    def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.matmul(a, b, precision=_HIGHEST)
 
 
-def _gru_parts(h: jax.Array, gi: jax.Array, gh: jax.Array):
-    """GRU gates ``r, z, n`` and ``hn = W_hn h + b_hn`` from ``h (..., H)``, ``gi, gh (..., 3H)``."""
-    H = h.shape[-1]
-    r = jax.nn.sigmoid(gi[..., :H] + gh[..., :H])
-    z = jax.nn.sigmoid(gi[..., H : 2 * H] + gh[..., H : 2 * H])
-    hn = gh[..., 2 * H :]
-    n = jnp.tanh(gi[..., 2 * H :] + r * hn)
-    return r, z, n, hn
+xp = _FullPrecisionNumpy()
+_mm = xp.matmul
+
+_CELLS: dict[str, Cell] = {name: CELLS[name] for name in ("elman", "gru", "lstm")}
+"""The cells this backend runs: each is the shared class itself, evaluated in :data:`xp`."""
 
 
-def _cell(cell: str, h: jax.Array, gi: jax.Array, gh: jax.Array) -> jax.Array:
-    """``f(h, x)`` from ``h (..., H)``, ``gi = W_ih x + b_ih`` and ``gh = W_hh h + b_hh`` ``(..., gH)``."""
-    if cell == "elman":
-        return jnp.tanh(gi + gh)
-    _, z, n, _ = _gru_parts(h, gi, gh)
-    return (1.0 - z) * n + z * h
+def _cell_of(name: str) -> Cell:
+    try:
+        return _CELLS[name]
+    except KeyError:
+        raise UnsupportedError(f"the jax backend has no cell {name!r}") from None
 
 
-def _jacobian(cell: str, w: dict[str, jax.Array], h, gi, gh, fh) -> jax.Array:
-    """``df/dh``: ``(..., H, H)``, row i = output i; ``fh = f(h)`` is reused for elman."""
-    W = w["w_hh"]
-    if cell == "elman":
-        return (1.0 - fh**2)[..., :, None] * W
-    H = h.shape[-1]
-    Wr, Wz, Wn = W[:H], W[H : 2 * H], W[2 * H :]
-    r, z, n, hn = _gru_parts(h, gi, gh)
-    dr = (r * (1.0 - r))[..., :, None] * Wr
-    dz = (z * (1.0 - z))[..., :, None] * Wz
-    dn = (1.0 - n**2)[..., :, None] * (hn[..., :, None] * dr + r[..., :, None] * Wn)
-    eye = jnp.eye(H, dtype=h.dtype)
-    return (1.0 - z)[..., :, None] * dn + (h - n)[..., :, None] * dz + z[..., :, None] * eye
+# The structured Jacobian (fpbench.cells): J[p, q] = sum_g diag(c[g, p]) W_g [q == 0] +
+# diag(d[p, q]), with c (..., g, P, H), d (..., P, P, H). Generic in the cell.
 
 
-def _jacobian_diag(cell: str, w: dict[str, jax.Array], h, gi, gh, fh) -> jax.Array:
-    """The diagonal of ``df/dh``: ``(..., H)``, without forming the matrix."""
-    d = w["w_hh_diag"]  # (g, H): the diagonal of each gate block of W_hh
-    if cell == "elman":
-        return (1.0 - fh**2) * d[0]
-    r, z, n, hn = _gru_parts(h, gi, gh)
-    dr = r * (1.0 - r) * d[0]
-    dz = z * (1.0 - z) * d[1]
-    dn = (1.0 - n**2) * (hn * dr + r * d[2])
-    return (1.0 - z) * dn + (h - n) * dz + z
+def _structured_apply(c: jax.Array, d: jax.Array, wh: jax.Array, s: jax.Array) -> jax.Array:
+    """``J s`` without forming ``J``: ``wh (..., gH)`` holds ``W_g h`` of every gate (the
+    product the step computed anyway), ``s (..., P*H)`` the state. Returns ``(..., P*H)``."""
+    g, P, H = c.shape[-3:]
+    wh = wh.reshape(*wh.shape[:-1], g, 1, H)
+    s = s.reshape(*s.shape[:-1], 1, P, H)
+    out = (c * wh).sum(-3) + (d * s).sum(-2)
+    return out.reshape(*out.shape[:-2], P * H)
+
+
+def _full_jacobian(c: jax.Array, d: jax.Array, blocks: jax.Array) -> jax.Array:
+    """``J (..., P*H, P*H)`` from the structured form; ``blocks (g, H, H)`` are the ``W_g``."""
+    g, P, H = c.shape[-3:]
+    gate = sum(c[..., k, :, :, None] * blocks[k] for k in range(g))  # (..., P, H, H)
+    diag = d[..., None] * jnp.eye(H, dtype=d.dtype)  # (..., P, Q, H, H)
+    J = jnp.concatenate([diag[..., :1, :, :] + gate[..., None, :, :], diag[..., 1:, :, :]], -3)
+    return jnp.swapaxes(J, -3, -2).reshape(*J.shape[:-4], P * H, P * H)
+
+
+def _diag_jacobian(c: jax.Array, d: jax.Array, w_diag: jax.Array) -> jax.Array:
+    """``diag(J) (..., P*H)`` from the structured form, elementwise; ``w_diag (g, H)`` are
+    the diagonals of the ``W_g``. Only the ``h`` part (``p = q = 0``) sees the gates."""
+    g, P, _ = c.shape[-3:]
+    h_part = d[..., 0, 0, :] + sum(c[..., k, 0, :] * w_diag[k] for k in range(g))
+    return jnp.concatenate([h_part] + [d[..., p, p, :] for p in range(1, P)], -1)
 
 
 # --- solvers: pure functions of device arrays, jitted in prepare ---------------------------
@@ -172,31 +199,36 @@ def _input_projection(x: jax.Array, w: dict[str, jax.Array]) -> jax.Array:
     return _mm(x, w["w_ih_t"]) + w["b_ih"]
 
 
-def _shifted(H: jax.Array, h0: jax.Array) -> jax.Array:
-    """``(h0, H_1, ..., H_{T-1})``: the previous state of every step."""
-    return jnp.concatenate([h0[None], H[:-1]])
+def _hidden_product(s: jax.Array, w: dict[str, jax.Array]) -> jax.Array:
+    """``W_hh h`` (no bias) of the ``h`` part of states ``s (..., S)``: ``(..., gH)``."""
+    return _mm(s[..., : w["w_hh_t"].shape[0]], w["w_hh_t"])
 
 
-def _sequential(cell: str, x, h0, w):
-    """Sequential: ``lax.scan`` over the precomputed ``gi``. Returns ``(states (T, B, H),)``."""
-
-    def step(h, gi_t):
-        h = _cell(cell, h, gi_t, _mm(h, w["w_hh_t"]) + w["b_hh"])
-        return h, h
-
-    return (lax.scan(step, h0, _input_projection(x, w))[1],)
+def _shifted(S: jax.Array, s0: jax.Array) -> jax.Array:
+    """``(s0, S_1, ..., S_{T-1})``: the previous state of every step."""
+    return jnp.concatenate([s0[None], S[:-1]])
 
 
-def _native(cell: str, x, h0, w):
-    """Native: the plain ``lax.scan`` RNN with torch-layout weights, ``W_ih x_t`` per step."""
+def _sequential(cell: Cell, x, s0, w):
+    """Sequential: ``lax.scan`` over the precomputed ``gi``. Returns ``(states (T, B, S),)``."""
 
-    def step(h, x_t):
-        gi = x_t @ w["w_ih"].T + w["b_ih"]
-        gh = h @ w["w_hh"].T + w["b_hh"]
-        h = _cell(cell, h, gi, gh)
-        return h, h
+    def step(s, gi_t):
+        s = cell.activate(xp, s, gi_t, _hidden_product(s, w) + w["b_hh"])
+        return s, s
 
-    return (lax.scan(step, h0, x)[1],)
+    return (lax.scan(step, s0, _input_projection(x, w))[1],)
+
+
+def _native(cell: Cell, x, s0, w):
+    """Native: the plain ``lax.scan`` RNN, ``cell.step`` with torch-layout weights and
+    ``W_ih x_t`` computed inside each step. Returns ``(states (T, B, S),)``."""
+    params = w["torch"]
+
+    def step(s, x_t):
+        s = cell.step(xp, params, s, input_projection(params, x_t, xp))
+        return s, s
+
+    return (lax.scan(step, s0, x)[1],)
 
 
 def _iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any, max_iters: int, tol: jax.Array):
@@ -230,51 +262,151 @@ def _max_change(new: jax.Array, old: jax.Array) -> jax.Array:
     return jnp.where(jnp.any(nan), jnp.nan, jnp.max(jnp.where(nan, 0, d)))
 
 
-def _fixed_point(cell: str, kind: str, max_iters: int, x, h0, w, tol):
-    """Jacobi (``kind="jacobi"``), Newton (``"newton"``) or QuasiNewton (``"quasi_newton"``)
-    from ``H = 0``: returns ``(states (T, B, H), residuals (max_iters,), k)``; ``max_iters``
-    is the solver's ``iteration_cap``."""
+def _fixed_point(cell: Cell, transition: str, damped: bool, max_iters: int, x, s0, w, tol, damping):
+    """Any iterative solver from ``S = 0``, by its traits: ``transition`` ``"none"`` (Jacobi),
+    ``"full"`` (Newton) or ``"diagonal"`` (quasi-Newton); ``damped``: solve each linearised
+    step by the Kalman smoother with the runtime ``damping`` (ELK, quasi-ELK). Returns
+    ``(states (T, B, S), residuals (max_iters,), k)``; ``max_iters`` is the solver's
+    ``iteration_cap``."""
     gi = _input_projection(x, w)
 
-    def step_all(Hp):
-        """``f`` at every step from the previous states ``Hp (T, B, H)``: ``gh`` and ``F(H)``."""
-        gh = _mm(Hp, w["w_hh_t"]) + w["b_hh"]
-        return gh, _cell(cell, Hp, gi, gh)
+    def jacobi(S):
+        Sp = _shifted(S, s0)
+        S_new = cell.activate(xp, Sp, gi, _hidden_product(Sp, w) + w["b_hh"])
+        return S_new, _max_change(S_new, S)
 
-    def jacobi(H):
-        H_new = step_all(_shifted(H, h0))[1]
-        return H_new, _max_change(H_new, H)
-
-    def newton(H):
-        # Linearise at H: h_t = A_t h_{t-1} + b_t with b_t = f(H_{t-1}) - A_t H_{t-1}. For
-        # t = 1, h_0 is known, so b_1 = f(h_0) exactly and A_1 never enters the states.
-        Hp = _shifted(H, h0)
-        gh, fh = step_all(Hp)
-        if kind == "newton":
-            A = _jacobian(cell, w, Hp, gi, gh, fh)
-            b = fh - _mm(A, Hp[..., None])[..., 0]
-            compose = _compose_full
+    def newton(S):
+        # Linearise at S: s_t = A_t s_{t-1} + b_t with b_t = f(S_{t-1}) - A_t S_{t-1}. For
+        # t = 1, s_0 is known, so b_1 = f(s_0) exactly and A_1 never enters the states.
+        Sp = _shifted(S, s0)
+        wh = _hidden_product(Sp, w)
+        f, c, d = cell.linearise(xp, Sp, gi, wh + w["b_hh"])
+        if transition == "full":
+            A = _full_jacobian(c, d, w["blocks"])
+            b = f - _structured_apply(c, d, wh, Sp)
         else:
-            A = _jacobian_diag(cell, w, Hp, gi, gh, fh)
-            b = fh - A * Hp
-            compose = _compose_diag
-        H_new = lax.associative_scan(compose, (A, b.at[0].set(fh[0])))[1]
-        return H_new, _max_change(H_new, H)
+            A = _diag_jacobian(c, d, w["diag"])
+            b = f - A * Sp
+        b = b.at[0].set(f[0])
+        if damped:
+            S_new = _kalman_smoother(transition == "full", A.at[0].set(0.0), b, S, damping)
+        else:
+            S_new = lax.associative_scan(_COMPOSE[transition], (A, b))[1]
+        return S_new, _max_change(S_new, S)
 
-    update = jacobi if kind == "jacobi" else newton
-    return _iterate(update, jnp.zeros_like(gi[..., : h0.shape[-1]]), max_iters, tol)
+    update = jacobi if transition == "none" else newton
+    return _iterate(update, jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype), max_iters, tol)
+
+
+def _mv(A: jax.Array, v: jax.Array) -> jax.Array:
+    """``A v`` for ``A (..., n, m)``, ``v (..., m)``."""
+    return _mm(A, v[..., None])[..., 0]
 
 
 def _compose_full(earlier, later):
-    """``(A1, b1) then (A2, b2)`` = ``(A2 A1, A2 b1 + b2)``; ``A (..., H, H)``, ``b (..., H)``."""
+    """``(A1, b1) then (A2, b2)`` = ``(A2 A1, A2 b1 + b2)``; ``A (..., S, S)``, ``b (..., S)``."""
     (A1, b1), (A2, b2) = earlier, later
-    return _mm(A2, A1), _mm(A2, b1[..., None])[..., 0] + b2
+    return _mm(A2, A1), _mv(A2, b1) + b2
 
 
 def _compose_diag(earlier, later):
-    """As :func:`_compose_full` for diagonal ``A (..., H)``: elementwise."""
+    """As :func:`_compose_full` for diagonal ``A (..., S)``: elementwise."""
     (a1, b1), (a2, b2) = earlier, later
     return a2 * a1, a2 * b1 + b2
+
+
+_COMPOSE = {"full": _compose_full, "diagonal": _compose_diag}
+
+
+# --- ELK's damped step: a Kalman filter and RTS smoother as associative scans --------------
+#
+# The damped step minimises sum_t |s_t - A_t s_{t-1} - b_t|^2 + damping sum_t |s_t - y_t|^2
+# (y = the current iterate, s_0 known): the smoothed means of the linear-Gaussian model
+# s_t = A_t s_{t-1} + b_t + N(0, I), y_t = s_t + N(0, I / damping). With observation noise
+# a multiple of I, the Kalman gain of a single step is kappa I, kappa = damping / (1 + damping).
+#
+# Filter (Sarkka & Garcia-Fernandez 2021, parallel form): element t is the conditional
+# p(s_t | s_{t-1}, y_t) = N(E s_{t-1} + e, C) together with the likelihood of y_t as a function
+# of s_{t-1}, in information form (eta, J):
+#     E = (1 - kappa) A_t,  e = b_t + kappa (y_t - b_t),  C = (1 - kappa) I,
+#     eta = kappa A_t^T (y_t - b_t),  J = kappa A_t^T A_t;
+# the first element takes A_1 = 0 (s_0 is known), so it is the filtered N(e, C) itself.
+# Two consecutive elements (1 earlier, 2 later) combine with M = I + C1 J2 as
+#     E = E2 M^-1 E1,  e = E2 M^-1 (e1 + C1 eta2) + e2,  C = E2 M^-1 C1 E2^T + C2,
+#     eta = E1^T M^-T (eta2 - J2 e1) + eta1,  J = E1^T M^-T J2 E1 + J1,
+# and the prefix up to t has (e, C) = the filtered mean and covariance (m_t, P_t).
+# Smoother (Rauch-Tung-Striebel): m^s_t = G_t m^s_{t+1} + (m_t - G_t (A_{t+1} m_t + b_{t+1})),
+# G_t = P_t A_{t+1}^T (A_{t+1} P_t A_{t+1}^T + I)^-1, m^s_T = m_T: an affine recurrence
+# backwards in time, solved by the same composition as Newton's scan, reversed.
+# With damping = 0 (kappa = 0) the filter is Newton's recurrence and G_t multiplies zero.
+
+
+def _filter_full(earlier, later):
+    """Combine two filter elements ``(E, e, C, eta, J)`` with full ``(..., S, S)`` matrices."""
+    E1, e1, C1, eta1, J1 = earlier
+    E2, e2, C2, eta2, J2 = later
+    S = E1.shape[-1]
+    lu = lu_factor(jnp.eye(S, dtype=E1.dtype) + _mm(C1, J2))
+    X = lu_solve(lu, jnp.concatenate([E1, C1, (e1 + _mv(C1, eta2))[..., None]], -1))
+    Y = lu_solve(lu, jnp.concatenate([_mm(J2, E1), (eta2 - _mv(J2, e1))[..., None]], -1), trans=1)
+    E1t = jnp.swapaxes(E1, -1, -2)
+    return (
+        _mm(E2, X[..., :S]),
+        _mv(E2, X[..., 2 * S]) + e2,
+        _mm(_mm(E2, X[..., S : 2 * S]), jnp.swapaxes(E2, -1, -2)) + C2,
+        _mv(E1t, Y[..., S]) + eta1,
+        _mm(E1t, Y[..., :S]) + J1,
+    )
+
+
+def _filter_diag(earlier, later):
+    """As :func:`_filter_full` for diagonal (elementwise) elements ``(..., S)``."""
+    E1, e1, C1, eta1, J1 = earlier
+    E2, e2, C2, eta2, J2 = later
+    inv = 1.0 / (1.0 + C1 * J2)
+    return (
+        E2 * inv * E1,
+        E2 * inv * (e1 + C1 * eta2) + e2,
+        E2 * inv * C1 * E2 + C2,
+        E1 * inv * (eta2 - J2 * e1) + eta1,
+        E1 * inv * J2 * E1 + J1,
+    )
+
+
+def _kalman_smoother(full: bool, A: jax.Array, b: jax.Array, y: jax.Array, damping: jax.Array) -> jax.Array:
+    """The damped step (see above): ``A (T, B, S, S)`` full or ``(T, B, S)`` diagonal with
+    ``A[0] = 0``, ``b, y (T, B, S)`` with ``b[0] = f(s_0)``; ``damping`` a runtime scalar.
+    Returns the smoothed means ``(T, B, S)``."""
+    kappa = damping / (1.0 + damping)
+    r = y - b
+    if full:
+        At = jnp.swapaxes(A, -1, -2)
+        eye = jnp.eye(A.shape[-1], dtype=A.dtype)
+        elems = (
+            (1.0 - kappa) * A,
+            b + kappa * r,
+            jnp.broadcast_to((1.0 - kappa) * eye, A.shape),
+            kappa * _mv(At, r),
+            kappa * _mm(At, A),
+        )
+        _, m, P, _, _ = lax.associative_scan(_filter_full, elems)
+        F, Pt = A[1:], P[:-1]
+        FP = _mm(F, jnp.swapaxes(Pt, -1, -2))  # F P^T, P symmetric up to rounding
+        pred_cov = _mm(FP, jnp.swapaxes(F, -1, -2)) + eye
+        G = jnp.swapaxes(jnp.linalg.solve(pred_cov, FP), -1, -2)  # P F^T (F P F^T + I)^-1
+        g = m[:-1] - _mv(G, _mv(F, m[:-1]) + b[1:])
+        compose = _compose_full
+    else:
+        C = jnp.broadcast_to(1.0 - kappa, A.shape)
+        elems = ((1.0 - kappa) * A, b + kappa * r, C, kappa * A * r, kappa * A * A)
+        _, m, P, _, _ = lax.associative_scan(_filter_diag, elems)
+        F, Pt = A[1:], P[:-1]
+        G = Pt * F / (F * F * Pt + 1.0)
+        g = m[:-1] - G * (F * m[:-1] + b[1:])
+        compose = _compose_diag
+    G = jnp.concatenate([G, jnp.zeros_like(G[:1])])  # m^s_T = m_T
+    g = jnp.concatenate([g, m[-1:]])
+    return lax.associative_scan(compose, (G, g), reverse=True)[1]
 
 
 # --- the backend ---------------------------------------------------------------------------
@@ -287,18 +419,18 @@ def _device(device: str) -> jax.Device:
         raise BackendUnavailableError(f"JAX has no {device!r} device here: {e}") from e
 
 
-def _weights(problem: Problem) -> dict[str, np.ndarray]:
+def _weights(problem: Problem) -> dict[str, Any]:
     """The parameters in the layouts the programs use (host arrays, spec dtype)."""
     p, H = problem.params, problem.spec.hidden_size
-    w_hh = p["weight_hh"]
+    blocks = p["weight_hh"].reshape(-1, H, H)  # the gate blocks W_g
     return {
-        "w_ih": p["weight_ih"],
-        "w_hh": w_hh,
+        "torch": dict(p),  # torch names and layout, for the native baseline
         "w_ih_t": np.ascontiguousarray(p["weight_ih"].T),  # (I, gH): products are x @ W^T
-        "w_hh_t": np.ascontiguousarray(w_hh.T),  # (H, gH)
-        "w_hh_diag": np.stack([np.diagonal(b) for b in np.split(w_hh, w_hh.shape[0] // H)]),
+        "w_hh_t": np.ascontiguousarray(p["weight_hh"].T),  # (H, gH)
         "b_ih": p["bias_ih"],
         "b_hh": p["bias_hh"],
+        "blocks": np.ascontiguousarray(blocks),  # (g, H, H)
+        "diag": np.ascontiguousarray(np.diagonal(blocks, axis1=1, axis2=2)),  # (g, H)
     }
 
 
@@ -312,6 +444,19 @@ def _compile(fn: Callable, args: tuple, dtype: str) -> Callable[[], Any]:
 
     run()
     return run
+
+
+def _program(cell: Cell, solver: Solver, seq_len: int) -> Callable:
+    """The program of ``solver``, chosen by its traits: ``(x, s0, w[, tol, damping]) -> out``."""
+    if solver.name == "sequential":
+        return partial(_sequential, cell)
+    if solver.name == "native":
+        return partial(_native, cell)
+    if solver.iterative and solver.transition in TRANSITIONS:
+        # damping > 0 solves each step by the Kalman smoother; its value is an argument.
+        cap = iteration_cap(solver, seq_len)
+        return partial(_fixed_point, cell, solver.transition, solver.damping > 0, cap)
+    raise UnsupportedError(f"the jax backend does not implement solver {solver.name!r}")
 
 
 class JaxBackend(Backend):
@@ -330,22 +475,16 @@ class JaxBackend(Backend):
 
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
         spec = problem.spec
-        if isinstance(solver, Sequential):
-            fn = partial(_sequential, spec.cell)
-        elif isinstance(solver, Native):
-            fn = partial(_native, spec.cell)
-        elif isinstance(solver, (Jacobi, Newton, QuasiNewton)):
-            fn = partial(_fixed_point, spec.cell, solver.name, iteration_cap(solver, spec.seq_len))
-        else:
-            raise UnsupportedError(f"the jax backend does not implement solver {solver.name!r}")
+        fn = _program(_cell_of(spec.cell), solver, spec.seq_len)
         dev = _device(device)
         with jax.enable_x64(spec.dtype == "float64"):
-            args = jax.device_put((problem.x, problem.h0, _weights(problem)), dev)
-            if isinstance(solver, Iterative):
-                # tol is an argument, not a constant, so one program serves every tolerance;
-                # -1 is never reached by a residual: tol=None runs max_iters (or to NaN).
+            args = jax.device_put((problem.x, problem.s0, _weights(problem)), dev)
+            if solver.iterative:
+                # tol and damping are arguments, not constants, so one program serves every
+                # value; -1 is never reached by a residual: tol=None runs max_iters (or to NaN).
                 tol = -1.0 if solver.tol is None else solver.tol
-                args = (*args, jax.device_put(np.asarray(tol, spec.dtype), dev))
+                scalars = np.asarray(tol, spec.dtype), np.asarray(solver.damping, spec.dtype)
+                args = (*args, *jax.device_put(scalars, dev))
             run = _compile(fn, args, spec.dtype)
 
         def to_host(out) -> tuple[np.ndarray, np.ndarray]:
@@ -358,17 +497,18 @@ class JaxBackend(Backend):
 
     def iteration_floor(self, problem: Problem, device: str) -> Callable[[], Any]:
         spec = problem.spec
-        T, B, H = spec.seq_len, spec.batch, spec.hidden_size
+        cell = _cell_of(spec.cell)
+        T, B, S = spec.seq_len, spec.batch, spec.state_size
         p = problem.params
         gi = (problem.x @ p["weight_ih"].T + p["bias_ih"]).reshape(T * B, -1)
-        h = np.broadcast_to(problem.h0, (T, B, H)).reshape(T * B, H)
+        s = np.broadcast_to(problem.s0, (T, B, S)).reshape(T * B, S)
         w_t = np.ascontiguousarray(p["weight_hh"].T)
 
-        def floor(h, gi, w_t, b):  # (T*B, H) x (H, gH) + bias, then the cell's elementwise work
-            return _cell(spec.cell, h, gi, jnp.matmul(h, w_t, precision=_HIGHEST) + b)
+        def floor(s, gi, w_t, b):  # (T*B, H) x (H, gH) + bias, then the cell's elementwise work
+            return cell.activate(xp, s, gi, _mm(s[:, : w_t.shape[0]], w_t) + b)
 
         with jax.enable_x64(spec.dtype == "float64"):
-            args = jax.device_put((h, gi, w_t, p["bias_hh"]), _device(device))
+            args = jax.device_put((s, gi, w_t, p["bias_hh"]), _device(device))
             return _compile(floor, args, spec.dtype)
 
     def info(self) -> dict[str, str]:

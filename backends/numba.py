@@ -5,7 +5,27 @@ per iteration one BLAS product ``(T*B, H) x (H, gH)`` (``np.dot`` into a preallo
 buffer, SciPy's BLAS) and one or two ``prange`` kernels. An iteration costs milliseconds
 at benchmark sizes and the Python loop a few microseconds, while separate kernels keep
 each compile unit small and cacheable (``cache=True``: asv starts a fresh process per
-benchmark). ``prepare`` allocates every buffer and runs each kernel once on the real data.
+benchmark). ``prepare`` copies the (read-only) problem into its own buffers, allocates
+every buffer and runs each kernel once on the real data.
+
+Cells: ``_numba_kernels.CELL_IDS`` (elman, gru, lstm) is the one table; a cell missing from
+it raises ``UnsupportedError``. The state is ``s = h`` or, for lstm, ``s = [h, c]`` (``2H``);
+``Prepared.to_host`` returns the full states ``(T, B, S)``.
+
+Solvers, by their traits (never by class): ``Sequential`` is the recurrence (one
+allocation-free kernel); an iterative solver's ``transition`` picks the update: ``"none"``
+is Jacobi (one parallel cell evaluation), ``"full"`` / ``"diagonal"`` linearise at the
+iterate (full transposed ``S x S`` Jacobians or their diagonals, assembled from the cells'
+structured coefficients) and then, with ``damping == 0`` (Newton, quasi-Newton), solve the
+linear recurrence by a chunked parallel scan over time, or, with ``damping > 0`` (ELK,
+quasi-ELK), solve the damped least-squares step exactly by an information-form Kalman
+filter and smoother (``damped_full``, ``damped_diagonal``). The damped solves are
+sequential in time and parallel over independent systems: over the batch for ELK, over
+batch x state components (scalar filters) for quasi-ELK. We chose this over a chunked
+parallel-in-time smoother because the benchmark batches (B >= 8) already give every core
+independent work, and the sequential elimination costs about ``2 S^3`` per step against
+the several times more of the associative Kalman elements; with a batch smaller than
+the core count the full ELK step leaves cores idle. ``Native`` is unsupported.
 
 Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
 NUMBA_NUM_THREADS))``, applied once, when the backend is first used.
@@ -28,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
-from fpbench.solvers import Iterative, Jacobi, Newton, QuasiNewton, Sequential, Solver, iteration_cap
+from fpbench.solvers import Iterative, Solver, iteration_cap
 from fpbench.spec import Problem
 
 _threads_applied = False
@@ -53,28 +73,38 @@ def _kernels():
 
 
 class _Arrays:
-    """A problem laid out for the kernels (see ``_numba_kernels``): ``x_aug (T*B, I+1)``
-    with a ones column, so that one product ``x_aug @ w_aug`` is ``gi = x W_ih^T + b_ih``;
-    ``whhT (H, gH)``; ``bhh (gH,)``; and the ``(T*B, gH)`` buffers ``gi`` and ``gh``."""
+    """A problem laid out for the kernels (see ``_numba_kernels``), in writable buffers of
+    this backend: ``x_aug (T*B, I+1)`` with a ones column, so that one product
+    ``x_aug @ w_aug`` is ``gi = x W_ih^T + b_ih``; ``whhT (H, gH)``; ``bhh (gH,)``; ``s0 (B, S)``;
+    the ``(T*B, gH)`` buffers ``gi`` and ``gh``; ``hbuf (T*B, H)`` (lstm: the contiguous h for
+    the product).
+
+    Raises:
+        UnsupportedError: the kernels have no entry for the problem's cell.
+    """
 
     def __init__(self, problem: Problem) -> None:
         s = problem.spec
-        self.cell = _kernels().CELL_IDS[s.cell]
-        self.T, self.B, self.H = s.seq_len, s.batch, s.hidden_size
-        self.N, G, dt = s.seq_len * s.batch, s.gates * s.hidden_size, problem.x.dtype
+        cell = _kernels().CELL_IDS.get(s.cell)
+        if cell is None:
+            raise UnsupportedError(f"backend 'numba' does not implement cell {s.cell!r}")
+        self.cell, self.G = cell, s.gates
+        self.T, self.B, self.H, self.S = s.seq_len, s.batch, s.hidden_size, s.state_size
+        self.N, gH, dt = s.seq_len * s.batch, s.gates * s.hidden_size, problem.x.dtype
         self.x_aug = np.ones((self.N, s.input_size + 1), dtype=dt)
         self.x_aug[:, :-1] = problem.x.reshape(self.N, s.input_size)
         self.w_aug = np.ascontiguousarray(np.vstack([problem.weight_ih.T, problem.bias_ih[None]]))
         self.whhT = np.ascontiguousarray(problem.weight_hh.T)
-        self.bhh = np.ascontiguousarray(problem.bias_hh)
-        self.h0 = problem.h0
-        self.gi = np.empty((self.N, G), dtype=dt)
-        self.gh = np.empty((self.N, G), dtype=dt)
+        self.bhh = np.array(problem.bias_hh, order="C", copy=True)
+        self.s0 = np.array(problem.s0, order="C", copy=True)
+        self.gi = np.empty((self.N, gH), dtype=dt)
+        self.gh = np.empty((self.N, gH), dtype=dt)
+        self.hbuf = np.empty((self.N if self.S > self.H else 1, self.H), dtype=dt)
 
     def state_buffer(self) -> np.ndarray:
-        """A ``(T + 1, B, H)`` state buffer whose first slab is ``h0``, the rest zero."""
-        s = np.zeros((self.T + 1, self.B, self.H), dtype=self.h0.dtype)
-        s[0] = self.h0
+        """A ``(T + 1, B, S)`` state buffer whose first slab is ``s0``, the rest zero."""
+        s = np.zeros((self.T + 1, self.B, self.S), dtype=self.s0.dtype)
+        s[0] = self.s0
         return s
 
 
@@ -96,23 +126,24 @@ class NumbaBackend(Backend):
         K = _kernels()
         if device != "cpu":
             raise UnsupportedError(f"backend 'numba' runs on 'cpu' only, not {device!r}")
-        a = _Arrays(problem)
-        if isinstance(solver, Sequential):
+        if solver.iterative:
+            a = _Arrays(problem)
+            run = _iterative_run(K, a, solver)
+            run(1)  # compile (or load from cache) and warm up
+            return Prepared(lambda: run(iteration_cap(solver, a.T)), _states_to_host)
+        if solver.name == "sequential":
+            a = _Arrays(problem)
             s, gh_step = a.state_buffer(), np.empty((a.B, a.gi.shape[1]), dtype=a.gi.dtype)
             gi3 = a.gi.reshape(a.T, a.B, -1)
             empty = np.empty(0, dtype=np.float64)
 
             def run_sequential() -> tuple[np.ndarray, np.ndarray]:
-                K.hidden_projection(a.x_aug, a.w_aug, a.gi)
-                K.sequential(a.cell, gi3, a.whhT, a.bhh, s, gh_step)
+                K.hidden_projection(a.x_aug, a.w_aug, a.gi, a.hbuf)
+                K.sequential(a.cell, a.G, gi3, a.whhT, a.bhh, s, gh_step)
                 return s, empty
 
             run_sequential()  # compile (or load from cache) and warm up
             return Prepared(run_sequential, _states_to_host)
-        if isinstance(solver, (Jacobi, Newton, QuasiNewton)):
-            run = _iterative_run(K, a, solver)
-            run(1)
-            return Prepared(lambda: run(iteration_cap(solver, a.T)), _states_to_host)
         raise UnsupportedError(f"backend 'numba' does not implement solver {solver.name!r}")
 
     def iteration_floor(self, problem: Problem, device: str) -> Callable[[], Any]:
@@ -120,12 +151,12 @@ class NumbaBackend(Backend):
         if device != "cpu":
             raise UnsupportedError(f"backend 'numba' runs on 'cpu' only, not {device!r}")
         a = _Arrays(problem)
-        K.hidden_projection(a.x_aug, a.w_aug, a.gi)
-        hp = np.ascontiguousarray(np.broadcast_to(a.h0, (a.T, a.B, a.H)).reshape(a.N, a.H))
+        K.hidden_projection(a.x_aug, a.w_aug, a.gi, a.hbuf)
+        hp = np.ascontiguousarray(np.broadcast_to(a.s0, (a.T, a.B, a.S)).reshape(a.N, a.S))
         out = np.empty_like(hp)
 
         def floor() -> np.ndarray:
-            K.iteration_floor(a.cell, a.gi, hp, a.whhT, a.bhh, a.gh, out)
+            K.iteration_floor(a.cell, a.G, a.gi, hp, a.whhT, a.bhh, a.gh, a.hbuf, out)
             return out
 
         floor()
@@ -147,46 +178,77 @@ class NumbaBackend(Backend):
 
 
 def _iterative_run(K, a: _Arrays, solver: Iterative) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
-    """``run(max_iters)`` for Jacobi, Newton or QuasiNewton: from ``H = 0``, iterate
-    ``S_new = update(S_old)`` with double-buffered states, one residual per iteration,
-    stopping at ``solver.tol`` or on a non-finite residual (as the reference does).
-    The thread count is read at every iteration, so ``numba.set_num_threads`` between
-    runs takes effect."""
+    """``run(max_iters)`` for an iterative solver, by its traits (module docstring): from
+    ``H = 0``, iterate ``S_new = update(S_old)`` with double-buffered states, one residual
+    per iteration, stopping at ``solver.tol`` or on a non-finite residual (as the reference
+    does). The thread count is read at every iteration, so ``numba.set_num_threads``
+    between runs takes effect."""
     import numba
 
-    T, B, H, N = a.T, a.B, a.H, a.N
+    T, B, S, N = a.T, a.B, a.S, a.N
     bufs = (a.state_buffer(), a.state_buffer())
-    flat = tuple(s.reshape((T + 1) * B, H) for s in bufs)
+    flat = tuple(s.reshape((T + 1) * B, S) for s in bufs)
     prev = tuple(f[:N] for f in flat)  # the previous state of every step
     tol = -1.0 if solver.tol is None else solver.tol
     residuals = np.empty(iteration_cap(solver, T), dtype=np.float64)  # at most T iterations run
+    dt = a.gi.dtype
 
-    if isinstance(solver, Jacobi):
+    def project(old: int) -> None:
+        K.hidden_projection(prev[old], a.whhT, a.gh, a.hbuf)
+
+    if solver.transition == "none":  # Jacobi
 
         def update(old: int, new: int) -> float:
-            K.hidden_projection(prev[old], a.whhT, a.gh)
-            return K.cell_update(a.cell, a.gi, a.gh, a.bhh, flat[old], flat[new], B, numba.get_num_threads())
+            project(old)
+            P = numba.get_num_threads()
+            return K.cell_update(a.cell, a.G, a.gi, a.gh, a.bhh, flat[old], flat[new], B, P)
+
+    elif solver.transition in ("full", "diagonal"):
+        full = solver.transition == "full"
+        A = np.empty((N, S, S) if full else (N, S), dtype=dt)
+        bvec = np.empty((N, S), dtype=dt)
+        A_t, b_t = A.reshape((T, B, *A.shape[1:])), bvec.reshape(T, B, S)
+        damped = solver.damping > 0
+
+        def linearise(old: int, P: int) -> None:
+            project(old)
+            K.linearise(a.cell, a.G, a.gi, a.gh, a.whhT, a.bhh, flat[old], A, bvec, B, damped, P)
+
+        if not damped:  # Newton, quasi-Newton: the linear recurrence by a parallel scan
+            # a chunk after the first also composes its transitions: an S x S product per
+            # step (full) against a matrix-vector one, or a second elementwise pass (diagonal)
+            weight = float(S + 1) if full else 1.0
+
+            def update(old: int, new: int) -> float:
+                P = numba.get_num_threads()
+                linearise(old, P)
+                K.linear_scan(A_t, b_t, bufs[new], weight, P)
+                return K.max_abs_diff(flat[new][B:], flat[old][B:], P)
+
+        elif full:  # ELK: a Kalman filter + smoother per sequence, in parallel over B
+            Lbuf = np.empty_like(A_t)
+            lam = dt.type(solver.damping)
+
+            def update(old: int, new: int) -> float:
+                linearise(old, numba.get_num_threads())
+                return K.damped_full(A_t, b_t, Lbuf, bufs[old][1:], bufs[new][1:], lam)
+
+        else:  # quasi-ELK: scalar filters + smoothers over the B*S lanes in parallel
+            Dp = np.empty((T, B * S), dtype=dt)
+            a_l, e_l = A.reshape(T, B * S), bvec.reshape(T, B * S)
+            lanes = tuple(s[1:].reshape(T, B * S) for s in bufs)
+            lam = dt.type(solver.damping)
+
+            def update(old: int, new: int) -> float:
+                P = numba.get_num_threads()
+                linearise(old, P)
+                return K.damped_diagonal(a_l, e_l, Dp, lanes[old], lanes[new], lam, P)
 
     else:
-        full = isinstance(solver, Newton)
-        dt = a.gi.dtype
-        A = np.empty((N, H, H) if full else (N, H), dtype=dt)
-        bvec = np.empty((N, H), dtype=dt)
-        A_t, b_t = A.reshape((T, B, *A.shape[1:])), bvec.reshape(T, B, H)
-        linearise = K.newton_linearise if full else K.quasi_linearise
-        # a chunk after the first also composes its transitions: an H x H product per
-        # step (full) against a matrix-vector one, or a second elementwise pass (diagonal)
-        weight = float(H + 1) if full else 1.0
-
-        def update(old: int, new: int) -> float:
-            K.hidden_projection(prev[old], a.whhT, a.gh)
-            P = numba.get_num_threads()
-            linearise(a.cell, a.gi, a.gh, a.whhT, a.bhh, flat[old], A, bvec, P)
-            K.linear_scan(A_t, b_t, bufs[new], weight, P)
-            return K.max_abs_diff(flat[new][B:], flat[old][B:], P)
+        raise UnsupportedError(f"backend 'numba' does not implement transition {solver.transition!r}")
 
     def run(max_iters: int) -> tuple[np.ndarray, np.ndarray]:
-        K.hidden_projection(a.x_aug, a.w_aug, a.gi)
+        K.hidden_projection(a.x_aug, a.w_aug, a.gi, a.hbuf)
         bufs[0][1:] = 0.0
         old, n = 0, 0
         while n < max_iters:

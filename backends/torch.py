@@ -1,30 +1,57 @@
 """The PyTorch backend (``"torch"``): every solver for every cell, on ``cpu`` and ``cuda``.
 
-Layout and buffers. ``prepare`` moves the problem to the device and preallocates every
-buffer a solve needs, so a run allocates nothing large. The state iterate lives in two
-``(T+1, B, H)`` ping-pong buffers whose row 0 is ``h0``: the previous states of all T
-steps, ``(h0, H_1, .., H_{T-1})``, are then the contiguous view ``buf[:-1]``, and one
-Jacobi iteration is a single ``torch.addmm`` of ``(T*B, H) x (H, gH)`` into a preallocated
-output plus in-place elementwise work. The input projection is computed once per run,
-outside the iteration loop, with the hidden biases that lie outside the GRU's
-``r * (.)`` folded in, so the iteration's ``addmm`` adds it for free.
+Cells. :data:`CELL_KERNELS` maps each cell name to its torch implementation; a cell
+without an entry raises ``UnsupportedError``. An entry runs the shared cell maths of
+:mod:`fpbench.cells` with ``xp = torch`` (``activate``, the structured ``linearise``), and
+overrides only what measurably pays: elman and gru have hand-tuned, preallocated Jacobi
+and sequential kernels (below), and lstm adds what ``torch.nn.LSTM``'s interface needs.
+Solvers are chosen by their traits (``transition``, ``damping``, ``iterative``, and the
+names ``"sequential"`` / ``"native"``), never by class.
 
-Newton (DEER). The Jacobian of both cells has the form ``J = sum_g c_g[:, None] * W_g
-+ diag(s)`` (``W_g`` the H x H gate blocks of ``W_hh``, ``c_g`` and ``s`` elementwise
-functions of the gates; elman: ``c = 1 - h'^2``, ``s = 0``), so ``J H_{t-1}`` and
-``diag(J)`` are elementwise in ``W_g H_{t-1}``, and the full ``(T, B, H, H)`` Jacobians are
-a few fused multiply-adds. The linear recurrence ``h_t = A_t h_{t-1} + b_t`` is solved by
-the recursive odd/even (Blelloch-style) scan: pair neighbours, compose them
-(``A_{2i+1} A_{2i}``), recurse on the half-length sequence, then fill the even positions
-with one matrix-vector step. It does about ``2N`` compositions in ``2 log2 N`` batched
-levels, where the Hillis-Steele doubling scan does ``N log2 N``; with full ``H x H``
-Jacobians that is ``log2 N`` times fewer ``H^3`` matrix products (x12 at T=4096), which is
-why it is used here (the diagonal scan reuses the same code with elementwise products).
+Layout and buffers. ``prepare`` moves the problem to the device and preallocates the
+buffers a solve needs. The state ``s`` (``h``; ``[h, c]`` of size ``S = 2H`` for lstm)
+lives in two ``(T+1, B, S)`` ping-pong buffers whose row 0 is ``s0``: the previous
+states of all T steps are then the contiguous view ``buf[:-1]``, and one Jacobi
+iteration of elman or gru is a single ``torch.addmm`` of ``(T*B, H) x (H, gH)`` into a
+preallocated output plus in-place elementwise work. The input projection is computed
+once per run, outside the iteration loop, with the hidden biases that lie outside the
+GRU's ``r * (.)`` folded in, so the iteration's ``addmm`` adds it for free. (lstm's Jacobi
+runs the shared ``activate``, allocating.)
+
+Newton (DEER). ``cell.linearise`` gives ``f(s)`` and the structured Jacobian ``J[p, q] =
+sum_g diag(c[g, p]) W_g [q == 0] + diag(d[p, q])`` (``W_g`` the H x H gate blocks of
+``W_hh``), so ``J s`` and ``diag(J)`` are elementwise in ``W_g h`` and the full ``(T, B, S,
+S)`` Jacobians are a few fused multiply-adds. The linear recurrence ``s_t = A_t s_{t-1} +
+b_t`` is solved by the recursive odd/even (Blelloch-style) scan :class:`_Scan`: pair
+neighbours, compose them (``A_{2i+1} A_{2i}``), recurse on the half-length sequence, then
+fill the even positions with one matrix-vector step. It does about ``2N`` compositions in
+``2 log2 N`` batched levels, where the Hillis-Steele doubling scan does ``N log2 N``; with
+full ``S x S`` Jacobians that is ``log2 N`` times fewer ``S^3`` matrix products (x12 at
+T=4096). The diagonal scan (quasi-Newton) reuses the same code with elementwise products.
 The B sequences are scanned as one sequence of length ``N = B*T``: the first element of
-each sequence gets ``A = 0`` and ``b = f(h0, x_1)``, which resets the composition, so
-all pairing is on one flat contiguous axis with no padding for odd lengths. (A NaN/Inf in
+each sequence gets ``A = 0`` and ``b = f(s0, x_1)``, which resets the composition, so all
+pairing is on one flat contiguous axis with no padding for odd lengths. (A NaN/Inf in
 one sequence can leak into the next through ``0 * Inf``; the solve is reported as
 diverged either way.)
+
+ELK and quasi-ELK (damping > 0). The damped step ``min sum_t |s_t - A_t s_{t-1} - b_t|^2 +
+damping sum_t |s_t - y_t|^2`` (``y`` the current iterate) is the smoothing problem of a
+linear-Gaussian model with dynamics noise ``I`` and observations ``y_t`` of noise ``I /
+damping``. :func:`_kalman_smoother` solves it exactly and in parallel: the Kalman filter
+as an associative scan of Särkkä & García-Fernández's filtering elements ``(A, b, C, eta,
+J)`` (:func:`_associative_scan`, odd/even, over time with the batch as a batch dimension),
+then the Rauch-Tung-Striebel smoother as a reverse affine scan ``m^s_t = E_t m^s_{t+1} +
+g_t`` (:class:`_Scan` on the time-reversed sequences). One code path serves both: the
+full transitions use matrix products and batched solves (:class:`_FullAlgebra`),
+quasi-ELK's diagonal ones the same formulas elementwise (:class:`_DiagonalAlgebra`: every
+state component is its own scalar Kalman filter). ``damping = 0`` runs Newton's
+(quasi-Newton's) update itself, as the reference does: the smoother would reach the same
+states, but its covariances grow without bound on expansive problems.
+
+Native. ``getattr(torch.nn, cell.torch_module)`` (``RNN``, ``GRU``, ``LSTM``; oneDNN on CPU,
+cuDNN on CUDA) is timed alone. ``torch.nn.LSTM`` returns every ``h_t`` but only the last
+``c``; ``to_host`` (outside the timed call) recovers the c sequence exactly and in parallel
+in time (:class:`_LSTM`).
 
 Stopping with ``tol`` without a host sync per iteration. The residual of every iteration
 is written into a device tensor; a device-side ``done`` flag (``r <= tol`` or ``r``
@@ -33,12 +60,14 @@ non-finite) and the device-side iteration count are updated with tensor ops, and
 iteration count are exactly those of the reference. The host reads ``done`` only every
 ``check_every`` iterations to leave the loop: 1 on CPU (a read is cheap there and no
 iteration is wasted), 8 on CUDA (at most 7 frozen iterations run, with no per-iteration
-sync), except for Newton, whose O(T B H^3) iteration dwarfs a host sync, so checking
-every iteration is cheaper than up to 7 wasted ones. It is one code path; only the
-interval differs. With ``tol=None`` the same flag stops the solve on a non-finite
-residual only (diverged), so the budget runs in full otherwise, and after a NaN torch
-stops like every backend. At most ``fpbench.solvers.iteration_cap`` iterations run (T for
-the solvers exact after T), and the residual buffer has that length.
+sync), except for full transitions (Newton, ELK), whose O(T B S^3) iteration dwarfs a
+host sync, so checking every iteration is cheaper than up to 7 wasted ones. It is one
+code path; only the interval differs. With ``tol=None`` the same flag stops the solve on
+a non-finite residual only (diverged), so the budget runs in full otherwise, and after a
+NaN torch stops like every backend (with the same iteration count and residuals; on CUDA
+the states, NaN anyway, are not frozen, so a fixed budget pays no ``torch.where``). At
+most ``fpbench.solvers.iteration_cap`` iterations run (T for the solvers exact after T),
+and the residual buffer has that length.
 
 Precision. float32 means IEEE float32: inside every timed call (and the iteration floor)
 ``torch.set_float32_matmul_precision("highest")`` and ``torch.backends.cudnn.allow_tf32 =
@@ -52,14 +81,15 @@ when the backend is first used, and reported by :meth:`TorchBackend.info`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
-from fpbench.solvers import Iterative, Jacobi, Native, Newton, QuasiNewton, Sequential, Solver, iteration_cap
+from fpbench.cells import Cell
+from fpbench.solvers import Solver, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
 
 try:
@@ -72,7 +102,7 @@ else:
 
 CHECK_EVERY: dict[str, int] = {"cpu": 1, "cuda": 8}
 """Device type -> iterations between host reads of the convergence flag (with a tol);
-Newton always checks every iteration."""
+full transitions (Newton, ELK) always check every iteration."""
 
 _threads: int | None = None  # the thread count applied, once per process
 
@@ -115,97 +145,204 @@ def _host(t: torch.Tensor) -> np.ndarray:
     return t.to("cpu", copy=True).numpy()
 
 
-class _Cell:
-    """The cell maths of one problem on one device, on ``rows`` stacked (time, batch) rows.
+class _Kernels:
+    """One problem's cell on one device: the shared maths of :mod:`fpbench.cells` run with
+    ``xp = torch`` (allocating, as ordinary torch code), over stacked (time, batch) rows.
 
-    Preactivations are ``G = C + h W_hh^T`` with ``C`` from :meth:`project`: elman
-    ``C = gi + b_hh``; gru ``C = [gi_r + b_hr, gi_z + b_hz, b_hn]`` and the n-gate input
-    ``gi_n`` kept apart (it sits outside ``r * (W_hn h + b_hn)``).
-    """
-
-    def __init__(self, problem: Problem, device: torch.device) -> None:
-        s = problem.spec
-        self.cell, self.H, self.g = s.cell, s.hidden_size, s.gates
-        H = self.H
-
-        def put(a: np.ndarray) -> torch.Tensor:
-            return torch.tensor(a, device=device)
-
-        w_ih, w_hh = put(problem.weight_ih), put(problem.weight_hh)
-        b_ih, b_hh = put(problem.bias_ih), put(problem.bias_hh)
-        self.w_ihT, self.w_hhT = w_ih.t(), w_hh.t()  # addmm reads transposed operands for free
-        self.b_hh = b_hh
-        if self.cell == "elman":
-            self.c_bias = b_ih + b_hh
-        else:
-            self.c_bias = b_ih[: 2 * H] + b_hh[: 2 * H]
-            self.b_in = b_ih[2 * H :]
-        self.blocks = w_hh.view(self.g, H, H)  # W_g: row i is output i
-        self.blocks_diag = torch.diagonal(self.blocks, dim1=-2, dim2=-1)  # (g, H)
-
-    def new_c(self, rows: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Buffers ``C (rows, gH)`` (gru: its constant ``b_hn`` block filled) and ``gi_n``."""
-        C = torch.empty(rows, self.g * self.H, dtype=self.b_hh.dtype, device=self.b_hh.device)
-        if self.cell == "elman":
-            return C, None
-        C[:, 2 * self.H :] = self.b_hh[2 * self.H :]
-        return C, torch.empty_like(C[:, : self.H])
-
-    def project(self, x: torch.Tensor, C: torch.Tensor, gin: torch.Tensor | None) -> None:
-        """Write the input side of ``C`` (and ``gin``) for inputs ``x (rows, I)``."""
-        if self.cell == "elman":
-            torch.addmm(self.c_bias, x, self.w_ihT, out=C)
-        else:
-            H2 = 2 * self.H
-            torch.addmm(self.c_bias, x, self.w_ihT[:, :H2], out=C[:, :H2])
-            torch.addmm(self.b_in, x, self.w_ihT[:, H2:], out=gin)
-
-    def activate(
-        self, G: torch.Tensor, h: torch.Tensor, gin: torch.Tensor | None, out: torch.Tensor, n: torch.Tensor
-    ) -> None:
-        """``out = f(h)`` from preactivations ``G (rows, gH)``, in place (``G`` becomes the
-        gates ``[r, z, W_hn h + b_hn]``; gru leaves ``tanh`` of the n gate in ``n (rows, H)``).
-        For elman ``G`` may be ``out`` itself."""
-        if self.cell == "elman":
-            torch.tanh(G, out=out)
-            return
-        H = self.H
-        G[:, : 2 * H].sigmoid_()
-        r, z, hn = G[:, :H], G[:, H : 2 * H], G[:, 2 * H :]
-        torch.addcmul(gin, r, hn, out=n).tanh_()
-        torch.lerp(n, h, z, out=out)  # (1 - z) n + z h
-
-    def linearisation(
-        self, G: torch.Tensor, n: torch.Tensor, h: torch.Tensor, f: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(c (rows, g, H), s (rows, H) or None)`` with ``J = sum_g c_g W_g + diag(s)``
-        at ``h``, from the gates ``G`` and ``n`` left by :meth:`activate` and ``f = f(h)``
-        (the formulas of ``fpbench.cells.jacobian``, regrouped by gate block)."""
-        if self.cell == "elman":
-            return (1.0 - f * f).unsqueeze(1), None
-        H = self.H
-        r, z, hn = G[:, :H], G[:, H : 2 * H], G[:, 2 * H :]
-        a = (1.0 - z) * (1.0 - n * n)
-        c = torch.stack([a * hn * r * (1.0 - r), (h - n) * z * (1.0 - z), a * r], dim=1)
-        return c, z
-
-
-def _combine(c: torch.Tensor, mats: torch.Tensor, s: torch.Tensor | None, out: torch.Tensor) -> None:
-    """``out = sum_g c_g * mats_g + diag(s)``; full (``out (..., H, H)``, rows of ``mats_g``
-    scaled by ``c_g``) or diagonal (``out (..., H)``).
+    The Jacobi and sequential kernel is :meth:`project` (the input side, once per run) and
+    :meth:`apply` (``out = f(s)``); hand-tuned subclasses replace just these two with
+    preallocated, in-place versions. Newton and ELK use :meth:`linearise`, the shared
+    structured linearisation, for every cell.
 
     Args:
-        c: ``(..., g, H)`` coefficients.
-        mats: ``(g, H, H)`` blocks for a full ``out``, ``(g, H)`` diagonals otherwise.
-        s: ``(..., H)`` added on the diagonal, or None.
+        rows: rows of the input projection (``T*B``).
+        step_rows: rows of one :meth:`apply` (``B`` for the sequential solver, else ``T*B``).
     """
-    full = out.dim() == c.dim()
-    coef = [c[..., g, :, None] if full else c[..., g, :] for g in range(c.shape[-2])]
-    torch.mul(coef[0], mats[0], out=out)
-    for g in range(1, len(coef)):
-        out.addcmul_(coef[g], mats[g])
-    if s is not None:
-        (out.diagonal(dim1=-2, dim2=-1) if full else out).add_(s)
+
+    def __init__(self, problem: Problem, device: torch.device, rows: int, step_rows: int) -> None:
+        s = problem.spec
+        self.cell: Cell = s.model
+        self.H, self.g, self.S = s.hidden_size, s.gates, s.state_size
+        self.rows, self.step_rows = rows, step_rows
+        w_ih, w_hh, b_ih, b_hh = (torch.tensor(problem.params[k], device=device) for k in PARAM_NAMES)
+        self.w_ihT, self.w_hhT = w_ih.t(), w_hh.t()  # addmm reads transposed operands for free
+        self.b_ih, self.b_hh = b_ih, b_hh
+        self.blocks = w_hh.view(self.g, self.H, self.H)  # W_g: row i is output i
+        self.blocks_diag = torch.diagonal(self.blocks, dim1=-2, dim2=-1)  # (g, H)
+        self.gi: torch.Tensor | None = None
+
+    def _empty(self, *shape: int) -> torch.Tensor:
+        return torch.empty(shape, dtype=self.b_hh.dtype, device=self.b_hh.device)
+
+    def project_gi(self, x: torch.Tensor) -> None:
+        """``gi = x W_ih^T + b_ih`` for inputs ``x (rows, I)``, into a buffer (made on first use)."""
+        if self.gi is None:
+            self.gi = self._empty(self.rows, self.g * self.H)
+        torch.addmm(self.b_ih, x, self.w_ihT, out=self.gi)
+
+    def project(self, x: torch.Tensor) -> None:
+        """The input side that :meth:`apply` reads."""
+        self.project_gi(x)
+
+    def apply(self, s: torch.Tensor, out: torch.Tensor, rows: slice) -> None:
+        """``out = f(s)`` for states ``s (n, S)`` and the ``n`` projected input ``rows``."""
+        gh = torch.addmm(self.b_hh, s[:, : self.H], self.w_hhT)
+        out.copy_(self.cell.activate(torch, s, self.gi[rows], gh))
+
+    def linearise(self, s: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f(s), c, d)`` (:meth:`fpbench.cells.Cell.linearise`) on all rows, after
+        :meth:`project_gi`; writes ``U = h W_hh^T`` (no bias), which ``J s`` reads."""
+        torch.mm(s[:, : self.H], self.w_hhT, out=U)
+        return self.cell.linearise(torch, s, self.gi, U + self.b_hh)
+
+    @staticmethod
+    def floor_step(cell: Cell, s: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor) -> torch.Tensor:
+        """The elementwise work of :meth:`TorchBackend.iteration_floor`, written plainly."""
+        return cell.activate(torch, s, gi, gh)
+
+    @staticmethod
+    def native_hx(s0: torch.Tensor, H: int) -> Any:
+        """The initial state ``(1, B, .)`` as the ``torch.nn`` module takes it."""
+        return s0[None]
+
+    def native_states(self, h: torch.Tensor, x: torch.Tensor, s0: torch.Tensor) -> torch.Tensor:
+        """The full states ``(T, B, S)`` from the ``h`` sequence the native module returns."""
+        return h
+
+
+class _Elman(_Kernels):
+    """Hand-tuned Jacobi/sequential kernel: one ``addmm`` straight into the output rows
+    (``C = gi + b_hh`` folded once per run), then ``tanh`` in place."""
+
+    def project(self, x: torch.Tensor) -> None:
+        if not hasattr(self, "C"):
+            self.C = self._empty(self.rows, self.H)
+        torch.addmm(self.b_ih + self.b_hh, x, self.w_ihT, out=self.C)
+
+    def apply(self, s: torch.Tensor, out: torch.Tensor, rows: slice) -> None:
+        torch.addmm(self.C[rows], s, self.w_hhT, out=out)
+        out.tanh_()
+
+    @staticmethod
+    def floor_step(cell: Cell, s: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(gi + gh)
+
+
+class _GRU(_Kernels):
+    """Hand-tuned Jacobi/sequential kernel. Preactivations ``G = C + h W_hh^T`` with ``C =
+    [gi_r + b_hr, gi_z + b_hz, b_hn]`` and the n-gate input ``gin = gi_n`` kept apart (it
+    sits outside ``r * (W_hn h + b_hn)``), so one ``addmm`` into a preallocated ``G`` plus
+    in-place gate work is the whole step."""
+
+    def project(self, x: torch.Tensor) -> None:
+        H, H2 = self.H, 2 * self.H
+        if not hasattr(self, "C"):
+            self.C = self._empty(self.rows, 3 * H)
+            self.C[:, H2:] = self.b_hh[H2:]
+            self.gin = self._empty(self.rows, H)
+            self.G = self._empty(self.step_rows, 3 * H)
+            self.n = self._empty(self.step_rows, H)
+        torch.addmm(self.b_ih[:H2] + self.b_hh[:H2], x, self.w_ihT[:, :H2], out=self.C[:, :H2])
+        torch.addmm(self.b_ih[H2:], x, self.w_ihT[:, H2:], out=self.gin)
+
+    def apply(self, s: torch.Tensor, out: torch.Tensor, rows: slice) -> None:
+        H, G, n = self.H, self.G, self.n
+        torch.addmm(self.C[rows], s, self.w_hhT, out=G)
+        G[:, : 2 * H].sigmoid_()
+        r, z, hn = G[:, :H], G[:, H : 2 * H], G[:, 2 * H :]
+        torch.addcmul(self.gin[rows], r, hn, out=n).tanh_()
+        torch.lerp(n, s, z, out=out)  # (1 - z) n + z h
+
+    @staticmethod
+    def floor_step(cell: Cell, s: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor) -> torch.Tensor:
+        H = s.shape[-1]
+        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+        z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        return (1.0 - z) * n + z * s
+
+
+class _LSTM(_Kernels):
+    """The shared maths throughout; what is lstm-specific is ``torch.nn.LSTM``'s interface.
+
+    ``torch.nn.LSTM`` takes ``(h0, c0)`` and returns every ``h_t`` but only the last ``c``.
+    The c sequence is recovered exactly and in parallel in time: given ``h_{t-1}`` (known
+    for every t from the module's output), ``c' = f c + i g`` is affine in ``c`` with the
+    elementwise transition ``d[1, 1] = f`` of the structured Jacobian, so the gates of all
+    steps are one batched product, the offsets ``i g`` are the c part of ``f([h_{t-1}, 0])``,
+    and ``c_t`` is a diagonal linear recurrence solved by :class:`_Scan`.
+    """
+
+    @staticmethod
+    def native_hx(s0: torch.Tensor, H: int) -> Any:
+        return s0[None, :, :H].contiguous(), s0[None, :, H:].contiguous()
+
+    def native_states(self, h: torch.Tensor, x: torch.Tensor, s0: torch.Tensor) -> torch.Tensor:
+        T, B, H = h.shape
+        self.project_gi(x)
+        hp = torch.cat([s0[None, :, :H], h[:-1]]).view(-1, H)
+        gh = torch.addmm(self.b_hh, hp, self.w_hhT)
+        f, _, d = self.cell.linearise(torch, torch.cat([hp, torch.zeros_like(hp)], -1), self.gi, gh)
+        # batch-major for the scan: sequence b is rows b*T .. b*T+T-1
+        A = d[:, 1, 1].reshape(T, B, H).transpose(0, 1).contiguous()
+        b = f[:, H:].reshape(T, B, H).transpose(0, 1).contiguous()
+        b[:, 0].addcmul_(A[:, 0], s0[:, H:])  # c_1 = f_1 c0 + i_1 g_1 ...
+        A[:, 0] = 0.0  # ... and A = 0 there restarts the composition for each sequence
+        _Scan(T * B, H, False, h.dtype, h.device)(A.view(-1, H), b.view(-1, H))
+        return torch.cat([h, b.transpose(0, 1)], -1)
+
+
+CELL_KERNELS: dict[str, type[_Kernels]] = {"elman": _Elman, "gru": _GRU, "lstm": _LSTM}
+"""Cell name -> its torch implementation: the one table of cells (a cell without an entry
+raises :class:`~fpbench.UnsupportedError`)."""
+
+
+def _kernels_for(cell: str) -> type[_Kernels]:
+    try:
+        return CELL_KERNELS[cell]
+    except KeyError:
+        raise UnsupportedError(f"backend 'torch' does not implement cell {cell!r}") from None
+
+
+def _transition(c: torch.Tensor, d: torch.Tensor, W: torch.Tensor, full: bool, out: torch.Tensor) -> None:
+    """The transition of the linearised step from the structured Jacobian ``(c, d)``:
+    ``out = J`` (full, ``(..., S, S)``) or ``diag(J)`` (``(..., S)``), written in place
+    (``out`` may be a strided view).
+
+    Args:
+        c: ``(..., g, P, H)``; d: ``(..., P, P, H)`` (:meth:`fpbench.cells.Cell.linearise`).
+        W: the gate blocks ``(g, H, H)`` of ``W_hh`` (full), or their diagonals ``(g, H)``.
+    """
+    P, H = d.shape[-2], d.shape[-1]
+    if not full:
+        o = out.view(*out.shape[:-1], P, H)
+        h = o[..., 0, :]  # only the h part's diagonal sees the W_g
+        torch.mul(c[..., 0, 0, :], W[0], out=h)
+        for g in range(1, W.shape[0]):
+            h.addcmul_(c[..., g, 0, :], W[g])
+        h.add_(d[..., 0, 0, :])
+        for p in range(1, P):
+            o[..., p, :] = d[..., p, p, :]
+        return
+    o = out.view(*out.shape[:-2], P, H, P, H)
+    if P > 1:
+        out.zero_()
+    for p in range(P):
+        blk = o[..., p, :, 0, :]  # the h column: sum_g diag(c[g, p]) W_g
+        torch.mul(c[..., 0, p, :, None], W[0], out=blk)
+        for g in range(1, W.shape[0]):
+            blk.addcmul_(c[..., g, p, :, None], W[g])
+        for q in range(P):
+            o[..., p, :, q, :].diagonal(dim1=-2, dim2=-1).add_(d[..., p, q, :])
+
+
+def _jvp(c: torch.Tensor, d: torch.Tensor, U: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``J s`` for rows of ``c (n, g, P, H)``, ``d (n, P, P, H)``, ``U = h W_hh^T (n, gH)``
+    and ``s (n, S)``, without forming ``J``: ``(n, S)``."""
+    n, g, P, H = c.shape
+    Js = (c * U.view(n, g, 1, H)).sum(1)
+    Js += (d * s.view(n, 1, P, H)).sum(2)
+    return Js.view(n, P * H)
 
 
 class _Scan:
@@ -258,112 +395,272 @@ class _Scan:
                 self._affine(even, A0[2 : 2 * e + 1 : 2], b0[1 : 2 * e : 2], out=even)
 
 
+def _associative_scan(
+    op: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], Sequence[torch.Tensor]],
+    elems: Sequence[torch.Tensor],
+) -> list[torch.Tensor]:
+    """Inclusive scan over axis 1 of ``(B, T, ...)`` tensors (axis 0 is a batch):
+    ``out[:, t] = e[:, 0] o e[:, 1] o ... o e[:, t]`` for an associative ``op(earlier, later)``.
+
+    Recursive odd/even: compose neighbouring pairs, scan the half-length sequence (the
+    prefixes at odd positions), then one more ``op`` gives the even positions. About ``2T``
+    applications of ``op`` in ``2 log2 T`` batched levels, any T.
+    """
+    n = elems[0].shape[1]
+    if n < 2:
+        return list(elems)
+    odd = _associative_scan(op, op([e[:, 0 : n - 1 : 2] for e in elems], [e[:, 1:n:2] for e in elems]))
+    m = (n - 1) // 2  # even positions 2, 4, .., 2m: odd prefix 2k+1, then element 2k+2
+    even = op([o[:, :m] for o in odd], [e[:, 2 : 2 * m + 1 : 2] for e in elems]) if m else None
+    out = []
+    for i, e in enumerate(elems):
+        r = torch.empty_like(e)
+        r[:, 0] = e[:, 0]
+        r[:, 1::2] = odd[i]
+        if even is not None:
+            r[:, 2::2] = even[i]
+        out.append(r)
+    return out
+
+
+class _FullAlgebra:
+    """Matrices ``(..., S, S)`` and vectors ``(..., S)``: ELK's full transitions."""
+
+    @staticmethod
+    def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, b)
+
+    @staticmethod
+    def mv(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, v.unsqueeze(-1)).squeeze(-1)
+
+    @staticmethod
+    def t(a: torch.Tensor) -> torch.Tensor:
+        return a.transpose(-1, -2)
+
+    @staticmethod
+    def scaled_eye(like: torch.Tensor, value: float) -> torch.Tensor:
+        eye = torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
+        return (value * eye).expand(*like.shape, like.shape[-1]).clone()
+
+    @staticmethod
+    def add_eye(a: torch.Tensor) -> torch.Tensor:
+        a.diagonal(dim1=-2, dim2=-1).add_(1.0)
+        return a
+
+    @staticmethod
+    def solve(M: torch.Tensor, *rhs: torch.Tensor) -> list[torch.Tensor]:
+        """``M^{-1} r`` for each right-hand side (matrices or vectors), one factorisation.
+        ``solve_ex``: no error and no host sync on a singular (e.g. NaN) system; the
+        non-finite result is reported as a divergence."""
+        cols = [r if r.dim() == M.dim() else r.unsqueeze(-1) for r in rhs]
+        sol = torch.linalg.solve_ex(M, torch.cat(cols, -1)).result
+        out, k = [], 0
+        for r, col in zip(rhs, cols, strict=True):
+            w = col.shape[-1]
+            out.append(sol[..., k : k + w] if r.dim() == M.dim() else sol[..., k])
+            k += w
+        return out
+
+
+class _DiagonalAlgebra:
+    """Diagonal matrices stored as ``(..., S)``: quasi-ELK, one scalar filter per component."""
+
+    @staticmethod
+    def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a * b
+
+    mv = mm
+
+    @staticmethod
+    def t(a: torch.Tensor) -> torch.Tensor:
+        return a
+
+    @staticmethod
+    def scaled_eye(like: torch.Tensor, value: float) -> torch.Tensor:
+        return torch.full_like(like, value)
+
+    @staticmethod
+    def add_eye(a: torch.Tensor) -> torch.Tensor:
+        return a.add_(1.0)
+
+    @staticmethod
+    def solve(M: torch.Tensor, *rhs: torch.Tensor) -> list[torch.Tensor]:
+        return [r / M for r in rhs]
+
+
+Algebra = type[_FullAlgebra] | type[_DiagonalAlgebra]
+
+
+def _kalman_op(
+    alg: Algebra,
+) -> Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], list[torch.Tensor]]:
+    """The associative operator of the parallel Kalman filter (Särkkä & García-Fernández,
+    2021) on elements ``(A, b, C, eta, J)``: an element is the conditional density of a
+    state given the state ``A``-steps before and the observations in between (``A, b, C``)
+    and the likelihood of those observations as a function of that earlier state (``eta,
+    J``); composing ``earlier o later``, with ``M = I + C_1 J_2``:
+
+        A = A_2 M^-1 A_1              b = A_2 M^-1 (b_1 + C_1 eta_2) + b_2
+        C = A_2 M^-1 C_1 A_2^T + C_2   eta = A_1^T M^-T (eta_2 - J_2 b_1) + eta_1
+        J = A_1^T M^-T J_2 A_1 + J_1
+    """
+
+    def op(left: Sequence[torch.Tensor], right: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        A1, b1, C1, e1, J1 = left
+        A2, b2, C2, e2, J2 = right
+        M = alg.add_eye(alg.mm(C1, J2))
+        Z, w, V = alg.solve(M, A1, b1 + alg.mv(C1, e2), C1)  # M^-1 A_1, M^-1 (..), M^-1 C_1
+        Zt = alg.t(Z)  # = A_1^T M^-T
+        return [
+            alg.mm(A2, Z),
+            alg.mv(A2, w) + b2,
+            alg.mm(alg.mm(A2, V), alg.t(A2)) + C2,
+            alg.mv(Zt, e2 - alg.mv(J2, b1)) + e1,
+            alg.mm(alg.mm(Zt, J2), A1) + J1,
+        ]
+
+    return op
+
+
+def _kalman_smoother(
+    A: torch.Tensor, b: torch.Tensor, y: torch.Tensor, damping: float, full: bool, scan: _Scan
+) -> torch.Tensor:
+    """ELK's damped step: the minimiser of ``sum_t |s_t - A_t s_{t-1} - b_t|^2 + damping
+    sum_t |s_t - y_t|^2``, by a parallel Kalman filter and RTS smoother.
+
+    Args:
+        A: ``(B, T, S, S)`` full or ``(B, T, S)`` diagonal transitions, batch-major, with
+            ``A[:, 0] = 0`` and the known ``s0`` folded into ``b[:, 0] = f(s0)``. Overwritten.
+        b, y: ``(B, T, S)`` offsets (overwritten) and observations (the current iterate).
+        scan: a :class:`_Scan` of ``N = B*T`` and the same kind, for the smoother.
+    Returns:
+        ``(B, T, S)`` smoothed means.
+    """
+    alg: Algebra = _FullAlgebra if full else _DiagonalAlgebra
+    nu, kappa = 1.0 / (1.0 + damping), damping / (1.0 + damping)
+    # Filtering elements of observing y_t with noise I/damping after dynamics noise I: the
+    # gain is kappa * I, so (I - K) = nu * I. With A_1 = 0 the first is the exact prior too.
+    At = alg.t(A)
+    elems = [
+        nu * A,
+        nu * b + kappa * y,
+        alg.scaled_eye(b, nu),
+        kappa * alg.mv(At, y - b),
+        kappa * alg.mm(At, A),
+    ]
+    _, m, P, _, _ = _associative_scan(_kalman_op(alg), elems)  # filtered means, covariances
+    # RTS smoother: m^s_t = E_t m^s_{t+1} + g_t, E_t = P_t A_{t+1}^T (A_{t+1} P_t A_{t+1}^T + I)^-1,
+    # g_t = m_t - E_t (A_{t+1} m_t + b_{t+1}); at t = T: E = 0, g = m_T.
+    An, mk = A[:, 1:], m[:, :-1]
+    AP = alg.mm(An, P[:, :-1])
+    E = alg.t(alg.solve(alg.add_eye(alg.mm(AP, alg.t(An))), AP)[0])
+    g = mk - alg.mv(E, alg.mv(An, mk) + b[:, 1:])
+    # ... a reverse affine recurrence: the forward scan on the time-reversed sequences.
+    A[:, 0] = 0.0
+    A[:, 1:] = E.flip(1)
+    b[:, 0] = m[:, -1]
+    b[:, 1:] = g.flip(1)
+    B, T = b.shape[:2]
+    scan(A.view(B * T, *A.shape[2:]), b.view(B * T, -1))
+    return b.flip(1)
+
+
 class _Solve:
     """Device-resident data and preallocated buffers of one (problem, solver, device)."""
 
     def __init__(self, problem: Problem, solver: Solver, device: torch.device, check_every: int) -> None:
         s = problem.spec
         self.solver, self.device = solver, device
-        self.T, self.B, self.H = s.seq_len, s.batch, s.hidden_size
+        self.T, self.B, self.S = s.seq_len, s.batch, s.state_size
         rows = self.T * self.B
-        self.cell = _Cell(problem, device)
+        sequential = not solver.iterative
+        self.kern = _kernels_for(s.cell)(problem, device, rows, self.B if sequential else rows)
         self.x = torch.tensor(problem.x, device=device).view(rows, s.input_size)
-        self.h0 = torch.tensor(problem.h0, device=device)
-        self.C, self.gin = self.cell.new_c(rows)
-        dtype = self.h0.dtype
+        self.s0 = torch.tensor(problem.s0, device=device)
+        dtype = self.s0.dtype
 
         def empty(*shape: int) -> torch.Tensor:
             return torch.empty(shape, dtype=dtype, device=device)
 
-        # Preactivations G (rows, gH) and the GRU's n gate (rows, H) of one step (B rows) or
-        # of all steps (T*B rows); elman writes G straight into the output rows instead.
-        step_rows = self.B if isinstance(solver, Sequential) else rows
-        self.G = empty(step_rows, self.cell.g * self.H) if s.cell == "gru" else None
-        self.n = empty(step_rows, self.H)
-        if isinstance(solver, Sequential):
-            self.out = empty(self.T, self.B, self.H)
+        if sequential:
+            self.out = empty(self.T, self.B, self.S)
             return
-        assert isinstance(solver, Iterative)
-        self.bufs = (empty(self.T + 1, self.B, self.H), empty(self.T + 1, self.B, self.H))
+        self.bufs = (empty(self.T + 1, self.B, self.S), empty(self.T + 1, self.B, self.S))
         for buf in self.bufs:
-            buf[0] = self.h0
-        self.diff = empty(self.T, self.B, self.H)
+            buf[0] = self.s0
+        self.diff = empty(self.T, self.B, self.S)
         self.cap = iteration_cap(solver, self.T)  # at most T iterations: exact by then
         self.res = empty(self.cap)
         self.check_every = check_every
-        if isinstance(solver, (Newton, QuasiNewton)):
-            full = isinstance(solver, Newton)
-            self.U = empty(rows, self.cell.g * self.H)
-            self.f = empty(rows, self.H)
+        self.update, self.project = self.jacobi, self.kern.project
+        if solver.transition != "none":
+            self.update, self.project = self.newton, self.kern.project_gi
+            self.full = solver.transition == "full"
+            self.U = empty(rows, s.gates * s.hidden_size)
             # Scan inputs, batch-major: the B sequences scanned as one of length T*B.
-            self.A = empty(rows, self.H, self.H) if full else empty(rows, self.H)
-            self.b = empty(rows, self.H)
-            self.scan = _Scan(rows, self.H, full, dtype, device)
+            self.A = empty(rows, self.S, self.S) if self.full else empty(rows, self.S)
+            self.b = empty(rows, self.S)
+            self.scan = _Scan(rows, self.S, self.full, dtype, device)
 
     # -- one iteration: dst[1:] from src[:-1] -------------------------------------------
 
     def jacobi(self, src: torch.Tensor, dst: torch.Tensor) -> None:
-        h, out = src[:-1].view(-1, self.H), dst[1:].view(-1, self.H)
-        G = out if self.G is None else self.G
-        torch.addmm(self.C, h, self.cell.w_hhT, out=G)
-        self.cell.activate(G, h, self.gin, out, self.n)
+        self.kern.apply(src[:-1].view(-1, self.S), dst[1:].view(-1, self.S), slice(None))
 
     def newton(self, src: torch.Tensor, dst: torch.Tensor) -> None:
-        T, B, H = self.T, self.B, self.H
-        h = src[:-1].view(-1, H)
-        G = self.f if self.G is None else self.G
-        torch.mm(h, self.cell.w_hhT, out=self.U)  # W_hh h without bias: J h needs it
-        torch.add(self.U, self.C, out=G)
-        self.cell.activate(G, h, self.gin, self.f, self.n)
-        c, s = self.cell.linearisation(G, self.n, h, self.f)
-        c_tm, s_tm = c.view(T, B, *c.shape[1:]), None if s is None else s.view(T, B, H)
+        """Linearise at the iterate and solve the linear recurrence (Newton, quasi-Newton)
+        or, with damping, the damped least-squares problem (ELK, quasi-ELK)."""
+        T, B, S = self.T, self.B, self.S
+        s = src[:-1].view(-1, S)
+        f, c, d = self.kern.linearise(s, self.U)
+        c_tm, d_tm, f_tm = c.view(T, B, *c.shape[1:]), d.view(T, B, *d.shape[1:]), f.view(T, B, S)
         # The scan runs batch-major (sequence b is rows b*T .. b*T+T-1); fill it time-major.
         A_tm = self.A.view(B, T, *self.A.shape[1:]).transpose(0, 1)
-        b_tm = self.b.view(B, T, H).transpose(0, 1)
-        if isinstance(self.solver, Newton):
-            _combine(c_tm, self.cell.blocks, s_tm, out=A_tm)
-            Jh = (c * self.U.view(-1, self.cell.g, H)).sum(1)
-            if s is not None:
-                Jh.addcmul_(s, h)
-            torch.sub(self.f.view(T, B, H), Jh.view(T, B, H), out=b_tm)
+        b_tm = self.b.view(B, T, S).transpose(0, 1)
+        if self.full:
+            _transition(c_tm, d_tm, self.kern.blocks, True, out=A_tm)
+            torch.sub(f_tm, _jvp(c, d, self.U, s).view(T, B, S), out=b_tm)
         else:
-            _combine(c_tm, self.cell.blocks_diag, s_tm, out=A_tm)
-            torch.addcmul(self.f.view(T, B, H), A_tm, h.view(T, B, H), value=-1.0, out=b_tm)
-        b_tm[0] = self.f.view(T, B, H)[0]  # the first state is exact: f(h0, x_1) ...
+            _transition(c_tm, d_tm, self.kern.blocks_diag, False, out=A_tm)
+            torch.addcmul(f_tm, A_tm, s.view(T, B, S), value=-1.0, out=b_tm)
+        b_tm[0] = f_tm[0]  # the first state is exact: f(s0, x_1) ...
         A_tm[0] = 0.0  # ... and A = 0 there restarts the composition for each sequence
-        self.scan(self.A, self.b)
-        dst[1:] = b_tm
+        if self.solver.damping:
+            y = src[1:].transpose(0, 1)  # the current iterate, batch-major
+            A = self.A.view(B, T, *self.A.shape[1:])
+            dst[1:] = _kalman_smoother(
+                A, self.b.view(B, T, S), y, self.solver.damping, self.full, self.scan
+            ).transpose(0, 1)
+        else:
+            self.scan(self.A, self.b)
+            dst[1:] = b_tm
 
     # -- whole solves -----------------------------------------------------------------
 
     def sequential(self) -> tuple[torch.Tensor, int]:
-        T, B, H = self.T, self.B, self.H
-        self.cell.project(self.x, self.C, self.gin)
-        C = self.C.view(T, B, -1)
-        gin = None if self.gin is None else self.gin.view(T, B, H)
-        h = self.h0
-        for t in range(T):
-            G = self.out[t] if self.G is None else self.G
-            torch.addmm(C[t], h, self.cell.w_hhT, out=G)
-            self.cell.activate(G, h, None if gin is None else gin[t], self.out[t], self.n)
-            h = self.out[t]
+        B = self.B
+        self.kern.project(self.x)
+        s = self.s0
+        for t in range(self.T):
+            self.kern.apply(s, self.out[t], slice(t * B, (t + 1) * B))
+            s = self.out[t]
         return self.out, 0
 
     def iterate(self) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
-        """Run the budget; returns ``(states (T, B, H), residuals, iterations)``."""
-        self.cell.project(self.x, self.C, self.gin)
-        update = self.jacobi if isinstance(self.solver, Jacobi) else self.newton
+        """Run the budget; returns ``(states (T, B, S), residuals, iterations)``."""
+        self.project(self.x)
         src, dst = self.bufs
         src[1:] = 0.0  # every solve starts from H = 0
         tol, every = self.solver.tol, self.check_every
         done = torch.zeros((), dtype=torch.bool, device=self.device)
         count = torch.zeros((), dtype=torch.int64, device=self.device)
         for k in range(self.cap):
-            update(src, dst)
+            self.update(src, dst)
             r = self.res[k]
             # max |dst - src|; (vector_norm(ord=inf) is a slow, unvectorised reduction on CPU)
             torch.amax(torch.sub(dst[1:], src[1:], out=self.diff).abs_(), out=r)
-            if k % every:  # the host has not looked since the block began: freeze if done
+            if k % every and tol is not None:  # host not looked since the block began: freeze if done
                 torch.where(done, src[1:], dst[1:], out=dst[1:])
             count.add_(done.logical_not())
             stop = ~torch.isfinite(r)  # diverged: stop as every backend does, with or without tol
@@ -374,13 +671,18 @@ class _Solve:
         return src[1:], self.res, count
 
 
+TRANSITIONS: tuple[str, ...] = ("none", "full", "diagonal")
+"""The iterative solvers' transitions this backend implements (``fpbench.solvers``)."""
+
+
 class TorchBackend(Backend):
     """PyTorch implementation of every solver for every cell (``cpu``, ``cuda``).
 
     Args:
         check_every: iterations between host reads of the convergence flag when a
             ``tol`` is set; default :data:`CHECK_EVERY` for the device type (1 for
-            Newton). The states and iteration counts do not depend on it.
+            full transitions: Newton, ELK). The states and iteration counts do not
+            depend on it.
     """
 
     name = "torch"
@@ -405,17 +707,22 @@ class TorchBackend(Backend):
 
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
         dev = self._device(device)
-        if isinstance(solver, Native):
-            run = self._native(problem, dev)
-        elif isinstance(solver, (Sequential, Jacobi, Newton, QuasiNewton)):
-            every = self.check_every or (1 if isinstance(solver, Newton) else CHECK_EVERY.get(dev.type, 8))
+        _kernels_for(problem.spec.cell)  # an unknown cell fails here, before any work
+        if solver.name == "native":
+            run, to_host = self._native(problem, dev)
+        elif solver.name == "sequential" or (solver.iterative and solver.transition in TRANSITIONS):
+            full = solver.transition == "full"
+            every = self.check_every or (1 if full else CHECK_EVERY.get(dev.type, 8))
             with torch.inference_mode():
                 job = _Solve(problem, solver, dev, every)
-            run = self._timed(job.sequential if isinstance(solver, Sequential) else job.iterate, dev)
+            run, to_host = (
+                self._timed(job.iterate if solver.iterative else job.sequential, dev),
+                self._to_host,
+            )
         else:
             raise UnsupportedError(f"backend 'torch' does not implement solver {solver.name!r}")
         run()  # warm-up: kernel loading, cuBLAS/cuDNN handles and plans, allocator pools
-        return Prepared(run, self._to_host)
+        return Prepared(run, to_host)
 
     @staticmethod
     def _timed(solve: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
@@ -429,23 +736,33 @@ class TorchBackend(Backend):
 
         return run
 
-    def _native(self, problem: Problem, device: torch.device) -> Callable[[], Any]:
+    def _native(self, problem: Problem, device: torch.device) -> tuple[Callable[[], Any], Callable]:
+        """``torch.nn.<cell.torch_module>`` timed alone; ``to_host`` completes the states."""
         s = problem.spec
-        cls = torch.nn.GRU if s.cell == "gru" else torch.nn.RNN
-        kwargs = {} if s.cell == "gru" else {"nonlinearity": "tanh"}
-        module = cls(s.input_size, s.hidden_size, **kwargs).to(device=device, dtype=getattr(torch, s.dtype))
+        kern_cls = _kernels_for(s.cell)
+        module_cls = getattr(torch.nn, s.model.torch_module)
+        module = module_cls(s.input_size, s.hidden_size).to(device=device, dtype=getattr(torch, s.dtype))
         with torch.no_grad():
             for name, value in problem.params.items():
                 getattr(module, f"{name}_l0").copy_(torch.tensor(value))
         module.flatten_parameters()  # one contiguous weight block for cuDNN
         module.eval().requires_grad_(False)
+        rows = s.seq_len * s.batch
         x = torch.tensor(problem.x, device=device)
-        h0 = torch.tensor(problem.h0, device=device)[None]
-        return self._timed(lambda: (module(x, h0)[0], 0), device)
+        s0 = torch.tensor(problem.s0, device=device)
+        hx = kern_cls.native_hx(s0, s.hidden_size)
+        kern = kern_cls(problem, device, rows, rows)
+
+        def to_host(out: tuple) -> tuple[np.ndarray, np.ndarray]:
+            with torch.inference_mode(), _ieee_fp32():
+                states = kern.native_states(out[0], x.view(rows, -1), s0)
+            return _host(states), np.empty(0)
+
+        return self._timed(lambda: (module(x, hx)[0], 0), device), to_host
 
     @staticmethod
     def _to_host(out: tuple) -> tuple[np.ndarray, np.ndarray]:
-        if len(out) == 2:  # Sequential / Native: no iterations
+        if len(out) == 2:  # Sequential: no iterations
             return _host(out[0]), np.empty(0)
         states, res, n = out
         return _host(states), _host(res[: int(n)])
@@ -455,21 +772,16 @@ class TorchBackend(Backend):
         maths, written plainly (allocating, as ordinary torch code is)."""
         dev = self._device(device)
         s = problem.spec
-        H = s.hidden_size
+        kern_cls = _kernels_for(s.cell)
         with torch.inference_mode():
             w_ih, w_hh, b_ih, b_hh = (torch.tensor(problem.params[k], device=dev) for k in PARAM_NAMES)
             x = torch.tensor(problem.x, device=dev).view(-1, s.input_size)
             gi = torch.addmm(b_ih, x, w_ih.t())
-            h = torch.tensor(problem.h0, device=dev).repeat(s.seq_len, 1)  # (T*B, H) states
+            states = torch.tensor(problem.s0, device=dev).repeat(s.seq_len, 1)  # (T*B, S) states
+            h = states[:, : s.hidden_size]
 
         def step() -> torch.Tensor:
-            gh = torch.addmm(b_hh, h, w_hh.t())
-            if s.cell == "elman":
-                return torch.tanh(gi + gh)
-            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-            z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
-            n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
-            return (1.0 - z) * n + z * h
+            return kern_cls.floor_step(s.model, states, gi, torch.addmm(b_hh, h, w_hh.t()))
 
         floor = self._timed(step, dev)
         floor()

@@ -43,3 +43,9 @@ Budget = _grids.Budget
 Grid = _grids.Grid
 current = _grids.current
 grid_name = _grids.grid_name
+
+# gradients (bench_grad.py)
+BACKWARDS = _grids.BACKWARDS
+GRAD_GRIDS = _grids.GRAD_GRIDS
+GradGrid = _grids.GradGrid
+current_grad = _grids.current_grad

@@ -1,4 +1,5 @@
-"""The ``fpbench`` command: ``info``, ``solve``, ``train`` (and, with the report extra,
+"""The ``fpbench`` command: ``info``, ``solve``, ``grad``, ``train`` (and, with the report
+extra,
 ``report``/``sweep``)."""
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import sys
 
 from . import __version__
 from .backend import THREAD_VARS, BackendUnavailableError, UnsupportedError
+from .grad import default_cotangent, timed_grad
+from .grad import grad as exact_grad_of
 from .lyapunov import lyapunov
 from .memory import InsufficientMemoryError, check_memory
 from .reference import exact_states
 from .registry import backend_status, get_backend, resolve, timed_solve
 from .report.cli import add_commands
-from .solvers import SOLVERS, make_solver
+from .solvers import BACKWARDS, SOLVERS, make_solver
 from .spec import CELLS, DTYPES, RNNSpec, make_problem
-from .testing import errors
+from .testing import errors, grad_errors
 from .train_cli import add_train_command
 
 
@@ -38,8 +41,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_solve(args: argparse.Namespace) -> int:
-    spec = RNNSpec(
+def _spec(args: argparse.Namespace) -> RNNSpec:
+    return RNNSpec(
         cell=args.cell,
         input_size=args.input_size,
         hidden_size=args.hidden,
@@ -49,8 +52,18 @@ def cmd_solve(args: argparse.Namespace) -> int:
         contraction=args.contraction,
         seed=args.seed,
     )
+
+
+def _solver(args: argparse.Namespace):
     extra = {} if args.damping is None else {"damping": args.damping}
-    solver = make_solver(args.solver, args.max_iters, args.tol, **extra)
+    if getattr(args, "backward", None) is not None and SOLVERS[args.solver].iterative:
+        extra["backward"] = args.backward
+    return make_solver(args.solver, args.max_iters, args.tol, **extra)
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    spec = _spec(args)
+    solver = _solver(args)
     impl, dev = resolve(args.backend, args.device)
     if dev == "cpu":  # before generating the problem (timed_solve checks again)
         check_memory(spec, solver, impl.compute_dtype, f"{impl.name}:{dev}")
@@ -80,22 +93,46 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grad(args: argparse.Namespace) -> int:
+    spec = _spec(args)
+    solver = _solver(args)
+    problem = make_problem(spec)
+    g, prepare_s, run_s = timed_grad(problem, solver, args.backend, args.device, repeats=args.repeats)
+    # the exact gradient of the same numbers: the same (spec-dtype) cotangent, in float64
+    cotangent = default_cotangent(spec).astype("float64")
+    exact = exact_grad_of(problem.astype("float64"), make_solver("sequential"), cotangent=cotangent)
+    print(f"spec:       {spec}")
+    print(f"solver:     {solver} on {g.backend}:{g.device}")
+    print("loss:       sum(cotangent * states), the default cotangent (standard normal, seeded)")
+    for name, p in (("forward", g.forward), ("backward", g.backward)):
+        print(
+            f"{name + ':':11s} {p.method}  iterations={p.iterations}  "
+            f"converged={p.converged}  diverged={p.diverged}"
+        )
+        if p.residuals:
+            print(f"  residuals: {' '.join(f'{r:.2e}' for r in p.residuals)}")
+    err = errors(g.states, exact.states)
+    print(f"states vs exact (float64): max_abs={err['max_abs']:.3e}  rel_rms={err['rel_rms']:.3e}")
+    print("gradient relative L2 error vs the exact float64 gradient (BPTT):")
+    for name, e in grad_errors(g.arrays(), exact.arrays()).items():
+        print(f"  d{name:10s} {e:.3e}")
+    print(
+        f"time:       prepare {prepare_s * 1e3:.1f} ms, forward+backward median "
+        f"{statistics.median(run_s) * 1e3:.3f} ms over {len(run_s)} run(s)"
+    )
+    return 0
+
+
 LYAPUNOV_STEPS = 1024
 """``fpbench solve`` estimates the Lyapunov exponent over at most this many steps (cost)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("info", help="versions, backends with their devices, thread settings")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("solve", help="run one solve and compare it with the exact states")
+def _problem_and_solver_args(p: argparse.ArgumentParser, seq_len: int) -> None:
+    """The spec, solver and backend options ``solve`` and ``grad`` share."""
     p.add_argument("--cell", choices=sorted(CELLS), default="gru")
     p.add_argument("--input-size", type=int, default=32)
     p.add_argument("--hidden", type=int, default=64, help="hidden size H")
-    p.add_argument("--seq-len", type=int, default=4096, help="sequence length T")
+    p.add_argument("--seq-len", type=int, default=seq_len, help="sequence length T")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--contraction", type=float, default=0.9, help="spectral norm of W_hh")
@@ -106,8 +143,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--damping", type=float, default=None, help="ELK / quasi-ELK damping (default 0.1)")
     p.add_argument("--backend", default="numpy", help="backend or backend:device, e.g. torch:cuda")
     p.add_argument("--device", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions, backends with their devices, thread settings")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("solve", help="run one solve and compare it with the exact states")
+    _problem_and_solver_args(p, seq_len=4096)
     p.add_argument("--repeats", type=int, default=1, help="timed runs of the prepared solve")
     p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("grad", help="run one forward + backward pass and compare the gradients with BPTT")
+    _problem_and_solver_args(p, seq_len=1024)
+    p.add_argument(
+        "--backward",
+        choices=list(BACKWARDS),
+        default=None,
+        help="iterative solvers: implicit (adjoint at the returned states, default) or unrolled",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="timed runs of the prepared forward + backward")
+    p.set_defaults(func=cmd_grad)
 
     add_train_command(sub)  # train: fpbench.train_cli
     add_commands(sub)  # report, sweep: their heavy imports happen when they run
@@ -118,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, BackendUnavailableError, UnsupportedError, InsufficientMemoryError) as e:
+    except (ValueError, BackendUnavailableError, UnsupportedError, InsufficientMemoryError, ImportError) as e:
         print(f"fpbench: error: {e}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,21 @@ Semantics, per solver (DESIGN §1):
   in time in parallel, then the parameter gradients as batched products over all t.
 
 Backend contract: :meth:`fpbench.Backend.prepare_grad` returns a ``Prepared`` whose
-``to_host`` gives a :class:`GradHost` (host NumPy arrays, full states ``(T, B, S)``).
+``to_host`` gives a :class:`GradHost` (host NumPy arrays, full states ``(T, B, S)``). The
+implicit backward of each solver, as the NumPy reference (:mod:`fpbench.reference_grad`, the
+oracle) computes it and every backend must match:
+
+- ``transition == "full"`` (Newton, ELK): the adjoint solved exactly (a reverse scan);
+  no backward residuals;
+- ``transition == "none"`` (Jacobi): Jacobi iterations on the adjoint,
+  ``Lambda <- G + shift(J^T Lambda)``; ``transition == "diagonal"`` (QuasiNewton,
+  QuasiELK): iterations preconditioned by the diagonal of J (one elementwise reverse scan
+  each). Both start from ``Lambda = 0``, report ``max |Lambda_new - Lambda_old|`` per
+  iteration, stop after the first residual ``<= tol`` (or a non-finite one), and run at most
+  ``min(max_iters, T)`` iterations (T iterations are exact).
+
+Unrolled differentiates the iterations that ran (with ``tol``, the stopping decision is not
+differentiated). Validation lives in :func:`grad`: backends receive a checked cotangent.
 """
 
 from __future__ import annotations
@@ -45,8 +59,10 @@ class GradHost:
         s0: ``(B, S)`` ``dL/ds0`` (``[dL/dh0, dL/dc0]`` for ``lstm``).
         backward_residuals: residuals of the backward iterations (empty where the backward
             is a direct solve: BPTT, autograd, a reverse scan).
-        backward_method: what ran backwards, e.g. ``"bptt"``, ``"autograd"``,
-            ``"unrolled"``, ``"implicit: reverse scan"``, ``"implicit: jacobi on the adjoint"``.
+        backward_method: what ran backwards: the reference's names are ``"bptt"``,
+            ``"unrolled"``, ``"implicit: exact reverse solve"``, ``"implicit: jacobi on the
+            adjoint"``, ``"implicit: diagonal-preconditioned adjoint iterations"``; backends
+            name their own (``"autograd"``, ``"implicit: reverse scan"``, ...).
     """
 
     states: np.ndarray
@@ -280,8 +296,12 @@ def timed_grad(
         )
     if not isinstance(solver, Solver) or type(solver) is Solver:
         raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string such as 'torch' or 'torch:cuda', got {backend!r}")
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"device must be None or a string such as 'cpu' or 'cuda', got {device!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     full = full_cotangent(problem, cotangent)
     full.flags.writeable = False
     impl, dev = resolve(backend, device)

@@ -47,3 +47,50 @@ def assert_close(name: str, actual: np.ndarray, expected: np.ndarray, dtype: str
     ok, msg = check_close(name, actual, expected, dtype)
     if not ok:
         raise AssertionError(msg)
+
+
+GRAD_TOLERANCES: dict[str, float] = {
+    # relative L2 error ||a - e|| / ||e|| of each gradient array (weight_ih, ..., x, h0, c0)
+    # against the float64 reference; float32 carries the rounding of both passes.
+    "float32": 1e-3,
+    "float64": 1e-9,
+}
+
+
+def grad_errors(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, float]:
+    """Relative L2 error of every gradient array, by name (NaN if non-finite); the
+    denominator is floored at 1e-12 so that an all-zero gradient compares absolutely."""
+    if set(actual) != set(expected):
+        raise ValueError(f"gradient names differ: {sorted(actual)} vs {sorted(expected)}")
+    out = {}
+    for k, e in expected.items():
+        a = np.asarray(actual[k], dtype=np.float64)
+        e = np.asarray(e, dtype=np.float64)
+        if a.shape != e.shape:
+            raise ValueError(f"d{k}: shape mismatch: actual {a.shape} vs expected {e.shape}")
+        if not np.isfinite(a).all():
+            out[k] = float("nan")
+        else:
+            out[k] = float(np.linalg.norm(a - e) / max(float(np.linalg.norm(e)), 1e-12))
+    return out
+
+
+def check_grad_close(
+    name: str, actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype: str
+) -> tuple[bool, str]:
+    """Whether every gradient in ``actual`` (e.g. ``GradResult.arrays()``) matches
+    ``expected`` within ``GRAD_TOLERANCES[dtype]``, and a message with each error."""
+    tol = GRAD_TOLERANCES[dtype]
+    err = grad_errors(actual, expected)
+    ok = all(np.isfinite(v) and v <= tol for v in err.values())
+    detail = ", ".join(f"{k}={v:.2g}" for k, v in err.items())
+    return ok, f"{name}: gradient rel L2 errors {detail} (tol {tol:.0e}) [{dtype}]"
+
+
+def assert_grad_close(
+    name: str, actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype: str
+) -> None:
+    """Raise ``AssertionError`` with every error unless :func:`check_grad_close` passes."""
+    ok, msg = check_grad_close(name, actual, expected, dtype)
+    if not ok:
+        raise AssertionError(msg)

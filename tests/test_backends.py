@@ -99,10 +99,11 @@ def test_undamped_elk_is_newton(target, cell, damped, undamped):
 
 @pytest.mark.parametrize("solver", DAMPED.values(), ids=DAMPED)
 def test_damped_converges_to_exact(target, solver):
+    """A damped iteration converges linearly, so its error is a few times its last residual."""
     problem = fpbench.make_problem(spec("T33-B2-H16-I4-rho0.5", "gru", "float64"))
-    result = fpbench.solve(problem, type(solver)(max_iters=1000, tol=1e-10, damping=0.5), backend=target)
+    result = fpbench.solve(problem, type(solver)(max_iters=1000, tol=1e-12, damping=0.05), backend=target)
     assert result.converged and not result.diverged
-    assert_close("damped at tol", result.states, fpbench.reference_states(problem), "float64")
+    np.testing.assert_allclose(result.states, fpbench.reference_states(problem), rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("k", [1, 4, 9])

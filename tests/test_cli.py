@@ -67,3 +67,40 @@ def test_console_script_runs():
         check=True,
     ).stdout
     assert "iterations: 4" in out
+
+
+@pytest.mark.parametrize(
+    ("solver", "extra"),
+    [
+        ("sequential", []),
+        ("jacobi", ["--tol", "1e-9", "--max-iters", "100"]),
+        ("quasi_newton", ["--tol", "1e-9", "--max-iters", "100", "--cell", "lstm"]),
+        ("newton", ["--max-iters", "40"]),
+        ("jacobi", ["--max-iters", "3", "--backward", "unrolled"]),
+    ],
+    ids=["sequential", "jacobi-tol", "quasi_newton-lstm", "newton", "jacobi-unrolled"],
+)
+def test_grad_prints_both_passes_and_gradient_errors(capsys, solver, extra):
+    argv = ["grad", "--hidden", "6", "--seq-len", "24", "--batch", "2", "--dtype", "float64"]
+    argv += ["--solver", solver]
+    assert main([*argv, *extra]) == 0
+    out = capsys.readouterr().out
+    assert "forward:" in out and "backward:" in out and "forward+backward median" in out
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "x", "h0"):
+        assert f"d{name} " in out
+    assert ("dc0 " in out) == ("lstm" in extra)
+    errs = [float(line.split()[-1]) for line in out.splitlines() if line.startswith("  d")]
+    if solver == "jacobi" and "unrolled" in extra:  # the 3-truncated model's gradient: not exact
+        assert "backward:   unrolled  iterations=0" in out and max(errs) > 1e-3
+    else:
+        assert max(errs) < 1e-7, out
+    if solver in ("jacobi", "quasi_newton") and "--tol" in extra:
+        assert "implicit:" in out and "residuals:" in out
+
+
+def test_grad_bad_input_is_a_clean_error(capsys):
+    small = ["--seq-len", "4", "--hidden", "2"]
+    assert main(["grad", "--solver", "newton", "--backward", "unrolled", *small]) == 2
+    assert "no unrolled backward" in capsys.readouterr().err
+    assert main(["grad", "--solver", "native", "--seq-len", "4", "--hidden", "2"]) == 2
+    assert "no backward pass for solver 'native'" in capsys.readouterr().err

@@ -54,12 +54,35 @@ def test_info_reports_threads_flags_and_cache(backend):
     assert info["PJRT_NPROC"] and info["jax_compilation_cache"]
 
 
-@pytest.mark.parametrize("cell", ["elman", "gru"])
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
 def test_iteration_floor_computes_one_cell_step_per_row(backend, cell):
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", cell, "float64"))
     s = problem.spec
     out = np.asarray(backend.iteration_floor(problem, "cpu")())
     gi = cells.input_projection(problem.params, problem.x)
-    h = np.broadcast_to(problem.h0, (s.seq_len, s.batch, s.hidden_size))
-    expected = cells.step(cell, problem.params, h, gi).reshape(-1, s.hidden_size)
+    h = np.broadcast_to(problem.s0, (s.seq_len, s.batch, s.state_size))
+    expected = cells.CELLS[cell].step(np, problem.params, h, gi).reshape(-1, s.state_size)
     assert_close("floor", out, expected, "float64")
+
+
+@pytest.mark.parametrize("damping", [0.0, 0.05, 1.0, 20.0])
+@pytest.mark.parametrize("full", [True, False], ids=["full", "diagonal"])
+def test_parallel_kalman_smoother_matches_the_sequential_reference(full, damping):
+    """The associative-scan filter and smoother solve ELK's damped step exactly (damping 0:
+    the plain linear recurrence), for transitions that are neither small nor symmetric."""
+    rng = np.random.default_rng(1)
+    T, B, S = 37, 3, 6
+    A = rng.normal(scale=0.6, size=(T, B, S, S) if full else (T, B, S))
+    b, y, s0 = rng.normal(size=(T, B, S)), rng.normal(size=(T, B, S)), rng.normal(size=(B, S))
+    expected = reference.kalman_smoother(A, b, y, s0, damping)
+    # the backend's form: the known s0 folded into the first step (A_1 = 0, b_1 = A_1 s0 + b_1)
+    b_dev = b.copy()
+    b_dev[0] = (A[0] @ s0[..., None])[..., 0] + b[0] if full else A[0] * s0 + b[0]
+    A_dev = A.copy()
+    A_dev[0] = 0.0
+    with jax.enable_x64(True):
+        got = jax.jit(jax_backend._kalman_smoother, static_argnums=0)(full, A_dev, b_dev, y, damping)
+        got = np.asarray(got)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+    if damping == 0.0:
+        np.testing.assert_allclose(got, reference.linear_recurrence(A, b, s0), rtol=1e-9, atol=1e-9)

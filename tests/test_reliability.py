@@ -365,3 +365,16 @@ def test_cli_solve_shows_lyapunov(capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "lyapunov:   lambda_max=+" in out and "chaotic" in out
+
+
+def test_torch_cuda_check_interval_stops_on_nonfinite_without_tol():
+    """The CUDA strategy (host reads every 8 iterations), run on CPU: a fixed budget still
+    stops after the first non-finite residual, with the reference's count."""
+    tb = pytest.importorskip("backends.torch")
+    good = fpbench.make_problem(spec("T7-B3-H5-I2", "gru", "float32"))
+    x = good.x.copy()
+    x[2, 1, 0] = np.nan
+    bad = fpbench.Problem(good.spec, x, good.h0, good.params)
+    prepared = tb.TorchBackend(check_every=8).prepare(bad, fpbench.Jacobi(50), "cpu")
+    _, residuals = prepared.to_host(prepared.run())
+    assert len(residuals) == 1 and np.isnan(residuals[0])
