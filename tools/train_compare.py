@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--target-at", type=float, default=0.5, help="default stated loss: BPTT's after this share"
     )
+    p.add_argument("--smooth", type=int, default=10, help="trailing-mean window of minibatch (digits) losses")
     p.add_argument("--out", type=Path, default=None, help="Markdown file (default: stdout)")
     p.add_argument("--curves", type=Path, default=None, help="CSV of every loss curve (overwritten)")
     p.add_argument("--figure", type=Path, default=None, help="PNG: loss vs step and vs seconds")
