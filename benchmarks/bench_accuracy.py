@@ -14,7 +14,7 @@ import numpy as np
 import fpbench
 from fpbench.testing import errors
 
-from . import common, grids
+from . import common
 from .common import GRID, TARGETS
 
 
@@ -27,7 +27,7 @@ class Accuracy:
     that k iterations make exact (``check_close`` against the exact states).
     """
 
-    params = (TARGETS, GRID.accuracy_cells, grids.ITERATIVE, GRID.accuracy_budgets, GRID.contractions)
+    params = (TARGETS, GRID.accuracy_cells, GRID.accuracy_solvers, GRID.accuracy_budgets, GRID.contractions)
     param_names = ("target", "cell", "solver", "max_iters", "contraction")
     timeout = 300.0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import common, grids
+from . import common
 from .common import GRID, TARGETS
 
 
@@ -19,7 +19,7 @@ class ColdStart:
     the problem (T, H) = (``grid.cold_seq_len``, ``grid.cold_hidden``); iterative solvers
     use the grid's ``solve_budget``."""
 
-    params = (TARGETS, GRID.cells, grids.SOLVERS)
+    params = (TARGETS, GRID.cells, GRID.solvers)
     param_names = ("target", "cell", "solver")
     number = 1
     repeat = (1, 3, 20.0)

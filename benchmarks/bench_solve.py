@@ -3,9 +3,9 @@ product and the batch size.
 
 ``SeqLen``, ``Hidden``, ``Budget`` and ``Batch`` sweep one axis of the grid
 (:mod:`fpbench.grids`) with the others fixed, ``Product`` sweeps T x H together, for every
-target x cell x solver of the grid's tables (``grids.SOLVERS``: a solver added there is
-swept here); the sequential baselines (``sequential``, ``native``) sit in the same suites
-as the fixed-point solvers, so every speedup compares timings of one run. The timed call is the prepared,
+target x cell x solver of the grid (``Grid.solvers``: a solver added there is swept
+here); the sequential baselines (``sequential``, ``native``) sit in the same suites as the
+fixed-point solvers, so every speedup compares timings of one run. The timed call is the prepared,
 synchronised solve, and only after it passed the correctness gate (``common.verify``).
 """
 
@@ -20,7 +20,7 @@ class SeqLen(common.Solve):
     run with the grid's ``solve_budget`` (``"tol"``: to tolerance, the fair comparison
     with the exact sequential baselines)."""
 
-    params = (TARGETS, GRID.cells, grids.SOLVERS, GRID.seq_lens)
+    params = (TARGETS, GRID.cells, GRID.solvers, GRID.seq_lens)
     param_names = ("target", "cell", "solver", "seq_len")
 
     def case(self, target, cell, solver, seq_len):
@@ -31,7 +31,7 @@ class SeqLen(common.Solve):
 class Hidden(common.Solve):
     """Time and peak memory against H at T = ``grid.hidden_seq_len``."""
 
-    params = (TARGETS, GRID.cells, grids.SOLVERS, GRID.hidden_sizes)
+    params = (TARGETS, GRID.cells, GRID.solvers, GRID.hidden_sizes)
     param_names = ("target", "cell", "solver", "hidden_size")
 
     def case(self, target, cell, solver, hidden_size):
@@ -47,7 +47,7 @@ class Budget(common.Solve):
     fixed-point solvers give the same, exact, answer), and are n/a for the other budgets.
     """
 
-    params = (TARGETS, GRID.cells, grids.SOLVERS, GRID.budgets)
+    params = (TARGETS, GRID.cells, GRID.solvers, GRID.budgets)
     param_names = ("target", "cell", "solver", "max_iters")
 
     def case(self, target, cell, solver, max_iters):
@@ -65,7 +65,7 @@ class Product(common.SolveTime):
 
     repeat = (1, 3, 1.0)
 
-    params = (TARGETS, GRID.product_cells, grids.SOLVERS, GRID.product_seq_lens, GRID.product_hidden_sizes)
+    params = (TARGETS, GRID.product_cells, GRID.solvers, GRID.product_seq_lens, GRID.product_hidden_sizes)
     param_names = ("target", "cell", "solver", "seq_len", "hidden_size")
 
     def case(self, target, cell, solver, seq_len, hidden_size):
@@ -81,7 +81,7 @@ class Batch(common.SolveTime):
 
     repeat = (1, 3, 1.0)
 
-    params = (TARGETS, GRID.cells, grids.SOLVERS, GRID.batch_sizes)
+    params = (TARGETS, GRID.cells, GRID.solvers, GRID.batch_sizes)
     param_names = ("target", "cell", "solver", "batch")
 
     def case(self, target, cell, solver, batch):

@@ -35,6 +35,7 @@ GRID_NAMES = _grids.GRID_NAMES
 GRIDS = _grids.GRIDS
 INPUT_SIZE = _grids.INPUT_SIZE
 ITERATIVE = _grids.ITERATIVE
+DAMPED = _grids.DAMPED
 SEED = _grids.SEED
 SOLVERS = _grids.SOLVERS
 TOL = _grids.TOL

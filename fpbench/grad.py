@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .memory import check_memory
 from .registry import resolve
 from .result import DivergenceWarning, make_result
 from .solvers import Solver
@@ -276,6 +277,8 @@ def grad(
         ValueError: a cotangent of the wrong shape or dtype, or holding NaN/Inf.
         BackendUnavailableError: unknown or unavailable backend or device.
         UnsupportedError: the backend has no backward pass for this combination.
+        InsufficientMemoryError: on a CPU device, the forward solve's
+            :func:`fpbench.estimate_memory` exceeds the available memory.
     """
     return timed_grad(problem, solver, backend, device, cotangent)[0]
 
@@ -302,9 +305,11 @@ def timed_grad(
         raise TypeError(f"device must be None or a string such as 'cpu' or 'cuda', got {device!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    impl, dev = resolve(backend, device)
+    if dev == "cpu":  # the forward's estimate (the backward of an unrolled solve needs more)
+        check_memory(problem, solver, impl.compute_dtype, f"{impl.name}:{dev}")
     full = full_cotangent(problem, cotangent)
     full.flags.writeable = False
-    impl, dev = resolve(backend, device)
     t0 = time.perf_counter()
     prepared = impl.prepare_grad(problem, solver, dev, full)
     prepare_s = time.perf_counter() - t0

@@ -32,9 +32,15 @@ TOL = "tol"
 TOLERANCE: dict[str, float] = {"float32": 1e-4, "float64": 1e-7}
 """Tolerance of a ``"tol"`` run, by dtype (float32 residuals stall near 1e-6)."""
 
-CELLS: tuple[str, ...] = ("elman", "gru")
+CELLS: tuple[str, ...] = ("elman", "gru", "lstm")
 SOLVERS: tuple[str, ...] = ("sequential", "native", "jacobi", "newton", "quasi_newton")
+"""The solvers of every grid's solve suites (a grid's ``solvers`` default)."""
 ITERATIVE: tuple[str, ...] = ("jacobi", "newton", "quasi_newton")
+"""The solvers of every grid's accuracy suite (a grid's ``accuracy_solvers`` default)."""
+DAMPED: tuple[str, ...] = ("elk", "quasi_elk")
+"""The damped solvers (ELK), added later: a grid lists them in ``solvers`` /
+``accuracy_solvers`` where it runs them (on a CPU, full ELK's S x S Kalman smoother at
+the solve suites' sizes would take minutes per solve)."""
 BASELINES: tuple[str, ...] = ("sequential", "native")
 
 Budget = int | str
@@ -65,6 +71,9 @@ class Grid:
             empty: every suite. ``asv run`` by hand runs every suite whatever this says.
         sweep_skips: targets ``fpbench sweep`` does not run for this grid (their combinations
             stay in the asv params, as missing).
+        solvers: the solvers of the solve suites (``SeqLen``, ``Hidden``, ``Budget``,
+            ``Product``, ``Batch``, ``ColdStart``).
+        accuracy_solvers: the solvers of ``Accuracy`` (iterative only).
 
     The fields after ``floor_hidden`` were added later (append-only): their defaults are
     the values the grids defined before them use.
@@ -98,6 +107,8 @@ class Grid:
     batch_hidden: int = 16
     suites: tuple[str, ...] = ()
     sweep_skips: tuple[str, ...] = ()
+    solvers: tuple[str, ...] = SOLVERS
+    accuracy_solvers: tuple[str, ...] = ITERATIVE
 
 
 GRIDS: dict[str, Grid] = {
@@ -123,11 +134,12 @@ GRIDS: dict[str, Grid] = {
         cold_hidden=32,
         floor_seq_lens=(1024,),
         floor_hidden=32,
+        accuracy_solvers=ITERATIVE + DAMPED,
     ),
     # The README's CPU sweep (2-core machine: see README for its wall time).
     "default": Grid(
         name="default",
-        cells=("elman", "gru"),
+        cells=("elman", "gru", "lstm"),
         solve_budget=TOL,
         seq_lens=(256, 1024, 4096, 16384),
         seq_lens_hidden=64,
@@ -150,12 +162,13 @@ GRIDS: dict[str, Grid] = {
         batch_sizes=(1, 4, 16, 64),
         batch_seq_len=4096,
         batch_hidden=64,
+        accuracy_solvers=ITERATIVE + DAMPED,
     ),
     # The anchors' scales, for a GPU machine: T up to 10^6, H up to 1024. Combinations
     # that do not fit the device's memory are n/a (estimated in setup).
     "full": Grid(
         name="full",
-        cells=("elman", "gru"),
+        cells=("elman", "gru", "lstm"),
         solve_budget=TOL,
         seq_lens=(1024, 4096, 16384, 65536, 262144, 1048576),
         seq_lens_hidden=64,
@@ -178,6 +191,8 @@ GRIDS: dict[str, Grid] = {
         batch_sizes=(1, 4, 16, 64, 256),
         batch_seq_len=65536,
         batch_hidden=64,
+        solvers=SOLVERS + DAMPED,
+        accuracy_solvers=ITERATIVE + DAMPED,
     ),
     # The main job (`make report`): <= 15 minutes on the 2-core VM of reports/vm. It answers
     # "where does a parallel solver beat the best sequential baseline" on T x H (Product,

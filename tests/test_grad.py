@@ -407,3 +407,10 @@ def test_gradient_properties_hold_for_random_problems(cell, T, B, H, I, rho, see
         assert g.backward.converged
         err = grad_errors(g.arrays(), bptt.arrays())
         assert max(err.values()) < 1e-8, (solver, err)
+
+
+def test_a_gradient_too_large_for_memory_is_refused(monkeypatch):
+    monkeypatch.setattr(fpbench.memory, "available_memory", lambda: 1024)
+    problem = problem_of("T7-B3-H5-I2", "gru")
+    with pytest.raises(fpbench.InsufficientMemoryError, match="numpy:cpu"):
+        fpbench.grad(problem, fpbench.Newton(3))

@@ -1,0 +1,221 @@
+"""Report sections of the gradient and training suites (``benchmarks/bench_grad.py``,
+``benchmarks/bench_train.py``).
+
+:func:`grad_sections` returns the sections in report order; ``build_report`` adds them with
+``*grad_sections(frame, figs)`` (its ``_Figures`` saves the figures):
+
+- backward (forward + backward) time against T and against H, per backend, solver and
+  backward mode;
+- backward speedup over the best sequential BPTT (``sequential``/``native``, any backend)
+  on the same device, at each (cell, T, H) point;
+- gradient error against the budget k beside ρᵏ (the truncated gradient of Miller & Hardt,
+  measured), and the iterations of the backward pass;
+- peak memory of unrolled against implicit, over the budget;
+- training: time per step, final training loss, held-out loss with the exact forward, and
+  the train/inference consistency gap, per method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from . import analysis, figures
+from .page import Section, Table, Text
+
+BASELINES = ("sequential", "native")
+
+
+def _none(what: str) -> list[Text]:
+    return [Text(f"No {what} in these results (the suite did not run, or every combination is a gap).")]
+
+
+def _labelled(rows: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Rows with ``solver`` naming the backward mode too (``jacobi (unrolled)``; the
+    baselines keep their name) and ``label = backend:solver``."""
+    if rows.empty:
+        return rows.assign(label=pd.Series(dtype=str))
+    out = rows.copy()
+    if "backward" in out:
+        iterative = ~out["solver"].isin(BASELINES) & out["backward"].notna()
+        out.loc[iterative, "solver"] = (
+            out.loc[iterative, "solver"] + " (" + out.loc[iterative, "backward"] + ")"
+        )
+    return analysis.with_labels(out, extra)
+
+
+def _select(frame: pd.DataFrame, group: str, metric: str) -> pd.DataFrame:
+    return frame[frame["group"].eq(group) & frame["metric"].eq(metric)]
+
+
+def _time_sections(frame: pd.DataFrame, figs: Any) -> list[Section]:
+    out = []
+    for title, group, x, other in (
+        ("Backward: time vs sequence length", "GradSeqLen", "seq_len", "hidden_size"),
+        ("Backward: time vs hidden size", "GradHidden", "hidden_size", "seq_len"),
+    ):
+        rows = _labelled(_select(frame, group, "time_grad"), ("max_iters", other))
+        blocks = figs.per_machine(
+            f"grad-time-{x}",
+            rows,
+            lambda g, t, x=x: figures.lines(g, x, "time (ms)", t, scale=1e3, row="cell", col="solver"),
+            f"{title}: median time of the forward solve plus its backward pass (log-log), one panel per "
+            "cell and solver (with its backward mode), one line per backend.",
+        )
+        out.append(Section(title, blocks or _none(f"`{group}.time_grad` results")))
+    return out
+
+
+def backward_speedups(frame: pd.DataFrame) -> pd.DataFrame:
+    """Speedup of every gradient over the fastest BPTT baseline (``sequential`` or ``native``,
+    any backend) on the same machine, device and point (cell, T, H): one row per
+    (point, backend, solver, backward, budget), ``speedup = best baseline time / time``."""
+    rows = frame[frame["group"].isin(("GradSeqLen", "GradHidden")) & frame["metric"].eq("time_grad")]
+    rows = rows[rows["status"].eq("ok")]
+    if rows.empty:
+        return pd.DataFrame()
+    point = ["machine", "device", "cell", "seq_len", "hidden_size"]
+    base = rows[rows["solver"].isin(BASELINES)]
+    best = base.loc[base.groupby(point, dropna=False)["value"].idxmin()]
+    best = best[[*point, "value", "backend", "solver"]].rename(
+        columns={"value": "bptt_s", "backend": "bptt_backend", "solver": "bptt_solver"}
+    )
+    cols = [*point, "backend", "solver", "backward", "max_iters", "value"]
+    cand = rows[~rows["solver"].isin(BASELINES)][[c for c in cols if c in rows]]
+    out = cand.merge(best, on=point, how="inner")
+    out["speedup"] = out["bptt_s"] / out["value"]
+    return out.sort_values([*point, "speedup"], ascending=[True] * len(point) + [False])
+
+
+def _speedup_section(frame: pd.DataFrame) -> Section:
+    section = Section("Backward speedup over the best sequential BPTT")
+    sp = backward_speedups(frame)
+    if sp.empty:
+        section.blocks += _none("gradient timings with a BPTT baseline at the same point")
+        return section
+    table = sp.assign(
+        time=sp["value"].map(analysis.fmt_seconds),
+        bptt=sp["bptt_backend"] + ":" + sp["bptt_solver"] + " " + sp["bptt_s"].map(analysis.fmt_seconds),
+        speedup=sp["speedup"].map(lambda v: f"{v:.2f}x"),
+    )[
+        [
+            "machine",
+            "device",
+            "cell",
+            "seq_len",
+            "hidden_size",
+            "backend",
+            "solver",
+            "backward",
+            "time",
+            "bptt",
+            "speedup",
+        ]
+    ]
+    section.blocks.append(
+        Table(
+            table.reset_index(drop=True),
+            "Forward + backward time of each fixed-point gradient against the fastest BPTT baseline "
+            "(sequential or native autograd, any backend) on the same device at the same (cell, T, H); "
+            "> 1x: the parallel gradient is faster.",
+        )
+    )
+    return section
+
+
+def _accuracy_section(frame: pd.DataFrame, figs: Any) -> Section:
+    section = Section("Gradient error vs iteration budget")
+    err = _labelled(_select(frame, "GradAccuracy", "track_grad_rel_error"))
+    section.blocks += figs.per_machine(
+        "grad-error-budget",
+        err,
+        lambda g, t: figures.accuracy(g, t),
+        "Gradient error vs iteration budget k: the largest relative L2 error of dL/dW, dL/db, dL/dx, "
+        "dL/dh0 against the exact float64 gradient (log y; the axis label reads max |error|), one panel "
+        "per contraction ρ and solver (with its backward mode); dashed black: ρᵏ (elman). Unrolled "
+        "Jacobi is the k-truncated model's gradient (Miller & Hardt).",
+        by=("machine", "device", "cell"),
+    )
+    it = _labelled(_select(frame, "GradAccuracy", "track_backward_iterations"))
+    it = it[it["max_iters"].astype(str).eq("tol")]
+    section.blocks += figs.per_machine(
+        "grad-iterations-tol",
+        it,
+        lambda g, t: figures.iterations(g, t),
+        'Backward iterations vs contraction ρ (max_iters = "tol"): adjoint iterations of the '
+        "implicit backward of Jacobi and quasi-Newton (0: a direct backward).",
+    )
+    if not section.blocks:
+        section.blocks += _none("`GradAccuracy` results")
+    return section
+
+
+def _memory_section(frame: pd.DataFrame, figs: Any) -> Section:
+    rows = _select(frame, "GradBudget", "peakmem_grad")
+    rows = rows[pd.to_numeric(rows["max_iters"], errors="coerce").notna()].assign(
+        max_iters=lambda d: d["max_iters"].astype(float)
+    )
+    blocks = figs.per_machine(
+        "grad-memory-budget",
+        _labelled(rows),
+        lambda g, t: figures.lines(
+            g, "max_iters", "peak memory (MiB)", t, scale=1 / 2**20, row="cell", col="solver"
+        ),
+        "Peak memory of forward + backward vs iteration budget k: unrolled keeps every iterate (and "
+        "Newton's Jacobians), implicit does not. asv's peakmem (process RSS; GPU memory is not in it).",
+    )
+    return Section(
+        "Gradient memory: unrolled vs implicit", blocks or _none("`GradBudget.peakmem_grad` results")
+    )
+
+
+def _training_section(frame: pd.DataFrame, figs: Any) -> Section:
+    """The training suites of ``benchmarks/bench_train.py``: ``TrainSeqLen`` / ``TrainHidden``
+    (``time_train_step``) and ``TrainLoss`` (``track_train_loss``, ``track_eval_loss``,
+    ``track_gap``), each with a ``method`` parameter (a solver and its backward mode)."""
+    section = Section("Training: time per step, loss and the train/inference gap")
+    for group, x in (("TrainSeqLen", "seq_len"), ("TrainHidden", "hidden_size")):
+        step = _select(frame, group, "time_train_step")
+        if step.empty or "method" not in step:
+            continue
+        step = analysis.with_labels(step.assign(solver=step["method"]), ())
+        section.blocks += figs.per_machine(
+            f"train-step-{x}",
+            step,
+            lambda g, t, x=x: figures.lines(
+                g, x, "time per step (ms)", t, scale=1e3, row="device", col="solver"
+            ),
+            f"Time per training step vs {figures.AXIS_LABEL.get(x, x)}: forward + backward, the "
+            "readout's loss and gradient, one Adam update; one panel per method, one line per backend.",
+        )
+    tracks = frame[frame["group"].eq("TrainLoss") & frame["status"].eq("ok")]
+    if not tracks.empty and "method" in tracks:
+        keys = [k for k in ("machine", "device", "backend", "method", "budget", "contraction") if k in tracks]
+        wide = tracks.assign(**{k: tracks[k].astype(str) for k in keys}).pivot_table(
+            index=keys, columns="metric", values="value", aggfunc="median"
+        )
+        wide = wide.reset_index()
+        wide.columns.name = None
+        section.blocks.append(
+            Table(
+                wide,
+                "After a fixed number of Adam steps on the teacher task: the training loss under the method "
+                "trained with, the same model's loss under the exact recurrence (eval), and their gap "
+                "(what training with an approximate fixed point costs at exact inference).",
+            )
+        )
+    if not section.blocks:
+        section.blocks += _none("`TrainSeqLen`, `TrainHidden` or `TrainLoss` results")
+    return section
+
+
+def grad_sections(frame: pd.DataFrame, figs: Any) -> list[Section]:
+    """The gradient and training sections (module docstring), for ``build_report``."""
+    return [
+        *_time_sections(frame, figs),
+        _speedup_section(frame),
+        _accuracy_section(frame, figs),
+        _memory_section(frame, figs),
+        _training_section(frame, figs),
+    ]

@@ -1,0 +1,86 @@
+"""The gradient and training report sections (fpbench/report/grad_sections.py) from a
+synthetic tidy frame shaped like the loader's rows of bench_grad / bench_train results."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("seaborn")
+
+from fpbench.report.build import _Figures
+from fpbench.report.grad_sections import backward_speedups, grad_sections
+from fpbench.report.page import Image, Table
+
+BASE = dict(machine="m", commit="abcdef12", date=pd.Timestamp("2026-01-01"), device="cpu", status="ok")
+
+
+def row(group, metric, value, **params):
+    target = params.pop("target", "torch:cpu")
+    return dict(
+        BASE,
+        group=group,
+        metric=metric,
+        value=value,
+        q25=value * 0.9,
+        q75=value * 1.1,
+        target=target,
+        backend=target.split(":")[0],
+        reason="",
+        **params,
+    )
+
+
+def frame():
+    rows = []
+    solvers = [
+        ("sequential", "implicit"),
+        ("native", "implicit"),
+        ("jacobi", "implicit"),
+        ("jacobi", "unrolled"),
+    ]
+    for (solver, backward), T in itertools.product(solvers, (128, 1024)):
+        t = T * (1e-5 if solver in ("sequential", "native") else 2e-6)
+        p = dict(cell="gru", solver=solver, backward=backward, seq_len=T, hidden_size=32, max_iters="tol")
+        rows.append(row("GradSeqLen", "time_grad", t, **p))
+    for backward, k in itertools.product(("implicit", "unrolled"), (1, 2, 4, 8)):
+        p = dict(cell="elman", solver="jacobi", backward=backward, max_iters=k, contraction=0.5, seq_len=128)
+        rows.append(row("GradAccuracy", "track_grad_rel_error", 0.5**k, **p))
+        p = dict(cell="gru", solver="jacobi", backward=backward, max_iters=k, seq_len=128, hidden_size=32)
+        rows.append(
+            row("GradBudget", "peakmem_grad", 2**20 * (100 + (k if backward == "unrolled" else 0)), **p)
+        )
+    methods = ("bptt", "jacobi-unrolled")
+    for method, metric in itertools.product(methods, ("track_train_loss", "track_eval_loss", "track_gap")):
+        p = dict(method=method, budget="tol", contraction=0.5, target="numpy:cpu")
+        rows.append(row("TrainLoss", metric, 0.1, **p))
+    for method, T in itertools.product(methods, (64, 256)):
+        p = dict(method=method, seq_len=T, hidden_size=16, target="numpy:cpu")
+        rows.append(row("TrainSeqLen", "time_train_step", 1e-4 * T, **p))
+    return pd.DataFrame(rows)
+
+
+def test_backward_speedups_against_the_best_bptt():
+    sp = backward_speedups(frame())
+    assert set(sp["solver"]) == {"jacobi"} and len(sp) == 4
+    np.testing.assert_allclose(sp["speedup"], 5.0)
+
+
+def test_sections_have_figures_and_tables(tmp_path):
+    sections = grad_sections(frame(), _Figures(tmp_path, None))
+    titles = [s.title for s in sections]
+    assert "Backward speedup over the best sequential BPTT" in titles
+    by_title = {s.title: s for s in sections}
+    assert any(isinstance(b, Image) for b in by_title["Backward: time vs sequence length"].blocks)
+    assert any(isinstance(b, Image) for b in by_title["Gradient error vs iteration budget"].blocks)
+    assert any(isinstance(b, Image) for b in by_title["Gradient memory: unrolled vs implicit"].blocks)
+    training = by_title["Training: time per step, loss and the train/inference gap"].blocks
+    assert any(isinstance(b, Table) for b in training) and any(isinstance(b, Image) for b in training)
+    assert len(list((tmp_path / "figures").glob("*.png"))) >= 4
+
+
+def test_sections_of_an_empty_frame_say_so(tmp_path):
+    empty = frame().iloc[:0]
+    for s in grad_sections(empty, _Figures(tmp_path, None)):
+        assert s.blocks and "No " in s.blocks[0].text
