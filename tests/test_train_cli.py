@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import sys
 
+import numpy as np
 import pytest
 
 from fpbench import tasks
@@ -102,5 +103,23 @@ def test_train_compare_tool_writes_the_table(tmp_path, monkeypatch):
     ):
         assert f"`{label}`" in text
     assert "`native`: n/a" in text  # the numpy reference has no native autograd
+    np.testing.assert_allclose(tool.smoothed(np.array([1.0, 3.0, 5.0]), 2), [1.0, 2.0, 4.0])
     rows = curves.read_text().splitlines()
     assert rows[0].startswith("task,method,step,loss") and len(rows) == 1 + 6 * 6
+
+
+def test_train_compare_tool_digits_smooths_minibatch_losses(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "train_compare.py"
+    spec = importlib.util.spec_from_file_location("train_compare", path)
+    tool = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train_compare", tool)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "training.md"
+    argv = ["--task", "digits", "--steps", "3", "--hidden", "3", "--batch", "4", "--ks", "2", "--smooth", "2"]
+    assert tool.main([*argv, "--tol", "1e-5", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "trailing mean over 2 steps" in text and "Accuracy (exact inference" in text

@@ -88,6 +88,26 @@ def run_all(spec, backend, steps, task, lr, seed, ks, tol, log=sys.stderr) -> li
     return runs
 
 
+def smoothed(losses: np.ndarray, window: int) -> np.ndarray:
+    """The trailing mean of the last ``window`` losses at each step (fewer at the start):
+    minibatch losses are noisy, so a first dip below the stated loss would say little."""
+    if window <= 1:
+        return np.asarray(losses, dtype=np.float64)
+    c = np.concatenate([[0.0], np.cumsum(losses)])
+    i = np.arange(1, len(losses) + 1)
+    lo = np.maximum(i - window, 0)
+    return (c[i] - c[lo]) / (i - lo)
+
+
+def reach(r: TrainResult, target: float, window: int) -> tuple[int | None, float | None]:
+    """``(steps, timed seconds)`` until the (smoothed) training loss first is ``<= target``."""
+    hit = np.flatnonzero(smoothed(r.losses, window) <= target)
+    if not hit.size:
+        return None, None
+    n = int(hit[0]) + 1
+    return n, float(np.sum(r.step_seconds[:n]))
+
+
 def _ratio(x: float | None, ref: float | None) -> str:
     if x is None:
         return "not reached"
@@ -106,15 +126,20 @@ def _unconverged(run: Run) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
-def markdown(runs: list[Run], target: float, target_note: str, header: str) -> str:
+def markdown(runs: list[Run], target: float, target_note: str, header: str, window: int = 1) -> str:
     """The comparison table (module docstring) under ``header``."""
     bptt = runs[0].result
     assert bptt is not None, "BPTT must run: it is the reference of every ratio"
-    ref_steps, ref_s = bptt.steps_to(target), bptt.seconds_to(target)
+    ref_steps, ref_s = reach(bptt, target, window)
     lines = [
         header,
         "",
-        f"Stated loss: **{target:.4g}** ({target_note}).",
+        f"Stated loss: **{target:.4g}** ({target_note})."
+        + (
+            f" Minibatch losses are compared as their trailing mean over {window} steps."
+            if window > 1
+            else ""
+        ),
         "",
         "| method | steps to loss | vs BPTT | seconds to loss | vs BPTT | ms/step (median) "
         "| final train loss | eval loss (exact) | gap | held-out loss | fwd / bwd iters |",
@@ -126,7 +151,7 @@ def markdown(runs: list[Run], target: float, target_note: str, header: str) -> s
         if r is None:
             na.append(f"- `{run.label}`: n/a — {run.error}")
             continue
-        n, s = r.steps_to(target), r.seconds_to(target)
+        n, s = reach(r, target, window)
         extra = " (diverged)" if r.diverged else ""
         lines.append(
             f"| `{run.label}`{extra} | {n if n is not None else '—'} | {_ratio(n, ref_steps)} "
@@ -165,7 +190,7 @@ def write_curves(runs: list[Run], path: Path, task: str) -> None:
                 w.writerow([task, run.label, i + 1, f"{loss:.8g}", f"{s:.6g}", f"{cum[i]:.6g}"])
 
 
-def write_figure(all_runs: list[tuple[str, list[Run], float]], path: Path) -> bool:
+def write_figure(all_runs: list[tuple[str, list[Run], float, int]], path: Path) -> bool:
     """Loss against step and against timed seconds, per method, one row per task (needs
     matplotlib; returns False without it)."""
     try:
@@ -176,15 +201,21 @@ def write_figure(all_runs: list[tuple[str, list[Run], float]], path: Path) -> bo
     except ImportError:
         return False
     fig, axes = plt.subplots(len(all_runs), 2, figsize=(11, 4 * len(all_runs)), squeeze=False)
-    for row, (title, runs, target) in zip(axes, all_runs, strict=True):
+    labels = list(dict.fromkeys(run.label for _, runs, _, _ in all_runs for run in runs))
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per method
+    for row, (title, runs, target, window) in zip(axes, all_runs, strict=True):
         for run in runs:
             r = run.result
             if r is None:
                 continue
             steps = np.arange(1, r.steps + 1)
             style = "-" if "unrolled" not in run.label else "--"
-            row[0].plot(steps, r.losses, style, label=run.label)
-            row[1].plot(np.cumsum(r.step_seconds), r.losses, style, label=run.label)
+            loss = smoothed(r.losses, window)
+            kw = {"color": colors[run.label], "label": run.label}
+            row[0].plot(steps, loss, style, **kw)
+            row[1].plot(np.cumsum(r.step_seconds), loss, style, **kw)
+        if window > 1:
+            title += f", trailing mean of {window} steps"
         for ax, xlabel in zip(row, ("step", "timed seconds (cumulative, log)"), strict=True):
             ax.set_yscale("log")
             ax.axhline(target, color="gray", lw=0.8, ls=":")
@@ -221,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--target-at", type=float, default=0.5, help="default stated loss: BPTT's after this share"
     )
+    p.add_argument("--smooth", type=int, default=10, help="trailing-mean window of minibatch (digits) losses")
     p.add_argument("--out", type=Path, default=None, help="Markdown file (default: stdout)")
     p.add_argument("--curves", type=Path, default=None, help="CSV of every loss curve (overwritten)")
     p.add_argument("--figure", type=Path, default=None, help="PNG: loss vs step and vs seconds")
@@ -253,11 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         if bptt is None:
             print(f"fpbench: error: BPTT did not run: {runs[0].error}", file=sys.stderr)
             return 2
+        window = 1 if task == "teacher" else args.smooth  # teacher: one full batch, no noise
         if args.target_loss is not None:
             target, note = args.target_loss, "given"
         else:
             at = max(1, round(args.target_at * args.steps))
-            target, note = float(bptt.losses[at - 1]), f"BPTT's training loss at step {at} of {args.steps}"
+            target = float(smoothed(bptt.losses, window)[at - 1])
+            note = f"BPTT's training loss at step {at} of {args.steps}"
         head = (
             f"## Task `{task}`: {bptt.task_description}\n\n"
             f"`{spec.cell}`, T = {spec.seq_len}, I = {spec.input_size}, H = {spec.hidden_size}, "
@@ -265,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             f"backend `{bptt.backend}:{bptt.device}`; "
             f"{args.steps} Adam steps, lr = {args.lr:g}; implicit methods to tol = {args.tol:g}."
         )
-        sections.append(markdown(runs, target, note, head))
-        figure_rows.append((f"{task} ({spec.cell}, T={spec.seq_len}, H={spec.hidden_size})", runs, target))
+        sections.append(markdown(runs, target, note, head, window))
+        figure_rows.append(
+            (f"{task} ({spec.cell}, T={spec.seq_len}, H={spec.hidden_size})", runs, target, window)
+        )
         if args.curves is not None:
             write_curves(runs, args.curves, task)
     total = time.perf_counter() - started
