@@ -111,8 +111,10 @@ class Progress:
 
     ``per_run`` holds, for each ``asv run`` of the sweep, how many combinations of each
     benchmark it runs (:func:`plan`). asv prints one header line per benchmark when it
-    has run all of that benchmark's combinations; each such line advances the count.
-    The estimate is the mean time per combination so far times the combinations left.
+    has run all of that benchmark's combinations; each such line advances the count
+    exactly (:meth:`line`). In between, the suites' setups append a line per combination
+    to ``tick_file`` (``benchmarks/common.py``: ``tick``), which :meth:`live` counts. The
+    estimate is the mean time per combination so far times the combinations left.
     """
 
     per_run: list[dict[str, int]]
