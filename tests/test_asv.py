@@ -27,6 +27,8 @@ MACHINE = ASV_MACHINE
 SUBSET = [
     r"bench_solve\.SeqLen\.\w+\('(numpy|torch):(cpu|cuda)', 'gru', '(sequential|jacobi)', 128\)",
     r"bench_solve\.Budget\.time_solve\('numpy:cpu', 'gru', '(native|newton)', 2\)",
+    r"bench_solve\.Product\.time_solve\('numpy:cpu', 'gru', '(sequential|jacobi)', 128, 4\)",
+    r"bench_solve\.Batch\.time_solve\('numpy:cpu', 'gru', 'jacobi', 1\)",
     r"bench_accuracy\.Accuracy\.track_\w+\('numpy:cpu', 'elman', 'quasi_newton', (2|'tol'), 1\.2\)",
     r"bench_cold\.ColdStart\.timeraw_prepare\('numpy:cpu', 'gru', 'jacobi'\)",
     r"bench_floor\.IterationFloor\.time_\w+\('numpy:cpu'",

@@ -195,7 +195,8 @@ def _chromium() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (CI installs it)")
 def test_html_renders_in_headless_chromium(report, tmp_path):
-    """Every embedded figure decodes in a real browser, and every section is there."""
+    """Every embedded figure decodes in a real browser, every section is there, and the page
+    leads with a non-empty headline section (verdicts and the where-it-wins table)."""
     cmd = [
         _chromium(),
         "--headless",
@@ -218,6 +219,14 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert check[2] == "", f"images that did not load: {check[2]}"
     for title in SECTIONS:
         assert title in dom
+    # the page leads with the answer: the headline section first, with verdicts and a table
+    head = re.search(r'data-first-section="([^"]*)" data-first-text="(\d+)" data-first-rows="(\d+)"', dom)
+    assert head, "the page's load handler did not describe its first section"
+    assert head[1].startswith("headline"), head[1]
+    assert int(head[2]) > 200 and int(head[3]) > 0
+    section = dom[dom.index(f'<section id="{head[1]}"') :]
+    section = section[: section.index("</section>")]
+    assert "beats the best sequential baseline" in section and "gate passed" in section
 
 
 @pytest.mark.slow
@@ -247,3 +256,73 @@ def test_sweep_quick_end_to_end(asv_sandbox, tmp_path):
     for suite in ("SeqLen", "Hidden", "Budget", "Accuracy", "ColdStart", "IterationFloor", "Settings"):
         assert (csv["benchmark"].str.contains(rf"\.{suite}\.") & (csv["status"] == "ok")).any(), suite
     assert (out / "index.html").is_file() and (out / "summary.md").is_file()
+
+
+def test_headline_answers_with_gate_errors(results):
+    """The headline: per machine, device, cell and parallel solver, where it wins, its best
+    speedup and the error its correctness gate measured for that very solve."""
+    frame = build_fill(results.frame)
+    sp = analysis.family_speedups(frame)
+    assert {"T and H sweeps", "T x H product", "batch"} <= set(sp["family"])
+    head = analysis.headline(sp)
+    assert set(head["machine"]) == {"fixture-a", "fixture-b"} and set(head["cell"]) == {"elman", "gru"}
+    assert (head["best speedup"] > 0).all()
+    product = head[head["cell"] == "gru"]
+    assert product["max |error| vs exact"].notna().all()  # the fixture's gate prints its error
+    assert (product["max |error| vs exact"] <= 1e-4).all()
+    ok = sp[sp["status"] == "ok"]
+    for _, row in head.iterrows():
+        g = ok[
+            (ok["machine"] == row["machine"]) & (ok["cell"] == row["cell"]) & (ok["solver"] == row["solver"])
+        ]
+        assert row["best speedup"] == g["speedup"].max()
+        assert (row["wins"] == "nowhere measured") == (g["speedup"] <= 1).all()
+    text = analysis.verdict(head, sp, "fixture-a", "cpu", "gru")
+    assert "gate passed" in text and "fixture-a" in text
+
+
+def build_fill(frame):
+    from fpbench.report.build import fill_fixed_shapes
+
+    return fill_fixed_shapes(frame)
+
+
+def test_fixed_shapes_come_from_the_package_grids(results):
+    frame = build_fill(results.frame)
+    assert frame.loc[frame["group"].eq("Batch"), "batch"].notna().all()
+    assert set(frame.loc[frame["group"].eq("Batch"), "seq_len"]) == {128.0}  # quick's batch_seq_len
+    assert set(frame.loc[frame["group"].eq("SeqLen"), "batch"]) == {8.0}
+
+
+def test_panels_have_at_most_six_lines_and_fixed_colours(results):
+    import matplotlib.pyplot as plt
+
+    from fpbench.report import figures
+
+    frame = analysis.with_labels(
+        results.frame[results.frame["group"].eq("SeqLen") & results.frame["metric"].eq("time_solve")],
+        ("max_iters", "hidden_size"),
+    )
+    fig = figures.lines(frame, "seq_len", "time", "t", row="cell", col="solver")
+    for ax in fig.axes:
+        assert len(ax.get_lines()) <= 6
+        for line in ax.get_lines():
+            assert line.get_color() == figures.BACKEND_COLOURS["numpy"]
+    assert [ax.get_title().split("solver=")[-1] for ax in fig.axes] == ["sequential", "jacobi", "newton"]
+    plt.close(fig)
+
+
+def test_product_heatmap_draws_the_break_even_contour(results):
+    import matplotlib.pyplot as plt
+    from matplotlib.contour import QuadContourSet
+
+    from fpbench.report import figures
+
+    frame = build_fill(results.frame)
+    sp = analysis.speedups(analysis.solve_rows(frame, groups=("Product",)))
+    g = sp[sp["machine"] == "fixture-a"]
+    fig = figures.speedup_heatmaps(g, analysis.crossovers(g), "t")
+    contours = [c for ax in fig.axes for c in ax.collections if isinstance(c, QuadContourSet)]
+    crosses = g.groupby("label")["speedup"].agg(lambda s: s.min() < 1 < s.max())
+    assert len(contours) == int(crosses.sum())
+    plt.close(fig)

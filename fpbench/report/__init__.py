@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "ReportError": "store",
     "ResultSet": "load",
     "load_results": "load",
     "build_report": "build",

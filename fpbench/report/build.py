@@ -282,12 +282,18 @@ def _batch_section(frame: pd.DataFrame, figs: _Figures) -> Section:
         "Speedup vs batch size: one panel per cell and parallel solver, one line per backend; dashed: "
         "break-even; red crosses: failed correctness gate (no number).",
     )
-    table = sp.assign(speedup=sp["speedup"].map(_fmt_speedup), batch=sp["batch"].map(fmt_num)).pivot_table(
+    measured = sp[sp["status"].isin(["ok", "failed"])]
+    table = measured.assign(
+        speedup=measured.apply(
+            lambda r: "failed" if r["status"] == "failed" else _fmt_speedup(r["speedup"]), axis=1
+        )
+    ).pivot_table(
         index=["machine", "device", "cell", "solver", "backend"],
         columns="batch",
         values="speedup",
         aggfunc="first",
     )
+    table = table.reindex(columns=sorted(table.columns)).rename(columns=lambda b: f"B = {fmt_num(b)}")
     section.blocks.append(Table(table.reset_index(), "Speedup by batch size B"))
     return section
 
@@ -509,6 +515,7 @@ def _provenance_section(result: ResultSet, frame: pd.DataFrame) -> Section:
             }
         )
     settings = frame[frame["group"].eq("Settings")]
+    grid_ids = ", ".join(f"{i} {n}" for i, n in enumerate(fpbench_grids.GRID_NAMES))
     extra: list[Text | Image | Table] = []
     if not settings.empty:  # what the benchmark processes saw (benchmarks/bench_settings.py)
         seen = settings.assign(
@@ -520,8 +527,8 @@ def _provenance_section(result: ResultSet, frame: pd.DataFrame) -> Section:
                 seen.pivot_table(
                     index="setting", columns="machine", values="value", aggfunc="first"
                 ).reset_index(),
-                "Settings seen by the benchmark processes (FPBENCH_GRID as its index: 0 quick, 1 default, "
-                "2 full)",
+                "Settings seen by the benchmark processes (FPBENCH_GRID as its index in "
+                f"fpbench.grids.GRID_NAMES: {grid_ids})",
             )
         )
     return Section(

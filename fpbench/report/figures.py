@@ -85,17 +85,35 @@ def _styles(labels: list[str]) -> dict[str, dict]:
     """Line style per ``backend:solver`` label (a suffix such as `` k=16`` may follow): colour
     by backend, dash and marker by solver, the same in every figure of every report."""
     out = {}
-    for lab in labels:
+    variants: dict[str, int] = {}
+    for lab in sorted(labels):
         backend, _, rest = lab.partition(":")
         solver = rest.split(" ", 1)[0] or backend
         ls, marker = solver_style(solver)
-        out[lab] = {"color": backend_colour(backend), "ls": ls, "marker": marker}
+        base = f"{backend}:{solver}"
+        n = variants[base] = variants.get(base, -1) + 1  # same backend:solver, another k / H / T
+        if n:
+            ls = ("-", "--", ":", "-.")[n % 4]
+        out[lab] = {
+            "color": backend_colour(backend),
+            "ls": ls,
+            "marker": marker,
+            "alpha": 1.0 - 0.25 * (n % 3),
+        }
     return out
 
 
+def _order(values: list, key: str) -> list:
+    """Facet order: solvers in :data:`SOLVER_STYLES` order (baselines first), others sorted."""
+    if key != "solver":
+        return values
+    known = list(SOLVER_STYLES)
+    return sorted(values, key=lambda v: (known.index(v) if v in known else len(known), str(v)))
+
+
 def _facets(df: pd.DataFrame, row: str, col: str) -> tuple[list, list]:
-    rows = sorted(df[row].dropna().unique()) or [None]
-    cols = sorted(df[col].dropna().unique()) or [None]
+    rows = _order(sorted(df[row].dropna().unique()), row) or [None]
+    cols = _order(sorted(df[col].dropna().unique()), col) or [None]
     return rows, cols
 
 

@@ -62,8 +62,8 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 nav ul { columns: 2; } .status-failed { color: #b00; font-weight: 600; }
 """
 
-# Opening the page needs no script. This one only records which images failed to decode,
-# so a headless browser test can read the verdict from the DOM.
+# Opening the page needs no script. This one only records which images failed to decode and
+# what the first (headline) section holds, so a headless browser test can read them from the DOM.
 CHECK_SCRIPT = """
 <script>
 window.addEventListener("load", function () {
@@ -75,6 +75,11 @@ window.addEventListener("load", function () {
   out.id = "image-check";
   out.setAttribute("data-images", String(document.images.length));
   out.setAttribute("data-broken", broken.join("|"));
+  // the report leads with its answer: the first section, its verdicts and its table
+  var first = document.querySelector("section");
+  out.setAttribute("data-first-section", first ? first.id : "");
+  out.setAttribute("data-first-text", first ? String(first.innerText.trim().length) : "0");
+  out.setAttribute("data-first-rows", first ? String(first.querySelectorAll("tbody tr").length) : "0");
   out.hidden = true;
   document.body.appendChild(out);
 });

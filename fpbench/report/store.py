@@ -107,6 +107,8 @@ def parse_log(log_text: str) -> tuple[dict[tuple[str, str], str], dict[tuple[str
                 except ValueError:
                     pass
                 continue
+            if last and line.strip().startswith("asv: benchmark failed"):
+                continue  # asv's summary after the exception: keep the exception, it says why
             last = line.strip()
     close()
     return {key: _tidy_reason(text) for key, text in reasons.items()}, gates

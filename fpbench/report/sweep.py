@@ -111,8 +111,10 @@ class Progress:
 
     ``per_run`` holds, for each ``asv run`` of the sweep, how many combinations of each
     benchmark it runs (:func:`plan`). asv prints one header line per benchmark when it
-    has run all of that benchmark's combinations; each such line advances the count.
-    The estimate is the mean time per combination so far times the combinations left.
+    has run all of that benchmark's combinations; each such line advances the count
+    exactly (:meth:`line`). In between, the suites' setups append a line per combination
+    to ``tick_file`` (``benchmarks/common.py``: ``tick``), which :meth:`live` counts. The
+    estimate is the mean time per combination so far times the combinations left.
     """
 
     per_run: list[dict[str, int]]
@@ -200,16 +202,18 @@ def plan(conf_path: Path, commit: str, chunks: list[list[str]], env: dict[str, s
     from asv.repo import get_repo
     from asv.util import UserError
 
-    conf = Config.load(str(conf_path))
-    saved = dict(os.environ)
+    saved, cwd = dict(os.environ), os.getcwd()
     try:
+        os.chdir(conf_path.parent)  # asv resolves the configuration's paths from here, as `asv run` does
+        conf = Config.load(str(conf_path))
         os.environ.clear()
         os.environ.update(env)  # the discovery process sees the sweep's FPBENCH_GRID
         envs = list(environment.get_environments(conf, [":same"]))
         found = Benchmarks._disc_benchmarks(conf, get_repo(conf), envs, [commit], False)
     except UserError as e:
-        raise SweepError(f"asv could not import the benchmark suites in {conf.benchmark_dir}: {e}") from e
+        raise SweepError(f"asv could not import the benchmark suites of {conf_path}: {e}") from e
     finally:
+        os.chdir(cwd)
         os.environ.clear()
         os.environ.update(saved)
     found = list(found)
@@ -310,6 +314,10 @@ def _run_chunks(
     """One ``asv run`` per chunk of ``--bench`` regexes; asv's first bad exit status."""
     rc = 0
     for chunk in chunks:
+        if not progress.per_run[progress.run]:
+            print(f"fpbench sweep: --bench {' --bench '.join(chunk)} selects nothing: no asv run", flush=True)
+            progress.next_run()
+            continue
         print(f"fpbench sweep: asv run --bench {' --bench '.join(chunk)}", flush=True)
         args = run_args + [arg for regex in chunk for arg in ("--bench", regex)]
         t0 = time.monotonic()

@@ -39,6 +39,8 @@ ASV_CONF = {
 }
 
 COMMON = '''
+import sys
+
 import numpy as np
 
 import fpbench
@@ -49,13 +51,20 @@ TARGETS = ["numpy:cpu", "torch:cuda"]
 BASELINES = ("sequential", "native")
 
 
-def prepare(target, cell, solver, seq_len, hidden_size, max_iters, contraction=0.6, tol=None):
+def prepare(
+    target, cell, solver, seq_len, hidden_size, max_iters, contraction=0.6, tol=None, batch=2, input_size=4
+):
     """(prepared solve, problem); NotImplementedError outside the numpy backend."""
     backend, device = target.split(":")
     if backend != "numpy":
         raise NotImplementedError(f"the fixture suite runs the numpy backend only, not {target}")
     spec = fpbench.RNNSpec(
-        cell=cell, input_size=4, hidden_size=hidden_size, seq_len=seq_len, batch=2, contraction=contraction
+        cell=cell,
+        input_size=input_size,
+        hidden_size=hidden_size,
+        seq_len=seq_len,
+        batch=batch,
+        contraction=contraction,
     )
     problem = fpbench.make_problem(spec)
     budget = None if solver in BASELINES else max_iters
@@ -66,8 +75,9 @@ def prepare(target, cell, solver, seq_len, hidden_size, max_iters, contraction=0
 def gate(prepared, problem):
     """The correctness gate: a timing only counts if the solve matches the exact states."""
     states, _ = prepared.to_host(prepared.run())
-    err = errors(states, fpbench.reference_states(problem))["max_abs"]
-    assert err <= 1e-4, f"correctness gate failed: max abs error {err:.2e} > 1e-4"
+    err = errors(states, fpbench.reference_states(problem))
+    assert err["max_abs"] <= 1e-4, f"correctness gate failed: max abs error {err['max_abs']:.2e} > 1e-4"
+    print(f"fpbench gate passed: max_abs={err['max_abs']:.3e} rel_rms={err['rel_rms']:.3e}", file=sys.stderr)
 '''
 
 BENCH_SOLVE = """
@@ -76,7 +86,7 @@ from .common import TARGETS, gate, prepare
 BUDGET = 8
 
 
-class _Solve:
+class _Time:
     repeat = 3
     number = 1
     rounds = 1
@@ -89,6 +99,8 @@ class _Solve:
     def time_solve(self, *params):
         self.prepared.run()
 
+
+class _Solve(_Time):
     def peakmem_solve(self, *params):
         self.prepared.run()
 
@@ -101,6 +113,30 @@ class SeqLen(_Solve):
 class Hidden(_Solve):
     params = [TARGETS, ["elman"], ["sequential", "quasi_newton"], [32], [4, 8, 16]]
     param_names = ["target", "cell", "solver", "seq_len", "hidden_size"]
+
+
+class Product(_Time):
+    # T x H at B = 4 with I = H, to tolerance (the contract of the main grid's suite)
+
+    params = [TARGETS, ["gru"], ["sequential", "jacobi", "newton"], [16, 64, 256], [2, 4, 8]]
+    param_names = ["target", "cell", "solver", "seq_len", "hidden_size"]
+
+    def setup(self, target, cell, solver, seq_len, hidden_size):
+        self.prepared, problem = prepare(
+            target, cell, solver, seq_len, hidden_size, seq_len, tol=1e-6, batch=4, input_size=hidden_size
+        )
+        gate(self.prepared, problem)
+
+
+class Batch(_Time):
+    # batch size B at (T, H) = (64, 4), to tolerance
+
+    params = [TARGETS, ["elman"], ["sequential", "jacobi"], [1, 4, 16]]
+    param_names = ["target", "cell", "solver", "batch"]
+
+    def setup(self, target, cell, solver, batch):
+        self.prepared, problem = prepare(target, cell, solver, 64, 4, 64, tol=1e-6, batch=batch)
+        gate(self.prepared, problem)
 """
 
 BENCH_ACCURACY = """

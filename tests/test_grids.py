@@ -1,0 +1,115 @@
+"""The grids (``fpbench.grids``, which ``benchmarks/grids.py`` loads) and the sweep's plan:
+append-only grids, the main grid's shape, progress counting, chunks per target."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from fpbench import grids
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_existing_grids_keep_their_values():
+    """Append-only: the values results were recorded under never change."""
+    d = grids.GRIDS["default"]
+    assert d.seq_lens == (256, 1024, 4096, 16384) and d.seq_lens_hidden == 64
+    assert d.hidden_sizes == (16, 64, 256) and d.hidden_seq_len == 1024
+    assert d.budgets == (1, 4, 16, 64, grids.TOL) and d.contractions == (0.5, 0.9, 1.2)
+    q = grids.GRIDS["quick"]
+    assert q.seq_lens == (128, 1024) and q.hidden_sizes == (16, 64) and q.cells == ("gru",)
+    assert grids.GRIDS["full"].seq_lens[-1] == 1048576
+    assert grids.GRID_NAMES[:3] == ("quick", "default", "full")  # indices are the Settings ids
+    assert (grids.BATCH, grids.INPUT_SIZE, grids.DTYPE, grids.CONTRACTION) == (8, 32, "float32", 0.9)
+
+
+def test_main_grid_covers_t_h_and_b():
+    m = grids.GRIDS["main"]
+    assert len(m.product_seq_lens) >= 3 and len(m.product_hidden_sizes) >= 3
+    assert min(m.product_seq_lens) >= 1000 and m.product_batch == 16 and m.product_cells == ("gru",)
+    assert set(m.batch_sizes) >= {1, 4, 16, 64}
+    assert set(m.suites) >= {"Product", "Batch"}
+    for grid in grids.GRIDS.values():  # every grid gives the new suites values
+        assert grid.product_seq_lens and grid.product_hidden_sizes and grid.batch_sizes
+
+
+def test_benchmarks_load_the_same_grids():
+    sys.path.insert(0, str(REPO))
+    try:
+        bench_grids = importlib.import_module("benchmarks.grids")
+    finally:
+        sys.path.remove(str(REPO))
+    assert list(bench_grids.GRIDS) == list(grids.GRIDS)
+    for name, grid in grids.GRIDS.items():
+        assert dataclasses.asdict(bench_grids.GRIDS[name]) == dataclasses.asdict(grid)
+    assert bench_grids.SOLVERS == grids.SOLVERS and bench_grids.CELLS == grids.CELLS
+
+
+def test_report_does_not_load_files_by_path():
+    """The report reads grids from the package, never from the repository's benchmarks/."""
+    for name in ("build.py", "load.py", "analysis.py"):
+        text = (REPO / "fpbench" / "report" / name).read_text()
+        assert "spec_from_file_location" not in text and "benchmarks/grids" not in text, name
+
+
+def test_report_package_has_no_import_cycle():
+    """store <- load <- build <- sweep: the sweep may use the report, never the other way."""
+    for name in ("store.py", "load.py", "analysis.py", "figures.py", "page.py", "build.py"):
+        text = (REPO / "fpbench" / "report" / name).read_text()
+        assert "from .sweep" not in text and "import sweep" not in text, name
+    assert "from .build" not in (REPO / "fpbench" / "report" / "store.py").read_text()
+
+
+def test_gate_prefix_matches():
+    pytest.importorskip("pandas")
+    from fpbench.report.store import GATE_PREFIX, parse_log
+
+    text = (REPO / "benchmarks" / "common.py").read_text()
+    assert f'GATE_PREFIX = "{GATE_PREFIX}"' in text
+    log = (
+        "[50.00%] ··· bench_solve.Product.time_solve                 ok\n"
+        "             For parameters: 'numba:cpu', 'gru', 'jacobi', 1024, 8\n"
+        f"             {GATE_PREFIX} max_abs=1.5e-04 rel_rms=5.4e-05 (vs exact)\n"
+    )
+    reasons, gates = parse_log(log)
+    key = ("bench_solve.Product.time_solve", "'numba:cpu', 'gru', 'jacobi', 1024, 8")
+    assert gates[key] == {"max_abs": 1.5e-4, "rel_rms": 5.4e-5}
+    assert key not in reasons
+
+
+def test_sweep_chunks_follow_the_grid(monkeypatch):
+    from fpbench.report import sweep
+
+    monkeypatch.setattr(sweep, "gpu_driver_present", lambda: False)
+    chunks = sweep.sweep_chunks({}, "main")
+    flat = [c[0] for c in chunks]
+    assert not any("numpy" in c for c in flat)  # the main grid's sweep_skips
+    assert not any("cuda" in c or "gpu" in c for c in flat)  # no GPU driver here
+    assert all("Product|Batch" in c for c in flat[:-1]) and flat[-1] == r"^bench_settings\."
+    monkeypatch.setattr(sweep, "gpu_driver_present", lambda: True)
+    assert any("torch:cuda" in c[0] for c in sweep.sweep_chunks({}, "quick"))
+
+
+def test_progress_counts_combinations(tmp_path):
+    from fpbench.report.sweep import Progress
+
+    ticks = tmp_path / "ticks"
+    ticks.write_text("")
+    p = Progress([{"bench_solve.Product.time_solve": 10, "bench_solve.Batch.time_solve": 4}, {"x.Y.z": 2}])
+    p.tick_file = ticks
+    assert p.total == 16 and p.live() is not None and p.live() is None  # prints only on change
+    ticks.write_text("1\n" * 3)
+    assert p.live().startswith("fpbench sweep: 2/16 combinations")
+    assert p.line("[ 50.00%] ··· bench_solve.Batch.time_solve         ok").startswith(
+        "fpbench sweep: 4/16 combinations (25%)"
+    )
+    assert "left" in p.status()
+    assert p.line("[ 50.00%] ··· ======= =====") is None
+    p.next_run()
+    # a run that ended early (killed) drops its unfinished combinations from the total
+    assert p.line("[100.00%] ··· x.Y.z    ok").startswith("fpbench sweep: 6/6")
