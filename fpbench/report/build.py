@@ -15,6 +15,7 @@ from fpbench import grids as fpbench_grids
 
 from . import analysis, figures
 from .analysis import fmt_num, fmt_seconds
+from .grad_sections import grad_sections
 from .load import BASELINES, ResultSet, load_results
 from .page import Image, Section, Table, Text, write_html, write_markdown
 from .store import ReportError
@@ -600,6 +601,7 @@ def build_report(
         *_budget_memory_sections(frame, figs),
         _backend_section(frame),
         _cold_section(frame, figs),
+        *grad_sections(frame, figs),
         _gaps_section(result.frame, result.unreadable),
         _provenance_section(result, result.frame),
     ]
