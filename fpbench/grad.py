@@ -35,14 +35,12 @@ differentiated). Validation lives in :func:`grad`: backends receive a checked co
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .memory import check_memory
-from .registry import resolve
+from .registry import checked_target, run_timed
 from .result import DivergenceWarning, make_result
 from .solvers import Solver
 from .spec import Problem, RNNSpec
@@ -293,30 +291,11 @@ def timed_grad(
 ) -> tuple[GradResult, float, list[float]]:
     """:func:`grad`, also returning the seconds spent preparing (transfer + compile) and the
     seconds of each of ``repeats`` runs of the prepared forward + backward pass."""
-    if not isinstance(problem, Problem):
-        raise TypeError(
-            f"problem must be an fpbench.Problem (from make_problem), got {type(problem).__name__}"
-        )
-    if not isinstance(solver, Solver) or type(solver) is Solver:
-        raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string such as 'torch' or 'torch:cuda', got {backend!r}")
-    if device is not None and not isinstance(device, str):
-        raise TypeError(f"device must be None or a string such as 'cpu' or 'cuda', got {device!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-    impl, dev = resolve(backend, device)
-    if dev == "cpu":  # the forward's estimate (the backward of an unrolled solve needs more)
-        check_memory(problem, solver, impl.compute_dtype, f"{impl.name}:{dev}")
+    impl, dev = checked_target(problem, solver, backend, device, repeats)
     full = full_cotangent(problem, cotangent)
     full.flags.writeable = False
-    t0 = time.perf_counter()
-    prepared = impl.prepare_grad(problem, solver, dev, full)
-    prepare_s = time.perf_counter() - t0
-    run_s = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = prepared.run()
-        run_s.append(time.perf_counter() - t0)
+    prepared, out, prepare_s, run_s = run_timed(
+        lambda: impl.prepare_grad(problem, solver, dev, full), repeats
+    )
     host = prepared.to_host(out)
     return make_grad_result(host, problem, solver, full, impl.name, dev), prepare_s, run_s

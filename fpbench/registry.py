@@ -12,8 +12,10 @@ from __future__ import annotations
 import importlib
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
-from .backend import Backend, BackendUnavailableError
+from .backend import Backend, BackendUnavailableError, Prepared
 from .memory import check_memory
 from .result import Result, make_result
 from .solvers import Solver
@@ -148,6 +150,22 @@ def timed_solve(
 ) -> tuple[Result, float, list[float]]:
     """:func:`solve`, also returning the seconds spent preparing (transfer + compile)
     and the seconds of each of ``repeats`` runs of the prepared solve."""
+    impl, dev = checked_target(problem, solver, backend, device, repeats)
+    prepared, out, prepare_s, run_s = run_timed(lambda: impl.prepare(problem, solver, dev), repeats)
+    states, residuals = prepared.to_host(out)
+    return make_result(states, residuals, solver, problem.spec, impl.name, dev), prepare_s, run_s
+
+
+def checked_target(
+    problem: Problem, solver: Solver, backend: str, device: str | None, repeats: int
+) -> tuple[Backend, str]:
+    """The checks every solve-like call (:func:`timed_solve`, :func:`fpbench.timed_grad`)
+    makes before preparing anything: argument types, ``repeats``, the backend and device,
+    and on a CPU device the memory estimate. Returns the backend instance and device.
+
+    Raises:
+        TypeError, ValueError, BackendUnavailableError, InsufficientMemoryError.
+    """
     if not isinstance(problem, Problem):
         raise TypeError(
             f"problem must be an fpbench.Problem (from make_problem), got {type(problem).__name__}"
@@ -163,13 +181,19 @@ def timed_solve(
     impl, dev = resolve(backend, device)
     if dev == "cpu":  # the host's memory; on a GPU the framework reports its own OOM
         check_memory(problem, solver, impl.compute_dtype, f"{impl.name}:{dev}")
+    return impl, dev
+
+
+def run_timed(prepare: Callable[[], Prepared], repeats: int) -> tuple[Prepared, Any, float, list[float]]:
+    """``prepare()`` then ``repeats`` runs of the prepared call: ``(prepared, the last run's
+    output, seconds preparing, seconds of each run)``."""
     t0 = time.perf_counter()
-    prepared = impl.prepare(problem, solver, dev)
+    prepared = prepare()
     prepare_s = time.perf_counter() - t0
     run_s = []
+    out = None
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = prepared.run()
         run_s.append(time.perf_counter() - t0)
-    states, residuals = prepared.to_host(out)
-    return make_result(states, residuals, solver, problem.spec, impl.name, dev), prepare_s, run_s
+    return prepared, out, prepare_s, run_s
