@@ -27,6 +27,7 @@ SOLVERS = {
     "quasi_elk-tol": fpbench.QuasiELK(max_iters=400, tol=1e-6, damping=0.05),
 }
 DAMPED = {k: v for k, v in SOLVERS.items() if v.damping}
+FLOAT32_PROBLEMS = ("T7-B3-H5-I2", "T64-B4-H8-I3-rho1.0")
 
 
 def solve_both(target, problem, solver):
@@ -34,12 +35,15 @@ def solve_both(target, problem, solver):
 
 
 def cases():
-    """(cell, dtype, solver, problem) ids: every combination, except that the damped
-    solvers (slower to converge) run on two problems of the table."""
+    """(cell, dtype, solver, problem) ids: float64 on every problem of the table (the damped
+    solvers, slower to converge, on two); float32, which adds rounding but no new code
+    path, on two problems, one of them marginally stable (rho = 1)."""
     for cell in CELLS:
         for dtype in DTYPES:
             for solver_id in SOLVERS:
                 for problem_id in PROBLEMS:
+                    if dtype == "float32" and problem_id not in FLOAT32_PROBLEMS:
+                        continue
                     if solver_id in DAMPED and problem_id not in ("T7-B3-H5-I2", "T33-B2-H16-I4-rho0.5"):
                         continue
                     yield pytest.param(
