@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from .backend import THREAD_VARS, BackendUnavailableError, UnsupportedError
+from .cli_args import add_problem_args, solver_from_args, spec_from_args
 from .grad import default_cotangent, timed_grad
 from .grad import grad as exact_grad_of
 from .lyapunov import lyapunov
@@ -19,8 +20,8 @@ from .memory import InsufficientMemoryError, check_memory
 from .reference import exact_states
 from .registry import backend_status, get_backend, resolve, timed_solve
 from .report.cli import add_commands
-from .solvers import BACKWARDS, SOLVERS, make_solver
-from .spec import CELLS, DTYPES, RNNSpec, make_problem
+from .solvers import make_solver
+from .spec import make_problem
 from .testing import errors, grad_errors
 from .train_cli import add_train_command
 
@@ -41,29 +42,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spec(args: argparse.Namespace) -> RNNSpec:
-    return RNNSpec(
-        cell=args.cell,
-        input_size=args.input_size,
-        hidden_size=args.hidden,
-        seq_len=args.seq_len,
-        batch=args.batch,
-        dtype=args.dtype,
-        contraction=args.contraction,
-        seed=args.seed,
-    )
-
-
-def _solver(args: argparse.Namespace):
-    extra = {} if args.damping is None else {"damping": args.damping}
-    if getattr(args, "backward", None) is not None and SOLVERS[args.solver].iterative:
-        extra["backward"] = args.backward
-    return make_solver(args.solver, args.max_iters, args.tol, **extra)
-
-
 def cmd_solve(args: argparse.Namespace) -> int:
-    spec = _spec(args)
-    solver = _solver(args)
+    spec = spec_from_args(args)
+    solver = solver_from_args(args)
     impl, dev = resolve(args.backend, args.device)
     if dev == "cpu":  # before generating the problem (timed_solve checks again)
         check_memory(spec, solver, impl.compute_dtype, f"{impl.name}:{dev}")
@@ -94,8 +75,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 
 def cmd_grad(args: argparse.Namespace) -> int:
-    spec = _spec(args)
-    solver = _solver(args)
+    spec = spec_from_args(args)
+    solver = solver_from_args(args)
     problem = make_problem(spec)
     g, prepare_s, run_s = timed_grad(problem, solver, args.backend, args.device, repeats=args.repeats)
     # the exact gradient of the same numbers: the same (spec-dtype) cotangent, in float64
@@ -127,24 +108,6 @@ LYAPUNOV_STEPS = 1024
 """``fpbench solve`` estimates the Lyapunov exponent over at most this many steps (cost)."""
 
 
-def _problem_and_solver_args(p: argparse.ArgumentParser, seq_len: int) -> None:
-    """The spec, solver and backend options ``solve`` and ``grad`` share."""
-    p.add_argument("--cell", choices=sorted(CELLS), default="gru")
-    p.add_argument("--input-size", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=64, help="hidden size H")
-    p.add_argument("--seq-len", type=int, default=seq_len, help="sequence length T")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--contraction", type=float, default=0.9, help="spectral norm of W_hh")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--solver", choices=sorted(SOLVERS), default="jacobi")
-    p.add_argument("--max-iters", type=int, default=32, help="iteration budget")
-    p.add_argument("--tol", type=float, default=None, help="stop when max |update| <= tol")
-    p.add_argument("--damping", type=float, default=None, help="ELK / quasi-ELK damping (default 0.1)")
-    p.add_argument("--backend", default="numpy", help="backend or backend:device, e.g. torch:cuda")
-    p.add_argument("--device", default=None)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fpbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,18 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("solve", help="run one solve and compare it with the exact states")
-    _problem_and_solver_args(p, seq_len=4096)
+    add_problem_args(p, seq_len=4096)
     p.add_argument("--repeats", type=int, default=1, help="timed runs of the prepared solve")
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("grad", help="run one forward + backward pass and compare the gradients with BPTT")
-    _problem_and_solver_args(p, seq_len=1024)
-    p.add_argument(
-        "--backward",
-        choices=list(BACKWARDS),
-        default=None,
-        help="iterative solvers: implicit (adjoint at the returned states, default) or unrolled",
-    )
+    add_problem_args(p, seq_len=1024, backward=True)
     p.add_argument("--repeats", type=int, default=1, help="timed runs of the prepared forward + backward")
     p.set_defaults(func=cmd_grad)
 

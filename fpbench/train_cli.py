@@ -9,8 +9,7 @@ import time
 
 import numpy as np
 
-from .solvers import BACKWARDS, SOLVERS, make_solver
-from .spec import CELLS, DTYPES, RNNSpec
+from .cli_args import add_problem_args, solver_from_args, spec_from_args
 from .tasks import TASKS, MissingDependencyError
 from .train import DEFAULT_LR, DEFAULT_STEPS, TrainResult, train
 
@@ -89,20 +88,7 @@ def print_result(r: TrainResult) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    spec = RNNSpec(
-        cell=args.cell,
-        input_size=args.input_size,
-        hidden_size=args.hidden,
-        seq_len=args.seq_len,
-        batch=args.batch,
-        dtype=args.dtype,
-        contraction=args.contraction,
-        seed=args.seed,
-    )
-    extra = {} if args.damping is None else {"damping": args.damping}
-    if SOLVERS[args.solver].iterative:
-        extra["backward"] = args.backward
-    solver = make_solver(args.solver, args.max_iters, args.tol, **extra)
+    spec, solver = spec_from_args(args), solver_from_args(args)
     progress = Progress(args.steps)
     try:
         result = train(
@@ -133,32 +119,10 @@ def add_train_command(sub) -> None:
     p.add_argument(
         "--task", choices=TASKS, default="teacher", help="teacher RNN, or digits (needs scikit-learn)"
     )
-    p.add_argument("--cell", choices=sorted(CELLS), default="gru")
-    p.add_argument("--input-size", type=int, default=8, help="digits: 8 (row by row) or 1 (pixel by pixel)")
-    p.add_argument("--hidden", type=int, default=16, help="hidden size H")
-    p.add_argument("--seq-len", type=int, default=64, help="sequence length T (digits: 8 or 64)")
-    p.add_argument("--batch", type=int, default=16, help="sequences per step")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument(
-        "--contraction", type=float, default=0.9, help="rho: spectral norm of W_hh (model and teacher)"
+    add_problem_args(
+        p, seq_len=64, input_size=8, hidden=16, batch=16, solver="sequential", max_iters=None, backward=True
     )
-    p.add_argument("--seed", type=int, default=0, help="the model's initialisation")
     p.add_argument("--task-seed", type=int, default=0, help="the task's teacher, data and batches")
-    p.add_argument("--solver", choices=sorted(SOLVERS), default="sequential")
-    p.add_argument("--max-iters", type=int, default=None, help="iteration budget (default: T)")
-    p.add_argument("--tol", type=float, default=None, help="stop when max |update| <= tol")
-    p.add_argument(
-        "--backward", choices=BACKWARDS, default="implicit", help="gradient of an iterative solver"
-    )
-    p.add_argument("--damping", type=float, default=None, help="ELK / quasi-ELK damping (default 0.1)")
-    p.add_argument("--backend", default="numpy", help="backend or backend:device, e.g. torch:cuda")
-    p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam's learning rate")
-    p.set_defaults(func=_with_default_budget)
-
-
-def _with_default_budget(args: argparse.Namespace) -> int:
-    if args.max_iters is None:
-        args.max_iters = args.seq_len
-    return cmd_train(args)
+    p.set_defaults(func=cmd_train)
