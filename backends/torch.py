@@ -92,6 +92,7 @@ import numpy as np
 
 from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
 from fpbench.cells import Cell
+from fpbench.grad import GradHost
 from fpbench.solvers import Solver, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
 
@@ -818,6 +819,64 @@ class TorchBackend(Backend):
         states, res, n = out
         return _host(states), _host(res[: int(n)])
 
+    def prepare_grad(self, problem: Problem, solver: Solver, device: str, cotangent: np.ndarray) -> Prepared:
+        """The forward solve and its backward pass (:mod:`fpbench.grad`), by the solver's
+        traits: BPTT (``"bptt"``, autograd through a sequential loop of the shared cell
+        step), Native (``"autograd"`` through ``torch.nn``), unrolled (``"unrolled"``,
+        autograd through the iterations) and implicit (:class:`_ImplicitGrad`)."""
+        dev = self._device(device)
+        spec = problem.spec
+        kern_cls = _kernels_for(spec.cell)  # an unknown cell fails here, before any work
+        method = ""
+        if solver.name == "sequential":
+            m = _GradModel(problem, dev, cotangent)
+            fn, method = _grad_bptt(m), "bptt"
+        elif solver.name == "native":
+            m = _GradModel(problem, dev, cotangent)
+            fn, method = _grad_native(problem, m, dev), "autograd"
+        elif solver.iterative and solver.transition in TRANSITIONS:
+            if solver.backward == "unrolled":
+                m = _GradModel(problem, dev, cotangent)
+                fn, method = _grad_unrolled(m, solver), "unrolled"
+            else:
+                full = solver.transition == "full"
+                every = self.check_every or (1 if full else CHECK_EVERY.get(dev.type, 8))
+                fn = _ImplicitGrad(problem, solver, dev, cotangent, every)
+                m, method = fn.m, _BACKWARD_METHODS[solver.transition]
+        else:
+            raise UnsupportedError(f"backend 'torch' has no backward pass for solver {solver.name!r}")
+        implicit = isinstance(fn, _ImplicitGrad)
+        rows = spec.seq_len * spec.batch
+
+        def run() -> Any:
+            with _ieee_fp32():
+                if implicit:
+                    with torch.inference_mode():
+                        out = fn()
+                else:
+                    out = fn()
+                _synchronize(dev)
+            return out
+
+        def to_host(out: tuple) -> Any:
+            S, res, k, dparams, dx, ds0, res_b, k_b = out
+            if solver.name == "native":
+                with torch.inference_mode(), _ieee_fp32():
+                    kern = kern_cls(problem, dev, rows, rows)
+                    S = kern.native_states(S, m.x.detach().reshape(rows, -1), m.s0.detach())
+            return GradHost(
+                states=_host(S),
+                residuals=_host(res[: int(k)]) if solver.iterative else np.empty(0),
+                params={name: _host(v) for name, v in dparams.items()},
+                x=_host(dx),
+                s0=_host(ds0),
+                backward_residuals=_host(res_b[: int(k_b)]),
+                backward_method=method,
+            )
+
+        run()  # warm-up
+        return Prepared(run, to_host)
+
     def iteration_floor(self, problem: Problem, device: str) -> Callable[[], Any]:
         """One ``addmm`` of ``(T*B, H) x (H, gH)`` with bias plus the cell's elementwise
         maths, written plainly (allocating, as ordinary torch code is)."""
@@ -850,3 +909,332 @@ class TorchBackend(Backend):
             info["cudnn"] = str(torch.backends.cudnn.version())
             info["cuda_device"] = torch.cuda.get_device_name()
         return info
+
+
+# --- gradients: the backward pass of every solver (fpbench.grad) --------------------------
+#
+# Each gradient program is a zero-argument callable on device-resident data returning
+# ``(states (T, B, S), residuals, k, dparams, dx, ds0, backward residuals, backward k)``.
+
+_BACKWARD_METHODS = {
+    "none": "implicit: jacobi on the adjoint",
+    "full": "implicit: reverse scan",
+    "diagonal": "implicit: diagonal-preconditioned adjoint iterations",
+}
+
+
+def _shifted(S: torch.Tensor, s0: torch.Tensor) -> torch.Tensor:
+    """``(s0, S_0, ..., S_{T-2})``: the previous state of every step."""
+    return torch.cat([s0[None], S[:-1]])
+
+
+def _later(v: torch.Tensor) -> torch.Tensor:
+    """``out_t = v_{t+1}`` (0 at the last step): what step t+1 sends back to step t."""
+    return torch.cat([v[1:], torch.zeros_like(v[:1])])
+
+
+def _structured_jacobian(c: torch.Tensor, d: torch.Tensor, W: torch.Tensor, full: bool) -> torch.Tensor:
+    """``J`` (``(..., S, S)``) or ``diag(J)`` (``(..., S)``) from the structured Jacobian
+    ``(c, d)`` and the gate blocks ``W (g, H, H)``, functionally (differentiable, any device:
+    the shared ``Cell.jacobian`` builds its identity on the CPU)."""
+    P = c.shape[-2]
+    if not full:
+        Wd = torch.diagonal(W, dim1=-2, dim2=-1)  # (g, H)
+        h = (c[..., :, 0, :] * Wd).sum(-2) + d[..., 0, 0, :]
+        return torch.cat([h] + [d[..., p, p, :] for p in range(1, P)], -1)
+    rows = []
+    for p in range(P):
+        cols = []
+        for q in range(P):
+            block = torch.diag_embed(d[..., p, q, :])
+            if q == 0:  # sum_g diag(c[g, p]) W_g
+                block = block + torch.einsum("...gi,gij->...ij", c[..., :, p, :], W)
+            cols.append(block)
+        rows.append(torch.cat(cols, -1))
+    return torch.cat(rows, -2)
+
+
+def _affine_op(
+    alg: Algebra,
+) -> Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], list[torch.Tensor]]:
+    """Composition of affine maps ``s -> A s + b`` (``earlier`` then ``later``), functional."""
+
+    def op(earlier: Sequence[torch.Tensor], later: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        (A1, b1), (A2, b2) = earlier, later
+        return [alg.mm(A2, A1), alg.mv(A2, b1) + b2]
+
+    return op
+
+
+def _linear_recurrence_diff(A: torch.Tensor, b: torch.Tensor, full: bool) -> torch.Tensor:
+    """``s_t = A_t s_{t-1} + b_t`` over axis 1 of batch-major ``(B, T, ...)`` with ``A[:, 0]``
+    ignored (``s_{-1} = 0``), by the functional odd/even associative scan: differentiable
+    by autograd (the unrolled backward), parallel in time."""
+    alg: Algebra = _FullAlgebra if full else _DiagonalAlgebra
+    A = torch.cat([torch.zeros_like(A[:, :1]), A[:, 1:]], 1)
+    return _associative_scan(_affine_op(alg), [A, b])[1]
+
+
+def _kalman_smoother_diff(A: torch.Tensor, b: torch.Tensor, y: torch.Tensor, damping: float, full: bool):
+    """:func:`_kalman_smoother` written functionally (no in-place writes, no ``_Scan``), so
+    autograd differentiates through it: the unrolled backward of ELK and quasi-ELK.
+    ``A, b, y (B, T, ...)`` batch-major with ``A[:, 0] = 0``; returns the smoothed means."""
+    alg: Algebra = _FullAlgebra if full else _DiagonalAlgebra
+    nu, kappa = 1.0 / (1.0 + damping), damping / (1.0 + damping)
+    At = alg.t(A)
+    elems = [
+        nu * A,
+        nu * b + kappa * y,
+        alg.scaled_eye(b, nu),
+        kappa * alg.mv(At, y - b),
+        kappa * alg.mm(At, A),
+    ]
+    _, m, P, _, _ = _associative_scan(_kalman_op(alg), elems)
+    An, mk = A[:, 1:], m[:, :-1]
+    AP = alg.mm(An, P[:, :-1])
+    E = alg.t(alg.solve(alg.add_eye(alg.mm(AP, alg.t(An))), AP)[0])
+    g = mk - alg.mv(E, alg.mv(An, mk) + b[:, 1:])
+    Ar = torch.cat([torch.zeros_like(A[:, :1]), E.flip(1)], 1)
+    br = torch.cat([m[:, -1:], g.flip(1)], 1)
+    return _associative_scan(_affine_op(alg), [Ar, br])[1].flip(1)
+
+
+class _GradModel:
+    """One problem's tensors for the gradient programs: ``x (T, B, I)``, ``s0 (B, S)``,
+    the torch-layout ``params`` and the cotangent ``g (T, B, S)``, as autograd leaves."""
+
+    def __init__(self, problem: Problem, device: torch.device, cotangent: np.ndarray) -> None:
+        s = problem.spec
+        self.cell: Cell = s.model
+        self.T, self.B, self.H, self.S = s.seq_len, s.batch, s.hidden_size, s.state_size
+        self.x = torch.tensor(problem.x, device=device, requires_grad=True)
+        self.s0 = torch.tensor(problem.s0, device=device, requires_grad=True)
+        self.params = {
+            k: torch.tensor(problem.params[k], device=device, requires_grad=True) for k in PARAM_NAMES
+        }
+        self.g = torch.tensor(np.asarray(cotangent, dtype=s.dtype), device=device)
+        self.none = torch.zeros(1, dtype=self.g.dtype, device=device), 0
+
+    def leaves(self) -> list[torch.Tensor]:
+        return [self.x, self.s0, *self.params.values()]
+
+    def autograd(self, S: torch.Tensor, g: torch.Tensor | None = None) -> tuple:
+        """``(dparams, dx, ds0)`` of ``sum(g * S)`` by autograd (a never-reached leaf: 0)."""
+        grads = torch.autograd.grad(S, self.leaves(), self.g if g is None else g, allow_unused=True)
+        grads = [torch.zeros_like(v) if d is None else d for v, d in zip(self.leaves(), grads, strict=True)]
+        dx, ds0, *dp = grads
+        return dict(zip(PARAM_NAMES, dp, strict=True)), dx, ds0
+
+    # -- the shared cell maths, functional (differentiable) -------------------------------
+
+    def gi(self) -> torch.Tensor:
+        p = self.params
+        return torch.matmul(self.x, p["weight_ih"].t()) + p["bias_ih"]
+
+    def gh(self, Sp: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        return torch.matmul(Sp[..., : self.H], p["weight_hh"].t()) + p["bias_hh"]
+
+    def vjp(self, Sp: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor, lam: torch.Tensor):
+        """``(J_t^T lam_t, dgi, dgh)`` of every step at once (no autograd)."""
+        ds, dgi, dgh = self.cell.vjp_preact(torch, Sp, gi, gh, lam)
+        dprev = ds.clone()
+        dprev[..., : self.H] += torch.matmul(dgh, self.params["weight_hh"])
+        return dprev, dgi, dgh
+
+    def blocks(self) -> torch.Tensor:
+        return self.params["weight_hh"].view(-1, self.H, self.H)
+
+    def update(self, solver: Solver, gi: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """One iteration ``S -> S_new`` of ``solver`` (by its traits), functionally."""
+        s0, cell = self.s0, self.cell
+
+        def jacobi(S: torch.Tensor) -> torch.Tensor:
+            Sp = _shifted(S, s0)
+            return cell.activate(torch, Sp, gi, self.gh(Sp))
+
+        def newton(S: torch.Tensor) -> torch.Tensor:
+            full = solver.transition == "full"
+            Sp = _shifted(S, s0)
+            f, c, d = cell.linearise(torch, Sp, gi, self.gh(Sp))
+            A = _structured_jacobian(c, d, self.blocks(), full)
+            b = f - (torch.matmul(A, Sp.unsqueeze(-1)).squeeze(-1) if full else A * Sp)
+            b = torch.cat([f[:1], b[1:]])  # the first state is exact: f(s0, x_1)
+            A = torch.cat([torch.zeros_like(A[:1]), A[1:]])
+            A_bm, b_bm = A.transpose(0, 1), b.transpose(0, 1)
+            if solver.damping:
+                out = _kalman_smoother_diff(A_bm, b_bm, S.transpose(0, 1), solver.damping, full)
+            else:
+                out = _linear_recurrence_diff(A_bm, b_bm, full)
+            return out.transpose(0, 1)
+
+        return jacobi if solver.transition == "none" else newton
+
+
+def _adjoint_iterations(
+    update: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, cap: int, tol: float | None, every: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``lam <- update(lam)`` from 0, stopping exactly as :meth:`_Solve.iterate` does (after
+    the first residual ``<= tol`` or a non-finite one, at most ``cap`` times; later
+    iterations frozen on the device, the host reading the flag every ``every``).
+    Returns ``(lam, residuals (cap,), count)``."""
+    lam = torch.zeros_like(g)
+    res = torch.empty(max(cap, 1), dtype=g.dtype, device=g.device)
+    done = torch.zeros((), dtype=torch.bool, device=g.device)
+    count = torch.zeros((), dtype=torch.int64, device=g.device)
+    for k in range(cap):
+        new = update(lam)
+        r = res[k]
+        torch.amax((new - lam).abs(), out=r)
+        if k % every and tol is not None:
+            new = torch.where(done, lam, new)
+        count.add_(done.logical_not())
+        stop = ~torch.isfinite(r)
+        done.logical_or_(stop if tol is None else stop | (r <= tol))
+        lam = new
+        if (k + 1) % every == 0 and done.item():
+            break
+    return lam, res, count
+
+
+class _ImplicitGrad:
+    """The implicit backward: the forward with the fast solve (:class:`_Solve`), then the
+    adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at its states, parallel in time: one
+    reverse :class:`_Scan` with the transposed full Jacobians (``"full"``: Newton, ELK),
+    Jacobi on the adjoint (``"none"``), or diagonal-preconditioned adjoint iterations, each
+    an elementwise reverse :class:`_Scan` (``"diagonal"``); then every parameter gradient
+    as batched products over all (t, b). No Python loop over T."""
+
+    def __init__(
+        self, problem: Problem, solver: Solver, device: torch.device, cotangent: np.ndarray, every: int
+    ):
+        self.solver, self.every = solver, every
+        with torch.inference_mode():
+            self.job = _Solve(problem, solver, device, every)
+            self.m = _GradModel(problem, device, cotangent)
+            for v in self.m.leaves():
+                v.requires_grad_(False)
+        self.cap_b = min(self.job.cap, problem.spec.seq_len)
+
+    def _reverse_scan(self, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``lam_t = A_t lam_{t+1} + b_t`` backwards in time (``A_{T-1}`` ignored), for
+        time-major ``A (T, B, S[, S])`` and ``b (T, B, S)``: the forward :class:`_Scan` on
+        the time-reversed, batch-major sequences in the solve's own buffers."""
+        job = self.job
+        T, B, S = b.shape
+        A_bm = job.A.view(B, T, *job.A.shape[1:])
+        b_bm = job.b.view(B, T, S)
+        A_bm.copy_(A.flip(0).transpose(0, 1))
+        A_bm[:, 0] = 0.0  # restarts the composition for each sequence
+        b_bm.copy_(b.flip(0).transpose(0, 1))
+        job.scan(job.A, job.b)
+        return b_bm.transpose(0, 1).flip(0)
+
+    def __call__(self) -> tuple:
+        job, m, solver = self.job, self.m, self.solver
+        S, res, k = job.iterate()
+        gi = m.gi()
+        Sp = _shifted(S, m.s0)
+        gh = m.gh(Sp)
+        g = m.g
+        transition = solver.transition
+        if transition == "full":
+            _, c, d = m.cell.linearise(torch, Sp, gi, gh)
+            Jt = _structured_jacobian(c, d, m.blocks(), True).transpose(-1, -2)
+            lam = self._reverse_scan(_later(Jt), g)  # J_{t+1}^T
+            res_b, k_b = m.none
+        else:
+            if transition == "none":
+
+                def update(lam: torch.Tensor) -> torch.Tensor:
+                    return g + _later(m.vjp(Sp, gi, gh, lam)[0])
+
+            else:
+                _, c, d = m.cell.linearise(torch, Sp, gi, gh)
+                diag = _structured_jacobian(c, d, m.blocks(), False)
+                d_next = _later(diag)  # D_{t+1}
+
+                def update(lam: torch.Tensor) -> torch.Tensor:
+                    # lam_t = g_t + D_{t+1} lam_{t+1} + (J_{t+1} - D_{t+1})^T lam_{t+1}^old
+                    b = g + _later(m.vjp(Sp, gi, gh, lam)[0] - diag * lam)
+                    return self._reverse_scan(d_next, b).clone()
+
+            lam, res_b, k_b = _adjoint_iterations(update, g, self.cap_b, solver.tol, self.every)
+        dprev, dgi, dgh = m.vjp(Sp, gi, gh, lam)
+        gH, I, H = dgi.shape[-1], m.x.shape[-1], m.H
+        dgi2, dgh2 = dgi.reshape(-1, gH), dgh.reshape(-1, gH)
+        dparams = {
+            "weight_ih": dgi2.t() @ m.x.reshape(-1, I),
+            "weight_hh": dgh2.t() @ Sp[..., :H].reshape(-1, H),
+            "bias_ih": dgi2.sum(0),
+            "bias_hh": dgh2.sum(0),
+        }
+        return S, res, k, dparams, torch.matmul(dgi, m.params["weight_ih"]), dprev[0], res_b, k_b
+
+
+def _grad_bptt(m: _GradModel) -> Callable[[], tuple]:
+    """BPTT: autograd through a sequential loop of the shared ``cell.step``."""
+
+    def run() -> tuple:
+        with torch.enable_grad():
+            gi = m.gi()
+            s, outs = m.s0, []
+            for t in range(m.T):
+                s = m.cell.step(torch, m.params, s, gi[t])
+                outs.append(s)
+            S = torch.stack(outs)
+            dparams, dx, ds0 = m.autograd(S)
+        return (S.detach(), *m.none, dparams, dx, ds0, *m.none)
+
+    return run
+
+
+def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], tuple]:
+    """Autograd through the iterations the solver runs, written functionally with the shared
+    cell maths (Newton's linear recurrences by the functional associative scan, ELK's by
+    :func:`_kalman_smoother_diff`); it stops as the forward does (the decision itself is
+    not differentiated)."""
+    cap = iteration_cap(solver, m.T)
+    tol = solver.tol
+
+    def run() -> tuple:
+        res = torch.zeros(max(cap, 1), dtype=m.g.dtype, device=m.g.device)
+        with torch.enable_grad():
+            update = m.update(solver, m.gi())
+            S = torch.zeros_like(m.g)
+            k = 0
+            for k in range(1, cap + 1):  # k: the iterations that ran
+                new = update(S)
+                r = (new - S).detach().abs().amax()
+                res[k - 1] = r
+                S = new
+                r = float(r)
+                if not np.isfinite(r) or (tol is not None and r <= tol):
+                    break
+            dparams, dx, ds0 = m.autograd(S)
+        return (S.detach(), res, k, dparams, dx, ds0, *m.none)
+
+    return run
+
+
+def _grad_native(problem: Problem, m: _GradModel, device: torch.device) -> Callable[[], tuple]:
+    """Autograd through ``torch.nn.<cell.torch_module>`` (the loss on ``h`` only)."""
+    s = problem.spec
+    module = getattr(torch.nn, s.model.torch_module)(s.input_size, s.hidden_size)
+    module = module.to(device=device, dtype=getattr(torch, s.dtype))
+    with torch.no_grad():
+        for name, value in problem.params.items():
+            getattr(module, f"{name}_l0").copy_(torch.tensor(value))
+    module.flatten_parameters()
+    weights = [getattr(module, f"{name}_l0") for name in PARAM_NAMES]
+    kern_cls = _kernels_for(s.cell)
+    H = s.hidden_size
+
+    def run() -> tuple:
+        with torch.enable_grad():
+            h, _ = module(m.x, kern_cls.native_hx(m.s0, H))
+            grads = torch.autograd.grad(h, [m.x, m.s0, *weights], m.g[..., :H])
+        dx, ds0, *dp = grads
+        return (h.detach(), *m.none, dict(zip(PARAM_NAMES, dp, strict=True)), dx, ds0, *m.none)
+
+    return run
