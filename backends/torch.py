@@ -77,6 +77,23 @@ Precision. float32 means IEEE float32: inside every timed call (and the iteratio
 False`` turn TF32 off for cuBLAS and cuDNN (the cuDNN RNN defaults to TF32), and the
 caller's settings are restored on exit, so fpbench leaves no global state behind.
 
+Gradients (``prepare_grad``, :mod:`fpbench.grad`), each a prepared, synchronised run on
+device-resident data (leaves, module and buffers built and warmed in ``prepare_grad``):
+
+- Sequential (``"bptt"``): autograd through a sequential loop of the shared ``cell.step``.
+- Native (``"autograd"``): autograd through ``torch.nn.RNN/GRU/LSTM`` (the loss on ``h``).
+- ``backward="unrolled"`` (``"unrolled"``): autograd through the iterations, written
+  functionally with the shared cell maths (Newton's linear recurrence by the functional
+  odd/even :func:`_associative_scan` of affine maps, ELK's by a functional copy of the
+  Kalman smoother); it stops where the forward stops (the decision is not differentiated).
+- ``backward="implicit"``: the forward by the fast :class:`_Solve`, then the adjoint
+  ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at its states, parallel in time: one reverse
+  :class:`_Scan` over the transposed full Jacobians (``"full"``: Newton, ELK;
+  ``"implicit: reverse scan"``), Jacobi on the adjoint (``"none"``) or
+  diagonal-preconditioned adjoint iterations, each an elementwise reverse :class:`_Scan`
+  (``"diagonal"``), to ``tol`` and at most ``min(max_iters, T)`` times, stopping as the
+  forward does; then the parameter gradients as batched products over all (t, b).
+
 Threads. ``torch.set_num_threads(FPBENCH_THREADS or os.cpu_count())`` is applied once,
 when the backend is first used, and reported by :meth:`TorchBackend.info`.
 """
