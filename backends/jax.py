@@ -605,10 +605,37 @@ def _weights(problem: Problem) -> dict[str, Any]:
     }
 
 
+_EXECUTABLES: dict[Any, Any] = {}
+"""Compiled programs of this process by :func:`_program_key`: a problem with the same
+shapes and a solver with the same traits (new parameter values, as in every training
+step) reuses its executable instead of compiling again."""
+
+
+def _program_key(fn: Callable, args: tuple) -> Any:
+    """A hashable key of a program (a ``partial`` of a module-level function and its static
+    arguments) and the shapes, dtypes and devices of its arguments; None if there is none."""
+    if not isinstance(fn, partial):
+        return None
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    key = (fn.func, fn.args, tuple(sorted(fn.keywords.items())), tree)
+    key += tuple((leaf.shape, str(leaf.dtype), frozenset(leaf.devices())) for leaf in leaves)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def _compile(fn: Callable, args: tuple, dtype: str) -> Callable[[], Any]:
-    """Compile ``fn`` for ``args`` (already on the device) and warm it; returns the zero-arg
-    synchronised run. Must be called inside the x64 context of ``dtype``."""
-    compiled = jax.jit(fn).lower(*args).compile()
+    """Compile ``fn`` for ``args`` (already on the device), or reuse this process's executable
+    of the same program and shapes, and warm it; returns the zero-arg synchronised run. Must
+    be called inside the x64 context of ``dtype``."""
+    key = _program_key(fn, args)
+    compiled = _EXECUTABLES.get(key) if key is not None else None
+    if compiled is None:
+        compiled = jax.jit(fn).lower(*args).compile()
+        if key is not None:
+            _EXECUTABLES[key] = compiled
 
     def run():
         return jax.block_until_ready(compiled(*args))

@@ -86,3 +86,21 @@ def test_parallel_kalman_smoother_matches_the_sequential_reference(full, damping
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
     if damping == 0.0:
         np.testing.assert_allclose(got, reference.linear_recurrence(A, b, s0), rtol=1e-9, atol=1e-9)
+
+
+def test_same_program_and_shapes_reuse_the_executable():
+    """A second problem of the same shapes (new values: a training step) compiles nothing
+    new and still computes with its own values."""
+    jax_backend = pytest.importorskip("backends.jax")
+    solver = fpbench.Newton(max_iters=8, tol=1e-9)
+    a = fpbench.make_problem(
+        fpbench.RNNSpec(cell="gru", input_size=3, hidden_size=5, seq_len=8, batch=2, seed=1)
+    )
+    b = fpbench.make_problem(
+        fpbench.RNNSpec(cell="gru", input_size=3, hidden_size=5, seq_len=8, batch=2, seed=2)
+    )
+    fpbench.solve(a, solver, backend="jax")
+    compiled = len(jax_backend._EXECUTABLES)
+    got = fpbench.solve(b, solver, backend="jax")
+    assert len(jax_backend._EXECUTABLES) == compiled
+    assert_close("reused executable", got.states, fpbench.reference_states(b), "float32")
