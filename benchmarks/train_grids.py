@@ -96,6 +96,19 @@ TRAIN_GRIDS: dict[str, TrainGrid] = {
         track_hidden=32,
         track_steps=300,
     ),
+    # The main job: time per step against T, and the loss after a few steps per method.
+    "main": TrainGrid(
+        seq_lens=(256, 1024),
+        seq_lens_hidden=8,
+        hidden_sizes=(8,),
+        hidden_seq_len=256,
+        step_budget=grids.TOL,
+        budgets=(4, grids.TOL),
+        contractions=(0.9,),
+        track_seq_len=64,
+        track_hidden=8,
+        track_steps=30,
+    ),
 }
 
 

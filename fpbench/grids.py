@@ -212,7 +212,7 @@ GRIDS: dict[str, Grid] = {
         budget_hidden=32,
         accuracy_cells=("elman",),
         accuracy_budgets=(TOL,),
-        contractions=(0.9,),
+        contractions=(0.9, 2.0),
         accuracy_seq_len=1024,
         accuracy_hidden=32,
         cold_seq_len=1024,
@@ -227,10 +227,13 @@ GRIDS: dict[str, Grid] = {
         batch_sizes=(1, 4, 16, 64),
         batch_seq_len=4096,
         batch_hidden=8,
-        suites=("Product", "Batch", "Accuracy"),
+        suites=("Product", "Batch", "Accuracy", "GradSeqLen", "GradAccuracy", "TrainSeqLen", "TrainLoss"),
         # The float64 NumPy oracle is no contender, and costs minutes at these T; it still
         # checks every other target's solves (the correctness gate runs the reference).
         sweep_skips=("numpy:cpu",),
+        # Damping on a problem where Newton overshoots (rho = 2): where it helps, where it
+        # only costs iterations.
+        accuracy_solvers=ITERATIVE + DAMPED,
     ),
 }
 
@@ -346,6 +349,24 @@ GRAD_GRIDS: dict[str, GradGrid] = {
         contractions=(0.5, 0.8, 0.9, 0.95, 1.0, 1.1, 1.2),
         accuracy_seq_len=16384,
         accuracy_hidden=64,
+    ),
+    # The main job: the backward pass's time against T (GradSeqLen) and its error against
+    # the budget (GradAccuracy), small enough for minutes on 2 cores.
+    "main": GradGrid(
+        cells=("gru",),
+        solve_budget=TOL,
+        seq_lens=(1024, 4096),
+        seq_lens_hidden=8,
+        hidden_sizes=(8,),
+        hidden_seq_len=1024,
+        budgets=(TOL,),
+        budget_seq_len=1024,
+        budget_hidden=8,
+        accuracy_cells=("elman",),
+        accuracy_budgets=(1, 4, 16, TOL),
+        contractions=(0.9,),
+        accuracy_seq_len=256,
+        accuracy_hidden=16,
     ),
 }
 
