@@ -98,7 +98,7 @@ TRAIN_GRIDS: dict[str, TrainGrid] = {
     ),
     # The main job: time per step against T, and the loss after a few steps per method.
     "main": TrainGrid(
-        seq_lens=(256, 1024),
+        seq_lens=(256,),
         seq_lens_hidden=8,
         hidden_sizes=(8,),
         hidden_seq_len=256,

@@ -221,7 +221,7 @@ GRIDS: dict[str, Grid] = {
         floor_hidden=32,
         product_cells=("gru",),
         product_batch=16,
-        product_seq_lens=(1024, 4096, 16384),
+        product_seq_lens=(1024, 4096),
         product_hidden_sizes=(2, 8, 16),  # Newton's dense scan is O(T B H^3): H = 32 at T = 16384 alone
         # would take minutes per backend here; `default` and `full` go to H = 64 and 256
         batch_sizes=(1, 4, 16, 64),
@@ -355,7 +355,7 @@ GRAD_GRIDS: dict[str, GradGrid] = {
     "main": GradGrid(
         cells=("gru",),
         solve_budget=TOL,
-        seq_lens=(1024, 4096),
+        seq_lens=(4096,),
         seq_lens_hidden=8,
         hidden_sizes=(8,),
         hidden_seq_len=1024,
@@ -363,7 +363,7 @@ GRAD_GRIDS: dict[str, GradGrid] = {
         budget_seq_len=1024,
         budget_hidden=8,
         accuracy_cells=("elman",),
-        accuracy_budgets=(1, 4, 16, TOL),
+        accuracy_budgets=(1, 4, TOL),
         contractions=(0.9,),
         accuracy_seq_len=256,
         accuracy_hidden=16,
