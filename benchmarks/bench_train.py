@@ -38,6 +38,8 @@ from .common import TARGETS
 from .train_grids import METHODS
 
 TG = train_grids.current()
+TRAIN_TARGETS: tuple[str, ...] = TARGETS if TG.targets is None else TG.targets
+"""The targets of the training suites: the grid's ``targets``, else every target."""
 
 NUMPY_TRAIN_SECONDS = 60.0
 """A ``TrainLoss`` run on the ``numpy:cpu`` oracle expected to take longer is n/a."""
@@ -183,7 +185,7 @@ class TrainSeqLen(TrainStep):
     """Seconds per training step against T at H = ``seq_lens_hidden`` (iterative methods:
     the grid's ``step_budget``)."""
 
-    params = (TARGETS, METHODS, TG.seq_lens)
+    params = (TRAIN_TARGETS, METHODS, TG.seq_lens)
     param_names = ("target", "method", "seq_len")
 
     def case(self, target, method, seq_len):
@@ -197,7 +199,7 @@ class TrainSeqLen(TrainStep):
 class TrainHidden(TrainStep):
     """Seconds per training step against H at T = ``hidden_seq_len``."""
 
-    params = (TARGETS, METHODS, TG.hidden_sizes)
+    params = (TRAIN_TARGETS, METHODS, TG.hidden_sizes)
     param_names = ("target", "method", "hidden_size")
 
     def case(self, target, method, hidden_size):
@@ -214,7 +216,7 @@ class TrainLoss:
     ``track_hidden``), per method x budget k x contraction rho (the baselines only under
     ``"tol"``). A run that diverged records no loss (n/a)."""
 
-    params = (TARGETS, METHODS, TG.budgets, TG.contractions)
+    params = (TRAIN_TARGETS, METHODS, TG.budgets, TG.contractions)
     param_names = ("target", "method", "budget", "contraction")
     timeout = 300.0
 

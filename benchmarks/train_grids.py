@@ -45,6 +45,9 @@ class TrainGrid:
             to tolerance; ``jacobi_unrolled`` then unrolls T iterations, the exact model).
         budgets, contractions, track_seq_len, track_hidden, track_steps: ``TrainLoss``
             trains ``track_steps`` steps per method x budget k x contraction rho.
+        targets: the targets of the training suites (None: every target). ``quick``: the
+            NumPy oracle only, a smoke test of the suites that keeps the CI sweep short (the
+            backends' training is tested in-process by tests/test_train.py).
     """
 
     seq_lens: tuple[int, ...]
@@ -57,6 +60,7 @@ class TrainGrid:
     track_seq_len: int
     track_hidden: int
     track_steps: int
+    targets: tuple[str, ...] | None = None
 
 
 TRAIN_GRIDS: dict[str, TrainGrid] = {
@@ -71,6 +75,7 @@ TRAIN_GRIDS: dict[str, TrainGrid] = {
         track_seq_len=16,
         track_hidden=8,
         track_steps=20,
+        targets=("numpy:cpu",),
     ),
     "default": TrainGrid(
         seq_lens=(64, 256, 1024),

@@ -135,6 +135,8 @@ GRIDS: dict[str, Grid] = {
         floor_seq_lens=(1024,),
         floor_hidden=32,
         accuracy_solvers=ITERATIVE + DAMPED,
+        product_seq_lens=(128,),
+        product_hidden_sizes=(4, 16),
     ),
     # The README's CPU sweep (2-core machine: see README for its wall time).
     "default": Grid(
@@ -221,7 +223,7 @@ GRIDS: dict[str, Grid] = {
         floor_hidden=32,
         product_cells=("gru",),
         product_batch=16,
-        product_seq_lens=(1024, 4096),
+        product_seq_lens=(1024, 4096, 16384),
         product_hidden_sizes=(2, 8, 16),  # Newton's dense scan is O(T B H^3): H = 32 at T = 16384 alone
         # would take minutes per backend here; `default` and `full` go to H = 64 and 256
         batch_sizes=(1, 4, 16, 64),
