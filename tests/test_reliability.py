@@ -378,3 +378,79 @@ def test_torch_cuda_check_interval_stops_on_nonfinite_without_tol():
     prepared = tb.TorchBackend(check_every=8).prepare(bad, fpbench.Jacobi(50), "cpu")
     _, residuals = prepared.to_host(prepared.run())
     assert len(residuals) == 1 and np.isnan(residuals[0])
+
+
+# -- items 3 and 4: an immutable, validated problem; non-contiguous input -----------------
+
+
+def _small(cell: str = "gru", dtype: str = "float32") -> fpbench.Problem:
+    return fpbench.make_problem(
+        fpbench.RNNSpec(cell=cell, input_size=3, hidden_size=8, seq_len=16, batch=2, dtype=dtype)
+    )
+
+
+def test_problem_cannot_change_after_validation():
+    p = _small()
+    with pytest.raises(TypeError):
+        del p.params["bias_hh"]  # a read-only mapping: torch Native ran on its own init
+    with pytest.raises(TypeError):
+        p.params["bias_hh"] = np.zeros(24, np.float32)
+    for array in (p.x, p.h0, *p.params.values()):
+        with pytest.raises(ValueError, match="read-only"):
+            array[(0,) * array.ndim] = 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.x = p.x[:4]
+
+
+def test_problem_copies_the_callers_arrays():
+    p = _small()
+    x = np.array(p.x)
+    q = fpbench.Problem(p.spec, x, p.h0, p.params)
+    x[0, 0, 0] = 99.0  # the caller's array is not the problem's
+    assert q.x[0, 0, 0] != 99.0 and x.flags.writeable
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("x", lambda p: p.x[:5], r"Problem.x has shape \(5, 2, 3\), but the spec"),
+        ("weight_hh", lambda p: p.params["weight_hh"][:, :7], r"Problem.weight_hh has shape \(24, 7\)"),
+        ("h0", lambda p: p.h0.astype("float64"), "Problem.h0 has dtype float64, but the spec needs float32"),
+        ("bias_ih", None, r"Problem.params is missing \['bias_ih'\]"),
+    ],
+    ids=["short-x", "weight_hh-7-columns", "h0-dtype", "missing-bias"],
+)
+def test_a_changed_problem_is_validated_again(field, value, match):
+    """``dataclasses.replace`` (or a new Problem) re-validates: no kernel sees arrays that
+    do not match the spec (Numba read past a 7-column weight_hh; JAX accepted a short x)."""
+    p = _small()
+    params = dict(p.params)
+    with pytest.raises(ValueError, match=match):
+        if field in ("x", "h0"):
+            dataclasses.replace(p, **{field: value(p)})
+        elif value is None:
+            del params[field]
+            dataclasses.replace(p, params=params)
+        else:
+            params[field] = value(p)
+            dataclasses.replace(p, params=params)
+
+
+def test_lstm_needs_c0_and_the_others_refuse_it():
+    p = _small("lstm")
+    with pytest.raises(ValueError, match=r"Problem\.c0 is required for cell 'lstm'"):
+        dataclasses.replace(p, c0=None)
+    q = _small("gru")
+    with pytest.raises(ValueError, match=r"Problem\.c0 must be None for cell 'gru'"):
+        dataclasses.replace(q, c0=q.h0)
+
+
+@pytest.mark.parametrize("solver", [fpbench.Sequential(), fpbench.Jacobi(4), fpbench.Newton(3)], ids=str)
+def test_non_contiguous_input_is_accepted(target, solver):
+    """A transposed view as ``x`` crashed torch ('view size is not compatible')."""
+    p = _small(dtype="float64")
+    x_view = np.ascontiguousarray(p.x.transpose(1, 0, 2)).transpose(1, 0, 2)
+    assert not x_view.flags.c_contiguous
+    q = dataclasses.replace(p, x=x_view)
+    got = fpbench.solve(q, solver, backend=target)
+    np.testing.assert_allclose(got.states, fpbench.solve(p, solver).states, rtol=0, atol=1e-12)
