@@ -326,3 +326,16 @@ def test_product_heatmap_draws_the_break_even_contour(results):
     crosses = g.groupby("label")["speedup"].agg(lambda s: s.min() < 1 < s.max())
     assert len(contours) == int(crosses.sum())
     plt.close(fig)
+
+
+def test_accuracy_section_shows_the_lyapunov_exponent():
+    """Issue 13 item 11: the accuracy section says which problems are chaotic."""
+    from fpbench.report.build import lyapunov_table
+
+    rows = pd.DataFrame(
+        {"grid": ["quick", "quick", "quick"], "cell": ["elman"] * 3, "contraction": [0.5, 1.2, 0.5]}
+    )
+    table = lyapunov_table(rows)
+    assert list(table["ρ"]) == [0.5, 1.2]
+    lam = table["λ per step"].astype(float)
+    assert lam.iloc[0] <= math.log(0.5) + 1e-3  # contractive elman: at most log(rho) (3 decimals)

@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 
 from fpbench import grids as fpbench_grids
 
+from ..lyapunov import lyapunov
+from ..spec import RNNSpec, make_problem
 from . import analysis, figures
 from .analysis import fmt_num, fmt_seconds
 from .grad_sections import grad_sections
@@ -375,9 +377,51 @@ def _accuracy_section(frame: pd.DataFrame, figs: _Figures) -> Section:
         'Iterations to tolerance vs contraction ρ (runs with max_iters = "tol", budget T): '
         "1e-4 in float32, 1e-7 in float64. A run hitting the budget did not converge.",
     )
+    lyap = lyapunov_table(err)
+    if not lyap.empty:
+        section.blocks.append(
+            Table(
+                lyap,
+                "Largest Lyapunov exponent λ of each accuracy problem (float64, along the exact "
+                "trajectory, first ≤ 256 steps): λ < 0 is predictable (errors shrink like e^(λt), the "
+                "fixed-point solvers converge fast); λ > 0 is chaotic (float32 cannot track the float64 "
+                "states, Newton needs up to T iterations, and no solver's result is accurate).",
+            )
+        )
     if not section.blocks:
         section.blocks += _none_text("`Accuracy` results")
     return section
+
+
+LYAPUNOV_STEPS = 256
+"""The report estimates each accuracy problem's Lyapunov exponent over this many steps."""
+
+
+def lyapunov_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """``grid, cell, T, H, ρ, λ`` for every distinct accuracy problem of ``rows`` (the spec
+    is the grid's: its fixed B, I, seed and the accuracy T and H), computed with
+    :func:`fpbench.lyapunov`."""
+    cols = ["grid", "cell", "contraction"]
+    if rows.empty or not set(cols) <= set(rows.columns):
+        return pd.DataFrame()
+    out = []
+    for grid, cell, rho in rows[cols].dropna().drop_duplicates().itertuples(index=False):
+        g = fpbench_grids.GRIDS.get(str(grid))
+        if g is None:
+            continue
+        spec = RNNSpec(
+            cell=str(cell),
+            input_size=fpbench_grids.INPUT_SIZE,
+            hidden_size=g.accuracy_hidden,
+            seq_len=g.accuracy_seq_len,
+            batch=fpbench_grids.BATCH,
+            dtype="float64",
+            contraction=float(rho),
+            seed=fpbench_grids.SEED,
+        )
+        lam = lyapunov(make_problem(spec), steps=min(spec.seq_len, LYAPUNOV_STEPS))
+        out.append((grid, cell, spec.seq_len, spec.hidden_size, float(rho), f"{lam:+.3f}"))
+    return pd.DataFrame(out, columns=["grid", "cell", "T", "H", "ρ", "λ per step"])
 
 
 def _budget_memory_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
