@@ -238,6 +238,9 @@ def test_sweep_quick_end_to_end(asv_sandbox, tmp_path):
     from fpbench.report.sweep import sweep_chunks
 
     env, config = asv_sandbox
+    # Two targets keep this a test of the sweep (runs per target, kept results, publish,
+    # report) in minutes; every backend's suites are exercised by test_asv and test_bench_*.
+    env["FPBENCH_BACKENDS"] = "numpy,torch"
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "fpbench.cli", "sweep", "--grid", "quick", "--config", str(config)]
     cmd += ["--machine", ASV_MACHINE, "--out", str(out)]
