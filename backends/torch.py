@@ -606,18 +606,7 @@ def _kalman_smoother(
         ``(B, T, S)`` smoothed means.
     """
     alg: Algebra = _FullAlgebra if full else _DiagonalAlgebra
-    nu, kappa = 1.0 / (1.0 + damping), damping / (1.0 + damping)
-    # Filtering elements of observing y_t with noise I/damping after dynamics noise I: the
-    # gain is kappa * I, so (I - K) = nu * I. With A_1 = 0 the first is the exact prior too.
-    At = alg.t(A)
-    elems = [
-        nu * A,
-        nu * b + kappa * y,
-        alg.scaled_eye(b, nu),
-        kappa * alg.mv(At, y - b),
-        kappa * alg.mm(At, A),
-    ]
-    _, m, P, _, _ = _associative_scan(_kalman_op(alg), elems)  # filtered means, covariances
+    m, P = _kalman_filter(alg, A, b, y, damping)  # filtered means, covariances
     # RTS smoother: m^s_t = E_t m^s_{t+1} + g_t, E_t = P_t A_{t+1}^T (A_{t+1} P_t A_{t+1}^T + I)^-1,
     # g_t = m_t - E_t (A_{t+1} m_t + b_{t+1}); at t = T: E = 0, g = m_T.
     An, mk = A[:, 1:], m[:, :-1]
@@ -992,12 +981,12 @@ def _linear_recurrence_diff(A: torch.Tensor, b: torch.Tensor, full: bool) -> tor
     return _associative_scan(_affine_op(alg), [A, b])[1]
 
 
-def _kalman_smoother_diff(A: torch.Tensor, b: torch.Tensor, y: torch.Tensor, damping: float, full: bool):
-    """:func:`_kalman_smoother` written functionally (no in-place writes, no ``_Scan``), so
-    autograd differentiates through it: the unrolled backward of ELK and quasi-ELK.
-    ``A, b, y (B, T, ...)`` batch-major with ``A[:, 0] = 0``; returns the smoothed means."""
-    alg: Algebra = _FullAlgebra if full else _DiagonalAlgebra
+def _kalman_filter(alg: Algebra, A: torch.Tensor, b: torch.Tensor, y: torch.Tensor, damping: float):
+    """The parallel Kalman filter of the damped step: ``(filtered means, covariances)``,
+    ``(B, T, ...)`` batch-major, by one associative scan (no in-place writes)."""
     nu, kappa = 1.0 / (1.0 + damping), damping / (1.0 + damping)
+    # Filtering elements of observing y_t with noise I/damping after dynamics noise I: the
+    # gain is kappa * I, so (I - K) = nu * I. With A_1 = 0 the first is the exact prior too.
     At = alg.t(A)
     elems = [
         nu * A,
@@ -1007,6 +996,15 @@ def _kalman_smoother_diff(A: torch.Tensor, b: torch.Tensor, y: torch.Tensor, dam
         kappa * alg.mm(At, A),
     ]
     _, m, P, _, _ = _associative_scan(_kalman_op(alg), elems)
+    return m, P
+
+
+def _kalman_smoother_diff(A: torch.Tensor, b: torch.Tensor, y: torch.Tensor, damping: float, full: bool):
+    """:func:`_kalman_smoother` written functionally (no in-place writes, no ``_Scan``), so
+    autograd differentiates through it: the unrolled backward of ELK and quasi-ELK.
+    ``A, b, y (B, T, ...)`` batch-major with ``A[:, 0] = 0``; returns the smoothed means."""
+    alg: Algebra = _FullAlgebra if full else _DiagonalAlgebra
+    m, P = _kalman_filter(alg, A, b, y, damping)
     An, mk = A[:, 1:], m[:, :-1]
     AP = alg.mm(An, P[:, :-1])
     E = alg.t(alg.solve(alg.add_eye(alg.mm(AP, alg.t(An))), AP)[0])
