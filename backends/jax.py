@@ -82,7 +82,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -627,37 +626,6 @@ def _program_key(fn: Callable, args: tuple) -> Any:
     return key
 
 
-COMPILE_STACK_BYTES = 512 * 2**20
-"""Stack of the thread that compiles a program. XLA's CPU compiler recurses deeply on the
-large gradient programs (a VJP through a scan of associative scans, e.g. unrolled ELK); on
-the main thread's 8 MiB stack it crashed the process with a segmentation fault (seen once
-in a test run), so compilation runs on a thread with a large stack."""
-
-
-def _compile_with_large_stack(fn: Callable, args: tuple, dtype: str) -> Any:
-    """``jax.jit(fn).lower(*args).compile()`` on a thread with :data:`COMPILE_STACK_BYTES`
-    of stack, in the x64 mode of ``dtype`` (a thread-local setting, so entered there)."""
-    out: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            with jax.enable_x64(dtype == "float64"):
-                out["compiled"] = jax.jit(fn).lower(*args).compile()
-        except BaseException as e:  # re-raised in the caller's thread
-            out["error"] = e
-
-    previous = threading.stack_size(COMPILE_STACK_BYTES)
-    try:
-        thread = threading.Thread(target=work, name="fpbench-jax-compile")
-        thread.start()
-    finally:
-        threading.stack_size(previous)
-    thread.join()
-    if "error" in out:
-        raise out["error"]
-    return out["compiled"]
-
-
 def _compile(fn: Callable, args: tuple, dtype: str) -> Callable[[], Any]:
     """Compile ``fn`` for ``args`` (already on the device), or reuse this process's executable
     of the same program and shapes, and warm it; returns the zero-arg synchronised run. Must
@@ -665,7 +633,7 @@ def _compile(fn: Callable, args: tuple, dtype: str) -> Callable[[], Any]:
     key = _program_key(fn, args)
     compiled = _EXECUTABLES.get(key) if key is not None else None
     if compiled is None:
-        compiled = _compile_with_large_stack(fn, args, dtype)
+        compiled = jax.jit(fn).lower(*args).compile()
         if key is not None:
             _EXECUTABLES[key] = compiled
 
