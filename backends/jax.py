@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -125,7 +126,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
-from jax.scipy.linalg import lu_factor, lu_solve  # noqa: E402
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -364,14 +364,40 @@ _COMPOSE = {"full": _compose_full, "diagonal": _compose_diag}
 # With damping = 0 (kappa = 0) the filter is Newton's recurrence and G_t multiplies zero.
 
 
+def _solve(A: jax.Array, R: jax.Array) -> jax.Array:
+    """``A^-1 R`` for batched ``A (..., n, n)``, ``R (..., n, r)``: Gauss-Jordan elimination with
+    partial pivoting in plain XLA operations (a loop of ``n`` eliminations).
+
+    Not ``jnp.linalg.solve`` / ``lu_factor``: on the CPU those are LAPACK custom calls that
+    jaxlib spreads over XLA's intra-op thread pool and waits for *on* a thread of that pool;
+    inside a larger program (the associative scans here) every pool thread can end up
+    waiting so, and the process deadlocks at 0% CPU (seen in this repository's test suite).
+    """
+    n = A.shape[-1]
+    rows = jnp.arange(n)[:, None]
+
+    def eliminate(k, M):
+        col = lax.dynamic_index_in_dim(M, k, axis=-1, keepdims=False)  # (..., n)
+        p = jnp.argmax(jnp.where(rows[:, 0] >= k, jnp.abs(col), -1.0), axis=-1)  # pivot row
+        row_k = lax.dynamic_index_in_dim(M, k, axis=-2, keepdims=True)
+        row_p = jnp.take_along_axis(M, p[..., None, None], axis=-2)
+        M = jnp.where(rows == k, row_p, jnp.where(rows == p[..., None, None], row_k, M))  # swap k, p
+        pivot_row = row_p / lax.dynamic_index_in_dim(row_p, k, axis=-1, keepdims=True)
+        col = lax.dynamic_index_in_dim(M, k, axis=-1, keepdims=True)  # (..., n, 1)
+        return M - (col - (rows == k).astype(M.dtype)) * pivot_row
+
+    M = lax.fori_loop(0, n, eliminate, jnp.concatenate([A, R], -1))
+    return M[..., n:]
+
+
 def _filter_full(earlier, later):
     """Combine two filter elements ``(E, e, C, eta, J)`` with full ``(..., S, S)`` matrices."""
     E1, e1, C1, eta1, J1 = earlier
     E2, e2, C2, eta2, J2 = later
     S = E1.shape[-1]
-    lu = lu_factor(jnp.eye(S, dtype=E1.dtype) + _mm(C1, J2))
-    X = lu_solve(lu, jnp.concatenate([E1, C1, (e1 + _mv(C1, eta2))[..., None]], -1))
-    Y = lu_solve(lu, jnp.concatenate([_mm(J2, E1), (eta2 - _mv(J2, e1))[..., None]], -1), trans=1)
+    M = jnp.eye(S, dtype=E1.dtype) + _mm(C1, J2)
+    X = _solve(M, jnp.concatenate([E1, C1, (e1 + _mv(C1, eta2))[..., None]], -1))
+    Y = _solve(jnp.swapaxes(M, -1, -2), jnp.concatenate([_mm(J2, E1), (eta2 - _mv(J2, e1))[..., None]], -1))
     E1t = jnp.swapaxes(E1, -1, -2)
     return (
         _mm(E2, X[..., :S]),
@@ -416,7 +442,7 @@ def _kalman_smoother(full: bool, A: jax.Array, b: jax.Array, y: jax.Array, dampi
         F, Pt = A[1:], P[:-1]
         FP = _mm(F, jnp.swapaxes(Pt, -1, -2))  # F P^T, P symmetric up to rounding
         pred_cov = _mm(FP, jnp.swapaxes(F, -1, -2)) + eye
-        G = jnp.swapaxes(jnp.linalg.solve(pred_cov, FP), -1, -2)  # P F^T (F P F^T + I)^-1
+        G = jnp.swapaxes(_solve(pred_cov, FP), -1, -2)  # P F^T (F P F^T + I)^-1
         g = m[:-1] - _mv(G, _mv(F, m[:-1]) + b[1:])
         compose = _compose_full
     else:
@@ -605,10 +631,17 @@ def _weights(problem: Problem) -> dict[str, Any]:
     }
 
 
-_EXECUTABLES: dict[Any, Any] = {}
-"""Compiled programs of this process by :func:`_program_key`: a problem with the same
-shapes and a solver with the same traits (new parameter values, as in every training
-step) reuses its executable instead of compiling again."""
+EXECUTABLES_KEPT = 32
+"""How many compiled programs :data:`_EXECUTABLES` keeps. Every XLA CPU executable holds
+dozens to hundreds of memory mappings of its JIT-compiled code; kept without bound (a test
+session, or a long interactive session over many problem sizes), they reach the kernel's
+``vm.max_map_count`` (65,530 by default) and XLA aborts the process in its next compile."""
+
+_EXECUTABLES: OrderedDict[Any, Any] = OrderedDict()
+"""The :data:`EXECUTABLES_KEPT` most recently used compiled programs of this process by
+:func:`_program_key`: a problem with the same shapes and a solver with the same traits (new
+parameter values, as in every training step) reuses its executable instead of compiling
+again."""
 
 
 def _program_key(fn: Callable, args: tuple) -> Any:
@@ -636,6 +669,10 @@ def _compile(fn: Callable, args: tuple, dtype: str) -> Callable[[], Any]:
         compiled = jax.jit(fn).lower(*args).compile()
         if key is not None:
             _EXECUTABLES[key] = compiled
+            while len(_EXECUTABLES) > EXECUTABLES_KEPT:
+                _EXECUTABLES.popitem(last=False)
+    else:
+        _EXECUTABLES.move_to_end(key)
 
     def run():
         return jax.block_until_ready(compiled(*args))

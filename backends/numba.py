@@ -34,8 +34,9 @@ chunked parallel scan run backwards in time (``transition == "full"``: Newton, E
 iterations on the adjoint to the solver's ``tol``, at most ``min(max_iters, T)``
 (``"none"``: Jacobi; ``"diagonal"``: each iteration an elementwise reverse recurrence with
 the diagonal, the rest of ``J^T`` from the previous iterate), then one VJP over all (t, b)
-in parallel and the parameter gradients as BLAS products. ``backward="unrolled"`` raises
-``UnsupportedError``.
+in parallel and the parameter gradients as BLAS products. ``backward="unrolled"``: Jacobi
+backpropagates through its recorded sweeps (the k-truncated model's gradient); the
+Newton-type solvers raise ``UnsupportedError`` (it would need the cells' second derivatives).
 
 Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
 NUMBA_NUM_THREADS))``, applied once, when the backend is first used.
@@ -147,14 +148,16 @@ class NumbaBackend(Backend):
         by iterations to the solver's tolerance (``"none"``: Jacobi on the adjoint;
         ``"diagonal"``: diagonal-preconditioned, each an elementwise reverse recurrence), at
         most ``min(max_iters, T)`` of them; then the parameter gradients as batched products
-        over all ``(t, b)``. ``backward="unrolled"`` is unsupported here."""
+        over all ``(t, b)``. ``backward="unrolled"``: Jacobi's forward keeps every sweep's
+        input and backpropagates through the sweeps (each sweep's VJP parallel over
+        ``(t, b)``); Newton-type solvers raise ``UnsupportedError`` (second derivatives)."""
         K = _kernels()
         _check_device(device)
-        if solver.iterative and solver.backward != "implicit":
-            raise UnsupportedError(f"backend 'numba' has no {solver.backward!r} backward ({solver})")
         a = _Arrays(problem)
-        forward = _forward(K, a, solver)
-        backward = _backward(K, a, problem, solver, cotangent)
+        iterates: list[np.ndarray] = []
+        backward = _backward(K, a, problem, solver, cotangent, iterates)
+        unrolled = solver.iterative and solver.backward == "unrolled"
+        forward = _forward(K, a, solver, iterates if unrolled else None)
 
         def run() -> tuple[Any, ...]:
             s, residuals = forward()
@@ -198,11 +201,14 @@ def _check_device(device: str) -> None:
         raise UnsupportedError(f"backend 'numba' runs on 'cpu' only, not {device!r}")
 
 
-def _forward(K, a: _Arrays, solver: Solver) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+def _forward(
+    K, a: _Arrays, solver: Solver, record: list[np.ndarray] | None = None
+) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     """The prepared forward solve: ``run() -> (states (T + 1, B, S) with s0 first,
-    residuals)``, buffers reused by the next run."""
+    residuals)``, buffers reused by the next run. ``record`` (iterative solvers): a list
+    that each run refills with a copy of every iteration's input iterate."""
     if solver.iterative:
-        run = _iterative_run(K, a, solver)
+        run = _iterative_run(K, a, solver, record)
         cap = iteration_cap(solver, a.T)
         return lambda: run(cap)
     if solver.name == "sequential":
@@ -219,7 +225,9 @@ def _forward(K, a: _Arrays, solver: Solver) -> Callable[[], tuple[np.ndarray, np
     raise UnsupportedError(f"backend 'numba' does not implement solver {solver.name!r}")
 
 
-def _iterative_run(K, a: _Arrays, solver: Iterative) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+def _iterative_run(
+    K, a: _Arrays, solver: Iterative, record: list[np.ndarray] | None = None
+) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
     """``run(max_iters)`` for an iterative solver, by its traits (module docstring): from
     ``H = 0``, iterate ``S_new = update(S_old)`` with double-buffered states, one residual
     per iteration, stopping at ``solver.tol`` or on a non-finite residual (as the reference
@@ -293,7 +301,11 @@ def _iterative_run(K, a: _Arrays, solver: Iterative) -> Callable[[int], tuple[np
         K.hidden_projection(a.x_aug, a.w_aug, a.gi, a.hbuf)
         bufs[0][1:] = 0.0
         old, n = 0, 0
+        if record is not None:
+            record.clear()
         while n < max_iters:
+            if record is not None:
+                record.append(bufs[old].copy())
             r = float(update(old, 1 - old))
             residuals[n] = r
             old, n = 1 - old, n + 1
@@ -310,9 +322,12 @@ def _grad_kernels():
     return _numba_grad
 
 
-def _backward(K, a: _Arrays, problem: Problem, solver: Solver, cotangent: np.ndarray):
+def _backward(
+    K, a: _Arrays, problem: Problem, solver: Solver, cotangent: np.ndarray, iterates: list[np.ndarray]
+):
     """``backward(s) -> (params, dx, ds0, backward residuals, method)`` at the forward
-    states ``s (T + 1, B, S)`` (see :meth:`NumbaBackend.prepare_grad`)."""
+    states ``s (T + 1, B, S)`` (see :meth:`NumbaBackend.prepare_grad`); ``iterates``: the
+    sweeps' inputs the forward recorded (``backward="unrolled"``)."""
     import numba
 
     KG = _grad_kernels()
@@ -333,6 +348,52 @@ def _backward(K, a: _Arrays, problem: Problem, solver: Solver, cotangent: np.nda
     def vjp(v: np.ndarray, nblk: int) -> None:  # dgh, dgi, ds = the VJP of every step for v
         KG.vjp_rows(C, Dd, CI, v, dgh, dgi, ds, nblk)
         np.dot(dgh, whh, out=wdgh)
+
+    def linearise(flat_prev: np.ndarray, nblk: int) -> np.ndarray:
+        """C, Dd, CI at the previous states ``flat_prev (N, S)``; returns their ``h (N, H)``."""
+        K.hidden_projection(flat_prev, a.whhT, a.gh, a.hbuf)
+        KG.coefficients(a.cell, a.gi, a.gh, a.bhh, flat_prev, C, Dd, CI, nblk)
+        return flat_prev if S == H else a.hbuf  # (lstm: hidden_projection copied h there)
+
+    def result(dgi_total: np.ndarray, dW_hh: np.ndarray, db_hh: np.ndarray, ds0: np.ndarray, res_b, method):
+        w_ih_aug = dgi_total.T @ a.x_aug
+        params = {
+            "weight_ih": w_ih_aug[:, :-1],
+            "weight_hh": dW_hh,
+            "bias_ih": w_ih_aug[:, -1].copy(),
+            "bias_hh": db_hh,
+        }
+        return params, (dgi_total @ wih).reshape(T, B, -1), ds0, res_b.copy(), method
+
+    if solver.iterative and solver.backward == "unrolled":
+        if solver.transition != "none":
+            raise UnsupportedError(
+                f"backend 'numba' has no unrolled backward for {solver}: it would need the "
+                "cells' second derivatives (use torch or JAX, whose autodiff has them)"
+            )
+        v = np.empty((N, S), dtype=dt)
+
+        def backward_unrolled(s: np.ndarray):
+            """Backpropagation through the recorded sweeps ``S <- F(S)``, last first: the
+            VJP of every step of a sweep in parallel; the cotangent of a sweep's input is
+            that of the previous states of the steps after it (``s0``'s goes to ``ds0``)."""
+            P_ = numba.get_num_threads()
+            v[:] = g
+            dgi_sum, dW_hh = np.zeros((N, gH), dtype=dt), np.zeros((gH, H), dtype=dt)
+            db_hh, ds0 = np.zeros(gH, dtype=dt), np.zeros((B, S), dtype=dt)
+            for it in reversed(iterates):
+                h_prev = linearise(it.reshape((T + 1) * B, S)[:N], P_)
+                vjp(v, P_)
+                ds[:, :H] += wdgh
+                dgi_sum += dgi
+                dW_hh += dgh.T @ h_prev
+                db_hh += dgh.sum(0)
+                ds0 += ds[:B]
+                v[: N - B] = ds[B:]
+                v[N - B :] = 0.0
+            return result(dgi_sum, dW_hh, db_hh, ds0, empty, "unrolled: backpropagation through the sweeps")
+
+        return backward_unrolled
 
     if solver.name == "sequential":
         method = "bptt"
@@ -390,21 +451,11 @@ def _backward(K, a: _Arrays, problem: Problem, solver: Solver, cotangent: np.nda
     def backward(s: np.ndarray):
         P_ = numba.get_num_threads()
         flat_prev = s.reshape((T + 1) * B, S)[:N]
-        K.hidden_projection(flat_prev, a.whhT, a.gh, a.hbuf)
-        KG.coefficients(a.cell, a.gi, a.gh, a.bhh, flat_prev, C, Dd, CI, P_)
+        h_prev = linearise(flat_prev, P_)
         res_b = adjoint(flat_prev, P_)
         vjp(lam, P_)
         ds[:, :H] += wdgh
-        h_prev = flat_prev if S == H else a.hbuf  # (lstm: hidden_projection copied h there)
-        w_ih_aug = dgi.T @ a.x_aug
-        params = {
-            "weight_ih": w_ih_aug[:, :-1],
-            "weight_hh": dgh.T @ h_prev,
-            "bias_ih": w_ih_aug[:, -1].copy(),
-            "bias_hh": dgh.sum(0),
-        }
-        dx = (dgi @ wih).reshape(T, B, -1)
-        return params, dx, ds[:B].copy(), res_b.copy(), method
+        return result(dgi, dgh.T @ h_prev, dgh.sum(0), ds[:B].copy(), res_b, method)
 
     return backward
 

@@ -104,3 +104,58 @@ def test_same_program_and_shapes_reuse_the_executable():
     got = fpbench.solve(b, solver, backend="jax")
     assert len(jax_backend._EXECUTABLES) == compiled
     assert_close("reused executable", got.states, fpbench.reference_states(b), "float32")
+
+
+def test_kept_executables_are_bounded_and_most_recent_first(monkeypatch):
+    """Every kept XLA executable holds memory mappings of its compiled code: kept without
+    bound, a test session reached the kernel's ``vm.max_map_count`` and XLA aborted the
+    process. The backend keeps the most recently used ``EXECUTABLES_KEPT`` only."""
+    monkeypatch.setattr(jax_backend, "EXECUTABLES_KEPT", 2)
+    solver = fpbench.Jacobi(3)
+    problems = [
+        fpbench.make_problem(fpbench.RNNSpec(input_size=2, hidden_size=3, seq_len=t, batch=1))
+        for t in (5, 6, 7)
+    ]
+    for p in problems:
+        fpbench.solve(p, solver, backend="jax")
+    assert len(jax_backend._EXECUTABLES) == 2
+    kept = list(jax_backend._EXECUTABLES.values())
+    fpbench.solve(problems[1], solver, backend="jax")  # a hit: reused, and now the most recent
+    assert list(jax_backend._EXECUTABLES.values()) == [kept[1], kept[0]]
+
+
+def test_small_solves_match_numpy_and_pivot():
+    """``_solve`` (Gauss-Jordan in plain XLA operations) against NumPy, on a batch whose
+    first matrix has a zero leading entry (it needs a row swap)."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(3, 5, 5)) + 5 * np.eye(5)
+    A[0, 0, 0] = 0.0
+    R = rng.normal(size=(3, 5, 4))
+    with jax.enable_x64(True):
+        got = np.asarray(jax_backend._solve(jax.numpy.asarray(A), jax.numpy.asarray(R)))
+    np.testing.assert_allclose(got, np.linalg.solve(A, R), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backward", ["forward-only", "implicit", "unrolled"])
+def test_damped_programs_have_no_lapack_custom_calls(backward):
+    """jaxlib's CPU LAPACK calls wait on XLA's intra-op pool from a thread of that pool; inside
+    the ELK scans that deadlocked a test session. ELK's programs, forward and backward, must
+    hold no custom call (the old ones held LU factorisations and solves)."""
+    problem = fpbench.make_problem(
+        fpbench.RNNSpec(cell="lstm", input_size=2, hidden_size=3, seq_len=6, batch=2)
+    )
+    solver = fpbench.ELK(3, damping=0.3, **({} if backward == "forward-only" else {"backward": backward}))
+    texts = []
+    real = jax_backend._compile
+
+    def spy(fn, args, dtype):
+        texts.append(jax.jit(fn).lower(*args).as_text())
+        return real(fn, args, dtype)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jax_backend, "_compile", spy)
+        if backward == "forward-only":
+            fpbench.solve(problem, solver, backend="jax")
+        else:
+            fpbench.grad(problem, solver, backend="jax")
+    assert texts and not any("custom_call" in t for t in texts)

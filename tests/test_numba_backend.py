@@ -74,7 +74,25 @@ def test_grad_matches_reference(cell, solver_id, dtype):
         assert err <= GRAD_RTOL[dtype], f"{name}: rel_rms {err:.3g}"
 
 
-def test_grad_unrolled_is_unsupported():
+def test_grad_unrolled_newton_is_unsupported_and_says_why():
     problem = fpbench.make_problem(fpbench.RNNSpec(seq_len=5, batch=1, hidden_size=3, input_size=2))
-    with pytest.raises(fpbench.UnsupportedError, match="unrolled"):
-        fpbench.grad(problem, fpbench.Jacobi(3, backward="unrolled"), backend="numba")
+    with pytest.raises(fpbench.UnsupportedError, match=r"unrolled backward for newton.*second derivatives"):
+        fpbench.grad(problem, fpbench.Newton(3, backward="unrolled"), backend="numba")
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_grad_unrolled_jacobi_is_the_truncated_models_gradient(cell):
+    """Unrolled Jacobi on Numba against the reference's backpropagation through the sweeps,
+    on a problem where k = 4 sweeps are far from converged (so the truncation matters)."""
+    spec = fpbench.RNNSpec(
+        cell=cell, seq_len=40, batch=3, hidden_size=6, input_size=3, contraction=1.1, seed=7, dtype="float64"
+    )
+    problem = fpbench.make_problem(spec)
+    solver = fpbench.Jacobi(4, backward="unrolled")
+    got = fpbench.grad(problem, solver, backend="numba")
+    ref = fpbench.grad(problem, solver, backend="numpy")
+    implicit = fpbench.grad(problem, fpbench.Jacobi(4), backend="numpy")
+    assert got.backward.method.startswith("unrolled")
+    for name, expected in ref.arrays().items():
+        np.testing.assert_allclose(got.arrays()[name], expected, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert not np.allclose(implicit.arrays()["weight_hh"], ref.arrays()["weight_hh"], rtol=1e-3)
