@@ -84,3 +84,20 @@ def test_sections_of_an_empty_frame_say_so(tmp_path):
     empty = frame().iloc[:0]
     for s in grad_sections(empty, _Figures(tmp_path, None)):
         assert s.blocks and "No " in s.blocks[0].text
+
+
+def test_every_suite_parameter_is_a_column_of_the_frame():
+    """The loader keeps only the parameters it knows (``PARAM_COLUMNS``): the gradient suites'
+    ``backward`` was once dropped, and the report crashed on the first real gradient sweep."""
+    import importlib
+
+    from fpbench.report.load import PARAM_COLUMNS
+
+    names = set()
+    for module in ("bench_solve", "bench_accuracy", "bench_cold", "bench_floor", "bench_grad", "bench_train"):
+        mod = importlib.import_module(f"benchmarks.{module}")
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and obj.__module__ == mod.__name__ and hasattr(obj, "param_names"):
+                names.update(obj.param_names)
+    assert {"backward", "method", "budget"} <= names
+    assert names <= set(PARAM_COLUMNS), sorted(names - set(PARAM_COLUMNS))

@@ -17,9 +17,15 @@ the figure is the median over ``--rounds`` workers. The ratios:
    Target <= 1.5 for H <= 128.
 3. ``threads``: the Numba Newton and quasi-Newton scans with one thread over two. Above 1
    means the second core is used.
+4. ``grad-bptt``: the Numba ``Sequential`` gradient (forward + hand-written BPTT) over
+   torch's autograd through ``torch.nn.RNN/GRU`` (``Native``), both passes. Target <= 1.5
+   for H <= 128.
+5. ``newton-backward``: Newton's implicit backward (one reverse scan) over its own forward
+   solve, per backend: ``(grad - forward) / forward``, both measured. Target <= 1.5.
 
-Every timed solve is first checked (in its worker) against the NumPy reference; a
-failing check prints FAILED instead of a ratio.
+Every timed solve is first checked (in its worker) against the NumPy reference, every
+timed gradient against the exact float64 gradient; a failing check prints FAILED instead
+of a ratio.
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 import fpbench
-from fpbench.testing import check_close
+from fpbench.testing import check_close, check_grad_close
 
 
 @dataclass(frozen=True)
 class Case:
-    """One side of a ratio: ``kind`` is ``"solve"`` or ``"floor"``."""
+    """One side of a ratio: ``kind`` is ``"solve"``, ``"grad"`` (forward and backward) or
+    ``"floor"``."""
 
     target: str
     kind: str
@@ -73,6 +80,14 @@ def callable_of(case: Case):
         if case.max_iters
         else fpbench.make_solver(case.solver)
     )
+    if case.kind == "grad":
+        got = fpbench.grad(problem, solver, backend=case.target)
+        exact = fpbench.grad(problem.astype("float64"), fpbench.Sequential())
+        ok, msg = check_grad_close(f"{case.target} {solver}", got.arrays(), exact.arrays(), "float32")
+        if not ok:
+            raise AssertionError(msg)
+        cotangent = fpbench.default_cotangent(problem.spec)
+        return impl.prepare_grad(problem, solver, device, cotangent).run
     prepared = impl.prepare(problem, solver, device)
     states, _ = prepared.to_host(prepared.run())
     states = states[..., : problem.spec.hidden_size]  # h of the full state (h, c for lstm)
@@ -139,7 +154,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="workers per side of a ratio")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per worker")
     parser.add_argument("--seq-len", type=int, default=4096)
-    parser.add_argument("--only", choices=["floor", "numba-torch", "threads"], default=None)
+    parser.add_argument(
+        "--only", choices=["floor", "numba-torch", "threads", "grad-bptt", "newton-backward"], default=None
+    )
     parser.add_argument("--backends", default="torch,jax,numba", help="backends of the floor table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,6 +207,34 @@ def main() -> None:
             rows,
             args,
         )
+
+    if args.only in (None, "grad-bptt") and {"numba", "torch"} <= set(available):
+        rows = [
+            (f"{cell} H={hidden}", Case("numba:cpu", "grad", cell, hidden, T, "sequential"),
+             Case("torch:cpu", "grad", cell, hidden, T, "native"))
+            for cell in ("elman", "gru")
+            for hidden in (32, 64, 128)
+        ]  # fmt: skip
+        table(
+            f"4. numba BPTT / torch autograd through torch.nn, both passes (T={T}, B=8, I=32, float32); ms",
+            f"{'numba':>10s} {'torch.nn':>10s} {'ratio':>7s}",
+            rows,
+            args,
+        )
+    if args.only in (None, "newton-backward"):
+        print(f"\n5. Newton (tol) implicit backward / its forward (T={T}, B=8, I=32, float32); ms")
+        print(f"{'':28s} {'fwd+bwd':>10s} {'forward':>10s} {'bwd/fwd':>7s}")
+        for name in args.backends.split(","):
+            if name not in available:
+                continue
+            for cell, hidden in (("elman", 16), ("gru", 16), ("gru", 32)):
+                grad = Case(f"{name}:cpu", "grad", cell, hidden, T, "newton")
+                tg, tf = measure([grad, replace(grad, kind="solve")], args.rounds, args.repeats)
+                label = f"{name} {cell} H={hidden}"
+                if isinstance(tg, str):
+                    print(f"{label:28s} {tg}")
+                else:
+                    print(f"{label:28s} {tg * 1e3:10.3f} {tf * 1e3:10.3f} {(tg - tf) / tf:7.2f}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,19 @@ from .store import (
     read_sweeps,
 )
 
-PARAM_COLUMNS = ("target", "cell", "solver", "seq_len", "hidden_size", "max_iters", "contraction", "batch")
+PARAM_COLUMNS = (
+    "target",
+    "cell",
+    "solver",
+    "seq_len",
+    "hidden_size",
+    "max_iters",
+    "contraction",
+    "batch",
+    "backward",  # the gradient suites
+    "method",  # the training suites (with "budget")
+    "budget",
+)
 """asv parameter names of the benchmark contract, in contract order (append-only)."""
 
 STATUSES = ("ok", "n/a", "failed")
