@@ -67,25 +67,33 @@ def _time_sections(frame: pd.DataFrame, figs: Any) -> list[Section]:
     return out
 
 
+def speedups_over_baseline(rows: pd.DataFrame, point: list[str], name: str, keep: list[str]) -> pd.DataFrame:
+    """Speedup of every ok row over the fastest baseline row (``rows[name]`` in
+    :data:`BASELINES`, any backend) at the same ``point``: ``speedup = baseline time / time``,
+    with the baseline's ``bptt_s``, ``bptt_backend`` and ``bptt_solver``; ``keep``: the other
+    columns of a candidate row to carry."""
+    rows = rows[rows["status"].eq("ok")]
+    if rows.empty:
+        return pd.DataFrame()
+    base = rows[rows[name].isin(BASELINES)]
+    best = base.loc[base.groupby(point, dropna=False)["value"].idxmin()]
+    best = best[[*point, "value", "backend", name]].rename(
+        columns={"value": "bptt_s", "backend": "bptt_backend", name: "bptt_solver"}
+    )
+    cols = [*point, "backend", name, *keep, "value"]
+    cand = rows[~rows[name].isin(BASELINES)][[c for c in cols if c in rows]]
+    out = cand.merge(best, on=point, how="inner")
+    out["speedup"] = out["bptt_s"] / out["value"]
+    return out.sort_values([*point, "speedup"], ascending=[True] * len(point) + [False])
+
+
 def backward_speedups(frame: pd.DataFrame) -> pd.DataFrame:
     """Speedup of every gradient over the fastest BPTT baseline (``sequential`` or ``native``,
     any backend) on the same machine, device and point (cell, T, H): one row per
     (point, backend, solver, backward, budget), ``speedup = best baseline time / time``."""
     rows = frame[frame["group"].isin(("GradSeqLen", "GradHidden")) & frame["metric"].eq("time_grad")]
-    rows = rows[rows["status"].eq("ok")]
-    if rows.empty:
-        return pd.DataFrame()
     point = ["machine", "device", "cell", "seq_len", "hidden_size"]
-    base = rows[rows["solver"].isin(BASELINES)]
-    best = base.loc[base.groupby(point, dropna=False)["value"].idxmin()]
-    best = best[[*point, "value", "backend", "solver"]].rename(
-        columns={"value": "bptt_s", "backend": "bptt_backend", "solver": "bptt_solver"}
-    )
-    cols = [*point, "backend", "solver", "backward", "max_iters", "value"]
-    cand = rows[~rows["solver"].isin(BASELINES)][[c for c in cols if c in rows]]
-    out = cand.merge(best, on=point, how="inner")
-    out["speedup"] = out["bptt_s"] / out["value"]
-    return out.sort_values([*point, "speedup"], ascending=[True] * len(point) + [False])
+    return speedups_over_baseline(rows, point, "solver", ["backward", "max_iters"])
 
 
 def _speedup_section(frame: pd.DataFrame) -> Section:
@@ -188,6 +196,39 @@ def _training_section(frame: pd.DataFrame, figs: Any) -> Section:
             ),
             f"Time per training step vs {figures.AXIS_LABEL.get(x, x)}: forward + backward, the "
             "readout's loss and gradient, one Adam update; one panel per method, one line per backend.",
+        )
+    steps = frame[frame["group"].isin(("TrainSeqLen", "TrainHidden")) & frame["metric"].eq("time_train_step")]
+    sp = speedups_over_baseline(steps, ["machine", "device", "seq_len", "hidden_size"], "method", [])
+    if not sp.empty:
+        section.blocks.append(
+            Table(
+                sp.assign(
+                    time=sp["value"].map(analysis.fmt_seconds),
+                    bptt=sp["bptt_backend"]
+                    + ":"
+                    + sp["bptt_solver"]
+                    + " "
+                    + sp["bptt_s"].map(analysis.fmt_seconds),
+                    speedup=sp["speedup"].map(lambda v: f"{v:.2f}x"),
+                )[
+                    [
+                        "machine",
+                        "device",
+                        "seq_len",
+                        "hidden_size",
+                        "backend",
+                        "method",
+                        "time",
+                        "bptt",
+                        "speedup",
+                    ]
+                ].reset_index(drop=True),
+                "Time per training step of each fixed-point method against the fastest BPTT step "
+                "(sequential or native autograd, any backend) at the same (T, H); > 1x: the step is "
+                "faster. Loss curves against steps and seconds, and the steps and seconds each method "
+                "needs to reach a stated loss: `training.md` beside this report, when it was run "
+                "(`tools/train_compare.py`).",
+            )
         )
     tracks = frame[frame["group"].eq("TrainLoss") & frame["status"].eq("ok")]
     if not tracks.empty and "method" in tracks:
