@@ -112,7 +112,7 @@ TRAIN_GRIDS: dict[str, TrainGrid] = {
         contractions=(0.9,),
         track_seq_len=64,
         track_hidden=8,
-        track_steps=30,
+        track_steps=20,
     ),
 }
 

@@ -199,8 +199,11 @@ GRIDS: dict[str, Grid] = {
     # The main job (`make report`): <= 15 minutes on the 2-core VM of reports/vm. It answers
     # "where does a parallel solver beat the best sequential baseline" on T x H (Product,
     # DEER's protocol: GRU, B = 16, I = H) and on B (Batch), with the error of every timed
-    # solve; the accuracy suite once. The other suites have small values for `asv run` by
-    # hand; `fpbench sweep` runs only `suites`.
+    # solve; the accuracy suite once, small. Its cost is asv's fresh process per combination
+    # (~0.5 s each, about 700 of them) plus each combination's correctness gate: the float64
+    # NumPy reference of the same solver, which at T = 1024, H = 32 took ~25 s per Accuracy
+    # combination, so the suites that gate against it run at small (T, H). The other suites
+    # have small values for `asv run` by hand; `fpbench sweep` runs only `suites`.
     "main": Grid(
         name="main",
         cells=("gru",),
@@ -215,19 +218,19 @@ GRIDS: dict[str, Grid] = {
         accuracy_cells=("elman",),
         accuracy_budgets=(TOL,),
         contractions=(0.9, 2.0),
-        accuracy_seq_len=1024,
-        accuracy_hidden=32,
+        accuracy_seq_len=256,
+        accuracy_hidden=8,
         cold_seq_len=1024,
         cold_hidden=32,
         floor_seq_lens=(1024,),
         floor_hidden=32,
         product_cells=("gru",),
         product_batch=16,
-        product_seq_lens=(1024, 4096, 16384),
-        product_hidden_sizes=(2, 8, 16),  # Newton's dense scan is O(T B H^3): H = 32 at T = 16384 alone
-        # would take minutes per backend here; `default` and `full` go to H = 64 and 256
+        product_seq_lens=(1024, 2048, 4096),
+        product_hidden_sizes=(2, 8, 16),  # Newton's dense scan is O(T B H^3); `default` and `full`
+        # go to H = 64 and 256
         batch_sizes=(1, 4, 16, 64),
-        batch_seq_len=4096,
+        batch_seq_len=2048,
         batch_hidden=8,
         suites=("Product", "Batch", "Accuracy", "GradSeqLen", "GradAccuracy", "TrainSeqLen", "TrainLoss"),
         # The float64 NumPy oracle is no contender, and costs minutes at these T; it still
@@ -357,7 +360,7 @@ GRAD_GRIDS: dict[str, GradGrid] = {
     "main": GradGrid(
         cells=("gru",),
         solve_budget=TOL,
-        seq_lens=(4096,),
+        seq_lens=(2048,),
         seq_lens_hidden=8,
         hidden_sizes=(8,),
         hidden_seq_len=1024,
@@ -367,8 +370,8 @@ GRAD_GRIDS: dict[str, GradGrid] = {
         accuracy_cells=("elman",),
         accuracy_budgets=(1, 4, TOL),
         contractions=(0.9,),
-        accuracy_seq_len=256,
-        accuracy_hidden=16,
+        accuracy_seq_len=128,
+        accuracy_hidden=8,
     ),
 }
 
