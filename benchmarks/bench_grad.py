@@ -58,7 +58,12 @@ def numpy_grad_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
 
 def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> None:
     """n/a when the forward (:func:`common.check_fits`) or an unrolled backward cannot fit:
-    unrolled keeps every iterate and what each iteration computed (the Jacobians, for Newton).
+    unrolled keeps every iterate and what each iteration computed (the cell's gates, the
+    scan's levels, the Jacobians for Newton), per (t, b) row and iteration about
+    ``4 S + 2 gH`` items (Jacobi), ``16 S + 4 gH`` (diagonal) or ``4 S^2 + 16 S + 4 gH`` (full).
+    Calibrated on JAX's quasi-Newton: GRU, T = 2048, B = 8, H = 8, to tolerance (2048
+    iterations can run) asked XLA for 31.2 GB, 232 items per row and iteration, where the
+    earlier ``8 S`` (8.6 GB) let it run out of memory on a 24 GiB machine.
 
     Raises:
         NotImplementedError: with the estimate and the memory available.
@@ -66,8 +71,10 @@ def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) 
     common.check_fits(target, spec, solver)
     if not (solver.iterative and solver.backward == "unrolled"):
         return
-    T, B, S = spec.seq_len, spec.batch, spec.state_size
-    per_iter = {"none": 4 * S, "diagonal": 8 * S, "full": 4 * S * S}[solver.transition]
+    T, B, S, gH = spec.seq_len, spec.batch, spec.state_size, spec.gates * spec.hidden_size
+    per_iter = {"none": 4 * S + 2 * gH, "diagonal": 16 * S + 4 * gH, "full": 4 * S * S + 16 * S + 4 * gH}[
+        solver.transition
+    ]
     need = fpbench.iteration_cap(solver, T) * T * B * per_iter * np.dtype(spec.dtype).itemsize
     _, device = parse_target(target)
     have = common._host_memory() if device == "cpu" else common._device_memory(target)
