@@ -56,6 +56,7 @@ class Case:
     solver: str = "jacobi"
     max_iters: int | None = None
     threads: int | None = None  # FPBENCH_THREADS of the worker
+    tol: float | None = None  # with max_iters: iterate to this tolerance, at most max_iters times
 
     def per_call(self) -> float:
         """What the measured time is divided by: k for a ``Jacobi(k)`` against the floor."""
@@ -76,7 +77,7 @@ def callable_of(case: Case):
     if case.kind == "floor":
         return impl.iteration_floor(problem, device)
     solver = (
-        fpbench.make_solver(case.solver, case.max_iters)
+        fpbench.make_solver(case.solver, case.max_iters, tol=case.tol)
         if case.max_iters
         else fpbench.make_solver(case.solver)
     )
@@ -228,7 +229,7 @@ def main() -> None:
             if name not in available:
                 continue
             for cell, hidden in (("elman", 16), ("gru", 16), ("gru", 32)):
-                grad = Case(f"{name}:cpu", "grad", cell, hidden, T, "newton")
+                grad = Case(f"{name}:cpu", "grad", cell, hidden, T, "newton", max_iters=T, tol=1e-4)
                 tg, tf = measure([grad, replace(grad, kind="solve")], args.rounds, args.repeats)
                 label = f"{name} {cell} H={hidden}"
                 if isinstance(tg, str):
