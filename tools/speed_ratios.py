@@ -183,17 +183,21 @@ def main() -> None:
             rows,
             args,
         )
-    if args.only in (None, "numba-torch") and {"numba", "torch"} <= set(available):
-        rows = [
-            (f"{cell} H={hidden}", Case("numba:cpu", "solve", cell, hidden, T, "sequential"),
-             Case("torch:cpu", "solve", cell, hidden, T, "native"))
+
+    def numba_vs_torch_nn(kind: str) -> list[tuple[str, Case, Case]]:
+        """Numba ``Sequential`` against torch's ``Native`` (``torch.nn``), per cell and H."""
+        return [
+            (f"{cell} H={hidden}", Case("numba:cpu", kind, cell, hidden, T, "sequential"),
+             Case("torch:cpu", kind, cell, hidden, T, "native"))
             for cell in ("elman", "gru")
             for hidden in (32, 64, 128)
         ]  # fmt: skip
+
+    if args.only in (None, "numba-torch") and {"numba", "torch"} <= set(available):
         table(
             f"2. numba sequential / torch.nn native, CPU (T={T}, B=8, I=32, float32); ms",
             f"{'numba':>10s} {'torch.nn':>10s} {'ratio':>7s}",
-            rows,
+            numba_vs_torch_nn("solve"),
             args,
         )
     if args.only in (None, "threads") and "numba" in available:
@@ -210,16 +214,10 @@ def main() -> None:
         )
 
     if args.only in (None, "grad-bptt") and {"numba", "torch"} <= set(available):
-        rows = [
-            (f"{cell} H={hidden}", Case("numba:cpu", "grad", cell, hidden, T, "sequential"),
-             Case("torch:cpu", "grad", cell, hidden, T, "native"))
-            for cell in ("elman", "gru")
-            for hidden in (32, 64, 128)
-        ]  # fmt: skip
         table(
             f"4. numba BPTT / torch autograd through torch.nn, both passes (T={T}, B=8, I=32, float32); ms",
             f"{'numba':>10s} {'torch.nn':>10s} {'ratio':>7s}",
-            rows,
+            numba_vs_torch_nn("grad"),
             args,
         )
     if args.only in (None, "newton-backward"):

@@ -87,6 +87,16 @@ def speedups_over_baseline(rows: pd.DataFrame, point: list[str], name: str, keep
     return out.sort_values([*point, "speedup"], ascending=[True] * len(point) + [False])
 
 
+def _speedup_table(sp: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``sp`` (:func:`speedups_over_baseline`) formatted: ``columns``, then the time, the
+    baseline it is compared with, and the speedup."""
+    return sp.assign(
+        time=sp["value"].map(analysis.fmt_seconds),
+        bptt=sp["bptt_backend"] + ":" + sp["bptt_solver"] + " " + sp["bptt_s"].map(analysis.fmt_seconds),
+        speedup=sp["speedup"].map(lambda v: f"{v:.2f}x"),
+    )[[*columns, "time", "bptt", "speedup"]].reset_index(drop=True)
+
+
 def backward_speedups(frame: pd.DataFrame) -> pd.DataFrame:
     """Speedup of every gradient over the fastest BPTT baseline (``sequential`` or ``native``,
     any backend) on the same machine, device and point (cell, T, H): one row per
@@ -102,28 +112,10 @@ def _speedup_section(frame: pd.DataFrame) -> Section:
     if sp.empty:
         section.blocks += _none("gradient timings with a BPTT baseline at the same point")
         return section
-    table = sp.assign(
-        time=sp["value"].map(analysis.fmt_seconds),
-        bptt=sp["bptt_backend"] + ":" + sp["bptt_solver"] + " " + sp["bptt_s"].map(analysis.fmt_seconds),
-        speedup=sp["speedup"].map(lambda v: f"{v:.2f}x"),
-    )[
-        [
-            "machine",
-            "device",
-            "cell",
-            "seq_len",
-            "hidden_size",
-            "backend",
-            "solver",
-            "backward",
-            "time",
-            "bptt",
-            "speedup",
-        ]
-    ]
+    columns = ["machine", "device", "cell", "seq_len", "hidden_size", "backend", "solver", "backward"]
     section.blocks.append(
         Table(
-            table.reset_index(drop=True),
+            _speedup_table(sp, columns),
             "Forward + backward time of each fixed-point gradient against the fastest BPTT baseline "
             "(sequential or native autograd, any backend) on the same device at the same (cell, T, H); "
             "> 1x: the parallel gradient is faster.",
@@ -202,27 +194,7 @@ def _training_section(frame: pd.DataFrame, figs: Any) -> Section:
     if not sp.empty:
         section.blocks.append(
             Table(
-                sp.assign(
-                    time=sp["value"].map(analysis.fmt_seconds),
-                    bptt=sp["bptt_backend"]
-                    + ":"
-                    + sp["bptt_solver"]
-                    + " "
-                    + sp["bptt_s"].map(analysis.fmt_seconds),
-                    speedup=sp["speedup"].map(lambda v: f"{v:.2f}x"),
-                )[
-                    [
-                        "machine",
-                        "device",
-                        "seq_len",
-                        "hidden_size",
-                        "backend",
-                        "method",
-                        "time",
-                        "bptt",
-                        "speedup",
-                    ]
-                ].reset_index(drop=True),
+                _speedup_table(sp, ["machine", "device", "seq_len", "hidden_size", "backend", "method"]),
                 "Time per training step of each fixed-point method against the fastest BPTT step "
                 "(sequential or native autograd, any backend) at the same (T, H); > 1x: the step is "
                 "faster. Loss curves against steps and seconds, and the steps and seconds each method "
