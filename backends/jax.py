@@ -43,7 +43,10 @@ parameters in torch layout so autodiff returns them in that layout:
 - Sequential (``"bptt"``) and Native (``"autograd"``): ``jax.vjp`` through their ``lax.scan``.
 - ``backward="unrolled"``: ``jax.vjp`` through the iterations that ran, written as a
   ``lax.scan`` over the iteration cap whose body is skipped (``lax.cond``) once the forward
-  stopped (a ``while_loop`` is not reverse-differentiable).
+  stopped (a ``while_loop`` is not reverse-differentiable). A scan stores its body's
+  intermediates for every step of its length, run or skipped, so above 64 iterations the
+  scan is over checkpointed chunks of ``ceil(sqrt(cap))`` iterations (:func:`unrolled_chunks`):
+  to tolerance at T = 2048 it keeps ~90 iterations' worth instead of 2048.
 - ``backward="implicit"``: the forward ``while_loop``, then the adjoint
   ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at the returned states: a reverse
   ``associative_scan`` over the transposed full Jacobians for ``transition == "full"``
@@ -80,6 +83,7 @@ Process-wide settings, and how float64 avoids them:
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections import OrderedDict
@@ -520,9 +524,31 @@ def _grad_autodiff(forward: Callable, x, s0, params, g):
     return (S, *_no_iterations(S.dtype), dparams, dx, ds0, *_no_iterations(S.dtype))
 
 
+UNROLLED_CHECKPOINT_ABOVE = 64
+"""An unrolled backward with an iteration cap above this checkpoints (:func:`unrolled_chunks`)."""
+
+
+def unrolled_chunks(cap: int) -> tuple[int, int]:
+    """``(chunks, length)`` of the unrolled backward's checkpointed scan for an iteration cap.
+
+    Up to :data:`UNROLLED_CHECKPOINT_ABOVE` iterations, one chunk of ``cap``: every
+    iteration's intermediates are kept. Above, ``ceil(cap / L)`` chunks of ``L = ceil(sqrt(cap))``
+    iterations: the forward keeps each chunk's input state, and the backward recomputes one
+    chunk at a time, so it holds about ``chunks + L`` iterations' worth instead of ``cap``
+    (a scan's stored intermediates are sized by its length, not by the iterations that ran).
+    """
+    if cap <= UNROLLED_CHECKPOINT_ABOVE:
+        return 1, cap
+    length = math.isqrt(cap - 1) + 1
+    return -(-cap // length), length
+
+
 def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, params, tol, damping, g):
     """``jax.vjp`` through the iterations that ran: a ``lax.scan`` over ``cap`` iterations
-    whose body skips (``lax.cond``) once the forward stopped, so it is differentiable."""
+    whose body skips (``lax.cond``) once the forward stopped, so it is differentiable; above
+    :data:`UNROLLED_CHECKPOINT_ABOVE` iterations, a scan of checkpointed chunks of it
+    (:func:`unrolled_chunks`) whose chunks after the stop are skipped whole."""
+    chunks, length = unrolled_chunks(cap)
 
     def forward(x, s0, params):
         w = _layouts(params)
@@ -530,12 +556,28 @@ def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, p
         update = _update(cell, transition, damped, gi, s0, w, damping)
 
         def body(carry, _):
-            S, done = carry
-            S_new, r = lax.cond(done, lambda S: (S, jnp.zeros((), S.dtype)), update, S)
-            return (S_new, done | ~jnp.isfinite(r) | (r <= tol)), (r, ~done)
+            S, i, done = carry
+            skip = done | (i >= cap)
+            S_new, r = lax.cond(skip, lambda S: (S, jnp.zeros((), S.dtype)), update, S)
+            return (S_new, i + 1, skip | ~jnp.isfinite(r) | (r <= tol)), (r, ~skip)
 
-        init = (jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype), jnp.bool_(False))
-        (S, _), (res, ran) = lax.scan(body, init, None, length=cap)
+        def chunk(carry):
+            return lax.scan(body, carry, None, length=length)
+
+        init = (jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype), jnp.int32(0), jnp.bool_(False))
+        if chunks == 1:
+            (S, _, _), (res, ran) = chunk(init)
+        else:
+            kept = jax.checkpoint(chunk)
+
+            def skipped(carry):
+                return carry, (jnp.zeros(length, gi.dtype), jnp.zeros(length, bool))
+
+            def outer(carry, _):
+                return lax.cond(carry[2] | (carry[1] >= cap), skipped, kept, carry)
+
+            (S, _, _), (res, ran) = lax.scan(outer, init, None, length=chunks)
+            res, ran = res.reshape(-1)[:cap], ran.reshape(-1)[:cap]
         return S, (res, ran.sum(dtype=jnp.int32))
 
     S, vjp, (res, k) = jax.vjp(forward, x, s0, params, has_aux=True)

@@ -31,30 +31,36 @@ class Accuracy:
     param_names = ("target", "cell", "solver", "max_iters", "contraction")
     timeout = 300.0
 
-    def setup(self, target, cell, solver, max_iters, contraction):
+    def setup(self, *params) -> None:
         common.tick()
+        found = common.memo("Accuracy", params, lambda: self.measure(*params))
+        self.iterations, self.diverged, self.errors = found["iterations"], found["diverged"], found["errors"]
+
+    @staticmethod
+    def measure(target, cell, solver, max_iters, contraction) -> dict:
+        """Solve, gate and measure one combination: ``{"iterations", "diverged", "errors"}``."""
         T = GRID.accuracy_seq_len
         spec = common.spec(cell, T, GRID.accuracy_hidden, contraction)
         solv = common.solver(solver, max_iters, T)
         prepared = common.prepare(target, spec, solv)
         states, residuals = prepared.to_host(prepared.run())
         residuals = np.asarray(residuals, dtype=np.float64).ravel()
-        self.iterations = residuals.size
-        self.diverged = not (np.isfinite(states).all() and np.isfinite(residuals).all())
-        if self.diverged:
-            return
+        iterations = residuals.size
+        if not (np.isfinite(states).all() and np.isfinite(residuals).all()):
+            return {"iterations": iterations, "diverged": True, "errors": {}}
         label = f"{target} {solv}"
         common.check_iterations(label, solv, residuals, T)
         problem = common.problem(spec)
         exact = fpbench.reference.sequential(problem)
         if solv.exact_after_seq_len:
-            n = min(self.iterations, T)
+            n = min(iterations, T)
             common.assert_close(f"{label} states t<={n} vs exact", states[:n], exact[:n], spec.dtype)
         else:  # damped: no state is exact after k iterations; check against the same solver's reference
             ref, _ = fpbench.reference.fixed_point(problem, solv)
             common.assert_close(f"{label} vs NumPy reference of the same solver", states, ref, spec.dtype)
         H = spec.hidden_size  # the error of h_t, the states a result reports
-        self.errors = errors(states[..., :H], exact[..., :H])
+        found = {k: float(v) for k, v in errors(states[..., :H], exact[..., :H]).items()}
+        return {"iterations": iterations, "diverged": False, "errors": found}
 
     def _error(self, kind: str) -> float:
         if self.diverged:

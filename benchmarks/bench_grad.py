@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib
 from typing import Any
 
 import numpy as np
@@ -56,14 +57,38 @@ def numpy_grad_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
     return NUMPY_BACKWARD_FACTOR * common.numpy_seconds(spec, solver)
 
 
+def iterations_kept(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> int:
+    """How many iterations' intermediates an unrolled backward of ``solver`` keeps at once.
+
+    JAX's is a scan of checkpointed chunks (``backends.jax.unrolled_chunks``): the chunks'
+    input states plus one chunk, whatever ran. torch's autograd graph and Numba's recorded
+    sweeps hold the iterations that ran: the cap for a fixed budget, and to tolerance the
+    iterations a forward solve of the same solver takes (run here, on the target).
+    """
+    cap = fpbench.iteration_cap(solver, spec.seq_len)
+    name, _ = parse_target(target)
+    if name == "jax":
+        chunks = getattr(importlib.import_module("backends.jax"), "unrolled_chunks", None)
+        return cap if chunks is None else sum(chunks(cap))  # an older fpbench kept every iteration
+    if solver.tol is None:
+        return cap
+    prepared = common.prepare(target, spec, solver)
+    _, residuals = prepared.to_host(prepared.run())
+    return min(cap, np.asarray(residuals).size)
+
+
 def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> None:
     """n/a when the forward (:func:`common.check_fits`) or an unrolled backward cannot fit:
-    unrolled keeps every iterate and what each iteration computed (the cell's gates, the
-    scan's levels, the Jacobians for Newton), per (t, b) row and iteration about
-    ``4 S + 2 gH`` items (Jacobi), ``16 S + 4 gH`` (diagonal) or ``4 S^2 + 16 S + 4 gH`` (full).
-    Calibrated on JAX's quasi-Newton: GRU, T = 2048, B = 8, H = 8, to tolerance (2048
-    iterations can run) asked XLA for 31.2 GB, 232 items per row and iteration, where the
-    earlier ``8 S`` (8.6 GB) let it run out of memory on a 24 GiB machine.
+    unrolled keeps, for each of :func:`iterations_kept`, the iterate and what the iteration
+    computed (the cell's gates, the scan's levels, the Jacobians for Newton, the Kalman
+    smoother's covariances and their eliminations for ELK), per (t, b) row about
+    ``4 S + 2 gH`` items (Jacobi), ``16 S + 4 gH`` (quasi-Newton), ``32 S + 4 gH``
+    (quasi-ELK), ``4 S^2 + 16 S + 4 gH`` (Newton) or ``8 S^3 + 16 S + 4 gH`` (ELK).
+    Calibrated on XLA's memory plans for JAX (GRU, B = 8, H = 8): 232 items per row and
+    iteration for quasi-Newton at T = 2048 (31.2 GB before its backward was checkpointed,
+    where an earlier ``8 S`` estimate of 8.6 GB let it run out of memory on a 24 GiB
+    machine); at T = 256, 68 (Jacobi), 147 (quasi-Newton), 268 (Newton), 311 (quasi-ELK) and
+    3431 (ELK, whose eliminations keep ``S`` steps of ``S x 2S`` matrices).
 
     Raises:
         NotImplementedError: with the estimate and the memory available.
@@ -72,16 +97,21 @@ def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) 
     if not (solver.iterative and solver.backward == "unrolled"):
         return
     T, B, S, gH = spec.seq_len, spec.batch, spec.state_size, spec.gates * spec.hidden_size
-    per_iter = {"none": 4 * S + 2 * gH, "diagonal": 16 * S + 4 * gH, "full": 4 * S * S + 16 * S + 4 * gH}[
-        solver.transition
-    ]
-    need = fpbench.iteration_cap(solver, T) * T * B * per_iter * np.dtype(spec.dtype).itemsize
+    per_iter = {
+        ("none", False): 4 * S + 2 * gH,
+        ("diagonal", False): 16 * S + 4 * gH,
+        ("diagonal", True): 32 * S + 4 * gH,
+        ("full", False): 4 * S * S + 16 * S + 4 * gH,
+        ("full", True): 8 * S**3 + 16 * S + 4 * gH,
+    }[solver.transition, solver.damping > 0]
+    kept = iterations_kept(target, spec, solver)
+    need = kept * T * B * per_iter * np.dtype(spec.dtype).itemsize
     _, device = parse_target(target)
     have = common._host_memory() if device == "cpu" else common._device_memory(target)
     if have is not None and need > common.MEMORY_FRACTION * have:
         raise NotImplementedError(
-            f"{target} {solver} on {spec}: the unrolled backward needs ~{need / 2**30:.1f} GiB, "
-            f"the device has {have / 2**30:.1f} GiB"
+            f"{target} {solver} on {spec}: the unrolled backward keeps {kept} iterations, "
+            f"~{need / 2**30:.1f} GiB; the device has {have / 2**30:.1f} GiB"
         )
 
 
@@ -245,7 +275,11 @@ class _Grad(common.Timed):
         raise NotImplementedError
 
     def setup(self, *params: Any) -> None:
+        common.tick()
         self.target, self.spec, self.solver = self.case(*params)
+        if getattr(self.solver, "backward", None) == "unrolled" and self.solver.name not in GG.timed_unrolled:
+            timed = ", ".join(GG.timed_unrolled)
+            raise NotImplementedError(f"the {grids.grid_name()} grid times only {timed} unrolled")
         self.prepared = prepare_grad(self.target, self.spec, self.solver)
         gate_grad(self.target, self.spec, self.solver)
         common.reset_peak_memory()
@@ -318,24 +352,38 @@ class GradAccuracy:
     param_names = ("target", "cell", "solver", "backward", "max_iters", "contraction")
     timeout = 300.0
 
-    def setup(self, target, cell, solver, backward, max_iters, contraction):
+    def setup(self, *params) -> None:
+        common.tick()
+        found = common.memo("GradAccuracy", params, lambda: self.measure(*params))
+        self.forward_iterations = found["forward_iterations"]
+        self.backward_iterations = found["backward_iterations"]
+        self.diverged, self.errors = found["diverged"], found["errors"]
+
+    @staticmethod
+    def measure(target, cell, solver, backward, max_iters, contraction) -> dict:
+        """Run, gate and measure one combination: the iterations of both passes,
+        ``"diverged"`` and the relative ``"errors"`` per gradient."""
         T = GG.accuracy_seq_len
         spec = common.spec(cell, T, GG.accuracy_hidden, contraction)
         solv = grad_solver(solver, backward, max_iters, T)
         result = run_to_result(target, spec, solv)
-        self.forward_iterations = result.forward.iterations
-        self.backward_iterations = result.backward.iterations
-        self.diverged = result.diverged
-        if self.diverged:
-            return
+        found = {
+            "forward_iterations": int(result.forward.iterations),
+            "backward_iterations": int(result.backward.iterations),
+            "diverged": bool(result.diverged),
+            "errors": {},
+        }
+        if result.diverged:
+            return found
         label = f"{target} {solv}"
         common.check_iterations(label, solv, np.asarray(result.forward.residuals), T)
         exact_states = fpbench.reference.sequential(common.problem(spec))[..., : spec.hidden_size]
-        n = min(self.forward_iterations, T)
+        n = min(result.forward.iterations, T)
         common.assert_close(
             f"{label} states t<={n} vs exact", result.states[:n], exact_states[:n], spec.dtype
         )
-        self.errors = grad_errors(result.arrays(), exact_gradient(spec))
+        errs = grad_errors(result.arrays(), exact_gradient(spec))
+        return {**found, "errors": {k: float(v) for k, v in errs.items()}}
 
     def _error(self, key: str | None) -> float:
         if self.diverged:

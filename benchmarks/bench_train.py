@@ -220,8 +220,13 @@ class TrainLoss:
     param_names = ("target", "method", "budget", "contraction")
     timeout = 300.0
 
-    def setup(self, target, method, budget, contraction):
+    def setup(self, *params) -> None:
         common.tick()
+        self.found = common.memo("TrainLoss", params, lambda: self.measure(*params))
+
+    @staticmethod
+    def measure(target, method, budget, contraction) -> dict:
+        """Gate the first step, train and measure: ``"diverged"`` and the three losses."""
         spec = train_spec(TG.track_seq_len, TG.track_hidden, contraction)
         solver = method_solver(method, budget, spec.seq_len)
         first_step(target, spec, solver)  # n/a and the gate
@@ -233,7 +238,7 @@ class TrainLoss:
         train_mod, _ = _train_api()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fpbench.DivergenceWarning)
-            self.result = train_mod.train(
+            result = train_mod.train(
                 spec,
                 solver,
                 target,
@@ -242,11 +247,13 @@ class TrainLoss:
                 seed=train_grids.TASK_SEED,
                 lr=train_grids.LR,
             )
+        losses = {name: float(getattr(result, name)) for name in ("train_loss", "eval_loss", "gap")}
+        return {"diverged": bool(result.diverged), **losses}
 
     def _value(self, name: str) -> float:
-        if self.result.diverged:
+        if self.found["diverged"]:
             common.skip("diverged: training produced NaN or Inf")
-        return float(getattr(self.result, name))
+        return self.found[name]
 
     def track_train_loss(self, *params) -> float:
         return self._value("train_loss")

@@ -22,12 +22,16 @@ counts the interpreter, the imported frameworks, the problem and the solve.
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,6 +118,43 @@ def tick() -> None:
                 f.write("1\n")
         except OSError:
             pass
+
+
+MEMO_ENV = "FPBENCH_MEMO_DIR"
+"""``fpbench sweep`` sets it to a folder of its own, fresh for every sweep (:func:`memo`)."""
+
+
+def memo(suite: str, params: tuple, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measure()`` of one combination of a suite with several ``track_`` methods, measured
+    once per sweep.
+
+    asv runs every ``track_`` method of a combination in a fresh process after its own
+    ``setup``, so a suite with three tracks would solve (or train) each combination three
+    times. Under ``fpbench sweep`` (:data:`MEMO_ENV` set) the first process stores what it
+    measured, after its gate passed, as JSON, and the others read it back. Without it (a
+    plain ``asv run``) every process measures. An exception (n/a, a failed gate) is never
+    stored: the next process raises it again.
+
+    Args:
+        suite: the suite's name.
+        params: the combination's parameters (their ``repr`` is the key).
+        measure: returns the measurements, a dict of JSON numbers, booleans and dicts of them.
+    """
+    folder = os.environ.get(MEMO_ENV)
+    if not folder:
+        return measure()
+    key = hashlib.sha256(repr((suite, params)).encode()).hexdigest()[:32]
+    path = Path(folder) / f"{key}.json"
+    try:
+        return json.loads(path.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        pass
+    value = measure()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(f".{os.getpid()}.part")
+    part.write_text(json.dumps(value), encoding="ascii")
+    os.replace(part, path)  # a reader sees the whole file or none
+    return value
 
 
 def skip(reason: str) -> None:

@@ -79,14 +79,43 @@ def test_gate_checks_unrolled_newton_by_finite_differences():
         bench_grad.verify_grad("fake:cpu", spec, solver, fake)
 
 
-def test_unrolled_quasi_newton_that_ran_out_of_memory_is_na(monkeypatch):
-    """JAX's unrolled quasi-Newton at GRU T=2048, B=8, H=8 to tolerance asked XLA for 31 GB on
-    a 24 GiB machine (a failed benchmark in the main sweep): the estimate must mark it n/a."""
+def test_unrolled_memory_estimate_counts_the_iterations_kept(monkeypatch):
+    """Unrolled quasi-Newton at GRU T=2048, B=8, H=8 keeping all 2048 iterations needs ~31 GB
+    (JAX asked XLA for that in the main sweep, on a 24 GiB machine): n/a. JAX's checkpointed
+    backward keeps ~91 of them and fits; so does a budget of 8."""
     from benchmarks import bench_grad, common
 
     monkeypatch.setattr(common, "_host_memory", lambda: 24 * 2**30)
     spec = fpbench.RNNSpec(cell="gru", input_size=32, hidden_size=8, seq_len=2048, batch=8)
-    solver = fpbench.QuasiNewton(2048, tol=1e-4, backward="unrolled")
-    with pytest.raises(NotImplementedError, match="unrolled backward needs"):
-        bench_grad.check_fits_grad("jax:cpu", spec, solver)
-    bench_grad.check_fits_grad("jax:cpu", spec, fpbench.QuasiNewton(8, backward="unrolled"))  # 8 fit
+    every = fpbench.QuasiNewton(2048, backward="unrolled")
+    with pytest.raises(NotImplementedError, match="keeps 2048 iterations"):
+        bench_grad.check_fits_grad("torch:cpu", spec, every)
+    pytest.importorskip("jax")
+    assert bench_grad.iterations_kept("jax:cpu", spec, every) == 46 + 45
+    bench_grad.check_fits_grad("jax:cpu", spec, every)
+    bench_grad.check_fits_grad("torch:cpu", spec, fpbench.QuasiNewton(8, backward="unrolled"))
+
+
+def test_unrolled_memory_estimate_to_tolerance_counts_the_iterations_that_run():
+    """torch and Numba keep the iterations that ran: to tolerance, a forward solve counts them."""
+    from benchmarks import bench_grad
+
+    spec = fpbench.RNNSpec(cell="gru", input_size=4, hidden_size=4, seq_len=256, batch=2, contraction=0.5)
+    solver = fpbench.Jacobi(256, tol=1e-4, backward="unrolled")
+    kept = bench_grad.iterations_kept("numpy:cpu", spec, solver)
+    assert kept == fpbench.solve(fpbench.make_problem(spec), solver).iterations < 64
+
+
+def test_time_suites_time_only_the_grids_unrolled_solvers(monkeypatch):
+    """``main`` times the truncated model (Jacobi) unrolled; Newton unrolled is n/a there."""
+    import dataclasses
+
+    from benchmarks import bench_grad
+    from fpbench.grids import GRAD_GRIDS
+
+    assert GRAD_GRIDS["main"].timed_unrolled == ("jacobi",)
+    monkeypatch.setattr(bench_grad, "GG", dataclasses.replace(bench_grad.GG, timed_unrolled=("jacobi",)))
+    T = bench_grad.GG.seq_lens[0]
+    with pytest.raises(NotImplementedError, match="times only jacobi unrolled"):
+        bench_grad.GradSeqLen().setup("numpy:cpu", "gru", "newton", "unrolled", T)
+    bench_grad.GradSeqLen().setup("numpy:cpu", "gru", "jacobi", "unrolled", T)

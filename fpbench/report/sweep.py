@@ -42,6 +42,11 @@ POLL_SECONDS = 10.0
 PROGRESS_ENV = "FPBENCH_PROGRESS_FILE"
 """The file every suite's setup appends a line to per combination (``benchmarks/common.py``)."""
 
+MEMO_ENV = "FPBENCH_MEMO_DIR"
+"""A folder, fresh for every sweep, where a suite with several ``track_`` methods keeps what
+it measured of a combination, so the other methods' processes read it instead of measuring
+again (``benchmarks/common.py``: ``memo``)."""
+
 VERSIONED = ("fpbench", "numpy", "torch", "jax", "jaxlib", "numba", "asv", "asv_runner")
 
 
@@ -407,7 +412,8 @@ def run_sweep(
         flush=True,
     )
     tick_file = Path(tempfile.mkstemp(prefix="fpbench-progress-")[1])
-    env[PROGRESS_ENV] = str(tick_file)
+    memo_dir = Path(tempfile.mkdtemp(prefix="fpbench-memo-"))
+    env[PROGRESS_ENV], env[MEMO_ENV] = str(tick_file), str(memo_dir)
     progress.tick_file = tick_file
     try:
         rc = _run_chunks(
@@ -415,6 +421,7 @@ def run_sweep(
         )
     finally:
         tick_file.unlink(missing_ok=True)
+        shutil.rmtree(memo_dir, ignore_errors=True)
 
     record = {
         "started": started,
