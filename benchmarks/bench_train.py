@@ -24,6 +24,8 @@ fpbench without ``fpbench.train``, and a NumPy run too slow to be worth it are n
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -210,6 +212,21 @@ class TrainHidden(TrainStep):
         self.step()
 
 
+CURVES_ENV = "FPBENCH_CURVES_FILE"
+"""``fpbench sweep`` sets it to a file beside asv's results (``fpbench.report.store``'s
+``SIDE_CURVES``, spelled out here because ``asv run A..B`` runs these suites against older
+installed ``fpbench`` versions): ``TrainLoss`` appends each training run's loss and seconds
+per step, which asv, one number per benchmark, does not keep."""
+
+
+def record_curve(**record: Any) -> None:
+    """Append one training run's curve to the sweep's curves file, if there is one."""
+    path = os.environ.get(CURVES_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")  # one write: whole lines, whatever else appends
+
+
 class TrainLoss:
     """The final training loss, the exact-inference loss and their gap after
     ``track_steps`` steps of :func:`fpbench.train` at (T, H) = (``track_seq_len``,
@@ -248,6 +265,17 @@ class TrainLoss:
                 lr=train_grids.LR,
             )
         losses = {name: float(getattr(result, name)) for name in ("train_loss", "eval_loss", "gap")}
+        record_curve(
+            target=target,
+            method=method,
+            budget=budget,
+            contraction=contraction,
+            seq_len=spec.seq_len,
+            hidden_size=spec.hidden_size,
+            losses=[float(v) for v in result.losses],
+            step_seconds=[float(v) for v in result.step_seconds],
+            diverged=bool(result.diverged),
+        )
         return {"diverged": bool(result.diverged), **losses}
 
     def _value(self, name: str) -> float:

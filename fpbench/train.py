@@ -198,6 +198,30 @@ class TrainResult:
         return None if n is None else float(np.sum(self.step_seconds[:n]))
 
 
+def trailing_mean(losses: np.ndarray, window: int = 1) -> np.ndarray:
+    """The mean of the last ``window`` losses at each step (fewer at the start), ``(steps,)``:
+    minibatch losses are noisy, so a first dip below a stated loss would say little."""
+    losses = np.asarray(losses, dtype=np.float64)
+    if window <= 1:
+        return losses
+    c = np.concatenate([[0.0], np.cumsum(losses)])
+    i = np.arange(1, len(losses) + 1)
+    lo = np.maximum(i - window, 0)
+    return (c[i] - c[lo]) / (i - lo)
+
+
+def steps_to_loss(
+    losses: np.ndarray, step_seconds: np.ndarray, target: float, window: int = 1
+) -> tuple[int | None, float | None]:
+    """``(steps, timed seconds)`` until the training loss (its :func:`trailing_mean` over
+    ``window`` steps) is first ``<= target``; ``(None, None)`` if it never is."""
+    hit = np.flatnonzero(trailing_mean(losses, window) <= target)
+    if not hit.size:
+        return None, None
+    n = int(hit[0]) + 1
+    return n, float(np.sum(np.asarray(step_seconds, dtype=np.float64)[:n]))
+
+
 def init_params(spec: RNNSpec, output_size: int) -> dict[str, np.ndarray]:
     """The model's initial parameters, float64 (module docstring)."""
     rnn = make_problem(dataclasses.replace(spec, dtype="float64")).params

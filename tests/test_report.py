@@ -259,6 +259,11 @@ def test_sweep_quick_end_to_end(asv_sandbox, tmp_path):
     for suite in ("SeqLen", "Hidden", "Budget", "Accuracy", "ColdStart", "IterationFloor", "Settings"):
         assert (csv["benchmark"].str.contains(rf"\.{suite}\.") & (csv["status"] == "ok")).any(), suite
     assert (out / "index.html").is_file() and (out / "summary.md").is_file()
+    # the TrainLoss runs' curves, kept beside asv's results, drawn in the training section
+    (curves,) = (config.parent / "results" / ASV_MACHINE).glob("fpbench-*.curves")
+    assert curves.read_text().count("\n") >= 2
+    page = (out / "index.html").read_text()
+    assert "train-curve-step" in page and "train-curve-seconds" in page and "steps to loss" in page
 
 
 def test_headline_answers_with_gate_errors(results):

@@ -110,3 +110,60 @@ def test_every_suite_parameter_is_a_column_of_the_frame():
                 names.update(obj.param_names)
     assert {"backward", "method", "budget"} <= names
     assert names <= set(PARAM_COLUMNS), sorted(names - set(PARAM_COLUMNS))
+
+
+def curve_records():
+    """Three training runs of 20 steps: BPTT (loss 1/step, 0.1 s a step), the truncated
+    model (loss 1/(2 step), 0.05 s a step) and one that never learns."""
+    steps = np.arange(1, 21)
+    common = dict(target="torch:cpu", contraction=0.9, machine="m", commit="abcdef12")
+    return [
+        dict(common, method="sequential", budget="tol", losses=list(1 / steps), step_seconds=[0.1] * 20),
+        dict(common, method="jacobi_unrolled", budget=4, losses=list(0.5 / steps), step_seconds=[0.05] * 20),
+        dict(common, method="newton", budget=4, losses=[1.0] * 20, step_seconds=[0.01] * 20),
+    ]
+
+
+def test_curve_frame_counts_steps_and_sums_seconds_and_a_later_sweep_wins():
+    from fpbench.report.load import curve_frame
+
+    first, *rest = curve_records()
+    earlier = dict(first, losses=[9.0] * 20)
+    curves = curve_frame([earlier, first, *rest])
+    bptt = curves[curves["method"].eq("sequential")]
+    assert len(curves) == 60 and list(bptt["step"]) == list(range(1, 21))
+    np.testing.assert_allclose(bptt["seconds"], 0.1 * np.arange(1, 21))
+    assert bptt["loss"].iloc[0] == 1.0 and set(curves["backend"]) == {"torch"}
+
+
+def test_training_section_draws_the_curves_and_the_steps_to_loss_table(tmp_path):
+    from fpbench.report.load import curve_frame
+
+    f = frame()
+    sections = {s.title: s for s in grad_sections(f, _Figures(tmp_path, None), curve_frame(curve_records()))}
+    training = sections["Training: time per step, loss and the train/inference gap"].blocks
+    names = [b.path for b in training if isinstance(b, Image)]
+    assert any("train-curve-step" in n for n in names) and any("train-curve-seconds" in n for n in names)
+    table = next(b.frame for b in training if isinstance(b, Table) and "steps to loss" in b.frame)
+    by = table.set_index("method")
+    assert by.loc["sequential", "stated loss"] == "0.1"  # BPTT's loss at step 10 of 20
+    assert by.loc["jacobi_unrolled", "steps to loss"] == 5
+    assert by.loc["jacobi_unrolled", "steps vs BPTT"] == "0.50x"
+    assert by.loc["jacobi_unrolled", "seconds vs BPTT"] == "0.25x"
+    assert by.loc["newton", "steps vs BPTT"] == "not reached"
+
+
+def test_damaged_curves_file_names_the_file_and_line(tmp_path):
+    from fpbench.report.store import ReportError, read_curves
+
+    path = tmp_path / "fpbench-abcdef12.curves"
+    assert read_curves(path) == []
+    good = '{"target": "t", "method": "m", "budget": 1, "contraction": 0.5, "losses": [], "step_seconds": []}'
+    path.write_text(good + "\n{broken\n")
+    with pytest.raises(ReportError, match=rf"{path.name}, line 2"):
+        read_curves(path)
+    path.write_text(good + '\n{"target": "t"}\n')
+    with pytest.raises(ReportError, match="line 2: expected an object with"):
+        read_curves(path)
+    path.write_text(good + "\n")
+    assert read_curves(path)[0]["method"] == "m"

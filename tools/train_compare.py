@@ -41,7 +41,7 @@ import numpy as np
 
 import fpbench
 from fpbench import ELK, Jacobi, Native, Newton, QuasiNewton, Sequential
-from fpbench.train import TrainResult, train
+from fpbench.train import TrainResult, steps_to_loss, trailing_mean, train
 
 ELK_BUDGET = 4
 """Damped ELK is not exact after T iterations: it gets a budget of this many times T to
@@ -88,26 +88,6 @@ def run_all(spec, backend, steps, task, lr, seed, ks, tol, log=sys.stderr) -> li
     return runs
 
 
-def smoothed(losses: np.ndarray, window: int) -> np.ndarray:
-    """The trailing mean of the last ``window`` losses at each step (fewer at the start):
-    minibatch losses are noisy, so a first dip below the stated loss would say little."""
-    if window <= 1:
-        return np.asarray(losses, dtype=np.float64)
-    c = np.concatenate([[0.0], np.cumsum(losses)])
-    i = np.arange(1, len(losses) + 1)
-    lo = np.maximum(i - window, 0)
-    return (c[i] - c[lo]) / (i - lo)
-
-
-def reach(r: TrainResult, target: float, window: int) -> tuple[int | None, float | None]:
-    """``(steps, timed seconds)`` until the (smoothed) training loss first is ``<= target``."""
-    hit = np.flatnonzero(smoothed(r.losses, window) <= target)
-    if not hit.size:
-        return None, None
-    n = int(hit[0]) + 1
-    return n, float(np.sum(r.step_seconds[:n]))
-
-
 def _ratio(x: float | None, ref: float | None) -> str:
     if x is None:
         return "not reached"
@@ -130,7 +110,7 @@ def markdown(runs: list[Run], target: float, target_note: str, header: str, wind
     """The comparison table (module docstring) under ``header``."""
     bptt = runs[0].result
     assert bptt is not None, "BPTT must run: it is the reference of every ratio"
-    ref_steps, ref_s = reach(bptt, target, window)
+    ref_steps, ref_s = steps_to_loss(bptt.losses, bptt.step_seconds, target, window)
     lines = [
         header,
         "",
@@ -151,7 +131,7 @@ def markdown(runs: list[Run], target: float, target_note: str, header: str, wind
         if r is None:
             na.append(f"- `{run.label}`: n/a — {run.error}")
             continue
-        n, s = reach(r, target, window)
+        n, s = steps_to_loss(r.losses, r.step_seconds, target, window)
         extra = " (diverged)" if r.diverged else ""
         lines.append(
             f"| `{run.label}`{extra} | {n if n is not None else '—'} | {_ratio(n, ref_steps)} "
@@ -210,7 +190,7 @@ def write_figure(all_runs: list[tuple[str, list[Run], float, int]], path: Path) 
                 continue
             steps = np.arange(1, r.steps + 1)
             style = "-" if "unrolled" not in run.label else "--"
-            loss = smoothed(r.losses, window)
+            loss = trailing_mean(r.losses, window)
             kw = {"color": colors[run.label], "label": run.label}
             row[0].plot(steps, loss, style, **kw)
             row[1].plot(np.cumsum(r.step_seconds), loss, style, **kw)
@@ -290,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             target, note = args.target_loss, "given"
         else:
             at = max(1, round(args.target_at * args.steps))
-            target = float(smoothed(bptt.losses, window)[at - 1])
+            target = float(trailing_mean(bptt.losses, window)[at - 1])
             note = f"BPTT's training loss at step {at} of {args.steps}"
         head = (
             f"## Task `{task}`: {bptt.task_description}\n\n"

@@ -645,7 +645,7 @@ def build_report(
         *_budget_memory_sections(frame, figs),
         _backend_section(frame),
         _cold_section(frame, figs),
-        *grad_sections(frame, figs),
+        *grad_sections(frame, figs, result.curves),
         _gaps_section(result.frame, result.unreadable),
         _provenance_section(result, result.frame),
     ]

@@ -12,7 +12,9 @@
   measured), and the iterations of the backward pass;
 - peak memory of unrolled against implicit, over the budget;
 - training: time per step, final training loss, held-out loss with the exact forward, and
-  the train/inference consistency gap, per method.
+  the train/inference consistency gap, per method; the loss against steps and against
+  seconds, and the steps and seconds each method needs to reach a stated loss as a ratio
+  to BPTT (the ``TrainLoss`` runs' curves, :func:`.load.curve_frame`).
 """
 
 from __future__ import annotations
@@ -170,7 +172,96 @@ def _memory_section(frame: pd.DataFrame, figs: Any) -> Section:
     )
 
 
-def _training_section(frame: pd.DataFrame, figs: Any) -> Section:
+TARGET_AT = 0.5
+"""The stated loss of the training curves: BPTT's training loss after this fraction of its steps."""
+
+
+def _method_label(curves: pd.DataFrame) -> pd.Series:
+    """``backend:solver`` labels of the training methods (``jacobi_unrolled`` -> ``jacobi
+    unrolled``, so that it is drawn as Jacobi's second variant)."""
+    return curves["backend"] + ":" + curves["method"].str.replace("_unrolled", " unrolled", regex=False)
+
+
+def _reach(run: pd.DataFrame, target: float) -> tuple[int | None, float | None]:
+    """:func:`fpbench.train.steps_to_loss` of one curve (rows by step)."""
+    from fpbench.train import steps_to_loss
+
+    seconds = run["seconds"].to_numpy()
+    return steps_to_loss(run["loss"].to_numpy(), seconds - [0.0, *seconds[:-1]], target)
+
+
+def steps_to_loss_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per (machine, device, backend, contraction): the stated loss (BPTT's, i.e. the
+    ``sequential`` method's, at :data:`TARGET_AT` of its steps) and, per method and budget,
+    the steps and the timed seconds until its training loss first reaches it, each as a
+    ratio to BPTT's on the same backend (below 1x: fewer steps, less time)."""
+    rows = []
+    group = ["machine", "device", "backend", "contraction"]
+    for key, g in curves.groupby(group, sort=True, dropna=False):
+        bptt = g[g["method"].eq("sequential")].sort_values("step")
+        if bptt.empty:
+            continue
+        at = max(1, round(TARGET_AT * len(bptt)))
+        target = float(bptt["loss"].iloc[at - 1])
+
+        ref_steps, ref_s = _reach(bptt, target)
+        for (method, budget), run in g.groupby(["method", "budget"], sort=True):
+            run = run.sort_values("step")
+            n, sec = _reach(run, target)
+            rows.append(
+                {
+                    **dict(zip(group, key, strict=True)),
+                    "stated loss": f"{target:.4g}",
+                    "method": method,
+                    "budget": budget,
+                    "steps to loss": "—" if n is None else n,
+                    "steps vs BPTT": "not reached" if n is None else f"{n / ref_steps:.2f}x",
+                    "seconds to loss": "—" if sec is None else analysis.fmt_seconds(sec),
+                    "seconds vs BPTT": "not reached" if sec is None else f"{sec / ref_s:.2f}x",
+                    "final loss": f"{run['loss'].iloc[-1]:.4g}",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _curves_blocks(curves: pd.DataFrame, figs: Any) -> list[Any]:
+    """Loss against step and against seconds, one panel per backend and budget, one line per
+    method; and :func:`steps_to_loss_table`."""
+    if curves.empty:
+        return []
+    base = curves[curves["method"].isin(BASELINES)]
+    others = sorted(set(curves["budget"]) - set(base["budget"]))
+    drawn = pd.concat([curves, *(base.assign(budget=b) for b in others)])  # BPTT in every panel
+    rows = drawn.assign(
+        label=_method_label(drawn), value=drawn["loss"], q25=float("nan"), q75=float("nan"), status="ok"
+    )
+    blocks: list[Any] = []
+    for x, what in (("step", "steps"), ("seconds", "timed seconds")):
+        blocks += figs.per_machine(
+            f"train-curve-{x}",
+            rows,
+            lambda g, t, x=x: figures.lines(
+                g, x, "training loss", t, logx=False, row="budget", col="backend"
+            ),
+            f"Training loss vs {what}: the TrainLoss runs (teacher task), one panel per backend and "
+            "budget k, one line per method (BPTT drawn in every panel); the seconds are the timed "
+            "steps (forward + backward, readout, Adam update), summed.",
+            by=("machine", "device", "contraction"),
+        )
+    table = steps_to_loss_table(curves)
+    if not table.empty:
+        blocks.append(
+            Table(
+                table,
+                f"Steps and timed seconds each method needs to reach the stated loss (BPTT's training "
+                f"loss after {TARGET_AT:.0%} of its steps, on the same backend), and their ratio to "
+                "BPTT's (below 1x: fewer steps, less time; not reached: never within the steps run).",
+            )
+        )
+    return blocks
+
+
+def _training_section(frame: pd.DataFrame, figs: Any, curves: pd.DataFrame | None = None) -> Section:
     """The training suites of ``benchmarks/bench_train.py``: ``TrainSeqLen`` / ``TrainHidden``
     (``time_train_step``) and ``TrainLoss`` (``track_train_loss``, ``track_eval_loss``,
     ``track_gap``), each with a ``method`` parameter (a solver and its backward mode)."""
@@ -197,9 +288,7 @@ def _training_section(frame: pd.DataFrame, figs: Any) -> Section:
                 _speedup_table(sp, ["machine", "device", "seq_len", "hidden_size", "backend", "method"]),
                 "Time per training step of each fixed-point method against the fastest BPTT step "
                 "(sequential or native autograd, any backend) at the same (T, H); > 1x: the step is "
-                "faster. Loss curves against steps and seconds, and the steps and seconds each method "
-                "needs to reach a stated loss: `training.md` beside this report, when it was run "
-                "(`tools/train_compare.py`).",
+                "faster.",
             )
         )
     tracks = frame[frame["group"].eq("TrainLoss") & frame["status"].eq("ok")]
@@ -218,17 +307,21 @@ def _training_section(frame: pd.DataFrame, figs: Any) -> Section:
                 "(what training with an approximate fixed point costs at exact inference).",
             )
         )
+    if curves is not None:
+        kept = frame[["machine", "commit", "date"]].drop_duplicates(["machine", "commit"])
+        section.blocks += _curves_blocks(curves.merge(kept, on=["machine", "commit"]), figs)
     if not section.blocks:
         section.blocks += _none("`TrainSeqLen`, `TrainHidden` or `TrainLoss` results")
     return section
 
 
-def grad_sections(frame: pd.DataFrame, figs: Any) -> list[Section]:
-    """The gradient and training sections (module docstring), for ``build_report``."""
+def grad_sections(frame: pd.DataFrame, figs: Any, curves: pd.DataFrame | None = None) -> list[Section]:
+    """The gradient and training sections (module docstring), for ``build_report``;
+    ``curves``: the training curves (:attr:`.load.ResultSet.curves`)."""
     return [
         *_time_sections(frame, figs),
         _speedup_section(frame),
         _accuracy_section(frame, figs),
         _memory_section(frame, figs),
-        _training_section(frame, figs),
+        _training_section(frame, figs, curves),
     ]

@@ -20,12 +20,14 @@ import pandas as pd
 
 from .store import (
     BASELINES,
+    SIDE_CURVES,
     SIDE_LOG,
     SIDE_SWEEPS,
     ReportError,
     ResultsNotFound,
     parse_log,
     parse_reasons,
+    read_curves,
     read_sweeps,
 )
 
@@ -85,6 +87,8 @@ class ResultSet:
         machines: asv machine name -> asv's machine description (cpu, arch, os, ram, num_cpu, python).
         sweeps: ``(machine, commit)`` -> the ``fpbench sweep`` records of that run (settings, versions).
         results_dir: the asv results directory read.
+        curves: the ``TrainLoss`` training runs' curves (:func:`curve_frame`), of the same
+            machines and commits as ``frame``.
         unreadable: result files that could not be read and were skipped (only with
             ``skip_unreadable``), each as ``(path, why)``.
     """
@@ -94,6 +98,32 @@ class ResultSet:
     sweeps: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     results_dir: Path | None = None
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    curves: pd.DataFrame = field(default_factory=lambda: curve_frame([]))
+
+
+CURVE_COLUMNS = (
+    "machine", "commit", "target", "backend", "device", "method", "budget", "contraction",
+    "seq_len", "hidden_size", "step", "loss", "seconds", "diverged",
+)  # fmt: skip
+
+
+def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per training step of each curve (:func:`~.store.read_curves` records, with
+    ``machine`` and ``commit`` added): ``step`` from 1, its ``loss`` and ``seconds``, the
+    timed seconds of the steps so far. A later record of the same machine, commit and
+    parameters (a later sweep) replaces an earlier one."""
+    key = ("machine", "commit", "target", "method", "budget", "contraction")
+    latest = {tuple(str(r.get(k)) for k in key): r for r in records}
+    rows = []
+    for r in latest.values():
+        backend, _, device = str(r["target"]).partition(":")
+        seconds = itertools.accumulate(float(v) for v in r["step_seconds"])
+        for step, (loss, elapsed) in enumerate(zip(r["losses"], seconds, strict=False), 1):
+            rows.append(
+                {**{k: r.get(k) for k in CURVE_COLUMNS}, "backend": backend, "device": device,
+                 "budget": str(r["budget"]), "step": step, "loss": float(loss), "seconds": elapsed}
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 
 def _literal(text: str) -> Any:
@@ -243,6 +273,7 @@ def load_results(
     rows: list[dict] = []
     described: dict[str, dict[str, Any]] = {}
     sweeps: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    curves: list[dict[str, Any]] = []
     unreadable: list[tuple[str, str]] = []
     seen_machines: set[str] = set()
     files = _result_files(results_dir)
@@ -264,6 +295,10 @@ def load_results(
         described[machine] = {k: v for k, v in result.params.items() if k != "machine"}
         reasons, gates, records = _sidecars(path.parent, commit)
         sweeps[(machine, commit)] = records
+        curves += [
+            {**c, "machine": machine, "commit": commit}
+            for c in read_curves(path.parent / SIDE_CURVES.format(commit=commit[:8]))
+        ]
         settings = _settings(result.env_vars, records)
         date = pd.to_datetime(result.date, unit="ms") if result.date else pd.NaT
         for key in result.get_all_result_keys():
@@ -298,12 +333,14 @@ def load_results(
         drop=True
     )
     kept = set(zip(frame["machine"], frame["commit"], strict=True))
+    curves = [c for c in curves if (c["machine"], c["commit"]) in kept]
     return ResultSet(
         frame=frame,
         machines={m: d for m, d in described.items() if m in frame["machine"].unique()},
         sweeps={k: v for k, v in sweeps.items() if k in kept},
         results_dir=results_dir,
         unreadable=unreadable,
+        curves=curve_frame(curves),
     )
 
 
@@ -313,6 +350,7 @@ __all__ = [
     "PARAM_COLUMNS",
     "ReportError",
     "ResultSet",
+    "curve_frame",
     "load_results",
     "parse_reasons",
 ]

@@ -12,6 +12,10 @@ only ``*.json`` there, so it ignores them):
   report reads both from here (:func:`parse_log`).
 - ``fpbench-<commit8>.sweeps``: JSON list, one entry per sweep: grid, benchmark filter,
   thread settings, package versions, asv's exit status (:func:`read_sweeps`).
+- ``fpbench-<commit8>.curves``: JSON lines, one per training run of the ``TrainLoss`` suite:
+  its parameters and its loss and seconds per step (asv keeps one number per benchmark,
+  the report draws the curves from these; :func:`read_curves`). The suite appends to the
+  file :data:`CURVES_ENV` names, which the sweep sets.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 
 SIDE_LOG = "fpbench-{commit}.log"
 SIDE_SWEEPS = "fpbench-{commit}.sweeps"
+SIDE_CURVES = "fpbench-{commit}.curves"
+CURVES_ENV = "FPBENCH_CURVES_FILE"
 
 BASELINES = ("sequential", "native")
 """Sequential solvers: the baselines a parallel solver's speedup is measured against."""
@@ -54,6 +60,39 @@ def read_sweeps(path: Path) -> list[dict[str, Any]]:
         raise ReportError(f"cannot read the sweep record {path}: {e}") from e
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ReportError(f"cannot read the sweep record {path}: expected a JSON list of objects")
+    return records
+
+
+CURVE_KEYS = ("target", "method", "budget", "contraction", "losses", "step_seconds")
+"""What every line of a curves file holds (it may hold more)."""
+
+
+def read_curves(path: Path) -> list[dict[str, Any]]:
+    """The training curves in ``path`` (``[]`` when it does not exist), in file order.
+
+    Raises:
+        ReportError: a line is not a JSON object with :data:`CURVE_KEYS` (names the file and line).
+    """
+    if not path.is_file():
+        return []
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"cannot read the training curves {path}: {e}") from e
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ReportError(f"cannot read the training curves {path}, line {number}: {e}") from e
+        if not isinstance(record, dict) or not all(k in record for k in CURVE_KEYS):
+            raise ReportError(
+                f"cannot read the training curves {path}, line {number}: expected an object with "
+                f"{', '.join(CURVE_KEYS)}"
+            )
+        records.append(record)
     return records
 
 

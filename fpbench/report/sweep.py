@@ -31,7 +31,7 @@ from pathlib import Path
 from fpbench.backend import THREAD_VARS
 from fpbench.grids import GRIDS
 
-from .store import ANSI, HEADER, SIDE_LOG, SIDE_SWEEPS, ReportError, read_sweeps
+from .store import ANSI, CURVES_ENV, HEADER, SIDE_CURVES, SIDE_LOG, SIDE_SWEEPS, ReportError, read_sweeps
 
 RECORDED_VARS = ("FPBENCH_GRID", "FPBENCH_BACKENDS", *THREAD_VARS, "CUDA_VISIBLE_DEVICES")
 """Environment variables that change what or how the suites measure."""
@@ -414,6 +414,7 @@ def run_sweep(
     tick_file = Path(tempfile.mkstemp(prefix="fpbench-progress-")[1])
     memo_dir = Path(tempfile.mkdtemp(prefix="fpbench-memo-"))
     env[PROGRESS_ENV], env[MEMO_ENV] = str(tick_file), str(memo_dir)
+    env[CURVES_ENV] = str(side_dir / SIDE_CURVES.format(commit=commit[:8]))
     progress.tick_file = tick_file
     try:
         rc = _run_chunks(
