@@ -71,7 +71,9 @@ def _preload_in_fork_server() -> None:
     With ``launch_method: forkserver`` asv imports the suites in one server process and
     forks a process per benchmark x parameter combination; importing torch / JAX / Numba
     there spares each of those processes the import (seconds for torch). Import only: no
-    device, thread pool or JAX backend is initialised before a fork. Discovery and
+    device, thread pool or JAX backend is initialised before a fork (torch's ``_dynamo`` is
+    imported too: ``torch.optim`` imports it on first use, seconds per training process;
+    it adds to every torch process's peak memory). Discovery and
     ``spawn`` processes (``sys.argv[1] != "run_server"``) import no framework.
     """
     if sys.argv[1:2] != ["run_server"]:
@@ -81,6 +83,10 @@ def _preload_in_fork_server() -> None:
             try:
                 importlib.import_module(name)
                 fpbench.get_backend(name)
+                if name == "torch":
+                    # torch.optim's optimizers import torch._dynamo when the first one is
+                    # built: ~4 s of every training combination (torch.optim.Adam), spared.
+                    importlib.import_module("torch._dynamo")
             except Exception:  # the benchmark's own setup reports why it is unavailable
                 pass
 
