@@ -11,6 +11,7 @@ import pytest
 
 from fpbench import tasks
 from fpbench.cli import main
+from fpbench.train import steps_to_loss, trailing_mean
 from fpbench.train_cli import Progress, curve_steps
 
 SMALL = [
@@ -103,7 +104,9 @@ def test_train_compare_tool_writes_the_table(tmp_path, monkeypatch):
     ):
         assert f"`{label}`" in text
     assert "`native`: n/a" in text  # the numpy reference has no native autograd
-    np.testing.assert_allclose(tool.smoothed(np.array([1.0, 3.0, 5.0]), 2), [1.0, 2.0, 4.0])
+    np.testing.assert_allclose(trailing_mean(np.array([1.0, 3.0, 5.0]), 2), [1.0, 2.0, 4.0])
+    assert steps_to_loss(np.array([3.0, 2.0, 1.0]), np.array([0.5, 0.25, 0.25]), 2.0) == (2, 0.75)
+    assert steps_to_loss(np.array([3.0, 2.0]), np.array([0.5, 0.25]), 1.0) == (None, None)
     rows = curves.read_text().splitlines()
     assert rows[0].startswith("task,method,step,loss") and len(rows) == 1 + 6 * 6
 
