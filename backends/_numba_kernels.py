@@ -340,6 +340,18 @@ def _transition_ov(c, d, whhT, A_i):
             # AT[k, p*H + j] = dF_{pH+j}/ds_k = sum_g c[g, p, j] W_g[j, k] [k < H] + d[p, q, j] [k = qH + j]
             G, P, H = c.shape
             zero = A_i.dtype.type(0.0)
+            if P == 1 and (G == 1 or G == 3):  # Elman, GRU: one vectorisable pass per row
+                for k in range(H):
+                    w = whhT[k]
+                    a = A_i[k]
+                    if G == 1:
+                        for j in range(H):
+                            a[j] = c[0, 0, j] * w[j]
+                    else:
+                        for j in range(H):
+                            a[j] = c[0, 0, j] * w[j] + c[1, 0, j] * w[H + j] + c[2, 0, j] * w[2 * H + j]
+                    a[k] += d[0, 0, k]
+                return
             for k in range(H):
                 w = whhT[k]
                 a = A_i[k]
