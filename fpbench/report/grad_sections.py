@@ -186,8 +186,7 @@ def _reach(run: pd.DataFrame, target: float) -> tuple[int | None, float | None]:
     """:func:`fpbench.train.steps_to_loss` of one curve (rows by step)."""
     from fpbench.train import steps_to_loss
 
-    seconds = run["seconds"].to_numpy()
-    return steps_to_loss(run["loss"].to_numpy(), seconds - [0.0, *seconds[:-1]], target)
+    return steps_to_loss(run["loss"].to_numpy(), run["step_seconds"].to_numpy(), target)
 
 
 def steps_to_loss_table(curves: pd.DataFrame) -> pd.DataFrame:

@@ -103,25 +103,28 @@ class ResultSet:
 
 CURVE_COLUMNS = (
     "machine", "commit", "target", "backend", "device", "method", "budget", "contraction",
-    "seq_len", "hidden_size", "step", "loss", "seconds", "diverged",
+    "seq_len", "hidden_size", "step", "loss", "step_seconds", "seconds", "diverged",
 )  # fmt: skip
 
 
 def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per training step of each curve (:func:`~.store.read_curves` records, with
-    ``machine`` and ``commit`` added): ``step`` from 1, its ``loss`` and ``seconds``, the
-    timed seconds of the steps so far. A later record of the same machine, commit and
-    parameters (a later sweep) replaces an earlier one."""
+    ``machine`` and ``commit`` added): ``step`` from 1, its ``loss``, its timed
+    ``step_seconds`` and ``seconds``, the timed seconds of the steps so far. A later
+    record of the same machine, commit and parameters (a later sweep) replaces an earlier one."""
     key = ("machine", "commit", "target", "method", "budget", "contraction")
     latest = {tuple(str(r.get(k)) for k in key): r for r in records}
     rows = []
     for r in latest.values():
         backend, _, device = str(r["target"]).partition(":")
-        seconds = itertools.accumulate(float(v) for v in r["step_seconds"])
-        for step, (loss, elapsed) in enumerate(zip(r["losses"], seconds, strict=False), 1):
+        own = [float(v) for v in r["step_seconds"]]
+        for step, (loss, took, elapsed) in enumerate(
+            zip(r["losses"], own, itertools.accumulate(own), strict=False), 1
+        ):
             rows.append(
                 {**{k: r.get(k) for k in CURVE_COLUMNS}, "backend": backend, "device": device,
-                 "budget": str(r["budget"]), "step": step, "loss": float(loss), "seconds": elapsed}
+                 "budget": str(r["budget"]), "step": step, "loss": float(loss), "step_seconds": took,
+                 "seconds": elapsed}
             )  # fmt: skip
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
