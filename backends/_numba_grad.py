@@ -101,7 +101,7 @@ def diagonals(C, Dd, whhT, Dg, nblk):
     for blk in prange(nblk):
         lo, hi = _block(N, nblk, blk)
         for i in range(lo, hi):
-            _transition(C[i], Dd[i], whhT, Dg[i])
+            _transition(C[i], Dd[i], whhT, Dg[i], Dg[i], Dg[i], False)
 
 
 @njit(parallel=True, **_JIT)
@@ -142,7 +142,7 @@ def reverse_transitions(C, Dd, whhT, A_rev, g, b_rev, B, nblk):
                             A[p, q] = zero
                 else:
                     i = (k + 1) * B + b
-                    _transition(C[i], Dd[i], whhT, tmp)
+                    _transition(C[i], Dd[i], whhT, tmp, tmp[0], tmp[0], False)
                     for p in range(S):
                         for q in range(S):
                             A[p, q] = tmp[q, p]

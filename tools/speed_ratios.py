@@ -1,7 +1,7 @@
 """Print the speed ratios the backends are held to, each side measured in its own process.
 
     python tools/speed_ratios.py [--rounds 3] [--repeats 10] [--seq-len 4096] [--only floor]
-                                 [--backends torch,jax,numba]
+                                 [--backends torch,jax,numba] [--against OTHER_CHECKOUT]
 
 Frameworks in one process disturb each other (torch's and Numba's OpenMP thread pools
 spin-wait for work and take the cores from the other), so every measurement runs in a
@@ -22,6 +22,9 @@ the figure is the median over ``--rounds`` workers. The ratios:
    for H <= 128.
 5. ``newton-backward``: Newton's implicit backward (one reverse scan) over its own forward
    solve, per backend: ``(grad - forward) / forward``, both measured. Target <= 1.5.
+6. ``against`` (only with ``--against DIR``): every solver's forward solve in this checkout
+   over the same solve in another checkout of fpbench (say ``git worktree add DIR <commit>``),
+   whose workers import fpbench from ``DIR``. Above 1 means this checkout is slower.
 
 Every timed solve is first checked (in its worker) against the NumPy reference, every
 timed gradient against the exact float64 gradient; a failing check prints FAILED instead
@@ -40,7 +43,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 import fpbench
-from fpbench.testing import check_close, check_grad_close
+from fpbench.testing import check_close
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Case:
     max_iters: int | None = None
     threads: int | None = None  # FPBENCH_THREADS of the worker
     tol: float | None = None  # with max_iters: iterate to this tolerance, at most max_iters times
+    tree: str | None = None  # the checkout whose fpbench the worker imports (None: this one)
 
     def per_call(self) -> float:
         """What the measured time is divided by: k for a ``Jacobi(k)`` against the floor."""
@@ -82,6 +86,8 @@ def callable_of(case: Case):
         else fpbench.make_solver(case.solver)
     )
     if case.kind == "grad":
+        from fpbench.testing import check_grad_close  # not in checkouts older than gradients
+
         got = fpbench.grad(problem, solver, backend=case.target)
         exact = fpbench.grad(problem.astype("float64"), fpbench.Sequential())
         ok, msg = check_grad_close(f"{case.target} {solver}", got.arrays(), exact.arrays(), "float32")
@@ -126,6 +132,8 @@ def measure(cases: list[Case], rounds: int, repeats: int) -> list[float | str]:
             env = dict(os.environ)
             if case.threads is not None:
                 env["FPBENCH_THREADS"] = str(case.threads)
+            if case.tree is not None:
+                env["PYTHONPATH"] = os.path.abspath(case.tree)
             cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(case)), "--repeats", str(repeats)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if out.returncode != 0:
@@ -156,11 +164,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per worker")
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument(
-        "--only", choices=["floor", "numba-torch", "threads", "grad-bptt", "newton-backward"], default=None
+        "--only",
+        choices=["floor", "numba-torch", "threads", "grad-bptt", "newton-backward", "against"],
+        default=None,
     )
+    parser.add_argument("--against", metavar="DIR", help="another checkout to compare every solver with")
     parser.add_argument("--backends", default="torch,jax,numba", help="backends of the floor table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.only == "against" and not args.against:
+        parser.error("--only against needs --against DIR")
+    if args.against and not os.path.isdir(os.path.join(args.against, "fpbench")):
+        parser.error(f"--against {args.against}: no fpbench package in that folder")
     if args.worker:
         worker(Case(**json.loads(args.worker)), args.repeats)
         return
@@ -234,6 +249,22 @@ def main() -> None:
                     print(f"{label:28s} {tg}")
                 else:
                     print(f"{label:28s} {tg * 1e3:10.3f} {tf * 1e3:10.3f} {(tg - tf) / tf:7.2f}")
+    if args.against and args.only in (None, "against"):
+        rows = []
+        for name in args.backends.split(","):
+            if name not in available:
+                continue
+            for solver, k, hidden in (("jacobi", 16, 64), ("newton", 4, 16), ("quasi_newton", 16, 64)):
+                for cell in ("elman", "gru"):
+                    case = Case(f"{name}:cpu", "solve", cell, hidden, T, solver, k)
+                    other = replace(case, tree=args.against)
+                    rows.append((f"{name} {cell} {solver}({k}) H={hidden}", case, other))
+        table(
+            f"6. this checkout / {args.against}, forward solve (T={T}, B=8, I=32, float32); ms",
+            f"{'this':>10s} {'other':>10s} {'ratio':>7s}",
+            rows,
+            args,
+        )
 
 
 if __name__ == "__main__":
