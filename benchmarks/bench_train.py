@@ -65,8 +65,11 @@ def method_solver(method: str, budget: grids.Budget, seq_len: int) -> fpbench.So
     the others: the implicit gradient at the k-th iterate).
 
     Raises:
-        NotImplementedError: a baseline under a budget (it does not iterate), or k > T.
+        NotImplementedError: a method the grid does not train, a baseline under a budget
+            (it does not iterate), or k > T.
     """
+    if method not in TG.methods:
+        raise NotImplementedError(f"the {grids.grid_name()} grid does not train {method}")
     if method in train_grids.BASELINES:
         if budget != grids.TOL:
             raise NotImplementedError(f"{method} does not iterate: see budget {grids.TOL!r}")

@@ -122,3 +122,17 @@ def test_train_loss_trains_once_for_its_three_tracks(monkeypatch, tmp_path):
         values.append(getattr(suite, track)(*params))
     assert len(runs) == 1
     assert np.isfinite(values).all() and values[2] == pytest.approx(values[1] - values[0])
+
+
+def test_a_grid_trains_only_its_methods(monkeypatch):
+    """The main grid leaves full ELK out (its JAX step compiles for 20-33 s); the suites'
+    parameters stay every method, so the left-out ones are n/a, not missing."""
+    main = train_grids.TRAIN_GRIDS["main"]
+    assert "elk" not in main.methods and set(main.methods) < set(train_grids.METHODS)
+    assert all(g.methods == train_grids.METHODS for n, g in train_grids.TRAIN_GRIDS.items() if n != "main")
+    monkeypatch.setattr(bt, "TG", main)
+    monkeypatch.setenv(grids.GRID_ENV, "main")
+    with pytest.raises(NotImplementedError, match="the main grid does not train elk"):
+        bt.method_solver("elk", grids.TOL, 16)
+    assert bt.method_solver("newton", grids.TOL, 16).name == "newton"
+    assert bt.TrainLoss.params[1] == train_grids.METHODS
