@@ -77,6 +77,17 @@ def iterations_kept(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) 
     return min(cap, np.asarray(residuals).size)
 
 
+def check_unrolled(solver: fpbench.Solver) -> None:
+    """n/a for an unrolled backward the grid does not run (``GradGrid.unrolled``).
+
+    Raises:
+        NotImplementedError: naming the solvers the grid unrolls.
+    """
+    if getattr(solver, "backward", None) == "unrolled" and solver.name not in GG.unrolled:
+        ran = ", ".join(GG.unrolled)
+        raise NotImplementedError(f"the {grids.grid_name()} grid runs only {ran} unrolled")
+
+
 def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> None:
     """n/a when the forward (:func:`common.check_fits`) or an unrolled backward cannot fit:
     unrolled keeps, for each of :func:`iterations_kept`, the iterate and what the iteration
@@ -277,9 +288,7 @@ class _Grad(common.Timed):
     def setup(self, *params: Any) -> None:
         common.tick()
         self.target, self.spec, self.solver = self.case(*params)
-        if getattr(self.solver, "backward", None) == "unrolled" and self.solver.name not in GG.timed_unrolled:
-            timed = ", ".join(GG.timed_unrolled)
-            raise NotImplementedError(f"the {grids.grid_name()} grid times only {timed} unrolled")
+        check_unrolled(self.solver)
         self.prepared = prepare_grad(self.target, self.spec, self.solver)
         gate_grad(self.target, self.spec, self.solver)
         common.reset_peak_memory()
@@ -366,6 +375,7 @@ class GradAccuracy:
         T = GG.accuracy_seq_len
         spec = common.spec(cell, T, GG.accuracy_hidden, contraction)
         solv = grad_solver(solver, backward, max_iters, T)
+        check_unrolled(solv)
         result = run_to_result(target, spec, solv)
         found = {
             "forward_iterations": int(result.forward.iterations),

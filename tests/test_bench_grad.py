@@ -106,16 +106,22 @@ def test_unrolled_memory_estimate_to_tolerance_counts_the_iterations_that_run():
     assert kept == fpbench.solve(fpbench.make_problem(spec), solver).iterations < 64
 
 
-def test_time_suites_time_only_the_grids_unrolled_solvers(monkeypatch):
-    """``main`` times the truncated model (Jacobi) unrolled; Newton unrolled is n/a there."""
+def test_gradient_suites_run_only_the_grids_unrolled_solvers(monkeypatch):
+    """``main`` runs the truncated model (Jacobi) unrolled; Newton unrolled is n/a there, in
+    the time suites and in ``GradAccuracy``."""
     import dataclasses
 
     from benchmarks import bench_grad
     from fpbench.grids import GRAD_GRIDS
 
-    assert GRAD_GRIDS["main"].timed_unrolled == ("jacobi",)
-    monkeypatch.setattr(bench_grad, "GG", dataclasses.replace(bench_grad.GG, timed_unrolled=("jacobi",)))
+    assert GRAD_GRIDS["main"].unrolled == ("jacobi",)
+    monkeypatch.setattr(bench_grad, "GG", dataclasses.replace(bench_grad.GG, unrolled=("jacobi",)))
     T = bench_grad.GG.seq_lens[0]
-    with pytest.raises(NotImplementedError, match="times only jacobi unrolled"):
+    with pytest.raises(NotImplementedError, match="runs only jacobi unrolled"):
         bench_grad.GradSeqLen().setup("numpy:cpu", "gru", "newton", "unrolled", T)
     bench_grad.GradSeqLen().setup("numpy:cpu", "gru", "jacobi", "unrolled", T)
+    gg = bench_grad.GG
+    cell, k, rho = gg.accuracy_cells[0], gg.accuracy_budgets[0], gg.contractions[0]
+    with pytest.raises(NotImplementedError, match="runs only jacobi unrolled"):
+        bench_grad.GradAccuracy().setup("numpy:cpu", cell, "newton", "unrolled", k, rho)
+    bench_grad.GradAccuracy().setup("numpy:cpu", cell, "newton", "implicit", k, rho)
