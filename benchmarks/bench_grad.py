@@ -99,7 +99,9 @@ def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) 
     iteration for quasi-Newton at T = 2048 (31.2 GB before its backward was checkpointed,
     where an earlier ``8 S`` estimate of 8.6 GB let it run out of memory on a 24 GiB
     machine); at T = 256, 68 (Jacobi), 147 (quasi-Newton), 268 (Newton), 311 (quasi-ELK) and
-    3431 (ELK, whose eliminations keep ``S`` steps of ``S x 2S`` matrices).
+    3431 (ELK, whose eliminations kept ``S`` steps of ``S x 2S`` matrices). Since JAX's
+    solve has its own VJP, ELK's is 1527 (S = 8) and 5669 (S = 16), about ``21 S^2``; the
+    estimate keeps ``8 S^3``, an over-estimate, until torch's ELK backward is measured too.
 
     Raises:
         NotImplementedError: with the estimate and the memory available.
