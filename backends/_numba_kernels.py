@@ -338,14 +338,6 @@ def _sub_apply(A_i, v, f):
     """``f -= A v`` for one row (``A_i`` as :func:`_transition` stores it)."""
 
 
-@njit(**_JIT)
-def _any_nonzero(x):
-    for v in x:
-        if v != 0:
-            return True
-    return False
-
-
 @njit(inline="always", **_JIT)
 def _one_part_transition(c, d, whhT, A_i, v, f, sub):
     """The full transition of a one-part cell of one or three gates (Elman, GRU), each row
@@ -376,7 +368,7 @@ def _one_part_transition(c, d, whhT, A_i, v, f, sub):
                 for j in range(H):
                     f[j] -= a[j] * vk
     d0 = d[0, 0]
-    if _any_nonzero(d0):  # (Elman's d is zero: this pass would cost it a quarter of its time)
+    if np.any(d0):  # (Elman's d is zero: this pass would cost it a quarter of its time)
         for k in range(H):
             A_i[k, k] += d0[k]
             if sub:
@@ -648,13 +640,14 @@ def max_abs_diff(a, b, nblk):
 
 
 @njit(parallel=True, **_JIT)
-def damped_diagonal(a, e, Dp, y, out, lam, nblk):
+def damped_diagonal(a, e, Dp, y, out, lam, nblk, rhs=False):
     """Quasi-ELK's damped step over ``L = B*S`` independent scalar lanes.
 
     ``a, e, Dp: (T, L)``: diagonal transitions, right-hand sides ``e_t = F(Y)_t - Y_t``
     (destroyed: they become ``r'_t``) and scratch for ``D'_t``; ``y, out: (T, L)`` the
     current iterate and the new one, ``out = y + delta``; ``lam > 0`` the damping. Returns
-    ``max |delta|`` (NaN -> inf).
+    ``max |delta|`` (NaN -> inf). With ``rhs``, ``e`` holds ``r_t`` itself: the solve of
+    the normal equations for any right-hand side (the unrolled backward's adjoint).
     """
     T, L = e.shape
     one = e.dtype.type(1.0) + lam
@@ -667,9 +660,13 @@ def damped_diagonal(a, e, Dp, y, out, lam, nblk):
                 D[j] = one
             if t + 1 < T:
                 an, en = a[t + 1], e[t + 1]
-                for j in range(lo, hi):
-                    D[j] += an[j] * an[j]
-                    r[j] -= an[j] * en[j]
+                if rhs:
+                    for j in range(lo, hi):
+                        D[j] += an[j] * an[j]
+                else:
+                    for j in range(lo, hi):
+                        D[j] += an[j] * an[j]
+                        r[j] -= an[j] * en[j]
             if t > 0:
                 at, Dprev, rprev = a[t], Dp[t - 1], e[t - 1]
                 for j in range(lo, hi):
@@ -746,13 +743,14 @@ def _gram_update(D, r, M, v, sign):
 
 
 @njit(parallel=True, **_JIT)
-def damped_full(AT, e, Lbuf, y, out, lam):
+def damped_full(AT, e, Lbuf, y, out, lam, rhs=False):
     """ELK's damped step, one block-tridiagonal system per sequence, in parallel over B.
 
     ``AT: (T, B, S, S)`` transposed Jacobians (``AT[t, b] = A_t^T``), ``e: (T, B, S)``
     right-hand sides ``e_t = F(Y)_t - Y_t`` (destroyed: they become ``z_t = L_t^{-1} r'_t``),
     ``Lbuf: (T, B, S, S)`` receives the Cholesky factors ``L_t`` of ``D'_t``; ``y, out:
     (T, B, S)`` the iterate and ``out = y + delta``. Returns ``max |delta|`` (NaN -> inf).
+    With ``rhs``, ``e`` holds ``r_t`` itself (as :func:`damped_diagonal`).
     """
     T, B, S = e.shape
     dt = e.dtype
@@ -761,6 +759,7 @@ def damped_full(AT, e, Lbuf, y, out, lam):
     for b in prange(B):
         X = np.empty((S, S), dtype=dt)
         v = np.empty(S, dtype=dt)
+        nothing = np.zeros(S, dtype=dt)
         for t in range(T):
             D, r = Lbuf[t, b], e[t, b]
             for p in range(S):
@@ -772,7 +771,7 @@ def damped_full(AT, e, Lbuf, y, out, lam):
                 for j in range(S):
                     for p in range(S):
                         X[j, p] = An[p, j]
-                _gram_update(D, r, X, en, 1.0)
+                _gram_update(D, r, X, nothing if rhs else en, 1.0)
             if t > 0:  # X = L_{t-1}^{-1} A_t^T; D -= X^T X; r += X^T z_{t-1}
                 Lp, At, zp = Lbuf[t - 1, b], AT[t, b], e[t - 1, b]
                 for i in range(S):

@@ -36,7 +36,10 @@ iterations on the adjoint to the solver's ``tol``, at most ``min(max_iters, T)``
 the diagonal, the rest of ``J^T`` from the previous iterate), then one VJP over all (t, b)
 in parallel and the parameter gradients as BLAS products. ``backward="unrolled"``: Jacobi
 backpropagates through its recorded sweeps (the k-truncated model's gradient); the
-Newton-type solvers raise ``UnsupportedError`` (it would need the cells' second derivatives).
+linearising solvers through their recorded iterations, each an adjoint solve of the same
+kind as the forward's (reverse scan, or the damped smoother with another right-hand side)
+plus the cells' second derivatives, which the cells' own coefficient code gives when run on
+complex numbers (complex step, exact to rounding: :func:`_backward_unrolled_linearised`).
 
 Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
 NUMBA_NUM_THREADS))``, applied once, when the backend is first used.
@@ -150,7 +153,8 @@ class NumbaBackend(Backend):
         most ``min(max_iters, T)`` of them; then the parameter gradients as batched products
         over all ``(t, b)``. ``backward="unrolled"``: Jacobi's forward keeps every sweep's
         input and backpropagates through the sweeps (each sweep's VJP parallel over
-        ``(t, b)``); Newton-type solvers raise ``UnsupportedError`` (second derivatives)."""
+        ``(t, b)``); the linearising solvers likewise through their iterations
+        (:func:`_backward_unrolled_linearised`)."""
         K = _kernels()
         _check_device(device)
         a = _Arrays(problem)
@@ -365,12 +369,12 @@ def _backward(
         }
         return params, (dgi_total @ wih).reshape(T, B, -1), ds0, res_b.copy(), method
 
+    if solver.iterative and solver.backward == "unrolled" and solver.transition != "none":
+        return _backward_unrolled_linearised(
+            K, KG, a, solver, g, whh, iterates, (C, Dd, CI), (dgh, dgi, ds, wdgh), linearise, vjp, result
+        )
+
     if solver.iterative and solver.backward == "unrolled":
-        if solver.transition != "none":
-            raise UnsupportedError(
-                f"backend 'numba' has no unrolled backward for {solver}: it would need the "
-                "cells' second derivatives (use torch or JAX, whose autodiff has them)"
-            )
         v = np.empty((N, S), dtype=dt)
 
         def backward_unrolled(s: np.ndarray):
@@ -456,6 +460,173 @@ def _backward(
         vjp(lam, P_)
         ds[:, :H] += wdgh
         return result(dgi, dgh.T @ h_prev, dgh.sum(0), ds[:B].copy(), res_b, method)
+
+    return backward
+
+
+def _backward_unrolled_linearised(
+    K, KG, a: _Arrays, solver: Iterative, g, whh, iterates, coeffs, vjp_out, linearise, vjp, result
+):
+    """``backward(s)`` through the recorded iterations of Newton, quasi-Newton, ELK or
+    quasi-ELK, last first. From :func:`_backward`: ``coeffs = (C, Dd, CI)`` and ``vjp_out =
+    (dgh, dgi, ds, wdgh)``, the buffers its helpers ``linearise`` and ``vjp`` fill, and ``result``.
+
+    Every iteration maps the iterate ``y`` (previous states ``y_{t-1}``, ``y_{-1} = s0``) to
+    ``h = y + delta``, where ``delta`` solves ``M delta = D^T e``: ``e_t = F(y_{t-1}) - y_t``,
+    ``(D x)_t = x_t - A_t x_{t-1}`` with ``A_t`` the transition at ``y_{t-1}`` (the Jacobian
+    ``J_t`` or its diagonal; ``x_{-1} = 0``) and ``M = D^T D + damping I``. For the cotangent
+    ``v`` of ``h``, with ``mu = M^{-1} v``, ``ebar = D mu`` (undamped: ``ebar = D^{-T} v``, the
+    implicit backward's reverse scan) and ``rho = e - D delta`` (0 undamped), the cotangent
+    of ``y`` is
+
+        v_t - ebar_t + J_{t+1}^T ebar_{t+1} + grad_y sum_t (ebar_t^T A_t delta_{t-1} - rho_t^T A_t mu_{t-1}),
+
+    and the parameters get ``F``'s VJP for ``ebar`` plus the parameter gradient of the sum.
+    The sum needs the cells' second derivatives: the derivatives of the structured
+    coefficients along ``delta`` (and ``mu``), by complex step (``_numba_grad``), then the
+    coefficients' VJP, plus the explicit ``W_hh`` term ``dgh(ebar) delta_h^T``. For a diagonal
+    ``A`` the sum is ``sum_t w_t . diag(J_t)`` with ``w_t = ebar_t delta_{t-1} - rho_t mu_{t-1}``,
+    differentiated one block of pre-activations at a time (a coefficient depends on its own
+    component's pre-activations only). The first iterate is 0: its cotangent is dropped."""
+    import numba
+
+    T, B, S, H, N, G = a.T, a.B, a.S, a.H, a.N, a.G
+    gH, dt, P = a.gi.shape[1], a.gi.dtype, S // H
+    C, Dd, CI = coeffs
+    dgh, dgi, ds, wdgh = vjp_out
+    full, damped = solver.transition == "full", solver.damping > 0
+    Ct, CIt, Ddt = np.empty_like(C), np.empty_like(CI), np.empty_like(Dd)
+    dgh2, dgi2, ds2 = np.empty_like(dgh), np.empty_like(dgi), np.empty_like(ds)
+    ugh, gh_y, hbuf2 = np.empty_like(a.gh), np.empty_like(a.gh), np.empty_like(a.hbuf)
+    A = np.empty((N, S, S) if full else (N, S), dtype=dt)
+    evec, mu, ebar, Dg = (np.empty((N, S), dtype=dt) for _ in range(4))
+    no_direction = np.zeros((1, gH), dtype=dt)
+    damping = dt.type(solver.damping)
+    if full and not damped:
+        A_rev, b_rev = np.empty((T, B, S, S), dtype=dt), np.empty((T, B, S), dtype=dt)
+        u_scan = np.zeros((T + 1, B, S), dtype=dt)
+    if damped:
+        Lbuf = np.empty((T, B, S, S) if full else (T, B * S), dtype=dt)
+        zeros = np.zeros((N, S), dtype=dt)
+    method = (
+        "unrolled: backpropagation through the linearised iterations (second derivatives by complex step)"
+    )
+    blocks = [(0, gg) for gg in range(G)] + [(1, gg) for gg in range(G)] + [(2, q) for q in range(P)]
+    diag_idx = np.arange(H)
+
+    def shift(x: np.ndarray) -> np.ndarray:
+        """Row ``i`` gets ``x[i - B]``, the previous step's (0 for the first step)."""
+        out = np.zeros_like(x)
+        out[B:] = x[: N - B]
+        return out
+
+    def apply_D(x: np.ndarray) -> np.ndarray:
+        """``(D x)_t = x_t - A_t x_{t-1}`` (``A`` transposed or diagonal, as stored)."""
+        xp = shift(x)
+        return x - (np.matmul(xp[:, None, :], A)[:, 0, :] if full else A * xp)
+
+    def add_second_order(acc: dict, dy: np.ndarray) -> None:
+        """Route the pre-activation gradients ``dgh2, dgi2, ds2`` of the sum to ``dy`` (the
+        previous states') and the parameter sums."""
+        ds2[:, :H] += dgh2 @ whh
+        dy += ds2
+        acc["dgi"] += dgi2
+        acc["dW_hh"] += dgh2.T @ acc["h_prev"]
+        acc["db_hh"] += dgh2.sum(0)
+
+    def along(y_prev, weight, u, nblk, acc, dy) -> None:
+        """Full ``A``: the gradient of ``sum_t weight_t^T J_t u_t`` (``u`` per row)."""
+        vjp(weight, nblk)  # the explicit term: W_hh multiplies u_h inside J u
+        acc["dW_hh"] += dgh.T @ u[:, :H]
+        K.hidden_projection(u, a.whhT, ugh, hbuf2)
+        KG.coefficient_tangents(a.cell, a.gi, gh_y, a.bhh, y_prev, no_direction, ugh, u, Ct, Ddt, CIt, nblk)
+        KG.vjp_rows(Ct, Ddt, CIt, weight, dgh2, dgi2, ds2, nblk)
+        add_second_order(acc, dy)
+
+    def diagonal(y_prev, w, nblk, acc, dy) -> None:
+        """Diagonal ``A``: the gradient of ``sum_t w_t . diag(J_t)``."""
+        for kind, k in blocks:
+            u = [np.zeros((1, gH), dtype=dt), np.zeros((1, gH), dtype=dt), np.zeros((1, S), dtype=dt)]
+            u[kind][0, k * H : (k + 1) * H] = 1.0
+            KG.coefficient_tangents(a.cell, a.gi, gh_y, a.bhh, y_prev, *u, Ct, Ddt, CIt, nblk)
+            KG.diagonals(Ct, Ddt, a.whhT, Dg, nblk)
+            (dgi2, dgh2, ds2)[kind][:, k * H : (k + 1) * H] = (w * Dg).reshape(N, P, H).sum(1)
+        add_second_order(acc, dy)
+        wc = np.einsum("ij,igj->gj", w[:, :H], C[:, :, 0, :])  # diag(J)_j has c[g, 0, j] W_g[j, j]
+        for gg in range(G):
+            acc["dW_hh"][gg * H + diag_idx, diag_idx] += wc[gg]
+
+    def backward(s: np.ndarray):
+        nblk = numba.get_num_threads()
+        v = np.array(g, copy=True)  # the cotangent of the current iteration's output
+        acc = {
+            "dgi": np.zeros((N, gH), dtype=dt),
+            "dW_hh": np.zeros((gH, H), dtype=dt),
+            "db_hh": np.zeros(gH, dtype=dt),
+        }
+        ds0 = np.zeros((B, S), dtype=dt)
+        for y_buf, h_buf in zip(reversed(iterates), reversed([*iterates[1:], s]), strict=True):
+            y_flat = y_buf.reshape((T + 1) * B, S)
+            y_prev = y_flat[:N]
+            delta = h_buf.reshape((T + 1) * B, S)[B:] - y_flat[B:]
+            acc["h_prev"] = np.array(linearise(y_prev, nblk), copy=True)
+            gh_y[:] = a.gh
+            if damped or not full:  # the transitions A as the forward had them, and e
+                K.linearise(a.cell, G, a.gi, gh_y, a.whhT, a.bhh, y_flat, A, evec, B, True, nblk)
+            if not damped and full:
+                KG.reverse_transitions(C, Dd, a.whhT, A_rev, v, b_rev, B, nblk)
+                K.linear_scan(A_rev, b_rev, u_scan, float(S + 1), nblk)
+                ebar.reshape(T, B, S)[:] = u_scan[:0:-1]
+            elif not damped:
+                ebar[:] = v
+                KG.reverse_diagonal(A, ebar, B, nblk)
+            else:
+                rhs = np.array(v, copy=True)
+                if full:
+                    shape = (T, B, S)
+                    K.damped_full(
+                        A.reshape(T, B, S, S),
+                        rhs.reshape(shape),
+                        Lbuf,
+                        zeros.reshape(shape),
+                        mu.reshape(shape),
+                        damping,
+                        True,
+                    )
+                else:
+                    shape = (T, B * S)
+                    K.damped_diagonal(
+                        A.reshape(shape),
+                        rhs.reshape(shape),
+                        Lbuf,
+                        zeros.reshape(shape),
+                        mu.reshape(shape),
+                        damping,
+                        nblk,
+                        True,
+                    )
+                ebar[:] = apply_D(mu)
+            # F's VJP for ebar: the parameters, and J_{t+1}^T ebar_{t+1} for y_t
+            vjp(ebar, nblk)
+            ds[:, :H] += wdgh
+            acc["dgi"] += dgi
+            acc["dW_hh"] += dgh.T @ acc["h_prev"]
+            acc["db_hh"] += dgh.sum(0)
+            ds0 += ds[:B]
+            dy = ds.copy()  # the cotangent of the previous states y_prev
+            u1 = shift(delta)
+            if full:
+                along(y_prev, ebar, u1, nblk, acc, dy)
+                if damped:
+                    along(y_prev, apply_D(delta) - evec, shift(mu), nblk, acc, dy)
+            else:
+                w = ebar * u1
+                if damped:
+                    w -= (evec - apply_D(delta)) * shift(mu)
+                diagonal(y_prev, w, nblk, acc, dy)
+            v = v - ebar
+            v[: N - B] += dy[B:]  # row i + B's previous state is y_i; dy[:B] is s0's
+        return result(acc["dgi"], acc["dW_hh"], acc["db_hh"], ds0, np.empty(0, dtype=np.float64), method)
 
     return backward
 

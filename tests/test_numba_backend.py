@@ -74,10 +74,62 @@ def test_grad_matches_reference(cell, solver_id, dtype):
         assert err <= GRAD_RTOL[dtype], f"{name}: rel_rms {err:.3g}"
 
 
-def test_grad_unrolled_newton_is_unsupported_and_says_why():
-    problem = fpbench.make_problem(fpbench.RNNSpec(seq_len=5, batch=1, hidden_size=3, input_size=2))
-    with pytest.raises(fpbench.UnsupportedError, match=r"unrolled backward for newton.*second derivatives"):
-        fpbench.grad(problem, fpbench.Newton(3, backward="unrolled"), backend="numba")
+UNROLLED_LINEARISED = {
+    "newton-k2": fpbench.Newton(2, backward="unrolled"),
+    "newton-tol": fpbench.Newton(40, tol=1e-7, backward="unrolled"),
+    "quasi_newton-k3": fpbench.QuasiNewton(3, backward="unrolled"),
+    "elk-k3": fpbench.ELK(3, damping=0.3, backward="unrolled"),
+    "quasi_elk-k4": fpbench.QuasiELK(4, damping=2.0, backward="unrolled"),
+}
+
+
+@pytest.mark.parametrize("solver_id", list(UNROLLED_LINEARISED))
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_grad_unrolled_newton_type_is_autodiffs_gradient(cell, solver_id):
+    """Numba's hand-written unrolled backward of the linearising solvers (second derivatives
+    by complex step) against torch's autograd through the same iterations, in float64, on a
+    problem the iterations do not solve (so unrolled and implicit gradients differ)."""
+    pytest.importorskip("torch")
+    spec = fpbench.RNNSpec(
+        cell=cell, seq_len=23, batch=2, hidden_size=5, input_size=3, contraction=1.2, seed=11, dtype="float64"
+    )
+    problem = fpbench.make_problem(spec)
+    solver = UNROLLED_LINEARISED[solver_id]
+    got = fpbench.grad(problem, solver, backend="numba")
+    expected = fpbench.grad(problem, solver, backend="torch")
+    assert got.forward.iterations == expected.forward.iterations
+    assert got.backward.method.startswith("unrolled")
+    for name, value in expected.arrays().items():
+        np.testing.assert_allclose(got.arrays()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+    if solver.tol is None:
+        implicit = fpbench.grad(problem, fpbench.make_solver(solver.name, solver.max_iters), backend="numba")
+        assert not np.allclose(implicit.arrays()["weight_hh"], expected.arrays()["weight_hh"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["elman", "gru", "lstm"])
+def test_complex_step_tangents_match_central_differences(name):
+    """The cells' coefficient derivatives along a direction (complex step) against central
+    differences of the real coefficients."""
+    KG = pytest.importorskip("backends._numba_grad")
+    rng = np.random.default_rng(3)
+    H, N = 4, 6
+    cell = K.CELL_IDS[name]
+    G, P = {"elman": (1, 1), "gru": (3, 1), "lstm": (4, 2)}[name]
+    gi, gh, ugi, ugh = (rng.standard_normal((N, G * H)) for _ in range(4))
+    s, us = rng.standard_normal((N, P * H)), rng.standard_normal((N, P * H))
+    bhh = rng.standard_normal(G * H)
+    shapes = ((N, G, P, H), (N, P, P, H), (N, G, P, H))
+
+    def coeffs(sign: float):
+        out = tuple(np.empty(shape) for shape in shapes)
+        e = sign * 1e-6
+        KG.coefficients(cell, gi + e * ugi, gh + e * ugh, bhh, s + e * us, *out, 1)
+        return out
+
+    tangents = tuple(np.empty(shape) for shape in shapes)
+    KG.coefficient_tangents(cell, gi, gh, bhh, s, ugi, ugh, us, *tangents, 2)
+    for t, p, m in zip(tangents, coeffs(1.0), coeffs(-1.0), strict=True):
+        np.testing.assert_allclose(t, (p - m) / 2e-6, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
