@@ -3,6 +3,8 @@ hand-written backward pass against the reference backward."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fpbench
 from fpbench.reference import linear_recurrence
@@ -104,6 +106,36 @@ def test_grad_unrolled_newton_type_is_autodiffs_gradient(cell, solver_id):
     if solver.tol is None:
         implicit = fpbench.grad(problem, fpbench.make_solver(solver.name, solver.max_iters), backend="numba")
         assert not np.allclose(implicit.arrays()["weight_hh"], expected.arrays()["weight_hh"], rtol=1e-3)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    cell=st.sampled_from(["elman", "gru", "lstm"]),
+    solver_name=st.sampled_from(["newton", "quasi_newton", "elk", "quasi_elk"]),
+    T=st.integers(1, 12),
+    B=st.integers(1, 3),
+    H=st.integers(1, 6),
+    I=st.integers(1, 4),
+    rho=st.floats(0.0, 1.5),
+    damping=st.floats(0.01, 5.0),
+    seed=st.integers(0, 2**31),
+    k=st.integers(1, 6),
+)
+def test_grad_unrolled_newton_type_holds_for_random_problems(
+    cell, solver_name, T, B, H, I, rho, damping, seed, k
+):
+    """The same against torch's autograd on problems, budgets and dampings nobody picked."""
+    pytest.importorskip("torch")
+    sizes = dict(seq_len=T, batch=B, hidden_size=H, input_size=I)
+    problem = fpbench.make_problem(
+        fpbench.RNNSpec(cell=cell, contraction=rho, seed=seed, dtype="float64", **sizes)
+    )
+    fields = {"damping": damping} if "elk" in solver_name else {}
+    solver = fpbench.make_solver(solver_name, k, backward="unrolled", **fields)
+    got = fpbench.grad(problem, solver, backend="numba")
+    expected = fpbench.grad(problem, solver, backend="torch")
+    for name, value in expected.arrays().items():
+        np.testing.assert_allclose(got.arrays()[name], value, rtol=1e-8, atol=1e-10, err_msg=name)
 
 
 @pytest.mark.parametrize("name", ["elman", "gru", "lstm"])

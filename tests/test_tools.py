@@ -28,6 +28,15 @@ def test_a_worker_measures_a_checked_solve(speed_ratios):
     assert isinstance(seconds, float) and seconds > 0
 
 
+def test_a_grad_case_reaches_the_solver_with_its_backward_mode(speed_ratios):
+    """``Case.backward`` is the solver's field: unrolled runs, a wrong mode is the solver's error."""
+    case = speed_ratios.Case("numpy:cpu", "grad", "elman", 4, 8, "jacobi", 8, tol=1e-9, backward="unrolled")
+    (seconds,) = speed_ratios.measure([case], rounds=1, repeats=1)
+    assert isinstance(seconds, float) and seconds > 0
+    (reply,) = speed_ratios.measure([speed_ratios.replace(case, backward="sideways")], rounds=1, repeats=1)
+    assert isinstance(reply, str) and "backward must be one of" in reply
+
+
 def test_against_runs_the_other_checkouts_fpbench(speed_ratios, tmp_path):
     """``Case.tree``: the worker imports fpbench from that checkout, not this one."""
     (tmp_path / "fpbench").mkdir()

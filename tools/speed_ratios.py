@@ -22,7 +22,10 @@ the figure is the median over ``--rounds`` workers. The ratios:
    for H <= 128.
 5. ``newton-backward``: Newton's implicit backward (one reverse scan) over its own forward
    solve, per backend: ``(grad - forward) / forward``, both measured. Target <= 1.5.
-6. ``against`` (only with ``--against DIR``): every solver's forward solve in this checkout
+6. ``unrolled``: the whole gradient (forward + backward) with ``backward="unrolled"`` over
+   the same with ``"implicit"``, the linearising solvers to tolerance, per backend: what
+   differentiating through the iterations costs over one adjoint solve. No target.
+7. ``against`` (only with ``--against DIR``): every solver's forward solve in this checkout
    over the same solve in another checkout of fpbench (say ``git worktree add DIR <commit>``),
    whose workers import fpbench from ``DIR``. Above 1 means this checkout is slower.
 
@@ -61,6 +64,7 @@ class Case:
     threads: int | None = None  # FPBENCH_THREADS of the worker
     tol: float | None = None  # with max_iters: iterate to this tolerance, at most max_iters times
     tree: str | None = None  # the checkout whose fpbench the worker imports (None: this one)
+    backward: str = "implicit"  # an iterative solver's backward mode (kind "grad")
 
     def per_call(self) -> float:
         """What the measured time is divided by: k for a ``Jacobi(k)`` against the floor."""
@@ -80,8 +84,9 @@ def callable_of(case: Case):
     impl, device = fpbench.registry.resolve(case.target)
     if case.kind == "floor":
         return impl.iteration_floor(problem, device)
+    fields = {} if case.backward == "implicit" else {"backward": case.backward}  # (older checkouts)
     solver = (
-        fpbench.make_solver(case.solver, case.max_iters, tol=case.tol)
+        fpbench.make_solver(case.solver, case.max_iters, tol=case.tol, **fields)
         if case.max_iters
         else fpbench.make_solver(case.solver)
     )
@@ -165,7 +170,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument(
         "--only",
-        choices=["floor", "numba-torch", "threads", "grad-bptt", "newton-backward", "against"],
+        choices=["floor", "numba-torch", "threads", "grad-bptt", "newton-backward", "unrolled", "against"],
         default=None,
     )
     parser.add_argument("--against", metavar="DIR", help="another checkout to compare every solver with")
@@ -249,6 +254,22 @@ def main() -> None:
                     print(f"{label:28s} {tg}")
                 else:
                     print(f"{label:28s} {tg * 1e3:10.3f} {tf * 1e3:10.3f} {(tg - tf) / tf:7.2f}")
+    if args.only in (None, "unrolled"):
+        rows = []
+        for name in args.backends.split(","):
+            if name not in available:
+                continue
+            for solver in ("newton", "quasi_newton", "elk", "quasi_elk"):
+                grad = Case(
+                    f"{name}:cpu", "grad", "gru", 16, T, solver, max_iters=T, tol=1e-4, backward="unrolled"
+                )
+                rows.append((f"{name} gru {solver} H=16", grad, replace(grad, backward="implicit")))
+        table(
+            f"6. unrolled / implicit gradient, both passes, to tol 1e-4 (T={T}, B=8, I=32, float32); ms",
+            f"{'unrolled':>10s} {'implicit':>10s} {'ratio':>7s}",
+            rows,
+            args,
+        )
     if args.against and args.only in (None, "against"):
         rows = []
         for name in args.backends.split(","):
@@ -260,7 +281,7 @@ def main() -> None:
                     other = replace(case, tree=args.against)
                     rows.append((f"{name} {cell} {solver}({k}) H={hidden}", case, other))
         table(
-            f"6. this checkout / {args.against}, forward solve (T={T}, B=8, I=32, float32); ms",
+            f"7. this checkout / {args.against}, forward solve (T={T}, B=8, I=32, float32); ms",
             f"{'this':>10s} {'other':>10s} {'ratio':>7s}",
             rows,
             args,
