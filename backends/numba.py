@@ -535,8 +535,8 @@ def _backward_unrolled_linearised(
         acc["db_hh"] += dgh2.sum(0)
 
     def along(y_prev, weight, u, nblk, acc, dy) -> None:
-        """Full ``A``: the gradient of ``sum_t weight_t^T J_t u_t`` (``u`` per row)."""
-        vjp(weight, nblk)  # the explicit term: W_hh multiplies u_h inside J u
+        """Full ``A``: the gradient of ``sum_t weight_t^T J_t u_t`` (``u`` per row); ``dgh``
+        must hold ``vjp(weight)``'s (the explicit term: ``W_hh`` multiplies ``u_h`` in ``J u``)."""
         acc["dW_hh"] += dgh.T @ u[:, :H]
         K.hidden_projection(u, a.whhT, ugh, hbuf2)
         KG.coefficient_tangents(a.cell, a.gi, gh_y, a.bhh, y_prev, no_direction, ugh, u, Ct, Ddt, CIt, nblk)
@@ -616,9 +616,11 @@ def _backward_unrolled_linearised(
             dy = ds.copy()  # the cotangent of the previous states y_prev
             u1 = shift(delta)
             if full:
-                along(y_prev, ebar, u1, nblk, acc, dy)
+                along(y_prev, ebar, u1, nblk, acc, dy)  # dgh is still vjp(ebar)'s
                 if damped:
-                    along(y_prev, apply_D(delta) - evec, shift(mu), nblk, acc, dy)
+                    minus_rho = apply_D(delta) - evec
+                    vjp(minus_rho, nblk)
+                    along(y_prev, minus_rho, shift(mu), nblk, acc, dy)
             else:
                 w = ebar * u1
                 if damped:
