@@ -279,13 +279,19 @@ def _iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any, max_ite
 
 
 def _max_change(new: jax.Array, old: jax.Array) -> jax.Array:
-    """``max |new - old|``, NaN when any entry is NaN (as NumPy and torch give). XLA's CPU
-    ``max`` reduction drops NaNs, so an all-NaN (or partly NaN) difference would give
-    ``-inf`` or a finite value and a diverged solve would look converged."""
-    d = jnp.abs(new - old)
-    # The sum of d >= 0 is NaN exactly when an entry is, and XLA fuses the two reductions
-    # into one pass: 20% of a Jacobi iteration less than masking the NaNs out (Elman, H = 64).
-    return jnp.where(jnp.isnan(jnp.sum(d)), jnp.nan, jnp.max(d))
+    """``max |new - old|``, NaN when ``new`` holds a NaN, for a finite ``old``.
+
+    XLA's CPU ``max`` reduction drops NaNs (an all-NaN difference gives ``-inf``), so a
+    diverged solve would look converged; NumPy and torch give NaN. ``old`` is always finite
+    here: every :func:`_iterate` loop starts from zeros and stops at the first non-finite
+    residual. So ``|new - old|`` holds a NaN exactly when ``new`` does, and the NaN test is
+    the sum of ``new``, which is also NaN when ``new`` holds infinities of both signs (a
+    diverged solve either way). Written so, XLA fuses the difference into the ``max``
+    reduction and reads ``new`` once more for the sum; a NaN test on ``|new - old|`` itself
+    writes that array out and reads it twice (Jacobi on Elman, H = 64: 1.08x the plain
+    ``max``, this form 1.03x).
+    """
+    return jnp.where(jnp.isnan(jnp.sum(new)), jnp.nan, jnp.max(jnp.abs(new - old)))
 
 
 def _update(cell: Cell, transition: str, damped: bool, gi, s0, w, damping) -> Callable:

@@ -246,3 +246,22 @@ def test_solve_backward_keeps_no_elimination_steps():
     temp = grad.lower(A, R).compile().memory_analysis().temp_size_in_bytes
     one_elimination = batch * n * (n + r) * 4
     assert temp < n // 2 * one_elimination, (temp, one_elimination)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_max_change_is_exact_and_reports_a_nan_anywhere(dtype):
+    """``_max_change`` at a solve's size (where XLA's CPU ``max`` reduction drops NaNs): the
+    exact ``max |new - old|``, NaN for a NaN at any position of ``new``, non-finite for an
+    infinity, from a finite ``old`` (every solver loop's invariant)."""
+    rng = np.random.default_rng(0)
+    new = rng.standard_normal((512, 8, 64)).astype(dtype)
+    old = rng.standard_normal(new.shape).astype(dtype)
+    with jax.enable_x64(dtype == "float64"):
+        change = jax.jit(jax_backend._max_change)
+        assert change(new, old) == np.max(np.abs(new - old))
+        for pos in [(0, 0, 0), (40, 1, 0), (300, 5, 17), (511, 7, 63)]:
+            bad = new.copy()
+            bad[pos] = np.nan
+            assert np.isnan(change(bad, old)), pos
+            bad[pos] = -np.inf
+            assert not np.isfinite(change(bad, old)), pos
