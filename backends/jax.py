@@ -288,8 +288,8 @@ def _max_change(new: jax.Array, old: jax.Array) -> jax.Array:
     the sum of ``new``, which is also NaN when ``new`` holds infinities of both signs (a
     diverged solve either way). Written so, XLA fuses the difference into the ``max``
     reduction and reads ``new`` once more for the sum; a NaN test on ``|new - old|`` itself
-    writes that array out and reads it twice (Jacobi on Elman, H = 64: 1.08x the plain
-    ``max``, this form 1.03x).
+    writes that array out and reads it twice (Jacobi on Elman, H = 64, T = 4096: 1.08x the
+    time of the plain ``max``, this form 1.01-1.03x).
     """
     return jnp.where(jnp.isnan(jnp.sum(new)), jnp.nan, jnp.max(jnp.abs(new - old)))
 
