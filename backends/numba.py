@@ -497,7 +497,7 @@ def _backward_unrolled_linearised(
     full, damped = solver.transition == "full", solver.damping > 0
     Ct, CIt, Ddt = np.empty_like(C), np.empty_like(CI), np.empty_like(Dd)
     dgh2, dgi2, ds2 = np.empty_like(dgh), np.empty_like(dgi), np.empty_like(ds)
-    ugh, gh_y, hbuf2 = np.empty_like(a.gh), np.empty_like(a.gh), np.empty_like(a.hbuf)
+    ugh, hbuf2 = np.empty_like(a.gh), np.empty_like(a.hbuf)
     A = np.empty((N, S, S) if full else (N, S), dtype=dt)
     evec, mu, ebar, Dg = (np.empty((N, S), dtype=dt) for _ in range(4))
     no_direction = np.zeros((1, gH), dtype=dt)
@@ -525,21 +525,25 @@ def _backward_unrolled_linearised(
         xp = shift(x)
         return x - (np.matmul(xp[:, None, :], A)[:, 0, :] if full else A * xp)
 
+    def add_params(acc: dict, dgi_: np.ndarray, dgh_: np.ndarray) -> None:
+        """Add pre-activation gradients ``dgi_, dgh_ (N, gH)`` to the parameter sums."""
+        acc["dgi"] += dgi_
+        acc["dW_hh"] += dgh_.T @ acc["h_prev"]
+        acc["db_hh"] += dgh_.sum(0)
+
     def add_second_order(acc: dict, dy: np.ndarray) -> None:
         """Route the pre-activation gradients ``dgh2, dgi2, ds2`` of the sum to ``dy`` (the
         previous states') and the parameter sums."""
         ds2[:, :H] += dgh2 @ whh
         dy += ds2
-        acc["dgi"] += dgi2
-        acc["dW_hh"] += dgh2.T @ acc["h_prev"]
-        acc["db_hh"] += dgh2.sum(0)
+        add_params(acc, dgi2, dgh2)
 
     def along(y_prev, weight, u, nblk, acc, dy) -> None:
         """Full ``A``: the gradient of ``sum_t weight_t^T J_t u_t`` (``u`` per row); ``dgh``
         must hold ``vjp(weight)``'s (the explicit term: ``W_hh`` multiplies ``u_h`` in ``J u``)."""
         acc["dW_hh"] += dgh.T @ u[:, :H]
         K.hidden_projection(u, a.whhT, ugh, hbuf2)
-        KG.coefficient_tangents(a.cell, a.gi, gh_y, a.bhh, y_prev, no_direction, ugh, u, Ct, Ddt, CIt, nblk)
+        KG.coefficient_tangents(a.cell, a.gi, a.gh, a.bhh, y_prev, no_direction, ugh, u, Ct, Ddt, CIt, nblk)
         KG.vjp_rows(Ct, Ddt, CIt, weight, dgh2, dgi2, ds2, nblk)
         add_second_order(acc, dy)
 
@@ -548,7 +552,7 @@ def _backward_unrolled_linearised(
         for kind, k in blocks:
             u = [np.zeros((1, gH), dtype=dt), np.zeros((1, gH), dtype=dt), np.zeros((1, S), dtype=dt)]
             u[kind][0, k * H : (k + 1) * H] = 1.0
-            KG.coefficient_tangents(a.cell, a.gi, gh_y, a.bhh, y_prev, *u, Ct, Ddt, CIt, nblk)
+            KG.coefficient_tangents(a.cell, a.gi, a.gh, a.bhh, y_prev, *u, Ct, Ddt, CIt, nblk)
             KG.diagonals(Ct, Ddt, a.whhT, Dg, nblk)
             (dgi2, dgh2, ds2)[kind][:, k * H : (k + 1) * H] = (w * Dg).reshape(N, P, H).sum(1)
         add_second_order(acc, dy)
@@ -569,10 +573,11 @@ def _backward_unrolled_linearised(
             y_flat = y_buf.reshape((T + 1) * B, S)
             y_prev = y_flat[:N]
             delta = h_buf.reshape((T + 1) * B, S)[B:] - y_flat[B:]
-            acc["h_prev"] = np.array(linearise(y_prev, nblk), copy=True)
-            gh_y[:] = a.gh
+            # a.gh (and a.hbuf, lstm's h_prev) hold y_prev's until the next iteration:
+            # the direction products below go to their own buffers, ugh and hbuf2
+            acc["h_prev"] = linearise(y_prev, nblk)
             if damped or not full:  # the transitions A as the forward had them, and e
-                K.linearise(a.cell, G, a.gi, gh_y, a.whhT, a.bhh, y_flat, A, evec, B, True, nblk)
+                K.linearise(a.cell, G, a.gi, a.gh, a.whhT, a.bhh, y_flat, A, evec, B, True, nblk)
             if not damped and full:
                 KG.reverse_transitions(C, Dd, a.whhT, A_rev, v, b_rev, B, nblk)
                 K.linear_scan(A_rev, b_rev, u_scan, float(S + 1), nblk)
@@ -609,9 +614,7 @@ def _backward_unrolled_linearised(
             # F's VJP for ebar: the parameters, and J_{t+1}^T ebar_{t+1} for y_t
             vjp(ebar, nblk)
             ds[:, :H] += wdgh
-            acc["dgi"] += dgi
-            acc["dW_hh"] += dgh.T @ acc["h_prev"]
-            acc["db_hh"] += dgh.sum(0)
+            add_params(acc, dgi, dgh)
             ds0 += ds[:B]
             dy = ds.copy()  # the cotangent of the previous states y_prev
             u1 = shift(delta)
