@@ -21,6 +21,8 @@ from .registry import (
 from .result import DivergenceWarning, Result
 from .solvers import (
     ELK,
+    ChunkLayout,
+    Chunked,
     Iterative,
     Jacobi,
     Native,
@@ -40,6 +42,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CELLS",
+    "ChunkLayout",
+    "Chunked",
     "ELK",
     "TASKS",
     "Backend",

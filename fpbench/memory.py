@@ -12,6 +12,8 @@ time-batch rows, ``g`` gate blocks, ``S`` the state size (``H``; ``2H`` for ``ls
   are alive at once in the parallel scan: ``4 * N * S * S`` items (``8 * N * S * S`` with
   damping: the Kalman smoother's covariances too). This term dominates: T = 4096, B = 8,
   H = 256 in float32 is 32 GiB;
+- Chunked: plus its first iteration's windows folded into a batch (inputs, projections
+  and states of ``window * chunks * B`` rows);
 - iterative solvers: plus one float64 residual per iteration that can run
   (:func:`~fpbench.solvers.iteration_cap`).
 
@@ -56,6 +58,9 @@ def estimate_memory(problem: Problem | RNNSpec, solver: Solver, dtype: str | Non
     items = N * (I + g * H + 4 * S)
     if solver.transition == "full":
         items += (8 if solver.damping else 4) * N * S * S
+    if solver.transition == "window":  # Chunked: the windows folded into a batch, and their outputs
+        lay = solver.layout(T)
+        items += lay.window * lay.chunks * B * (I + g * H + 2 * S)
     itemsize = np.dtype(dtype or spec.dtype).itemsize
     return items * itemsize + 8 * iteration_cap(solver, T)
 

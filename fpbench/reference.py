@@ -12,7 +12,7 @@ import numpy as np
 
 from .backend import Backend, Prepared, UnsupportedError
 from .cells import input_projection
-from .solvers import Iterative, Solver, iteration_cap
+from .solvers import Chunked, Iterative, Solver, iteration_cap
 from .spec import Problem
 
 
@@ -151,15 +151,74 @@ def iterate(update: Callable[[np.ndarray], np.ndarray], H: np.ndarray, solver: I
     return H, np.array(residuals)
 
 
+Run = tuple[int, int, int, "int | str | None"]
+"""One chunk's run within a :func:`chunked` iteration: ``(first, stop, written, source)``:
+it computed steps ``first .. stop - 1`` and wrote ``written .. stop - 1`` into the iterate;
+its start state was ``"s0"``, the zero state (None), or the old iterate at step ``source``."""
+
+
+def chunked(
+    step: Callable[[int, np.ndarray], np.ndarray],
+    s0: np.ndarray,
+    seq_len: int,
+    solver: Chunked,
+    record: list[tuple[np.ndarray, list[Run]]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:class:`~fpbench.solvers.Chunked`'s iterations on any recurrence
+    ``u_t = step(t, u_{t-1})``, t = 0..T-1 from ``u_{-1} = s0``, literally as its docstring
+    states (every chunk but the first rerun in every iteration after the first).
+
+    Args:
+        step: the recurrence, ``(t, u (B, S)) -> u (B, S)``.
+        s0: ``(B, S)`` the state before step 0.
+        seq_len: T.
+        solver: the chunk layout, budget and tol.
+        record: if given, every iteration appends ``(old iterate, its runs)`` (:data:`Run`),
+            what the unrolled backward differentiates.
+    Returns:
+        ``(states (T, B, S), residuals)``, as :func:`iterate`.
+    """
+    lay = solver.layout(seq_len)
+    done = []  # iterations run so far (the first one warms up from zero)
+
+    def update(U: np.ndarray) -> np.ndarray:
+        warm = not done
+        done.append(True)
+        new, runs = U.copy(), []
+        for p in range(0 if warm else 1, lay.chunks):
+            s, e = lay.starts[p], lay.ends[p]
+            a = lay.warm_starts[p] if warm else s
+            source = ("s0" if a == 0 else None) if warm else s - 1
+            u = U[s - 1] if not warm else s0 if a == 0 else np.zeros_like(s0)
+            for t in range(a, e):
+                u = step(t, u)
+                if t < s:
+                    continue
+                moved = np.max(np.abs(u - U[t]))
+                new[t] = u
+                if not warm and solver.tol is not None and moved <= solver.tol:
+                    break
+            runs.append((a, t + 1, s, source))
+        if record is not None:
+            record.append((U, runs))
+        return new
+
+    return iterate(update, np.zeros((seq_len, *s0.shape)), solver)
+
+
 def fixed_point(problem: Problem, solver: Iterative) -> tuple[np.ndarray, np.ndarray]:
     """Any iterative solver in float64, by its traits: ``(states (T, B, S), residuals)``.
 
     ``transition == "none"``: Jacobi, ``H <- F(H)``. Otherwise linearise at the iterate,
     ``h_t = A_t h_{t-1} + b_t`` with ``A_t`` the Jacobian (``"full"``) or its diagonal
     (``"diagonal"``) at ``H_{t-1}`` and ``b_t = f(H_{t-1}) - A_t H_{t-1}``, and solve it:
-    exactly (Newton) or, with damping, by the Kalman smoother (ELK).
+    exactly (Newton) or, with damping, by the Kalman smoother (ELK). ``"window"``: the
+    recurrence on :class:`~fpbench.solvers.Chunked`'s windows (:func:`chunked`).
     """
     cell, params, s0, gi = _setup(problem)
+    if solver.transition == "window":
+        with np.errstate(over="ignore", invalid="ignore"):
+            return chunked(lambda t, s: cell.step(np, params, s, gi[t]), s0, gi.shape[0], solver)
 
     def jacobi(H):
         return cell.step(np, params, shifted(H, s0), gi)

@@ -43,6 +43,11 @@ Per solver (:func:`backward`; the names are :attr:`fpbench.grad.GradHost.backwar
   reference raises :class:`fpbench.UnsupportedError` for them; the torch and JAX backends
   get them from autodiff, and the tests check those against finite differences of the
   reference forward.
+- ``Chunked`` (``transition == "window"``): implicit is ``"implicit: chunked adjoint"``,
+  the adjoint recurrence solved by Chunked's own iterations run backwards in time (the
+  overlap lies to the right; reruns restart from the right neighbour), exact after as many
+  iterations as chunks; unrolled is ``"unrolled"``, BPTT through every run's window (after
+  one iteration: the gradient of the overlap-truncated model).
 - ``Native``: unsupported (it is a framework's own autograd).
 """
 
@@ -55,8 +60,8 @@ import numpy as np
 from .backend import Prepared, UnsupportedError
 from .cells import Cell, hidden_preactivation
 from .grad import GradHost
-from .reference import _setup, fixed_point, iterate, linear_recurrence, sequential, shifted
-from .solvers import Iterative, Solver
+from .reference import Run, _setup, chunked, fixed_point, iterate, linear_recurrence, sequential, shifted
+from .solvers import Chunked, Iterative, Solver
 from .spec import Problem
 
 
@@ -175,20 +180,86 @@ def unrolled_jacobi(m: _Model, g: np.ndarray, solver: Iterative):
             db_hh += dgh.sum((0, 1))
             ds0 += dprev[0]
             G = _later(dprev)  # dL/dH of the sweep's input (the first iterate is the constant 0)
+    return (states, residuals, *_input_side(m, dgi_sum, dW_hh, db_hh), ds0)
+
+
+def _input_side(m: _Model, dgi_sum: np.ndarray, dW_hh: np.ndarray, db_hh: np.ndarray):
+    """``(params, dx)`` from the summed input-preactivation gradients ``dgi_sum (T, B, gH)``
+    and the recurrent parameters' sums."""
     params = {
         "weight_ih": np.einsum("tbg,tbi->gi", dgi_sum, m.x),
         "weight_hh": dW_hh,
         "bias_ih": dgi_sum.sum((0, 1)),
         "bias_hh": db_hh,
     }
-    return states, residuals, params, dgi_sum @ m.params["weight_ih"], ds0
+    return params, dgi_sum @ m.params["weight_ih"]
+
+
+def adjoint_chunked(m: _Model, states: np.ndarray, g: np.ndarray, solver: Chunked):
+    """The adjoint at ``states`` by :class:`~fpbench.solvers.Chunked`'s iterations on the
+    reverse recurrence: the chunk layout of the time-reversed sequence, so every window's
+    overlap lies to its right (later in time) and reruns restart from the right neighbour.
+    Returns ``(lambda (T, B, S), residuals)``."""
+    T = g.shape[0]
+
+    def step(tau: int, lam: np.ndarray) -> np.ndarray:  # tau counts steps from the end
+        t = T - 1 - tau
+        return g[t] if tau == 0 else g[t] + m.vjp_step(t + 1, states[t], lam)
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        lam, residuals = chunked(step, np.zeros_like(g[0]), T, solver)
+    return lam[::-1], residuals
+
+
+def unrolled_chunked(m: _Model, g: np.ndarray, solver: Chunked):
+    """Chunked forward, recording every run, and backpropagation through the runs, last
+    iteration first: each run's window is differentiated by BPTT from its written steps to
+    its start state, which sends its cotangent to ``s0`` or to the old iterate. Returns
+    ``(states, residuals, params, dx, ds0)``."""
+    record: list[tuple[np.ndarray, list[Run]]] = []
+    T = m.gi.shape[0]
+
+    def step(t: int, s: np.ndarray) -> np.ndarray:
+        return m.cell.step(np, m.params, s, m.gi[t])
+
+    dgi_sum = np.zeros_like(m.gi)
+    dW_hh = np.zeros_like(m.params["weight_hh"])
+    db_hh = np.zeros_like(m.params["bias_hh"])
+    ds0 = np.zeros_like(m.s0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        states, residuals = chunked(step, m.s0, T, solver, record)
+        G = np.array(g)  # dL/d(the iterate after the iteration being differentiated)
+        for old, runs in reversed(record):
+            G_old = G.copy()  # steps no run wrote pass their cotangent through to the old iterate
+            for _, stop, written, _ in runs:
+                G_old[written:stop] = 0.0
+            for first, stop, written, source in runs:
+                u = m.s0 if source == "s0" else np.zeros_like(m.s0) if source is None else old[source]
+                prevs = []
+                for t in range(first, stop):
+                    prevs.append(u)
+                    u = step(t, u)
+                mu = np.zeros_like(u)
+                for t in range(stop - 1, first - 1, -1):
+                    if t >= written:
+                        mu = mu + G[t]
+                    mu, dgi, dgh = m._vjp(prevs[t - first], m.gi[t], mu)
+                    dgi_sum[t] += dgi
+                    dW_hh += dgh.T @ prevs[t - first][..., : m.H]
+                    db_hh += dgh.sum(0)
+                if source == "s0":
+                    ds0 += mu
+                elif source is not None:
+                    G_old[source] += mu
+            G = G_old
+    return (states, residuals, *_input_side(m, dgi_sum, dW_hh, db_hh), ds0)
 
 
 def check_supported(solver: Solver) -> None:
     """Raise :class:`fpbench.UnsupportedError` where the reference has no backward pass."""
     if not (solver.name == "sequential" or solver.iterative):
         raise UnsupportedError(f"the numpy reference has no backward pass for solver {solver.name!r}")
-    if solver.iterative and solver.backward == "unrolled" and solver.transition != "none":
+    if solver.iterative and solver.backward == "unrolled" and solver.transition in ("full", "diagonal"):
         raise UnsupportedError(
             f"the numpy reference has no unrolled backward for {solver} (it needs the cell's "
             "second derivatives): use the torch or JAX backend, whose autodiff provides it"
@@ -205,11 +276,15 @@ def backward(problem: Problem, solver: Solver, cotangent: np.ndarray) -> GradHos
         return GradHost(states, np.empty(0), *param_products(m, states, lam), backward_method="bptt")
     check_supported(solver)
     if solver.backward == "unrolled":
-        states, residuals, params, dx, ds0 = unrolled_jacobi(m, g, solver)
+        unrolled = unrolled_chunked if solver.transition == "window" else unrolled_jacobi
+        states, residuals, params, dx, ds0 = unrolled(m, g, solver)
         return GradHost(states, residuals, params, dx, ds0, backward_method="unrolled")
     states, residuals = fixed_point(problem, solver)
     with np.errstate(over="ignore", invalid="ignore"):
-        if solver.transition == "full":
+        if solver.transition == "window":
+            lam, res_b = adjoint_chunked(m, states, g, solver)
+            method = "implicit: chunked adjoint"
+        elif solver.transition == "full":
             lam, res_b = adjoint_sequential(m, states, g), np.empty(0)
             method = "implicit: exact reverse solve"
         else:

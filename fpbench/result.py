@@ -33,6 +33,8 @@ class Result:
         diverged: True when states or residuals hold NaN or Inf (a non-finite residual
             is NaN or +inf on every backend, and the solve stops after it).
         backend, device, solver: where and how it was computed.
+        chunks: the effective number of chunks of a :class:`~fpbench.solvers.Chunked`
+            solve (``ChunkLayout.chunks``: at most T); None for other solvers.
     """
 
     states: np.ndarray
@@ -44,6 +46,7 @@ class Result:
     device: str = ""
     solver: str = field(default="")
     cell_states: np.ndarray | None = None
+    chunks: int | None = None
 
 
 def make_result(
@@ -88,7 +91,8 @@ def make_result(
             )
         tol = getattr(solver, "tol", None)
         last = res[-1] if res else float("inf")
-        exact = solver.exact_after_seq_len and len(res) >= T
+        needed = solver.exact_after(T)
+        exact = needed is not None and len(res) >= needed
         converged = not diverged and ((tol is not None and last <= tol) or exact or last == 0.0)
     if diverged:
         warnings.warn(
@@ -96,4 +100,7 @@ def make_result(
             DivergenceWarning,
             stacklevel=3,
         )
-    return Result(states, len(res), res, converged, diverged, backend, device, str(solver), cell_states)
+    chunks = solver.layout(states.shape[0]).chunks if solver.transition == "window" else None
+    return Result(
+        states, len(res), res, converged, diverged, backend, device, str(solver), cell_states, chunks
+    )

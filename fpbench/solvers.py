@@ -12,6 +12,8 @@ Backends, estimates and benchmarks branch on a solver's *traits*, never on its c
 - ``transition``: the matrix of the linear recurrence one iteration solves,
   ``h_t = A_t h_{t-1} + b_t`` — ``"none"`` (``A = 0``: Jacobi), ``"full"`` (the Jacobian:
   Newton/DEER), ``"diagonal"`` (its diagonal: quasi-Newton);
+  ``"window"`` (no linearisation: the recurrence itself, run on overlapping windows of
+  the sequence, all windows at once: :class:`Chunked`);
 - ``damping``: the Levenberg-Marquardt weight of ELK (0 for the undamped solvers); a
   damped iteration solves the damped least-squares problem by a Kalman smoother.
 
@@ -19,7 +21,8 @@ So ``ELK`` is Newton's transition with damping, and a subclass can never be sile
 run as its parent.
 
 Jacobi, Newton and QuasiNewton (and ELK with damping 0) are exact after T iterations
-(states t <= k are exact after k), so they run at most T: :func:`iteration_cap` is the one
+(states t <= k are exact after k), and Chunked after as many iterations as it has chunks,
+so they run at most that many (:meth:`Solver.exact_after`): :func:`iteration_cap` is the one
 place that rule lives, and every backend sizes its loop and its residual buffer by it.
 """
 
@@ -31,7 +34,10 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 TRANSITIONS: tuple[str, ...] = ("none", "full", "diagonal")
+"""The linearising transitions (Jacobi, Newton, quasi-Newton and their damped forms)."""
 BACKWARDS: tuple[str, ...] = ("implicit", "unrolled")
 """Backward modes of iterative solvers (``fpbench.grad``): the implicit-function-theorem
 gradient at the returned states, or the exact gradient of the iterations that ran."""
@@ -53,9 +59,16 @@ class Solver:
 
     @property
     def exact_after_seq_len(self) -> bool:
-        """True when ``T`` iterations give the exact states (Jacobi, Newton, quasi-Newton:
-        each iteration makes at least one more step exact; not so with damping > 0)."""
+        """True when some number of iterations gives the exact states
+        (:meth:`exact_after`): Jacobi, Newton, quasi-Newton and Chunked; not so with
+        damping > 0."""
         return self.iterative and self.damping == 0
+
+    def exact_after(self, seq_len: int) -> int | None:
+        """The number of iterations after which the states are exact on a sequence of
+        ``seq_len`` steps (each iteration makes at least one more step exact: ``seq_len``),
+        or None where no budget is exact (damped solvers, sequential ones)."""
+        return seq_len if self.exact_after_seq_len else None
 
     def fields(self) -> dict[str, Any]:
         """Every configuration field: ``make_solver(s.name, **s.fields()) == s``."""
@@ -190,24 +203,143 @@ class QuasiELK(_Damped):
     transition: ClassVar[str] = "diagonal"
 
 
+@dataclass(frozen=True)
+class ChunkLayout:
+    """Where :class:`Chunked`'s chunks and windows lie on a sequence (0-based steps).
+
+    Chunk p covers steps ``starts[p] .. ends[p] - 1``: ``length = ceil(T / chunks)`` steps
+    each, the last one shorter. The first iteration runs chunk p over the window that
+    begins at ``warm_starts[p] = max(0, starts[p] - overlap)`` (from ``s0`` where that is
+    step 0, so the chunk is exact, and from the zero state otherwise); every window is
+    ``window`` steps long (``min(length + overlap, T)``), which covers every chunk's warm-up
+    and steps: a window's steps past ``T - 1`` are padding whose outputs are dropped.
+
+    Attributes:
+        seq_len: T.
+        chunks: the effective number of chunks, ``ceil(T / length)`` (at most the solver's).
+        length: steps per chunk.
+        overlap: warm-up steps before each chunk in the first iteration.
+        window: steps of a first-iteration window.
+    """
+
+    seq_len: int
+    chunks: int
+    length: int
+    overlap: int
+    window: int
+
+    @classmethod
+    def of(cls, seq_len: int, chunks: int, overlap: int) -> ChunkLayout:
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+            raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
+        length = -(-seq_len // min(chunks, seq_len))
+        return cls(seq_len, -(-seq_len // length), length, overlap, min(length + overlap, seq_len))
+
+    @property
+    def starts(self) -> list[int]:
+        """The first step of every chunk."""
+        return [p * self.length for p in range(self.chunks)]
+
+    @property
+    def ends(self) -> list[int]:
+        """One past the last step of every chunk."""
+        return [min((p + 1) * self.length, self.seq_len) for p in range(self.chunks)]
+
+    @property
+    def warm_starts(self) -> list[int]:
+        """The first step of every chunk's first-iteration window."""
+        return [max(0, s - self.overlap) for s in self.starts]
+
+    def exact_chunks(self) -> int:
+        """How many leading chunks the first iteration already makes exact (their window
+        starts at step 0, from ``s0``)."""
+        return sum(1 for a in self.warm_starts if a == 0)
+
+    def gather_index(self, first_chunk: int, warm: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Index arrays that fold the windows of chunks ``first_chunk..chunks-1`` into a
+        batch and unfold their outputs.
+
+        ``warm`` selects the first iteration's windows (from :attr:`warm_starts`,
+        :attr:`window` steps); otherwise the reruns' windows (from :attr:`starts`,
+        :attr:`length` steps). Returns ``(steps (W, n), pos (T'), chunk (T'))``: the input step
+        each window position reads (clipped to T - 1 where it is padding), and, for every step
+        ``t = starts[first_chunk] .. T - 1``, the window position and window (0-based among
+        the n windows) whose output is that step's new state.
+        """
+        first = self.starts[first_chunk]
+        begin = np.array(self.warm_starts if warm else self.starts)[first_chunk:]
+        width = self.window if warm else self.length
+        steps = np.minimum(begin[None, :] + np.arange(width)[:, None], self.seq_len - 1)
+        t = np.arange(first, self.seq_len)
+        chunk = t // self.length - first_chunk
+        return steps, t - begin[chunk], chunk
+
+
+@dataclass(frozen=True)
+class Chunked(Iterative):
+    """Coarse-grained parallel in time: the recurrence run on P chunks at once.
+
+    The sequence is split into ``chunks`` contiguous chunks (:class:`ChunkLayout`).
+    Iteration 1 runs every chunk, all at once, from the zero state ``overlap`` steps before
+    its first step (from ``s0`` at step 1 where the warm-up would reach past it: such a chunk
+    is exact), so after it every state is at least the ``(overlap + 1)``-truncated model's
+    (a stable RNN forgets its initial state geometrically). Iteration i >= 2 reruns every
+    chunk but the first from its left neighbour's last state as it was at the end of
+    iteration i - 1 (Jacobi over chunks: the result does not depend on scheduling); with a
+    ``tol``, a chunk's rerun stops after the first step whose state moved by ``<= tol``, and
+    the steps after it keep their values. Iteration 1's residual is measured against the
+    zero start, later ones over the steps that ran.
+
+    After i iterations chunks 1..i are exact, so ``max_iters >= chunks`` is exact
+    (:meth:`exact_after`). ``chunks = 1`` is :class:`Sequential`; ``overlap = 0`` is plain
+    block Jacobi. Work: ``T + P * overlap`` steps in iteration 1, depth ``T / P + overlap``.
+    Backends may skip the reruns of chunks 2..i-1 in iteration i: they start from a state
+    that has not changed since their last run, so in exact arithmetic they change nothing.
+    """
+
+    name: ClassVar[str] = "chunked"
+    transition: ClassVar[str] = "window"
+    chunks: int = field(default=2, kw_only=True)
+    overlap: int = field(default=0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("chunks", "overlap"):
+            v = getattr(self, name)
+            if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+                object.__setattr__(self, name, int(v))
+        c, o = self.chunks, self.overlap
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(f"Chunked.chunks must be an integer >= 1, got {c!r}")
+        if isinstance(o, bool) or not isinstance(o, int) or o < 0:
+            raise ValueError(f"Chunked.overlap must be an integer >= 0, got {o!r}")
+
+    def layout(self, seq_len: int) -> ChunkLayout:
+        """Where the chunks and windows lie on a sequence of ``seq_len`` steps."""
+        return ChunkLayout.of(seq_len, self.chunks, self.overlap)
+
+    def exact_after(self, seq_len: int) -> int | None:
+        """Exact after as many iterations as it has chunks."""
+        return self.layout(seq_len).chunks
+
+
 def iteration_cap(solver: Solver, seq_len: int) -> int:
     """The most iterations ``solver`` runs on a sequence of length ``seq_len``.
 
-    ``min(max_iters, seq_len)`` for a solver that is exact after T iterations
-    (``exact_after_seq_len``: Jacobi, Newton, QuasiNewton, undamped ELK), ``max_iters`` for
-    one that is not (damped ELK), 0 for a sequential solver. Every backend loops at most
-    this often and sizes its residual buffer by it, so an unreachable budget
+    ``min(max_iters, exact_after(seq_len))`` for a solver that is exact after that many
+    iterations (Jacobi, Newton, QuasiNewton, undamped ELK: T; Chunked: its chunks),
+    ``max_iters`` for one that is not (damped ELK), 0 for a sequential solver. Every backend
+    loops at most this often and sizes its residual buffer by it, so an unreachable budget
     (``max_iters=10**9``) costs nothing.
     """
     if not solver.iterative:
         return 0
-    if solver.exact_after_seq_len:
-        return min(solver.max_iters, seq_len)
-    return solver.max_iters
+    exact = solver.exact_after(seq_len)
+    return solver.max_iters if exact is None else min(solver.max_iters, exact)
 
 
 SOLVERS: dict[str, type[Solver]] = {
-    cls.name: cls for cls in (Sequential, Native, Jacobi, Newton, QuasiNewton, ELK, QuasiELK)
+    cls.name: cls for cls in (Sequential, Native, Jacobi, Newton, QuasiNewton, ELK, QuasiELK, Chunked)
 }
 
 

@@ -25,6 +25,9 @@ SOLVERS = {
     "elk-tol": fpbench.ELK(max_iters=300, tol=1e-6, damping=0.05),
     "quasi_elk-k3": fpbench.QuasiELK(max_iters=3, damping=0.3),
     "quasi_elk-tol": fpbench.QuasiELK(max_iters=400, tol=1e-6, damping=0.05),
+    "chunked-p4-o2-k1": fpbench.Chunked(1, chunks=4, overlap=2),
+    "chunked-p3-o0-k2": fpbench.Chunked(2, chunks=3),
+    "chunked-p5-o3-tol": fpbench.Chunked(50, tol=1e-5, chunks=5, overlap=3),
 }
 DAMPED = {k: v for k, v in SOLVERS.items() if v.damping}
 FLOAT32_PROBLEMS = ("T7-B3-H5-I2", "T64-B4-H8-I3-rho1.0")
@@ -76,14 +79,18 @@ def test_matches_reference(target, cell, dtype, solver_id, problem_id):
 
 
 @pytest.mark.parametrize(
-    "solver_cls", [fpbench.Jacobi, fpbench.Newton, fpbench.QuasiNewton], ids=lambda c: c.name
+    "make",
+    [fpbench.Jacobi, fpbench.Newton, fpbench.QuasiNewton, lambda k: fpbench.Chunked(k, chunks=6, overlap=1)],
+    ids=["jacobi", "newton", "quasi_newton", "chunked"],
 )
 @pytest.mark.parametrize("cell", CELLS)
-def test_budget_T_is_exact(target, cell, solver_cls):
+def test_exact_budget_is_exact(target, cell, make):
+    """A budget of T (Chunked: of its chunks) gives the exact states and says converged."""
     problem = fpbench.make_problem(spec("T33-B2-H16-I4-rho0.5", cell, "float64"))
-    result = fpbench.solve(problem, solver_cls(max_iters=problem.spec.seq_len), backend=target)
-    assert result.converged and result.iterations == problem.spec.seq_len
-    assert_close("budget T", result.states, fpbench.reference_states(problem), "float64")
+    solver = make(problem.spec.seq_len)
+    result = fpbench.solve(problem, solver, backend=target)
+    assert result.converged and result.iterations == solver.exact_after(problem.spec.seq_len)
+    assert_close("exact budget", result.states, fpbench.reference_states(problem), "float64")
 
 
 @pytest.mark.parametrize(
@@ -140,6 +147,7 @@ def test_native_baseline_matches_reference(target, cell, dtype):
         fpbench.QuasiNewton(7),
         fpbench.ELK(7),
         fpbench.QuasiELK(7),
+        fpbench.Chunked(7, chunks=2, overlap=1),
     ],
     ids=str,
 )

@@ -323,6 +323,12 @@ GRAD_SOLVERS = {
     "quasi_newton-k3-unrolled": fpbench.QuasiNewton(3, backward="unrolled"),
     "elk-k3-unrolled": fpbench.ELK(3, damping=0.3, backward="unrolled"),
     "quasi_elk-k3-unrolled": fpbench.QuasiELK(3, damping=0.3, backward="unrolled"),
+    "chunked-p3-o2-k1": fpbench.Chunked(1, chunks=3, overlap=2),
+    "chunked-p4-o1-k2": fpbench.Chunked(2, chunks=4, overlap=1),
+    "chunked-p3-o1-tol": fpbench.Chunked(20, tol=1e-6, chunks=3, overlap=1),
+    "chunked-p3-o2-k1-unrolled": fpbench.Chunked(1, chunks=3, overlap=2, backward="unrolled"),
+    "chunked-p4-o1-k2-unrolled": fpbench.Chunked(2, chunks=4, overlap=1, backward="unrolled"),
+    "chunked-p3-o1-tol-unrolled": fpbench.Chunked(20, tol=1e-6, chunks=3, overlap=1, backward="unrolled"),
 }
 GRAD_PROBLEMS = ["T7-B3-H5-I2", "T33-B2-H16-I4-rho0.5"]
 
