@@ -21,8 +21,8 @@ from .registry import (
 from .result import DivergenceWarning, Result
 from .solvers import (
     ELK,
-    ChunkLayout,
     Chunked,
+    ChunkLayout,
     Iterative,
     Jacobi,
     Native,
@@ -42,13 +42,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CELLS",
-    "ChunkLayout",
-    "Chunked",
     "ELK",
     "TASKS",
     "Backend",
     "BackendUnavailableError",
     "Cell",
+    "ChunkLayout",
+    "Chunked",
     "DivergenceWarning",
     "GradResult",
     "InsufficientMemoryError",
