@@ -183,13 +183,14 @@ def full_cotangent(problem: Problem, cotangent: np.ndarray | None) -> np.ndarray
     return full
 
 
-def backward_converged(residuals: list[float], tol: float | None, seq_len: int) -> bool:
+def backward_converged(residuals: list[float], tol: float | None, exact_after: int) -> bool:
     """Whether adjoint iterations with these residuals reached the adjoint's solution (see
-    :class:`PassDiagnostics`); a direct backward (no residuals) is exact."""
+    :class:`PassDiagnostics`); a direct backward (no residuals) is exact, and so are
+    ``exact_after`` adjoint iterations (T; a Chunked solver's chunks)."""
     if not residuals:
         return True
     last = residuals[-1]
-    return (tol is not None and last <= tol) or len(residuals) >= seq_len or last == 0.0
+    return (tol is not None and last <= tol) or len(residuals) >= exact_after or last == 0.0
 
 
 def make_grad_result(
@@ -226,7 +227,7 @@ def make_grad_result(
         method=host.backward_method,
         iterations=len(res_b),
         residuals=res_b,
-        converged=not b_diverged and backward_converged(res_b, tol, T),
+        converged=not b_diverged and backward_converged(res_b, tol, solver.exact_after(T) or T),
         diverged=b_diverged,
     )
     forward = PassDiagnostics(str(solver), fwd.iterations, fwd.residuals, fwd.converged, fwd.diverged)

@@ -13,6 +13,7 @@ CONFIGS = [
     fpbench.QuasiNewton(9),
     fpbench.ELK(11, tol=1e-4, damping=0.25, backward="unrolled"),
     fpbench.QuasiELK(13, damping=2.0),
+    fpbench.Chunked(3, tol=1e-5, chunks=8, overlap=64, backward="unrolled"),
 ]
 
 
@@ -31,6 +32,7 @@ def test_make_solver_keeps_every_field(solver):
         (fpbench.ELK(3, damping=0.5), "full", 0.5, False),
         (fpbench.QuasiELK(3, damping=0.5), "diagonal", 0.5, False),
         (fpbench.ELK(3, damping=0.0), "full", 0.0, True),
+        (fpbench.Chunked(3, chunks=4), "window", 0.0, True),
     ],
     ids=str,
 )
@@ -62,4 +64,4 @@ def test_every_registered_solver_declares_its_traits():
     for name, cls in SOLVERS.items():
         assert cls.name == name
         if cls.iterative:
-            assert cls.transition in ("none", "full", "diagonal")
+            assert cls.transition in ("none", "full", "diagonal", "window")
