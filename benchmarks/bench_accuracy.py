@@ -53,7 +53,7 @@ class Accuracy:
         problem = common.problem(spec)
         exact = fpbench.reference.sequential(problem)
         if solv.exact_after_seq_len:
-            n = min(iterations, T)
+            n = solv.exact_steps(iterations, T)
             common.assert_close(f"{label} states t<={n} vs exact", states[:n], exact[:n], spec.dtype)
         else:  # damped: no state is exact after k iterations; check against the same solver's reference
             ref, _ = fpbench.reference.fixed_point(problem, solv)

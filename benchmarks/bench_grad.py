@@ -45,7 +45,7 @@ def grad_solver(name: str, backward: str, budget: grids.Budget, seq_len: int) ->
     Raises:
         NotImplementedError: a baseline under ``"unrolled"``, or a budget above T.
     """
-    if not SOLVERS[name].iterative:
+    if not SOLVERS[grids.solver_fields(name)[0]].iterative:
         if backward != "implicit":
             raise NotImplementedError(f"{name} has one exact backward: see backward='implicit'")
         return common.solver(name, budget, seq_len)
@@ -116,6 +116,7 @@ def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) 
         ("diagonal", True): 32 * S + 4 * gH,
         ("full", False): 4 * S * S + 16 * S + 4 * gH,
         ("full", True): 8 * S**3 + 16 * S + 4 * gH,
+        ("window", False): 4 * S + 2 * gH,
     }[solver.transition, solver.damping > 0]
     kept = iterations_kept(target, spec, solver)
     need = kept * T * B * per_iter * np.dtype(spec.dtype).itemsize
@@ -222,9 +223,7 @@ def verify_grad(label: str, spec: fpbench.RNNSpec, solver: fpbench.Solver, resul
     T = spec.seq_len
     if solver.iterative:
         common.check_iterations(label, solver, np.asarray(result.forward.residuals), T)
-    exact_budget = (
-        solver.iterative and solver.tol is None and solver.max_iters >= T and solver.exact_after_seq_len
-    )
+    exact_budget = solver.iterative and solver.tol is None and solver.exact_steps(solver.max_iters, T) == T
     if not solver.iterative or solver.tol is not None or exact_budget:
         dtype = "float32" if solver.iterative and solver.tol is not None else spec.dtype
         ok, msg = check_grad_close(f"{label} vs exact", result.arrays(), exact_gradient(spec), dtype)
@@ -306,7 +305,7 @@ class GradSeqLen(_Grad):
     """Forward + backward time and peak memory against T at H = ``seq_lens_hidden``;
     iterative solvers run with the grid's ``solve_budget``."""
 
-    params = (GRAD_TARGETS, GG.cells, grids.SOLVERS, grids.BACKWARDS, GG.seq_lens)
+    params = (GRAD_TARGETS, GG.cells, grids.SOLVERS + grids.CHUNKED_SOLVERS, grids.BACKWARDS, GG.seq_lens)
     param_names = ("target", "cell", "solver", "backward", "seq_len")
 
     def case(self, target, cell, solver, backward, seq_len):
@@ -317,7 +316,7 @@ class GradSeqLen(_Grad):
 class GradHidden(_Grad):
     """Forward + backward time and peak memory against H at T = ``hidden_seq_len``."""
 
-    params = (GRAD_TARGETS, GG.cells, grids.SOLVERS, grids.BACKWARDS, GG.hidden_sizes)
+    params = (GRAD_TARGETS, GG.cells, grids.SOLVERS + grids.CHUNKED_SOLVERS, grids.BACKWARDS, GG.hidden_sizes)
     param_names = ("target", "cell", "solver", "backward", "hidden_size")
 
     def case(self, target, cell, solver, backward, hidden_size):
@@ -330,7 +329,7 @@ class GradBudget(_Grad):
     (T, H) = (``budget_seq_len``, ``budget_hidden``): the memory of unrolled against
     implicit. The baselines appear once, under ``max_iters="tol"``."""
 
-    params = (GRAD_TARGETS, GG.cells, grids.SOLVERS, grids.BACKWARDS, GG.budgets)
+    params = (GRAD_TARGETS, GG.cells, grids.SOLVERS + grids.CHUNKED_SOLVERS, grids.BACKWARDS, GG.budgets)
     param_names = ("target", "cell", "solver", "backward", "max_iters")
 
     def case(self, target, cell, solver, backward, max_iters):

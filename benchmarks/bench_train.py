@@ -80,6 +80,11 @@ def method_solver(method: str, budget: grids.Budget, seq_len: int) -> fpbench.So
         return Jacobi(seq_len if budget == grids.TOL else budget, backward="unrolled")
     tol = grids.TOLERANCE[grids.DTYPE] if budget == grids.TOL else None
     k = seq_len if budget == grids.TOL else budget
+    if method.endswith("_unrolled"):  # a Chunked configuration, unrolled: exact at "tol"
+        name, fields = grids.solver_fields(method.removesuffix("_unrolled"))
+        return fpbench.make_solver(name, max_iters=k, backward="unrolled", **fields)
+    if method in grids.CHUNKED:
+        return fpbench.make_solver("chunked", max_iters=k, tol=tol, **grids.CHUNKED[method])
     if method == "elk":
         return ELK(k, tol, damping=train_grids.DAMPING)
     return fpbench.make_solver(method, max_iters=k, tol=tol)

@@ -225,13 +225,14 @@ def solver(name: str, budget: grids.Budget, seq_len: int, dtype: str = grids.DTY
     Raises:
         NotImplementedError: a budget above T (it equals budget T, which the grid has).
     """
-    if not SOLVERS[name].iterative:
-        return fpbench.make_solver(name)
+    base, fields = grids.solver_fields(name)
+    if not SOLVERS[base].iterative:
+        return fpbench.make_solver(base)
     if budget == grids.TOL:
-        return fpbench.make_solver(name, max_iters=seq_len, tol=grids.TOLERANCE[dtype])
+        return fpbench.make_solver(base, max_iters=seq_len, tol=grids.TOLERANCE[dtype], **fields)
     if budget > seq_len:
         raise NotImplementedError(f"max_iters={budget} > T={seq_len} is the same solve as max_iters=T")
-    return fpbench.make_solver(name, max_iters=budget)
+    return fpbench.make_solver(base, max_iters=budget, **fields)
 
 
 def numpy_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
@@ -245,6 +246,9 @@ def numpy_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
     T, B, H, I, g = spec.seq_len, spec.batch, spec.hidden_size, spec.input_size, spec.gates
     if not solver.iterative:
         return T * 3e-5
+    if solver.transition == "window":  # Chunked: the recurrence's Python loop over its windows
+        lay = solver.layout(T)
+        return fpbench.iteration_cap(solver, T) * (T + lay.chunks * lay.overlap) * 3e-5
     iters = min(T, 32) if solver.tol is not None else solver.max_iters
     S = spec.state_size
     per_step = {
@@ -350,7 +354,8 @@ def check_iterations(label: str, solver: fpbench.Solver, residuals: np.ndarray, 
     n, k = residuals.size, fpbench.iteration_cap(solver, seq_len)
     if solver.tol is None and n != k:
         raise AssertionError(f"{label}: ran {n} iterations with a fixed budget of {k}")
-    exact = solver.exact_after_seq_len and n >= seq_len
+    needed = solver.exact_after(seq_len)
+    exact = needed is not None and n >= needed
     if solver.tol is not None and not (exact or (n > 0 and residuals[-1] <= solver.tol)):
         raise AssertionError(f"{label}: did not converge to {solver.tol:g} in {n} iterations")
 
@@ -398,11 +403,12 @@ def verify(label: str, prob: fpbench.Problem, solv: fpbench.Solver, states: Any,
     else:
         check_iterations(label, solv, residuals, s.seq_len)
         k = solv.max_iters
-        if solv.tol is not None or (k >= s.seq_len and solv.exact_after_seq_len):
+        n = solv.exact_steps(k, s.seq_len)
+        if solv.tol is not None or n == s.seq_len:
             checks.append(("vs exact", states, exact))
         else:
-            if solv.exact_after_seq_len:
-                checks.append((f"states t<={k} vs exact", states[:k], exact[:k]))
+            if n:
+                checks.append((f"states t<={n} vs exact", states[:n], exact[:n]))
             if not label.startswith("numpy:") and numpy_seconds(s, solv) <= GATE_REFERENCE_SECONDS:
                 ref, _ = fpbench.reference.fixed_point(prob, solv)
                 checks.append(("vs NumPy reference of the same solver", states, ref))

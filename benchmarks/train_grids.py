@@ -28,6 +28,8 @@ METHODS: tuple[str, ...] = (
     "newton",
     "quasi_newton",
     "elk",
+    "chunked_p8_o64",  # Chunked (grids.CHUNKED), implicit; to tolerance: exact after its chunks
+    "chunked_p8_o64_unrolled",  # backward="unrolled"; budget 1: the overlap-truncated model
 )
 """Training methods: a solver and its backward mode (:func:`bench_train.method_solver`)."""
 

@@ -35,6 +35,10 @@ def add_problem_args(
     p.add_argument("--max-iters", type=int, default=max_iters, help=budget)
     p.add_argument("--tol", type=float, default=None, help="stop when max |update| <= tol")
     p.add_argument("--damping", type=float, default=None, help="ELK / quasi-ELK damping (default 0.1)")
+    p.add_argument("--chunks", type=int, default=None, help="chunked: number of chunks P (default 2)")
+    p.add_argument(
+        "--overlap", type=int, default=None, help="chunked: warm-up steps before each chunk (default 0)"
+    )
     if backward:
         p.add_argument(
             "--backward",
@@ -62,7 +66,7 @@ def spec_from_args(args: argparse.Namespace) -> RNNSpec:
 
 def solver_from_args(args: argparse.Namespace) -> Solver:
     """The solver the options describe (a budget of None is T)."""
-    extra = {} if args.damping is None else {"damping": args.damping}
+    extra = {k: v for k in ("damping", "chunks", "overlap") if (v := getattr(args, k, None)) is not None}
     if getattr(args, "backward", None) is not None and SOLVERS[args.solver].iterative:
         extra["backward"] = args.backward
     max_iters = args.seq_len if args.max_iters is None else args.max_iters

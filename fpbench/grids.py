@@ -43,6 +43,29 @@ DAMPED: tuple[str, ...] = ("elk", "quasi_elk")
 the solve suites' sizes would take minutes per solve)."""
 BASELINES: tuple[str, ...] = ("sequential", "native")
 
+CHUNKED: dict[str, dict[str, int]] = {
+    "chunked_p2_o64": {"chunks": 2, "overlap": 64},
+    "chunked_p8_o64": {"chunks": 8, "overlap": 64},
+    "chunked_p64_o16": {"chunks": 64, "overlap": 16},
+    "chunked_p8_o256": {"chunks": 8, "overlap": 256},
+}
+"""The named :class:`fpbench.Chunked` configurations the suites sweep as solvers
+(append-only, like every grid value): ``chunked_p{chunks}_o{overlap}``. P = 2 is one chunk
+per core of a 2-core machine; P = 8 and 64 fold more of T into the batch (a GPU's lanes);
+the overlaps span the warm-up a contraction of 0.9 needs for float32 (about 150 steps) and
+less. A budget k runs k iterations (k = 1: the overlap-truncated model); ``"tol"`` runs
+to the tolerance with a budget of its chunks (exact)."""
+CHUNKED_SOLVERS: tuple[str, ...] = ("chunked_p2_o64", "chunked_p8_o64")
+"""The Chunked configurations the grids add to their solvers."""
+
+
+def solver_fields(name: str) -> tuple[str, dict[str, int]]:
+    """The registered solver name (:data:`fpbench.solvers.SOLVERS`) and extra fields of a
+    grid's solver name: ``("chunked", {"chunks": 8, "overlap": 64})`` for a
+    :data:`CHUNKED` name, ``(name, {})`` for the others."""
+    return ("chunked", CHUNKED[name]) if name in CHUNKED else (name, {})
+
+
 Budget = int | str
 """An iteration budget: a positive int (run exactly that many iterations) or :data:`TOL`."""
 
@@ -134,9 +157,10 @@ GRIDS: dict[str, Grid] = {
         cold_hidden=32,
         floor_seq_lens=(1024,),
         floor_hidden=32,
-        accuracy_solvers=ITERATIVE + DAMPED,
+        accuracy_solvers=ITERATIVE + DAMPED + CHUNKED_SOLVERS,
         product_seq_lens=(128,),
         product_hidden_sizes=(4, 16),
+        solvers=SOLVERS + CHUNKED_SOLVERS,
     ),
     # The README's CPU sweep (2-core machine: see README for its wall time).
     "default": Grid(
@@ -164,7 +188,8 @@ GRIDS: dict[str, Grid] = {
         batch_sizes=(1, 4, 16, 64),
         batch_seq_len=4096,
         batch_hidden=64,
-        accuracy_solvers=ITERATIVE + DAMPED,
+        accuracy_solvers=ITERATIVE + DAMPED + CHUNKED_SOLVERS,
+        solvers=SOLVERS + CHUNKED_SOLVERS,
     ),
     # The anchors' scales, for a GPU machine: T up to 10^6, H up to 1024. Combinations
     # that do not fit the device's memory are n/a (estimated in setup).
@@ -193,8 +218,8 @@ GRIDS: dict[str, Grid] = {
         batch_sizes=(1, 4, 16, 64, 256),
         batch_seq_len=65536,
         batch_hidden=64,
-        solvers=SOLVERS + DAMPED,
-        accuracy_solvers=ITERATIVE + DAMPED,
+        solvers=SOLVERS + DAMPED + CHUNKED_SOLVERS,
+        accuracy_solvers=ITERATIVE + DAMPED + CHUNKED_SOLVERS,
     ),
     # The main job (`make report`): <= 15 minutes on the 2-core VM of reports/vm. It answers
     # "where does a parallel solver beat the best sequential baseline" on T x H (Product,
@@ -240,7 +265,9 @@ GRIDS: dict[str, Grid] = {
         sweep_skips=("numpy:cpu",),
         # Damping on a problem where Newton overshoots (rho = 2): where it helps, where it
         # only costs iterations.
-        accuracy_solvers=ITERATIVE + DAMPED,
+        accuracy_solvers=ITERATIVE + DAMPED + CHUNKED_SOLVERS,
+        # One Chunked configuration, to stay within the main job's minutes; `default` runs both.
+        solvers=(*SOLVERS, "chunked_p8_o64"),
     ),
 }
 
@@ -288,8 +315,9 @@ class GradGrid:
         targets: the ``backend:device`` targets of the gradient suites (None: every target,
             as the other suites). ``quick`` runs the NumPy oracle only: a smoke test of the
             suites that keeps the CI sweep short.
-        unrolled: the iterative solvers whose ``backward="unrolled"`` the gradient suites
-            run; the others' are n/a (the suites' parameters are unchanged).
+        unrolled: the iterative solvers (by registered name: ``"chunked"`` for every
+            Chunked configuration) whose ``backward="unrolled"`` the gradient suites run;
+            the others' are n/a (the suites' parameters are unchanged).
     """
 
     cells: tuple[str, ...]
@@ -307,7 +335,7 @@ class GradGrid:
     accuracy_seq_len: int
     accuracy_hidden: int
     targets: tuple[str, ...] | None = None
-    unrolled: tuple[str, ...] = ITERATIVE + DAMPED
+    unrolled: tuple[str, ...] = ITERATIVE + DAMPED + ("chunked",)
 
 
 GRAD_GRIDS: dict[str, GradGrid] = {
@@ -382,7 +410,7 @@ GRAD_GRIDS: dict[str, GradGrid] = {
         # run; even GradAccuracy's small problems cost JAX 7-9 s of compile each (40 s of the
         # main job). The truncated model (Jacobi) is the unrolled gradient training uses;
         # `default` runs them all.
-        unrolled=("jacobi",),
+        unrolled=("jacobi", "chunked"),
     ),
 }
 

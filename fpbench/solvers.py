@@ -70,6 +70,11 @@ class Solver:
         or None where no budget is exact (damped solvers, sequential ones)."""
         return seq_len if self.exact_after_seq_len else None
 
+    def exact_steps(self, iterations: int, seq_len: int) -> int:
+        """How many leading steps are exact after ``iterations`` iterations (undamped: one
+        more per iteration; damped: none)."""
+        return min(iterations, seq_len) if self.exact_after_seq_len else 0
+
     def fields(self) -> dict[str, Any]:
         """Every configuration field: ``make_solver(s.name, **s.fields()) == s``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -321,6 +326,13 @@ class Chunked(Iterative):
     def exact_after(self, seq_len: int) -> int | None:
         """Exact after as many iterations as it has chunks."""
         return self.layout(seq_len).chunks
+
+    def exact_steps(self, iterations: int, seq_len: int) -> int:
+        """The steps of the chunks ``iterations`` iterations made exact (at least those whose
+        first-iteration window starts at step 1)."""
+        lay = self.layout(seq_len)
+        done = min(lay.chunks, max(iterations, lay.exact_chunks() if iterations else 0))
+        return lay.ends[done - 1] if done else 0
 
 
 def iteration_cap(solver: Solver, seq_len: int) -> int:

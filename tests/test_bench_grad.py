@@ -107,14 +107,14 @@ def test_unrolled_memory_estimate_to_tolerance_counts_the_iterations_that_run():
 
 
 def test_gradient_suites_run_only_the_grids_unrolled_solvers(monkeypatch):
-    """``main`` runs the truncated model (Jacobi) unrolled; Newton unrolled is n/a there, in
-    the time suites and in ``GradAccuracy``."""
+    """``main`` runs the truncated models (Jacobi, Chunked) unrolled; Newton unrolled is n/a
+    there, in the time suites and in ``GradAccuracy``."""
     import dataclasses
 
     from benchmarks import bench_grad
     from fpbench.grids import GRAD_GRIDS
 
-    assert GRAD_GRIDS["main"].unrolled == ("jacobi",)
+    assert GRAD_GRIDS["main"].unrolled == ("jacobi", "chunked")
     monkeypatch.setattr(bench_grad, "GG", dataclasses.replace(bench_grad.GG, unrolled=("jacobi",)))
     T = bench_grad.GG.seq_lens[0]
     with pytest.raises(NotImplementedError, match="runs only jacobi unrolled"):

@@ -164,9 +164,7 @@ def test_residuals_and_stopping_at_tol():
     assert r2.residuals[1] == pytest.approx(np.abs(full_states(r2) - full_states(r1)).max(), rel=1e-12)
     loose_tol = 0.99 * r1.residuals[0]  # iteration 1's residual (against zero) is max |h|
     loose = fpbench.solve(p, fpbench.Chunked(50, tol=loose_tol, chunks=4, overlap=3))
-    assert loose.iterations == 2 and loose.converged, (
-        "iteration 1 passes only a tol >= max|h|"
-    )
+    assert loose.iterations == 2 and loose.converged, "iteration 1 passes only a tol >= max|h|"
     tight = fpbench.solve(p, fpbench.Chunked(50, tol=1e-12, chunks=4, overlap=3))
     assert tight.converged and tight.iterations == 4, "a tol below rounding runs every chunk: exact"
     np.testing.assert_allclose(full_states(tight), exact, rtol=0, atol=1e-11)

@@ -29,6 +29,12 @@ the figure is the median over ``--rounds`` workers. The ratios:
 7. ``against`` (only with ``--against DIR``): every solver's forward solve in this checkout
    over the same solve in another checkout of fpbench (say ``git worktree add DIR <commit>``),
    whose workers import fpbench from ``DIR``. Above 1 means this checkout is slower.
+8. ``chunked``: the fastest sequential baseline of any backend (Numba's ``Sequential``,
+   ``torch.nn.GRU``, JAX's ``lax.scan``) over the fastest ``Chunked`` configuration of any
+   backend, GRU, float32, I = H, T in {4096, 16384, 65536}, B in {1, 16}, H in {8, 32, 64}
+   (``--chunked-seq-lens`` to change T). Target >= 1.6, with Chunked's max error against
+   the float64 states within 2x the sequential solve's. Every candidate is measured at
+   every point, all of them in alternating workers; the table prints each one's median.
 
 Every timed solve is first checked (in its worker) against the NumPy reference, every
 timed gradient against the exact float64 gradient; a failing check prints FAILED instead
@@ -43,8 +49,11 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+
+import numpy as np
 
 import fpbench
 from fpbench.testing import check_close
@@ -66,6 +75,16 @@ class Case:
     tol: float | None = None  # with max_iters: iterate to this tolerance, at most max_iters times
     tree: str | None = None  # the checkout whose fpbench the worker imports (None: this one)
     backward: str = "implicit"  # an iterative solver's backward mode (kind "grad")
+    batch: int = 8
+    input_size: int | None = None  # None: 32
+    chunks: int | None = None  # Chunked's fields (table 8)
+    overlap: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``backend solver`` (with Chunked's chunks and overlap)."""
+        extra = f"(P={self.chunks},o={self.overlap},k={self.max_iters})" if self.chunks else ""
+        return f"{self.target.split(':')[0]} {self.solver}{extra}"
 
     def per_call(self) -> float:
         """What the measured time is divided by: k for a ``Jacobi(k)`` against the floor."""
@@ -74,9 +93,29 @@ class Case:
 
 def problem_of(case: Case) -> fpbench.Problem:
     spec = fpbench.RNNSpec(
-        cell=case.cell, input_size=32, hidden_size=case.hidden, seq_len=case.seq_len, batch=8
+        cell=case.cell,
+        input_size=case.input_size or 32,
+        hidden_size=case.hidden,
+        seq_len=case.seq_len,
+        batch=case.batch,
     )
     return fpbench.make_problem(spec)
+
+
+def exact_states(problem: fpbench.Problem) -> np.ndarray:
+    """The float64 states, computed once per problem and kept in a temporary folder for the
+    other workers of the same point (the NumPy recurrence takes seconds at T = 65536)."""
+    s = problem.spec
+    path = os.path.join(
+        tempfile.gettempdir(),
+        f"fpbench-exact-{s.cell}-T{s.seq_len}-B{s.batch}-H{s.hidden_size}-I{s.input_size}-{s.seed}.npy",
+    )
+    if os.path.exists(path):
+        return np.load(path)
+    exact = fpbench.reference_states(problem)
+    np.save(path + ".tmp.npy", exact)
+    os.replace(path + ".tmp.npy", path)
+    return exact
 
 
 def callable_of(case: Case):
@@ -86,6 +125,8 @@ def callable_of(case: Case):
     if case.kind == "floor":
         return impl.iteration_floor(problem, device)
     fields = {} if case.backward == "implicit" else {"backward": case.backward}  # (older checkouts)
+    if case.chunks:
+        fields.update(chunks=case.chunks, overlap=case.overlap)
     solver = (
         fpbench.make_solver(case.solver, case.max_iters, tol=case.tol, **fields)
         if case.max_iters
@@ -104,6 +145,11 @@ def callable_of(case: Case):
     prepared = impl.prepare(problem, solver, device)
     states, _ = prepared.to_host(prepared.run())
     states = states[..., : problem.spec.hidden_size]  # h of the full state (h, c for lstm)
+    if case.chunks or case.input_size:  # table 8: against the float64 states, error reported
+        ok, msg = check_close(f"{case.target} {solver}", states, exact_states(problem), problem.spec.dtype)
+        if not ok:
+            raise AssertionError(msg)
+        return prepared.run, float(np.max(np.abs(states - exact_states(problem))))
     expected = (
         fpbench.solve(problem, solver).states if solver.iterative else fpbench.reference_states(problem)
     )
@@ -120,13 +166,14 @@ def worker(case: Case, repeats: int) -> None:
     except AssertionError as e:
         print(json.dumps({"failed": str(e)}))
         return
+    fn, error = fn if isinstance(fn, tuple) else (fn, None)
     fn()
     samples = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t0)
-    print(json.dumps({"median": statistics.median(samples)}))
+    print(json.dumps({"median": statistics.median(samples), "error": error}))
 
 
 def measure(cases: list[Case], rounds: int, repeats: int) -> list[float | str]:
@@ -151,6 +198,92 @@ def measure(cases: list[Case], rounds: int, repeats: int) -> list[float | str]:
     return [statistics.median(m) for m in medians]
 
 
+def measure_each(cases: list[Case], rounds: int, repeats: int) -> list[tuple[float | str, float | None]]:
+    """``(seconds or failure, max error)`` of every case, measured in alternating workers;
+    a failed case does not stop the others (unlike :func:`measure`, whose cases are one
+    ratio)."""
+    medians: list[list[float]] = [[] for _ in cases]
+    out: list[tuple[float | str, float | None]] = [("", None)] * len(cases)
+    for _ in range(rounds):
+        for i, case in enumerate(cases):
+            if isinstance(out[i][0], str) and out[i][0]:
+                continue  # failed before
+            cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(case)), "--repeats", str(repeats)]
+            reply_text = subprocess.run(cmd, capture_output=True, text=True)
+            if reply_text.returncode != 0:
+                out[i] = (f"FAILED: worker exited {reply_text.returncode}: {reply_text.stderr[-300:]}", None)
+                continue
+            reply = json.loads(reply_text.stdout.strip().splitlines()[-1])
+            if "failed" in reply:
+                out[i] = ("FAILED: " + reply["failed"], None)
+                continue
+            medians[i].append(reply["median"])
+            out[i] = ("", reply.get("error"))
+    return [(o[0] or statistics.median(m), o[1]) for o, m in zip(out, medians, strict=True)]
+
+
+CHUNKED_BASELINES = (("numba:cpu", "sequential"), ("torch:cpu", "native"), ("jax:cpu", "native"))
+CHUNKED_CANDIDATES = (("numba:cpu", 2, 64), ("numba:cpu", 8, 64), ("torch:cpu", 8, 64), ("jax:cpu", 8, 64))
+"""Table 8's contenders: the sequential baselines, and the Chunked configurations
+``(target, chunks, overlap)``, each run for one iteration (the overlap-truncated model)."""
+
+
+def chunked_table(seq_lens: list[int], args: argparse.Namespace) -> None:
+    """Table 8 (module docstring): print every point's best baseline, best Chunked, their
+    ratio and errors, and every candidate's time; write them as JSON to ``--json``."""
+    available = fpbench.available_backends()
+    rows = []
+    print(
+        f"\n8. chunked: best sequential baseline / best Chunked (GRU, float32, I = H, one iteration); ms"
+        f"\n{'T':>6s} {'B':>3s} {'H':>3s} {'sequential':>22s} {'ms':>8s} {'chunked':>30s} {'ms':>8s} "
+        f"{'speedup':>7s} {'err seq':>8s} {'err chk':>8s}"
+    )
+    for T in seq_lens:
+        for B in (1, 16):
+            for H in (8, 32, 64):
+                point = dict(cell="gru", hidden=H, seq_len=T, batch=B, input_size=H)
+                base = [
+                    Case(t, "solve", solver=s, **point) for t, s in CHUNKED_BASELINES if t[:-4] in available
+                ]
+                cand = [
+                    Case(t, "solve", solver="chunked", max_iters=1, chunks=P, overlap=o, **point)
+                    for t, P, o in CHUNKED_CANDIDATES
+                    if t[:-4] in available
+                ]
+                got = measure_each(base + cand, args.rounds, args.repeats)
+                timed = [
+                    (c, t, e) for c, (t, e) in zip(base + cand, got, strict=True) if not isinstance(t, str)
+                ]
+                best_b = min((x for x in timed if x[0].solver != "chunked"), key=lambda x: x[1], default=None)
+                best_c = min((x for x in timed if x[0].solver == "chunked"), key=lambda x: x[1], default=None)
+                row = {
+                    "seq_len": T, "batch": B, "hidden": H,
+                    "cases": [
+                        {"case": c.label, "ms": None if isinstance(t, str) else t * 1e3, "error": e,
+                         "failed": t if isinstance(t, str) else None}
+                        for c, (t, e) in zip(base + cand, got, strict=True)
+                    ],
+                }  # fmt: skip
+                rows.append(row)
+                if best_b is None or best_c is None:
+                    print(f"{T:6d} {B:3d} {H:3d} no passing baseline or candidate")
+                    continue
+                row.update(
+                    baseline=best_b[0].label, baseline_ms=best_b[1] * 1e3, chunked=best_c[0].label,
+                    chunked_ms=best_c[1] * 1e3, speedup=best_b[1] / best_c[1],
+                    baseline_error=best_b[2], chunked_error=best_c[2],
+                )  # fmt: skip
+                print(
+                    f"{T:6d} {B:3d} {H:3d} {best_b[0].label:>22s} {best_b[1] * 1e3:8.2f} "
+                    f"{best_c[0].label:>30s} {best_c[1] * 1e3:8.2f} {best_b[1] / best_c[1]:7.2f} "
+                    f"{best_b[2]:8.1e} {best_c[2]:8.1e}",
+                    flush=True,
+                )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rounds": args.rounds, "repeats": args.repeats, "rows": rows}, f, indent=1)
+
+
 def table(title: str, header: str, rows: list[tuple[str, Case, Case]], args: argparse.Namespace) -> None:
     """Print ``a / b`` for each ``(label, a, b)`` row."""
     print(f"\n{title}\n{'':28s} {header}")
@@ -171,9 +304,24 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument(
         "--only",
-        choices=["floor", "numba-torch", "threads", "grad-bptt", "newton-backward", "unrolled", "against"],
+        choices=[
+            "floor",
+            "numba-torch",
+            "threads",
+            "grad-bptt",
+            "newton-backward",
+            "unrolled",
+            "against",
+            "chunked",
+        ],
         default=None,
     )
+    parser.add_argument(
+        "--chunked-seq-lens",
+        default="4096,16384,65536",
+        help="the sequence lengths of table 8 (comma-separated)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write table 8's measurements to FILE")
     parser.add_argument("--against", metavar="DIR", help="another checkout to compare every solver with")
     parser.add_argument("--backends", default="torch,jax,numba", help="backends of the floor table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -289,6 +437,8 @@ def main() -> None:
             rows,
             args,
         )
+    if args.only in (None, "chunked"):
+        chunked_table([int(t) for t in args.chunked_seq_lens.split(",")], args)
 
 
 if __name__ == "__main__":

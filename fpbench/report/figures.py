@@ -47,8 +47,13 @@ SOLVER_STYLES: dict[str, tuple[str, str]] = {
     "quasi_newton": ("-.", "v"),
     "elk": ("-", "P"),
     "quasi_elk": ("-.", "X"),
+    "chunked_p2_o64": ("-", "*"),
+    "chunked_p8_o64": ("--", "*"),
+    "chunked_p64_o16": (":", "*"),
+    "chunked_p8_o256": ("-.", "*"),
 }
-"""One (line style, marker) per solver in every figure."""
+"""One (line style, marker) per solver in every figure (the Chunked configurations share a
+star)."""
 
 SOLVER_COLOURS: dict[str, str] = {
     "sequential": "#7f7f7f",
@@ -58,8 +63,13 @@ SOLVER_COLOURS: dict[str, str] = {
     "quasi_newton": "#8c564b",
     "elk": "#e377c2",
     "quasi_elk": "#17becf",
+    "chunked_p2_o64": "#2ca02c",
+    "chunked_p8_o64": "#006400",
+    "chunked_p64_o16": "#98df8a",
+    "chunked_p8_o256": "#556b2f",
 }
-"""One colour per solver, where a figure colours by solver."""
+"""One colour per solver, where a figure colours by solver (the Chunked configurations in
+greens)."""
 
 _SPARE = ["#bcbd22", "#17becf", "#e377c2", "#8c564b", "#9467bd", "#ff7f0e"]
 _SPARE_STYLES = [("-", "h"), ("--", "*"), (":", "p"), ("-.", "<")]
