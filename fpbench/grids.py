@@ -97,6 +97,8 @@ class Grid:
         solvers: the solvers of the solve suites (``SeqLen``, ``Hidden``, ``Budget``,
             ``Product``, ``Batch``, ``ColdStart``).
         accuracy_solvers: the solvers of ``Accuracy`` (iterative only).
+        overlaps / overlap_chunks: ``ChunkedOverlap`` sweeps the overlap of one iteration of
+            ``Chunked(chunks=overlap_chunks)`` x contraction rho at the accuracy (T, H).
 
     The fields after ``floor_hidden`` were added later (append-only): their defaults are
     the values the grids defined before them use.
@@ -132,6 +134,8 @@ class Grid:
     sweep_skips: tuple[str, ...] = ()
     solvers: tuple[str, ...] = SOLVERS
     accuracy_solvers: tuple[str, ...] = ITERATIVE
+    overlaps: tuple[int, ...] = (0, 4, 16, 64)
+    overlap_chunks: int = 8
 
 
 GRIDS: dict[str, Grid] = {
@@ -259,7 +263,15 @@ GRIDS: dict[str, Grid] = {
         batch_hidden=8,
         # Not Accuracy: every timed solve's gate already measures its error, and the damping
         # study (rho = 2) costs a minute of compiles, mostly ELK's; `default` runs it.
-        suites=("Product", "Batch", "GradSeqLen", "GradAccuracy", "TrainSeqLen", "TrainLoss"),
+        suites=(
+            "Product",
+            "Batch",
+            "ChunkedOverlap",
+            "GradSeqLen",
+            "GradAccuracy",
+            "TrainSeqLen",
+            "TrainLoss",
+        ),
         # The float64 NumPy oracle is no contender, and costs minutes at these T; it still
         # checks every other target's solves (the correctness gate runs the reference).
         sweep_skips=("numpy:cpu",),

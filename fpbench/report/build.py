@@ -27,6 +27,7 @@ FIXED_BY_GROUP = {
     "Hidden": {"seq_len": "hidden_seq_len"},
     "Budget": {"seq_len": "budget_seq_len", "hidden_size": "budget_hidden"},
     "Accuracy": {"seq_len": "accuracy_seq_len", "hidden_size": "accuracy_hidden"},
+    "ChunkedOverlap": {"seq_len": "accuracy_seq_len", "hidden_size": "accuracy_hidden"},
     "ColdStart": {"seq_len": "cold_seq_len", "hidden_size": "cold_hidden"},
     "Product": {"batch": "product_batch"},
     "Batch": {"seq_len": "batch_seq_len", "hidden_size": "batch_hidden"},
@@ -393,6 +394,24 @@ def _accuracy_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     return section
 
 
+def _overlap_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    section = Section("Accuracy: Chunked's error vs overlap")
+    err = _rows(
+        frame.assign(solver=frame["solver"].fillna("chunked")), "ChunkedOverlap", "track_max_abs_error", ()
+    )
+    section.blocks += figs.per_machine(
+        "error-overlap",
+        err,
+        lambda g, t: figures.overlap_accuracy(g, t),
+        "Error of one Chunked iteration vs its overlap: max |error| against the exact float64 states "
+        "(log y), one panel per contraction ρ, one line per backend; dashed black: ρ^(overlap+1), the "
+        "bound for elman up to the state-norm factor max‖h‖ (every state ran at least overlap + 1 steps "
+        "from a zero state). Where the error meets the dtype's rounding, more overlap buys nothing.",
+        by=("machine", "device", "cell"),
+    )
+    return section
+
+
 LYAPUNOV_STEPS = 256
 """The report estimates each accuracy problem's Lyapunov exponent over this many steps."""
 
@@ -642,6 +661,7 @@ def build_report(
         *_time_sections(frame, figs),
         _speedup_section(frame, figs),
         _accuracy_section(frame, figs),
+        _overlap_section(frame, figs),
         *_budget_memory_sections(frame, figs),
         _backend_section(frame),
         _cold_section(frame, figs),

@@ -352,6 +352,34 @@ def accuracy(acc: pd.DataFrame, title: str) -> Figure | None:
     return fig
 
 
+def overlap_accuracy(acc: pd.DataFrame, title: str) -> Figure | None:
+    """Max abs error against Chunked's overlap (log y), per contraction ρ, with the bound
+    ρ^(overlap+1) for elman (up to the state-norm factor max‖h‖)."""
+    data = acc.assign(
+        overlap=pd.to_numeric(acc["overlap"], errors="coerce"), ρ=acc["contraction"].map(fmt_num)
+    )
+    data["value"] = data["value"].clip(lower=1e-16)
+    fig = lines(data, "overlap", "max |error| vs exact", title, logx=False, row="ρ", col="cell")
+    if fig is None:
+        return None
+    for ax in (a for a in fig.axes if a.get_title()):
+        parts = dict(p.split("=", 1) for p in ax.get_title().split(" · "))
+        if parts.get("cell") != "elman" or "ρ" not in parts:
+            continue
+        o = np.linspace(0, max(1.0, ax.get_xlim()[1]), 100)
+        ax.plot(o, contraction_bound(o + 1, float(parts["ρ"])), color="black", ls="--", lw=1.2)
+        ax.text(
+            0.97,
+            0.95,
+            "dashed: ρ^(overlap+1)",
+            ha="right",
+            va="top",
+            transform=ax.transAxes,
+            fontsize="small",
+        )
+    return fig
+
+
 def iterations(it: pd.DataFrame, title: str) -> Figure | None:
     """Iterations to reach the tolerance against the contraction ρ."""
     return lines(

@@ -43,6 +43,7 @@ PARAM_COLUMNS = (
     "backward",  # the gradient suites
     "method",  # the training suites (with "budget")
     "budget",
+    "overlap",  # ChunkedOverlap
 )
 """asv parameter names of the benchmark contract, in contract order (append-only)."""
 
