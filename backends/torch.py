@@ -56,6 +56,16 @@ cuDNN on CUDA) is timed alone. ``torch.nn.LSTM`` returns every ``h_t`` but only 
 ``c``; ``to_host`` (outside the timed call) recovers the c sequence exactly and in parallel
 in time (:class:`_LSTM`).
 
+Chunked (``transition == "window"``; :mod:`backends._torch_chunked`, imported on first
+use). Each iteration folds its windows into the batch (``x[steps]`` viewed ``(W, n*B, I)``
+by ``ChunkLayout.gather_index``) and runs them all at once through the same ``torch.nn``
+module as Native, from per-window start states (``s0`` or zero in iteration 1, the old
+iterate's state before the chunk in reruns; lstm's c sequence recovered as Native's), then
+unfolds the outputs; iteration ``i >= 2`` reruns only chunks ``p >= max(1, i - 1)``, and a
+``tol`` is applied after the run as a per-chunk mask (the new values up to the first step
+that moved by ``<= tol``). The host reads each iteration's residual (at most ``chunks``
+iterations, each a whole sequential window run) to stop.
+
 Stopping with ``tol`` without a host sync per iteration. The residual of every iteration
 is written into a device tensor; a device-side ``done`` flag (``r <= tol`` or ``r``
 non-finite) and the device-side iteration count are updated with tensor ops, and once
@@ -93,6 +103,11 @@ device-resident data (leaves, module and buffers built and warmed in ``prepare_g
   diagonal-preconditioned adjoint iterations, each an elementwise reverse :class:`_Scan`
   (``"diagonal"``), to ``tol`` and at most ``min(max_iters, T)`` times, stopping as the
   forward does; then the parameter gradients as batched products over all (t, b).
+- Chunked: implicit (``"implicit: chunked adjoint"``) is the forward above, then the adjoint
+  by Chunked's iterations on the time-reversed adjoint recurrence (its windows a loop over
+  window positions of batched VJPs on the folded batch: sequential in the window length,
+  parallel over chunks), then the same parameter products; unrolled is autograd through
+  the forward's iterations (the nn module called with the parameter leaves).
 
 Threads. ``torch.set_num_threads(FPBENCH_THREADS or os.cpu_count())`` is applied once,
 when the backend is first used, and reported by :meth:`TorchBackend.info`.
@@ -164,6 +179,19 @@ def _synchronize(device: torch.device) -> None:
 def _host(t: torch.Tensor) -> np.ndarray:
     """A NumPy copy (never a view of a buffer the next run overwrites)."""
     return t.to("cpu", copy=True).numpy()
+
+
+def _nn_module(problem: Problem, device: torch.device) -> torch.nn.Module:
+    """``torch.nn.<cell.torch_module>`` (``RNN``, ``GRU``, ``LSTM``: oneDNN on CPU, cuDNN on
+    CUDA) with the problem's parameters, in its dtype, its weights flattened for cuDNN."""
+    s = problem.spec
+    module = getattr(torch.nn, s.model.torch_module)(s.input_size, s.hidden_size)
+    module = module.to(device=device, dtype=getattr(torch, s.dtype))
+    with torch.no_grad():
+        for name, value in problem.params.items():
+            getattr(module, f"{name}_l0").copy_(torch.tensor(value))
+    module.flatten_parameters()  # one contiguous weight block for cuDNN
+    return module
 
 
 class _Kernels:
@@ -777,6 +805,12 @@ class TorchBackend(Backend):
                 self._timed(job.iterate if solver.iterative else job.sequential, dev),
                 self._to_host,
             )
+        elif solver.iterative and solver.transition == "window":
+            from backends._torch_chunked import ChunkedSolve
+
+            with torch.inference_mode():
+                job = ChunkedSolve(problem, solver, dev)
+            run, to_host = self._timed(job, dev), self._to_host
         else:
             raise UnsupportedError(f"backend 'torch' does not implement solver {solver.name!r}")
         run()  # warm-up: kernel loading, cuBLAS/cuDNN handles and plans, allocator pools
@@ -798,13 +832,7 @@ class TorchBackend(Backend):
         """``torch.nn.<cell.torch_module>`` timed alone; ``to_host`` completes the states."""
         s = problem.spec
         kern_cls = _kernels_for(s.cell)
-        module_cls = getattr(torch.nn, s.model.torch_module)
-        module = module_cls(s.input_size, s.hidden_size).to(device=device, dtype=getattr(torch, s.dtype))
-        with torch.no_grad():
-            for name, value in problem.params.items():
-                getattr(module, f"{name}_l0").copy_(torch.tensor(value))
-        module.flatten_parameters()  # one contiguous weight block for cuDNN
-        module.eval().requires_grad_(False)
+        module = _nn_module(problem, device).eval().requires_grad_(False)
         rows = s.seq_len * s.batch
         x = torch.tensor(problem.x, device=device)
         s0 = torch.tensor(problem.s0, device=device)
@@ -849,9 +877,18 @@ class TorchBackend(Backend):
                 every = self.check_every or (1 if full else CHECK_EVERY.get(dev.type, 8))
                 fn = _ImplicitGrad(problem, solver, dev, cotangent, every)
                 m, method = fn.m, _BACKWARD_METHODS[solver.transition]
+        elif solver.iterative and solver.transition == "window":
+            from backends._torch_chunked import ChunkedImplicitGrad, chunked_unrolled
+
+            if solver.backward == "unrolled":
+                m = _GradModel(problem, dev, cotangent)
+                fn, method = chunked_unrolled(problem, solver, m), "unrolled"
+            else:
+                fn = ChunkedImplicitGrad(problem, solver, dev, cotangent)
+                m, method = fn.m, "implicit: chunked adjoint"
         else:
             raise UnsupportedError(f"backend 'torch' has no backward pass for solver {solver.name!r}")
-        implicit = isinstance(fn, _ImplicitGrad)
+        implicit = solver.iterative and solver.backward == "implicit"
         rows = spec.seq_len * spec.batch
 
         def run() -> Any:
@@ -1175,16 +1212,25 @@ class _ImplicitGrad:
                     return self._reverse_scan(d_next, b).clone()
 
             lam, res_b, k_b = _adjoint_iterations(update, g, self.cap_b, solver.tol, self.every)
-        dprev, dgi, dgh = m.vjp(Sp, gi, gh, lam)
-        gH, I, H = dgi.shape[-1], m.x.shape[-1], m.H
-        dgi2, dgh2 = dgi.reshape(-1, gH), dgh.reshape(-1, gH)
-        dparams = {
-            "weight_ih": dgi2.t() @ m.x.reshape(-1, I),
-            "weight_hh": dgh2.t() @ Sp[..., :H].reshape(-1, H),
-            "bias_ih": dgi2.sum(0),
-            "bias_hh": dgh2.sum(0),
-        }
-        return S, res, k, dparams, torch.matmul(dgi, m.params["weight_ih"]), dprev[0], res_b, k_b
+        return S, res, k, *_param_products(m, Sp, gi, gh, lam), res_b, k_b
+
+
+def _param_products(
+    m: _GradModel, Sp: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor, lam: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``(dparams, dx (T, B, I), ds0 (B, S))`` from the adjoint ``lam (T, B, S)`` at the
+    previous states ``Sp (T, B, S)`` and preactivations ``gi, gh (T, B, gH)``: one batched
+    VJP and products over all (t, b)."""
+    dprev, dgi, dgh = m.vjp(Sp, gi, gh, lam)
+    gH, I, H = dgi.shape[-1], m.x.shape[-1], m.H
+    dgi2, dgh2 = dgi.reshape(-1, gH), dgh.reshape(-1, gH)
+    dparams = {
+        "weight_ih": dgi2.t() @ m.x.reshape(-1, I),
+        "weight_hh": dgh2.t() @ Sp[..., :H].reshape(-1, H),
+        "bias_ih": dgi2.sum(0),
+        "bias_hh": dgh2.sum(0),
+    }
+    return dparams, torch.matmul(dgi, m.params["weight_ih"]), dprev[0]
 
 
 def _grad_bptt(m: _GradModel) -> Callable[[], tuple]:
@@ -1235,12 +1281,7 @@ def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], tuple]:
 def _grad_native(problem: Problem, m: _GradModel, device: torch.device) -> Callable[[], tuple]:
     """Autograd through ``torch.nn.<cell.torch_module>`` (the loss on ``h`` only)."""
     s = problem.spec
-    module = getattr(torch.nn, s.model.torch_module)(s.input_size, s.hidden_size)
-    module = module.to(device=device, dtype=getattr(torch, s.dtype))
-    with torch.no_grad():
-        for name, value in problem.params.items():
-            getattr(module, f"{name}_l0").copy_(torch.tensor(value))
-    module.flatten_parameters()
+    module = _nn_module(problem, device)
     weights = [getattr(module, f"{name}_l0") for name in PARAM_NAMES]
     kern_cls = _kernels_for(s.cell)
     H = s.hidden_size

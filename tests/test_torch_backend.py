@@ -1,5 +1,5 @@
 """What is specific to the torch backend: the parallel scan, the device-side convergence
-check, the float32 precision guard and the thread setting."""
+check, the float32 precision guard, the thread setting and Chunked's folded windows."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 from problems import spec
 
 import fpbench
-from fpbench.testing import assert_close
+from fpbench.testing import assert_close, assert_grad_close
 
 torch = pytest.importorskip("torch")
 tb = pytest.importorskip("backends.torch")
@@ -175,3 +175,70 @@ def test_cell_kernels_match_the_shared_cell_maths(cell):
         got = (*got[:2], torch.zeros_like(d))
     for g, want in zip(got, (f, c, d), strict=True):
         torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-12)
+
+
+# -- Chunked: the folded windows through torch.nn (backends._torch_chunked) ---------------------
+
+
+def _small(cell: str, T: int) -> fpbench.Problem:
+    spec_ = fpbench.RNNSpec(
+        cell=cell, dtype="float64", seq_len=T, batch=2, hidden_size=4, input_size=3, seed=T
+    )
+    return fpbench.make_problem(spec_)
+
+
+@pytest.mark.parametrize(
+    ("T", "chunks", "overlap"),
+    [(1, 3, 2), (5, 8, 1), (10, 3, 0), (10, 4, 7), (11, 4, 2), (13, 5, 30)],
+    ids=lambda v: str(v),
+)
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_chunked_fold_matches_reference(cell, T, chunks, overlap):
+    """The fold with padding (T not divisible by the chunks, more chunks than steps, an
+    overlap longer than a chunk or the sequence), every budget, with and without tol:
+    the reference's states, iteration counts and residuals."""
+    problem = _small(cell, T)
+    for solver in (
+        *(fpbench.Chunked(k, chunks=chunks, overlap=overlap) for k in range(1, chunks + 1)),
+        fpbench.Chunked(50, tol=1e-4, chunks=chunks, overlap=overlap),
+    ):
+        got = fpbench.solve(problem, solver, backend="torch")
+        ref = fpbench.solve(problem, solver, backend="numpy")
+        assert got.iterations == ref.iterations, solver
+        if ref.residuals[-1] != 0.0:  # (a rerun that changes nothing is 0 only to rounding here)
+            assert got.converged == ref.converged, solver
+        np.testing.assert_allclose(got.residuals, ref.residuals, rtol=1e-9, atol=1e-12)
+        assert_close(f"chunked {solver}", got.states, ref.states, "float64")
+        if cell == "lstm":
+            assert_close(f"chunked {solver} c", got.cell_states, ref.cell_states, "float64")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_chunked_one_chunk_is_sequential(cell, dtype):
+    """chunks = 1: one window, the whole sequence from s0, so the exact states in one
+    iteration (to rounding: the nn module against the backend's own sequential loop)."""
+    problem = fpbench.make_problem(spec("T64-B4-H8-I3-rho1.0", cell, dtype))
+    got = fpbench.solve(problem, fpbench.Chunked(5, chunks=1, overlap=3), backend="torch")
+    seq = fpbench.solve(problem, fpbench.Sequential(), backend="torch")
+    assert got.iterations == 1 and got.converged
+    assert_close("chunks=1 vs sequential", got.states, seq.states, dtype)
+    if cell == "lstm":
+        assert_close("chunks=1 vs sequential c", got.cell_states, seq.cell_states, dtype)
+
+
+@pytest.mark.parametrize("backward", ["implicit", "unrolled"])
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_chunked_exact_budget_gradient_is_bptt(cell, backward):
+    """A budget of as many iterations as chunks makes both backwards the exact gradient:
+    the chunked adjoint is exact after that many iterations too, and the unrolled
+    iterations (the nn module's windows, lstm's c recovered differentiably) compose to the
+    recurrence itself."""
+    problem = fpbench.make_problem(spec("T33-B2-H16-I4-rho0.5", cell, "float64"))
+    solver = fpbench.Chunked(5, chunks=5, overlap=2, backward=backward)
+    got = fpbench.grad(problem, solver, backend="torch")
+    bptt = fpbench.grad(problem, fpbench.Sequential(), backend="numpy")
+    assert got.forward.iterations == 5 and got.forward.converged
+    assert len(got.backward.residuals) == (5 if backward == "implicit" else 0)
+    np.testing.assert_allclose(got.states, bptt.states, rtol=0, atol=1e-12)
+    assert_grad_close(f"chunked {backward} vs bptt", got.arrays(), bptt.arrays(), "float64")

@@ -1,7 +1,8 @@
 """Compare training methods on one task and budget of steps: a Markdown table.
 
     python tools/train_compare.py [--task teacher] [--backend numpy] [--steps 150]
-        [--seq-len 32] [--hidden 16] [--ks 1,2,4,8] [--target-loss X | --target-at 0.5]
+        [--seq-len 32] [--hidden 16] [--ks 1,2,4,8] [--chunks 4] [--overlap 8]
+        [--target-loss X | --target-at 0.5]
         [--out reports/vm/training.md] [--curves reports/vm/training_curves.csv]
         [--figure reports/vm/figures/training-loss-vm.png]
 
@@ -10,7 +11,9 @@ hyper-parameters) with :func:`fpbench.train` for ``--steps`` steps:
 
 - ``bptt``: ``Sequential`` (BPTT); ``native``: the framework's autograd (where the backend has it);
 - ``jacobi(k) unrolled``: ``Jacobi(k, backward="unrolled")``, the k-truncated model, per ``--ks``;
-- ``jacobi`` / ``newton`` / ``quasi_newton`` / ``elk`` ``implicit @ tol``: the solver run to
+- ``chunked(P, o, k=1) unrolled``: one ``Chunked`` iteration over ``--chunks`` chunks with
+  ``--overlap`` steps of warm-up, differentiated as it ran (the overlap-truncated model);
+- ``jacobi`` / ``newton`` / ``quasi_newton`` / ``elk`` / ``chunked`` ``implicit @ tol``: the solver run to
   ``--tol`` (budget T; damped ELK, which is not exact after T: 4T) with the
   implicit-function-theorem gradient (ELK with damping 0.1). A step where such a method did
   not reach the tolerance is flagged in the table.
@@ -40,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 import fpbench
-from fpbench import ELK, Jacobi, Native, Newton, QuasiNewton, Sequential
+from fpbench import ELK, Chunked, Jacobi, Native, Newton, QuasiNewton, Sequential
 from fpbench.train import TrainResult, steps_to_loss, trailing_mean, train
 
 ELK_BUDGET = 4
@@ -57,22 +60,27 @@ class Run:
     wall_s: float = 0.0
 
 
-def methods(seq_len: int, ks: list[int], tol: float) -> list[tuple[str, fpbench.Solver]]:
+def methods(
+    seq_len: int, ks: list[int], tol: float, chunks: int = 4, overlap: int = 8
+) -> list[tuple[str, fpbench.Solver]]:
     """``(label, solver)`` of every compared method (module docstring)."""
     out: list[tuple[str, fpbench.Solver]] = [("bptt (sequential)", Sequential()), ("native", Native())]
     out += [(f"jacobi({k}) unrolled", Jacobi(k, backward="unrolled")) for k in ks if k < seq_len]
+    cfg = {"chunks": chunks, "overlap": overlap}
     out += [
+        (f"chunked(P={chunks}, o={overlap}, k=1) unrolled", Chunked(1, backward="unrolled", **cfg)),
         ("jacobi implicit @ tol", Jacobi(seq_len, tol)),
         ("newton implicit @ tol", Newton(seq_len, tol)),
         ("quasi_newton implicit @ tol", QuasiNewton(seq_len, tol)),
         ("elk implicit @ tol", ELK(ELK_BUDGET * seq_len, tol, damping=0.1)),
+        (f"chunked(P={chunks}, o={overlap}) implicit @ tol", Chunked(seq_len, tol, **cfg)),
     ]
     return out
 
 
-def run_all(spec, backend, steps, task, lr, seed, ks, tol, log=sys.stderr) -> list[Run]:
+def run_all(spec, backend, steps, task, lr, seed, ks, tol, log=sys.stderr, chunks=4, overlap=8) -> list[Run]:
     runs = []
-    for label, solver in methods(spec.seq_len, ks, tol):
+    for label, solver in methods(spec.seq_len, ks, tol, chunks, overlap):
         run = Run(label, solver)
         t0 = time.perf_counter()
         try:
@@ -227,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=0, help="the task's seed")
     p.add_argument("--ks", default="1,2,4,8", help="budgets of the unrolled Jacobi (truncated) models")
+    p.add_argument("--chunks", type=int, default=4, help="the Chunked methods' number of chunks")
+    p.add_argument("--overlap", type=int, default=8, help="the Chunked methods' overlap")
     p.add_argument("--tol", type=float, default=1e-6, help="tolerance of the implicit methods")
     p.add_argument("--target-loss", type=float, default=None)
     p.add_argument(
@@ -260,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=0,
         )
         print(f"{task}: {spec}", file=sys.stderr)
-        runs = run_all(spec, args.backend, args.steps, task, args.lr, args.seed, ks, args.tol)
+        runs = run_all(
+            spec, args.backend, args.steps, task, args.lr, args.seed, ks, args.tol,
+            chunks=args.chunks, overlap=args.overlap,
+        )  # fmt: skip
         bptt = runs[0].result
         if bptt is None:
             print(f"fpbench: error: BPTT did not run: {runs[0].error}", file=sys.stderr)
