@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fpbench
-from fpbench import ELK, Jacobi, Newton, QuasiNewton, RNNSpec, Sequential
+from fpbench import ELK, Chunked, Jacobi, Newton, QuasiNewton, RNNSpec, Sequential
 from fpbench.registry import parse_target
 from fpbench.tasks import MissingDependencyError, make_task, readout_loss
 from fpbench.testing import TOLERANCES
@@ -29,9 +29,17 @@ METHODS = {
     "newton_tol": Newton(T, tol=1e-10),
     "quasi_newton_tol": QuasiNewton(T, tol=1e-9),
     "elk_tol": ELK(8 * T, tol=1e-9, damping=0.1),  # damped: not exact after T, so a larger budget
+    "chunked1_unrolled": Chunked(1, chunks=3, overlap=2, backward="unrolled"),  # overlap-truncated
+    "chunked_tol": Chunked(T, tol=1e-9, chunks=3, overlap=1),
 }
 
-EXACT = [Sequential(), Jacobi(T, backward="unrolled"), Newton(T, tol=1e-10)]
+EXACT = [
+    Sequential(),
+    Jacobi(T, backward="unrolled"),
+    Newton(T, tol=1e-10),
+    Chunked(3, chunks=3, overlap=1),  # a budget of its chunks: exact, both ways
+    Chunked(3, chunks=3, overlap=1, backward="unrolled"),
+]
 
 _cache: dict = {}
 
@@ -125,7 +133,13 @@ def test_numpy_adam_matches_torch_adam():
 
 
 CROSS_STEPS = 3
-CROSS = [Sequential(), Jacobi(T, backward="unrolled"), Newton(T, tol=1e-5), Jacobi(3, backward="unrolled")]
+CROSS = [
+    Sequential(),
+    Jacobi(T, backward="unrolled"),
+    Newton(T, tol=1e-5),
+    Jacobi(3, backward="unrolled"),
+    Chunked(1, chunks=3, overlap=2, backward="unrolled"),
+]
 
 
 @pytest.mark.parametrize("solver", CROSS, ids=str)
