@@ -223,11 +223,16 @@ def solver(name: str, budget: grids.Budget, seq_len: int, dtype: str = grids.DTY
     """The solver ``name`` under ``budget`` (:data:`grids.TOL`: to tolerance, budget T).
 
     Raises:
-        NotImplementedError: a budget above T (it equals budget T, which the grid has).
+        NotImplementedError: a budget above T (it equals budget T, which the grid has), or a
+            budget for a configuration that fixes its own (:data:`grids.CHUNKED`).
     """
     base, fields = grids.solver_fields(name)
     if not SOLVERS[base].iterative:
         return fpbench.make_solver(base)
+    if "max_iters" in fields:  # a configuration with its own budget: under "tol" only
+        if budget != grids.TOL:
+            raise NotImplementedError(f"{name} runs its own budget: see max_iters={grids.TOL!r}")
+        return fpbench.make_solver(base, **fields)
     if budget == grids.TOL:
         return fpbench.make_solver(base, max_iters=seq_len, tol=grids.TOLERANCE[dtype], **fields)
     if budget > seq_len:

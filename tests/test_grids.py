@@ -28,6 +28,24 @@ def test_existing_grids_keep_their_values():
     assert (grids.BATCH, grids.INPUT_SIZE, grids.DTYPE, grids.CONTRACTION) == (8, 32, "float32", 0.9)
 
 
+def test_chunked_configurations_build_their_solvers():
+    """A named Chunked configuration is its solver under every budget; one that fixes its
+    own budget (``_k1``) runs it under "tol" and is n/a under any other budget."""
+    from benchmarks import common
+
+    assert grids.CHUNKED["chunked_p8_o64"] == {"chunks": 8, "overlap": 64}  # append-only
+    s = common.solver("chunked_p8_o64", 3, 4096)
+    assert (s.name, s.max_iters, s.tol, s.chunks, s.overlap) == ("chunked", 3, None, 8, 64)
+    s = common.solver("chunked_p8_o64", grids.TOL, 4096)
+    assert (s.max_iters, s.tol) == (4096, grids.TOLERANCE["float32"])
+    s = common.solver("chunked_p2_o64_k1", grids.TOL, 4096)
+    assert (s.max_iters, s.tol, s.chunks, s.overlap) == (1, None, 2, 64)
+    with pytest.raises(NotImplementedError, match="runs its own budget"):
+        common.solver("chunked_p2_o64_k1", 4, 4096)
+    for name in grids.CHUNKED:
+        assert name.startswith("chunked_p") and grids.solver_fields(name)[0] == "chunked"
+
+
 def test_main_grid_covers_t_h_and_b():
     m = grids.GRIDS["main"]
     assert len(m.product_seq_lens) >= 3 and len(m.product_hidden_sizes) >= 3
