@@ -33,6 +33,13 @@ cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. Th
     smoother, each one ``lax.associative_scan`` (the parallel filter and smoother elements
     of Särkkä & García-Fernández; derivation above :func:`_kalman_smoother`); elementwise
     for the diagonal transition. ``damping == 0`` runs Newton's (QuasiNewton's) program.
+- ``transition == "window"`` (Chunked): :mod:`backends._jax_chunked`. The windows of all
+  chunks are folded into the batch, ``(window, chunks * B, .)`` by the layout's static
+  ``gather_index``, and run by one ``lax.scan`` of Sequential's step; iteration 1 over the
+  warm windows, later ones rerun every chunk but the first from the old iterate (fixed
+  shapes), a ``tol`` applied afterwards as a per-chunk mask; the same ``while_loop`` and
+  residuals as above, at most ``min(max_iters, chunks)`` iterations. Static: the cell, the
+  layout, the cap and whether there is a ``tol``.
 - Sequential: ``lax.scan`` over the precomputed ``gi``. Native: ``lax.scan`` of the plain
   ``cell.step`` computing ``W_ih x_t`` inside each step, as a user writes an RNN in JAX (the
   ``jax.lax.scan`` baseline of DESIGN §4).
@@ -43,18 +50,21 @@ parameters in torch layout so autodiff returns them in that layout:
 - Sequential (``"bptt"``) and Native (``"autograd"``): ``jax.vjp`` through their ``lax.scan``.
 - ``backward="unrolled"``: ``jax.vjp`` through the iterations that ran, written as a
   ``lax.scan`` over the iteration cap whose body is skipped (``lax.cond``) once the forward
-  stopped (a ``while_loop`` is not reverse-differentiable). A scan stores its body's
-  intermediates for every step of its length, run or skipped, so above 64 iterations the
-  scan is over checkpointed chunks of ``ceil(sqrt(cap))`` iterations (:func:`unrolled_chunks`):
-  to tolerance at T = 2048 it keeps ~90 iterations' worth instead of 2048.
+  stopped (a ``while_loop`` is not reverse-differentiable; :func:`_unrolled_iterate`, which
+  Chunked's unrolled backward uses too). A scan stores its body's intermediates for every
+  step of its length, run or skipped, so above 64 iterations the scan is over checkpointed
+  chunks of ``ceil(sqrt(cap))`` iterations (:func:`unrolled_chunks`): to tolerance at
+  T = 2048 it keeps ~90 iterations' worth instead of 2048.
 - ``backward="implicit"``: the forward ``while_loop``, then the adjoint
   ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at the returned states: a reverse
   ``associative_scan`` over the transposed full Jacobians for ``transition == "full"``
   (Newton, ELK; exact, no iterations), adjoint iterations to ``tol`` (at most
   ``min(max_iters, T)``, residuals reported) for ``"none"`` (Jacobi on the adjoint) and
   ``"diagonal"`` (each iteration an elementwise reverse scan with the diagonal, the rest of
-  ``J^T`` lagged); then every parameter gradient as one batched ``cell.vjp_preact`` over all
-  t and contractions over (t, b).
+  ``J^T`` lagged), and Chunked's own iterations on the time-reversed adjoint recurrence for
+  ``"window"`` (``"implicit: chunked adjoint"``, :mod:`backends._jax_chunked`; residuals
+  reported); then every parameter gradient as one batched ``cell.vjp_preact`` over all t
+  and contractions over (t, b).
 
 Process-wide settings, and how float64 avoids them:
 
@@ -101,7 +111,7 @@ from fpbench.backend import (
 )
 from fpbench.cells import CELLS, Cell, input_projection
 from fpbench.grad import GradHost
-from fpbench.solvers import TRANSITIONS, Solver, iteration_cap
+from fpbench.solvers import TRANSITIONS, Chunked, ChunkLayout, Solver, iteration_cap
 from fpbench.spec import Problem
 
 
@@ -244,16 +254,27 @@ def _sequential(cell: Cell, x, s0, w):
     return (lax.scan(step, s0, _input_projection(x, w))[1],)
 
 
-def _native(cell: Cell, x, s0, w):
-    """Native: the plain ``lax.scan`` RNN, ``cell.step`` with torch-layout weights and
-    ``W_ih x_t`` computed inside each step. Returns ``(states (T, B, S),)``."""
-    params = w["torch"]
+def _native_step(cell: Cell, params: dict[str, jax.Array]) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """The plain step ``(s (N, S), x_t (N, I)) -> s' (N, S)``: ``cell.step`` with torch-layout
+    ``params``, ``W_ih x_t`` computed inside it. Native's scan body, and Chunked's on every
+    window."""
 
     def step(s, x_t):
-        s = cell.step(xp, params, s, input_projection(params, x_t, xp))
+        return cell.step(xp, params, s, input_projection(params, x_t, xp))
+
+    return step
+
+
+def _native(cell: Cell, x, s0, w):
+    """Native: the plain ``lax.scan`` RNN of :func:`_native_step`, as a user writes an RNN in
+    JAX. Returns ``(states (T, B, S),)``."""
+    step = _native_step(cell, w["torch"])
+
+    def body(s, x_t):
+        s = step(s, x_t)
         return s, s
 
-    return (lax.scan(step, s0, x)[1],)
+    return (lax.scan(body, s0, x)[1],)
 
 
 def _iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any, max_iters: int, tol: jax.Array):
@@ -521,10 +542,13 @@ def _later(v: jax.Array) -> jax.Array:
     return jnp.concatenate([v[1:], jnp.zeros_like(v[:1])])
 
 
-def _vjp_steps(cell: Cell, Sp, gi, lam, w):
+def _vjp_steps(cell: Cell, Sp, gi, lam, w, gh=None):
     """The VJP of every step ``f(Sp_t, x_t)`` at once for cotangents ``lam (T, B, S)``:
-    ``(J_t^T lam_t (T, B, S), dgi (T, B, gH), dgh (T, B, gH))``."""
-    ds, dgi, dgh = cell.vjp_preact(xp, Sp, gi, _hidden_product(Sp, w) + w["b_hh"], lam)
+    ``(J_t^T lam_t (T, B, S), dgi (T, B, gH), dgh (T, B, gH))``. ``gh``: the steps' hidden
+    preactivations ``W_hh h_{t-1} + b_hh (T, B, gH)`` where already computed."""
+    if gh is None:
+        gh = _hidden_product(Sp, w) + w["b_hh"]
+    ds, dgi, dgh = cell.vjp_preact(xp, Sp, gi, gh, lam)
     H = w["w_hh_t"].shape[0]
     return ds.at[..., :H].add(_mm(dgh, w["torch"]["weight_hh"])), dgi, dgh
 
@@ -574,42 +598,50 @@ def unrolled_chunks(cap: int) -> tuple[int, int]:
     return -(-cap // length), length
 
 
-def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, params, tol, damping, g):
-    """``jax.vjp`` through the iterations that ran: a ``lax.scan`` over ``cap`` iterations
-    whose body skips (``lax.cond``) once the forward stopped, so it is differentiable; above
+def _unrolled_iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any, cap: int, tol: jax.Array):
+    """:func:`_iterate` written so that reverse-mode autodiff goes through it: a ``lax.scan``
+    over ``cap`` iterations whose body skips (``lax.cond``) once the iteration stopped; above
     :data:`UNROLLED_CHECKPOINT_ABOVE` iterations, a scan of checkpointed chunks of it
-    (:func:`unrolled_chunks`) whose chunks after the stop are skipped whole."""
+    (:func:`unrolled_chunks`) whose chunks after the stop are skipped whole. ``state`` is any
+    pytree of arrays. Returns ``(state, residuals (cap,), k)`` as :func:`_iterate`."""
     chunks, length = unrolled_chunks(cap)
+
+    def body(carry, _):
+        state, i, done = carry
+        skip = done | (i >= cap)
+        state, r = lax.cond(skip, lambda state: (state, jnp.zeros((), tol.dtype)), update, state)
+        return (state, i + 1, skip | ~jnp.isfinite(r) | (r <= tol)), (r, ~skip)
+
+    def chunk(carry):
+        return lax.scan(body, carry, None, length=length)
+
+    init = (state, jnp.int32(0), jnp.bool_(False))
+    if chunks == 1:
+        (state, _, _), (res, ran) = chunk(init)
+    else:
+        kept = jax.checkpoint(chunk)
+
+        def skipped(carry):
+            return carry, (jnp.zeros(length, tol.dtype), jnp.zeros(length, bool))
+
+        def outer(carry, _):
+            return lax.cond(carry[2] | (carry[1] >= cap), skipped, kept, carry)
+
+        (state, _, _), (res, ran) = lax.scan(outer, init, None, length=chunks)
+        res, ran = res.reshape(-1)[:cap], ran.reshape(-1)[:cap]
+    return state, res, ran.sum(dtype=jnp.int32)
+
+
+def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, params, tol, damping, g):
+    """``jax.vjp`` through the iterations that ran (:func:`_unrolled_iterate`)."""
 
     def forward(x, s0, params):
         w = _layouts(params)
         gi = _input_projection(x, w)
         update = _update(cell, transition, damped, gi, s0, w, damping)
-
-        def body(carry, _):
-            S, i, done = carry
-            skip = done | (i >= cap)
-            S_new, r = lax.cond(skip, lambda S: (S, jnp.zeros((), S.dtype)), update, S)
-            return (S_new, i + 1, skip | ~jnp.isfinite(r) | (r <= tol)), (r, ~skip)
-
-        def chunk(carry):
-            return lax.scan(body, carry, None, length=length)
-
-        init = (jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype), jnp.int32(0), jnp.bool_(False))
-        if chunks == 1:
-            (S, _, _), (res, ran) = chunk(init)
-        else:
-            kept = jax.checkpoint(chunk)
-
-            def skipped(carry):
-                return carry, (jnp.zeros(length, gi.dtype), jnp.zeros(length, bool))
-
-            def outer(carry, _):
-                return lax.cond(carry[2] | (carry[1] >= cap), skipped, kept, carry)
-
-            (S, _, _), (res, ran) = lax.scan(outer, init, None, length=chunks)
-            res, ran = res.reshape(-1)[:cap], ran.reshape(-1)[:cap]
-        return S, (res, ran.sum(dtype=jnp.int32))
+        S0 = jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype)
+        S, res, k = _unrolled_iterate(update, S0, cap, tol)
+        return S, (res, k)
 
     S, vjp, (res, k) = jax.vjp(forward, x, s0, params, has_aux=True)
     dx, ds0, dparams = vjp(g)
@@ -664,6 +696,13 @@ _BACKWARD_METHODS = {
 }
 
 
+def _chunked_traits(cell: Cell, solver: Solver, seq_len: int) -> tuple[Cell, ChunkLayout, int, bool]:
+    """The static arguments of a Chunked program (:mod:`backends._jax_chunked`): the cell,
+    the chunk layout, the iteration cap and whether a ``tol`` stops reruns early."""
+    assert isinstance(solver, Chunked)  # (its transition, "window", says so)
+    return cell, solver.layout(seq_len), iteration_cap(solver, seq_len), solver.tol is not None
+
+
 def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, str]:
     """The gradient program of ``solver`` and the name of its backward, by its traits:
     ``(x, s0, params[, tol, damping], g) -> (states, res, k, dparams, dx, ds0, res_b, k_b)``."""
@@ -671,6 +710,13 @@ def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, s
         return partial(_grad_autodiff, partial(_sequential, cell)), "bptt"
     if solver.name == "native":
         return partial(_grad_autodiff, partial(_native, cell)), "autograd"
+    if solver.iterative and solver.transition == "window":
+        from . import _jax_chunked as chunked
+
+        traits = _chunked_traits(cell, solver, seq_len)
+        if solver.backward == "unrolled":
+            return partial(chunked.grad_unrolled, *traits), "unrolled"
+        return partial(chunked.grad_implicit, *traits), "implicit: chunked adjoint"
     if solver.iterative and solver.transition in TRANSITIONS:
         traits = (cell, solver.transition, solver.damping > 0, iteration_cap(solver, seq_len))
         if solver.backward == "unrolled":
@@ -760,6 +806,10 @@ def _program(cell: Cell, solver: Solver, seq_len: int) -> Callable:
         return partial(_sequential, cell)
     if solver.name == "native":
         return partial(_native, cell)
+    if solver.iterative and solver.transition == "window":
+        from . import _jax_chunked as chunked
+
+        return partial(chunked.fixed_point, *_chunked_traits(cell, solver, seq_len))
     if solver.iterative and solver.transition in TRANSITIONS:
         # damping > 0 solves each step by the Kalman smoother; its value is an argument.
         cap = iteration_cap(solver, seq_len)

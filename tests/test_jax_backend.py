@@ -265,3 +265,81 @@ def test_max_change_is_exact_and_reports_a_nan_anywhere(dtype):
             assert np.isnan(change(bad, old)), pos
             bad[pos] = -np.inf
             assert not np.isfinite(change(bad, old)), pos
+
+
+# -- Chunked: the windows folded into the batch (backends/_jax_chunked.py) -------------------
+
+
+@pytest.mark.parametrize(
+    ("T", "chunks", "overlap", "max_iters", "tol"),
+    [
+        (10, 4, 0, 2, None),
+        (10, 6, 2, 5, None),
+        (7, 100, 1, 3, None),
+        (23, 5, 3, 50, 1e-6),
+        (23, 7, 9, 7, None),
+    ],
+    ids=["T10-P4-short-last", "T10-P6-fewer-chunks", "P-over-T", "T23-P5-tol", "overlap-reaches-s0"],
+)
+def test_chunked_layouts_match_the_reference(T, chunks, overlap, max_iters, tol):
+    """The fold with padding (the last chunk shorter, windows clipped at T - 1), fewer effective
+    chunks than asked, P > T, and overlaps that reach step 0 from several chunks: the states and
+    every residual as the reference's, forward and through the implicit adjoint."""
+    problem = fpbench.make_problem(
+        fpbench.RNNSpec(cell="lstm", input_size=2, hidden_size=3, seq_len=T, batch=2, dtype="float64")
+    )
+    solver = fpbench.Chunked(max_iters, tol=tol, chunks=chunks, overlap=overlap)
+    got, ref = fpbench.grad(problem, solver, backend="jax"), fpbench.grad(problem, solver)
+    assert got.backward.method == ref.backward.method == "implicit: chunked adjoint"
+    for name, g, r in [("forward", got.forward, ref.forward), ("backward", got.backward, ref.backward)]:
+        assert g.iterations == r.iterations, name
+        np.testing.assert_allclose(g.residuals, r.residuals, rtol=1e-9, atol=1e-15, err_msg=name)
+    np.testing.assert_allclose(got.states, ref.states, rtol=0, atol=1e-12)
+    for name, value in ref.arrays().items():
+        np.testing.assert_allclose(got.arrays()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_one_chunk_is_the_native_scan(cell):
+    """chunks=1: one window from s0 over the whole sequence by Native's step: the same
+    operations, so the same bits."""
+    problem = fpbench.make_problem(spec("T33-B2-H16-I4-rho0.5", cell, "float32"))
+    got = fpbench.solve(problem, fpbench.Chunked(5, chunks=1, overlap=4), backend="jax")
+    seq = fpbench.solve(problem, fpbench.Native(), backend="jax")
+    assert got.iterations == 1 and got.converged
+    np.testing.assert_array_equal(got.states, seq.states)
+
+
+def test_chunked_tol_stops_reruns_early_and_one_program_serves_every_tol():
+    """A loose tol stops reruns after a few steps (later steps keep their old values, so the
+    states differ from the full reruns' as the reference's do), and tol is a runtime argument:
+    a second tol compiles nothing new."""
+    problem = fpbench.make_problem(
+        fpbench.RNNSpec(cell="gru", input_size=3, hidden_size=4, seq_len=60, batch=2, dtype="float64")
+    )
+    loose, tight = (fpbench.Chunked(4, tol=t, chunks=4, overlap=1) for t in (1e-2, 1e-12))
+    got = fpbench.solve(problem, loose, backend="jax")
+    compiled = len(jax_backend._EXECUTABLES)
+    full = fpbench.solve(problem, tight, backend="jax")
+    assert len(jax_backend._EXECUTABLES) == compiled
+    ref_states, ref_res = reference.fixed_point(problem, loose)
+    np.testing.assert_allclose(got.residuals, ref_res, rtol=1e-9)
+    np.testing.assert_allclose(got.states, ref_states[..., :4], rtol=0, atol=1e-12)
+    assert np.abs(got.states - full.states).max() > 1e-6  # the mask kept old values somewhere
+
+
+def test_chunked_unrolled_over_checkpointed_iterations_matches_the_reference():
+    """80 chunks: a cap above 64, so the unrolled backward runs over checkpointed chunks of
+    iterations (:func:`backends.jax._unrolled_iterate`), stopping early at tol."""
+    problem = fpbench.make_problem(
+        fpbench.RNNSpec(
+            cell="elman", input_size=2, hidden_size=3, seq_len=80, batch=2, contraction=0.6, dtype="float64"
+        )
+    )
+    solver = fpbench.Chunked(100, tol=1e-9, chunks=80, overlap=1, backward="unrolled")
+    assert jax_backend.unrolled_chunks(fpbench.iteration_cap(solver, 80))[0] > 1
+    got, ref = fpbench.grad(problem, solver, backend="jax"), fpbench.grad(problem, solver)
+    assert got.forward.iterations == ref.forward.iterations < 80
+    np.testing.assert_allclose(got.forward.residuals, ref.forward.residuals, rtol=1e-9, atol=1e-15)
+    for name, value in ref.arrays().items():
+        np.testing.assert_allclose(got.arrays()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
