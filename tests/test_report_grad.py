@@ -11,6 +11,7 @@ pytest.importorskip("seaborn")
 
 from fpbench.report.build import _Figures
 from fpbench.report.grad_sections import backward_speedups, grad_sections
+from fpbench.report.output import OutputFolder
 from fpbench.report.page import Image, Table
 
 BASE = dict(machine="m", commit="abcdef12", date=pd.Timestamp("2026-01-01"), device="cpu", status="ok")
@@ -70,7 +71,7 @@ def test_backward_speedups_against_the_best_bptt():
 
 
 def test_sections_have_figures_and_tables(tmp_path):
-    sections = grad_sections(frame(), _Figures(tmp_path, None))
+    sections = grad_sections(frame(), _Figures(OutputFolder(tmp_path), None))
     titles = [s.title for s in sections]
     assert "Backward speedup over the best sequential BPTT" in titles
     by_title = {s.title: s for s in sections}
@@ -83,7 +84,7 @@ def test_sections_have_figures_and_tables(tmp_path):
 
 
 def test_training_step_speedup_against_the_best_bptt(tmp_path):
-    sections = {s.title: s for s in grad_sections(frame(), _Figures(tmp_path, None))}
+    sections = {s.title: s for s in grad_sections(frame(), _Figures(OutputFolder(tmp_path), None))}
     training = sections["Training: time per step, loss and the train/inference gap"].blocks
     speed = next(b.frame for b in training if isinstance(b, Table) and "speedup" in b.frame)
     assert list(speed["method"]) == ["jacobi_unrolled"] * 2 and list(speed["speedup"]) == ["2.50x"] * 2
@@ -91,7 +92,7 @@ def test_training_step_speedup_against_the_best_bptt(tmp_path):
 
 def test_sections_of_an_empty_frame_say_so(tmp_path):
     empty = frame().iloc[:0]
-    for s in grad_sections(empty, _Figures(tmp_path, None)):
+    for s in grad_sections(empty, _Figures(OutputFolder(tmp_path), None)):
         assert s.blocks and "No " in s.blocks[0].text
 
 
@@ -140,7 +141,10 @@ def test_training_section_draws_the_curves_and_the_steps_to_loss_table(tmp_path)
     from fpbench.report.load import curve_frame
 
     f = frame()
-    sections = {s.title: s for s in grad_sections(f, _Figures(tmp_path, None), curve_frame(curve_records()))}
+    sections = {
+        s.title: s
+        for s in grad_sections(f, _Figures(OutputFolder(tmp_path), None), curve_frame(curve_records()))
+    }
     training = sections["Training: time per step, loss and the train/inference gap"].blocks
     names = [b.path for b in training if isinstance(b, Image)]
     assert any("train-curve-step" in n for n in names) and any("train-curve-seconds" in n for n in names)

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
 from fpbench import grids as fpbench_grids
 
+from ..cells import CELLS
 from ..lyapunov import lyapunov
 from ..spec import RNNSpec, make_problem
 from . import analysis, figures
 from .analysis import fmt_num, fmt_seconds
 from .grad_sections import grad_sections
 from .load import BASELINES, ResultSet, load_results
-from .page import Image, Section, Table, Text, write_html, write_markdown
-from .store import ReportError
+from .output import OutputFolder, safe_name
+from .page import Image, Section, Table, Text, write_csv, write_html, write_markdown
 
 FIXED_BY_GROUP = {
     "SeqLen": {"hidden_size": "seq_lens_hidden"},
@@ -55,12 +56,12 @@ def fill_fixed_shapes(frame: pd.DataFrame, grids: Any | None = None) -> pd.DataF
 
 
 class _Figures:
-    """Saves figures as ``figures/<name>.png`` and hands back :class:`Image` blocks."""
+    """Saves figures as ``figures/<name>.png`` into the output folder and hands back
+    :class:`Image` blocks."""
 
-    def __init__(self, out: Path, result: ResultSet) -> None:
+    def __init__(self, out: OutputFolder, result: ResultSet) -> None:
         self.out = out
         self.result = result
-        (out / "figures").mkdir(parents=True, exist_ok=True)
 
     def provenance(self, rows: pd.DataFrame) -> str:
         runs = rows[["machine", "commit", "date"]].drop_duplicates()
@@ -74,8 +75,8 @@ class _Figures:
     def add(self, name: str, fig: Figure | None, caption: str, rows: pd.DataFrame) -> list[Image]:
         if fig is None:
             return []
-        path = f"figures/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"
-        fig.savefig(self.out / path, dpi=110, bbox_inches="tight")
+        path = f"figures/{safe_name(name)}.png"
+        fig.savefig(self.out.path(path), dpi=110, bbox_inches="tight")
         plt.close(fig)
         return [Image(path, f"{caption} Data: {self.provenance(rows)}.")]
 
@@ -426,7 +427,7 @@ def lyapunov_table(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for grid, cell, rho in rows[cols].dropna().drop_duplicates().itertuples(index=False):
         g = fpbench_grids.GRIDS.get(str(grid))
-        if g is None:
+        if g is None or cell not in CELLS:
             continue
         spec = RNNSpec(
             cell=str(cell),
@@ -531,7 +532,7 @@ def _cold_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     return section
 
 
-def _gaps_section(frame: pd.DataFrame, unreadable: list[tuple[str, str]] = ()) -> Section:
+def _gaps_section(frame: pd.DataFrame, skipped: list[tuple[str, str]] = ()) -> Section:
     gaps = analysis.gaps(frame)
     counts = frame["status"].value_counts()
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "n/a", "failed"))
@@ -543,14 +544,15 @@ def _gaps_section(frame: pd.DataFrame, unreadable: list[tuple[str, str]] = ()) -
             "out. Both are gaps in the figures above."
         )
     ]
-    if unreadable:
+    if skipped:
         blocks.append(
             Text(
-                f"**{len(unreadable)} asv result file(s) could not be read and were skipped** "
-                "(`--skip-unreadable`): every result in them is missing from this report."
+                f"**{len(skipped)} asv result file(s) could not be read or were skipped** (damaged, with "
+                "`--skip-unreadable`; not a regular file; a duplicate of another): every result only in "
+                "them is missing from this report."
             )
         )
-        blocks.append(Table(pd.DataFrame(unreadable, columns=["file", "why"]), "Unreadable result files"))
+        blocks.append(Table(pd.DataFrame(skipped, columns=["file", "why"]), "Skipped result files"))
     if not gaps.empty:
         blocks.append(Table(gaps, "Gaps and their reasons"))
     return Section("Missing, n/a and failed combinations", blocks)
@@ -620,55 +622,58 @@ def build_report(
 ) -> Path:
     """Read asv results and write the comparative report.
 
+    Every field of the results is data, never markup: it is escaped for each format, figure
+    texts are plain (no mathtext), and a machine name only ever names a folder inside ``reports/``.
+
     Args:
         results_dir: asv results directory (``.asv/results``).
-        out: output folder (created); default ``reports/<machine>`` for one machine, else ``reports/all``.
+        out: output folder (created); default ``reports/<machine>`` for one machine (the name
+            made a plain file name by :func:`~.output.safe_name`), else ``reports/all``. It
+            must be empty, new, or hold an earlier report (:class:`~.output.OutputFolder`).
         machines: only these asv machines (default: all).
         all_commits: every commit in the tables and CSV (figures always use each machine's newest).
         skip_unreadable: skip asv result files that cannot be read, and list them in the
             report's missing section, instead of failing.
 
     Raises:
-        ReportError: no results (:class:`~.store.ResultsNotFound`), a file that cannot be
-            read (named), or ``out`` is a file.
+        ReportError: no results (:class:`~.store.ResultsNotFound`), an unknown machine, a file
+            that cannot be read (named), or ``out`` is a file, cannot be created, holds files
+            that are not an earlier report's, or holds a symbolic link the report would write.
 
     Returns:
         The output folder, holding ``index.html``, ``summary.md``, ``results.csv`` and ``figures/``.
     """
-    results_dir = Path(results_dir)
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise ReportError(f"--out {out} is a file, not a folder")
     result = load_results(
-        results_dir, machines=machines, all_commits=all_commits, skip_unreadable=skip_unreadable
+        Path(results_dir), machines=machines, all_commits=all_commits, skip_unreadable=skip_unreadable
     )
     result.frame = fill_fixed_shapes(result.frame)
     names = sorted(result.frame["machine"].unique())
-    out = Path(out) if out is not None else Path("reports") / (names[0] if len(names) == 1 else "all")
-    out.mkdir(parents=True, exist_ok=True)
-    for old in (out / "figures").glob("*.png"):
-        old.unlink()  # figures of an earlier report of other machines must not linger
-    result.frame.to_csv(out / "results.csv", index=False)
+    default = Path("reports") / safe_name(names[0] if len(names) == 1 else "all")
+    out = Path(out) if out is not None else default
+    folder = OutputFolder(out)
+    write_csv(result.frame, folder.path("results.csv"))
 
     frame = result.frame
     if all_commits:  # figures and comparisons: each machine's newest commit only
         newest = frame.sort_values("date").groupby("machine")["commit"].transform("last")
         frame = frame[frame["commit"].eq(newest)]
-    figs = _Figures(out, result)
-    sections = [
-        _headline_section(frame, result),
-        _product_section(frame, figs),
-        _batch_section(frame, figs),
-        *_time_sections(frame, figs),
-        _speedup_section(frame, figs),
-        _accuracy_section(frame, figs),
-        _overlap_section(frame, figs),
-        *_budget_memory_sections(frame, figs),
-        _backend_section(frame),
-        _cold_section(frame, figs),
-        *grad_sections(frame, figs, result.curves),
-        _gaps_section(result.frame, result.unreadable),
-        _provenance_section(result, result.frame),
-    ]
+    figs = _Figures(folder, result)
+    with mpl.rc_context({"text.parse_math": False}):  # a `$` in a machine name is text, not math
+        sections = [
+            _headline_section(frame, result),
+            _product_section(frame, figs),
+            _batch_section(frame, figs),
+            *_time_sections(frame, figs),
+            _speedup_section(frame, figs),
+            _accuracy_section(frame, figs),
+            _overlap_section(frame, figs),
+            *_budget_memory_sections(frame, figs),
+            _backend_section(frame),
+            _cold_section(frame, figs),
+            *grad_sections(frame, figs, result.curves),
+            _gaps_section(result.frame, result.skipped),
+            _provenance_section(result, result.frame),
+        ]
     counts = result.frame["status"].value_counts()
     subtitle = (
         f"{len(names)} machine(s): {', '.join(f'`{n}`' for n in names)}; "
@@ -677,8 +682,9 @@ def build_report(
         f"baselines: {', '.join(sorted(set(frame['solver'].dropna()) & set(BASELINES)))}. "
         "Medians of asv's samples; shaded bands are interquartile ranges."
     )
-    write_html(sections, out, title, subtitle)
-    write_markdown(sections, out, title, subtitle)
+    write_html(sections, out, title, subtitle, folder.path("index.html"))
+    write_markdown(sections, title, subtitle, folder.path("summary.md"))
+    folder.finish()
     return out
 
 

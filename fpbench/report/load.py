@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..cells import CELLS
+from ..solvers import SOLVERS
 from .store import (
     BASELINES,
     SIDE_CURVES,
@@ -90,15 +92,16 @@ class ResultSet:
         results_dir: the asv results directory read.
         curves: the ``TrainLoss`` training runs' curves (:func:`curve_frame`), of the same
             machines and commits as ``frame``.
-        unreadable: result files that could not be read and were skipped (only with
-            ``skip_unreadable``), each as ``(path, why)``.
+        skipped: result files that were skipped, each as ``(path, why)``: not a regular
+            file, a duplicate of another (same machine, commit and environment), or (only
+            with ``skip_unreadable``) unreadable.
     """
 
     frame: pd.DataFrame
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweeps: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     results_dir: Path | None = None
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     curves: pd.DataFrame = field(default_factory=lambda: curve_frame([]))
 
 
@@ -155,6 +158,29 @@ def _status(value: Any) -> str:
     return "ok"
 
 
+KNOWN = {"cell": tuple(CELLS), "solver": tuple(SOLVERS)}
+"""The names this fpbench knows; results of a newer one may name others."""
+
+POSITIVE_TYPES = ("time", "timeraw", "peakmem")
+"""Benchmark types whose number must be positive."""
+
+
+def _checked_status(params: dict[str, Any], value: Any, btype: str) -> tuple[str, str]:
+    """``(status, reason)`` of one stored result; the reason is ``""`` unless the report makes
+    it a gap itself: it names a cell or solver this fpbench does not know (n/a), or its number
+    is not a finite number, or is a time or memory that is not positive (failed)."""
+    for column, known in KNOWN.items():
+        if params[column] is not None and params[column] not in known:
+            return "n/a", f"unknown {column} {params[column]!r} (results of a newer fpbench?): not reported"
+    status = _status(value)
+    if status != "ok":
+        return status, ""
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(number) or (btype in POSITIVE_TYPES and number <= 0):
+        return "failed", f"invalid result {value!r}: a {btype} result must be a finite (positive) number"
+    return status, ""
+
+
 _DEFAULT_REASON = {
     "ok": "",
     "n/a": "not available here (NotImplementedError in setup)",
@@ -190,11 +216,13 @@ def _rows_of(
     for i, combo in enumerate(combos):
         value = values[i] if isinstance(values, list) else values
         stat = (stats[i] if isinstance(stats, list) else stats) or {}
-        status = _status(value)
-        gate = gates.get((key, ", ".join(combo)), {}) if status == "ok" else {}
         row: dict[str, Any] = dict.fromkeys(PARAM_COLUMNS)
         row.update({name: _literal(text) for name, text in zip(names, combo, strict=True)})
+        status, reason = _checked_status(row, value, btype)
         params_text = ", ".join(combo)
+        if status != "ok" and not reason:
+            reason = reasons.get((key, params_text), _DEFAULT_REASON[status])
+        gate = gates.get((key, params_text), {}) if status == "ok" else {}
         row.update(
             benchmark=key,
             suite=suite,
@@ -210,7 +238,7 @@ def _rows_of(
             ci_high=stat.get("ci_99_b", math.nan),
             repeat=stat.get("repeat", math.nan),
             status=status,
-            reason="" if status == "ok" else reasons.get((key, params_text), _DEFAULT_REASON[status]),
+            reason=reason,
             max_abs_error=gate.get("max_abs", math.nan),
             rel_error=gate.get("rel_rms", math.nan),
             **settings,
@@ -256,10 +284,13 @@ def load_results(
         all_commits: keep every commit; by default only each machine's newest (by commit date,
             then by when it was benchmarked).
         skip_unreadable: skip a result file that cannot be read (listed in
-            :attr:`ResultSet.unreadable`, which the report shows) instead of failing.
+            :attr:`ResultSet.skipped`, which the report shows) instead of failing. A file
+            that is not a regular file (a FIFO, a device) is always skipped, never opened,
+            and so is a duplicate of another file (same machine, commit and environment).
 
     Raises:
-        ResultsNotFound: ``results_dir`` does not exist, holds no results, or none of ``machines``.
+        ResultsNotFound: ``results_dir`` does not exist or holds no results, or one of
+            ``machines`` has none (the message names the machines that do).
         ReportError: a result file, or ``benchmarks.json``, cannot be read (names the file),
             or a sweep record beside the results cannot be read.
     """
@@ -278,24 +309,33 @@ def load_results(
     described: dict[str, dict[str, Any]] = {}
     sweeps: dict[tuple[str, str], list[dict[str, Any]]] = {}
     curves: list[dict[str, Any]] = []
-    unreadable: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     seen_machines: set[str] = set()
+    runs: dict[tuple[str, str, str], Path] = {}
     files = _result_files(results_dir)
     if not files:
         raise ResultsNotFound(f"no asv results in {results_dir} (run `fpbench sweep` first)")
     for path in files:
+        if not path.is_file():
+            skipped.append((str(path), "not a regular file: skipped, never opened"))
+            continue
         try:
             result = _load_result(path)
         except ReportError as e:
             if not skip_unreadable:
                 raise
-            unreadable.append((str(path), str(e).split(": ", 1)[-1]))
+            skipped.append((str(path), str(e).split(": ", 1)[-1]))
             continue
-        machine = result.params.get("machine", "unknown")
+        machine = str(result.params.get("machine", "unknown"))
         seen_machines.add(machine)
         if machines and machine not in machines:
             continue
-        commit = result.commit_hash
+        commit = str(result.commit_hash)
+        run = (machine, commit, str(result.env_name))
+        if run in runs:
+            skipped.append((str(path), f"a duplicate of {runs[run]} (same machine, commit and environment)"))
+            continue
+        runs[run] = path
         described[machine] = {k: v for k, v in result.params.items() if k != "machine"}
         reasons, gates, records = _sidecars(path.parent, commit)
         sweeps[(machine, commit)] = records
@@ -310,13 +350,13 @@ def load_results(
                 row.update(machine=machine, commit=commit, date=date)
                 row["_started"] = result.started_at.get(key) or 0
                 rows.append(row)
+    unknown = sorted(set(machines or ()) - seen_machines)
+    if unknown:
+        raise ResultsNotFound(
+            f"no asv results in {results_dir} for machine(s) {', '.join(unknown)}; "
+            f"machines with results there: {', '.join(sorted(seen_machines)) or 'none'}"
+        )
     if not rows:
-        if machines:
-            known = ", ".join(sorted(seen_machines)) or "none"
-            raise ResultsNotFound(
-                f"no asv results in {results_dir} for machine(s) {', '.join(machines)}; "
-                f"machines with results there: {known}"
-            )
         raise ResultsNotFound(f"no readable asv results in {results_dir}")
 
     frame = pd.DataFrame(rows)
@@ -343,7 +383,7 @@ def load_results(
         machines={m: d for m, d in described.items() if m in frame["machine"].unique()},
         sweeps={k: v for k, v in sweeps.items() if k in kept},
         results_dir=results_dir,
-        unreadable=unreadable,
+        skipped=skipped,
         curves=curve_frame(curves),
     )
 

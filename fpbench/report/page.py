@@ -1,6 +1,12 @@
-"""The report's document model and its two writers: one self-contained HTML page (figures
+"""The report's document model and its writers: one self-contained HTML page (figures
 embedded as base64 PNG; opens from disk, no network, no JavaScript needed) and Markdown
-(figures as PNG files beside it). Both render the same sections, so they say the same."""
+(figures as PNG files beside it), which render the same sections, so they say the same, and
+the CSV table.
+
+Every text may carry fields of the results, which come from other machines: each writer
+escapes them for its format, so a field is shown as it is and never becomes markup (HTML,
+Markdown, a table row or a spreadsheet formula). The only markup is the blocks' own
+``**bold**`` and ``code`` spans."""
 
 from __future__ import annotations
 
@@ -87,10 +93,14 @@ window.addEventListener("load", function () {
 """
 
 
+CODE = re.compile(r"`([^`]+)`")
+"""A ``code`` span of a text, the same in both formats."""
+
+
 def _inline_html(text: str) -> str:
     out = html.escape(text)
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+    return CODE.sub(r"<code>\1</code>", out)
 
 
 def _cell(value: object) -> str:
@@ -113,8 +123,8 @@ def _table_html(table: Table) -> str:
     return f"{caption}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def write_html(sections: list[Section], out: Path, title: str, subtitle: str) -> Path:
-    """Write ``out/index.html``, embedding every :class:`Image` (read from ``out/<path>``)."""
+def write_html(sections: list[Section], out: Path, title: str, subtitle: str, path: Path) -> Path:
+    """Write the page to ``path``, embedding every :class:`Image` (read from ``out/<path>``)."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -139,36 +149,64 @@ def write_html(sections: list[Section], out: Path, title: str, subtitle: str) ->
                 )
         parts.append("</section>")
     parts.append(CHECK_SCRIPT + "</body></html>")
-    path = out / "index.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+_MD_MARKUP = re.compile(r"([\\`\[\]<>&])")
+
+
+def _inline_md(text: str) -> str:
+    """``text`` as Markdown on one line that shows what :func:`_inline_html` shows: its
+    ``code`` spans stay code (where nothing is markup), ``**`` stays bold, and elsewhere
+    the characters that make HTML, links, images or code (``\\ ` [ ] < > &``) are escaped."""
+    parts = CODE.split(re.sub(r"[\r\n]+", " ", text))  # plain, code, plain, code, ..., plain
+    return "".join(f"`{part}`" if i % 2 else _MD_MARKUP.sub(r"\\\1", part) for i, part in enumerate(parts))
+
+
+def _cell_md(value: object) -> str:
+    """A table cell: :func:`_inline_md`, and a ``|`` escaped (even in code, as GFM tables need)."""
+    return _inline_md(_cell(value)).replace("|", "\\|")
 
 
 def _table_md(table: Table) -> str:
-    cols = [str(c) for c in table.frame.columns]
-    lines = ["| " + " | ".join(map(_md_escape, cols)) + " |", "|" + "---|" * len(cols)]
+    head = "| " + " | ".join(map(_cell_md, table.frame.columns)) + " |"
+    lines = [head, "|" + "---|" * table.frame.shape[1]]
     for row in table.frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_md_escape(_cell(v)) for v in row) + " |")
-    caption = f"**{table.caption}**\n\n" if table.caption else ""
+        lines.append("| " + " | ".join(map(_cell_md, row)) + " |")
+    caption = f"**{_inline_md(table.caption)}**\n\n" if table.caption else ""
     return caption + "\n".join(lines)
 
 
-def write_markdown(sections: list[Section], out: Path, title: str, subtitle: str) -> Path:
-    """Write ``out/summary.md``; figures are linked as the PNG files in ``out/figures/``."""
-    parts = [f"# {title}", subtitle]
+def write_markdown(sections: list[Section], title: str, subtitle: str, path: Path) -> Path:
+    """Write the summary to ``path``; figures are linked as the PNG files beside it."""
+    parts = [f"# {_inline_md(title)}", _inline_md(subtitle)]
     for section in sections:
-        parts.append(f"## {section.title}")
+        parts.append(f"## {_inline_md(section.title)}")
         for block in section.blocks:
             if isinstance(block, Text):
-                parts.append(block.text)
+                parts.append(_inline_md(block.text))
             elif isinstance(block, Table):
                 parts.append(_table_md(block))
             else:
-                parts.append(f"![{block.caption}]({block.path})\n\n*{block.caption}*")
-    path = out / "summary.md"
+                caption = _inline_md(block.caption)
+                parts.append(f"![{caption}]({block.path})\n\n*{caption}*")
     path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    return path
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet reads a cell starting with one of these as a formula."""
+
+
+def _csv_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula gets a leading ``'`` (OWASP's
+    CSV injection advice); every other value is unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` to ``path`` as CSV, its text cells made safe for spreadsheets (:func:`_csv_cell`)."""
+    text = frame.select_dtypes(include=["object", "string"]).columns
+    frame.assign(**{c: frame[c].map(_csv_cell) for c in text}).to_csv(path, index=False)
     return path

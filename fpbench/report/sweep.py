@@ -31,6 +31,7 @@ from pathlib import Path
 from fpbench.backend import THREAD_VARS
 from fpbench.grids import GRIDS
 
+from .output import safe_name
 from .store import ANSI, CURVES_ENV, HEADER, SIDE_CURVES, SIDE_LOG, SIDE_SWEEPS, ReportError, read_sweeps
 
 RECORDED_VARS = ("FPBENCH_GRID", "FPBENCH_BACKENDS", *THREAD_VARS, "CUDA_VISIBLE_DEVICES")
@@ -450,7 +451,7 @@ def run_sweep(
         from .build import build_report
 
         out_dir = build_report(
-            results_dir, Path(out) if out else conf_dir / "reports" / name, machines=[name]
+            results_dir, Path(out) if out else conf_dir / "reports" / safe_name(name), machines=[name]
         )
         print(f"report:   {out_dir / 'index.html'}")
         print(f"summary:  {out_dir / 'summary.md'}")
