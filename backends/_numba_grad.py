@@ -102,6 +102,43 @@ def _vjp_row(c, d, ci, v, dgh, dgi, ds):
                 ds[q * H + j] += d[p, q, j] * v[p * H + j]
 
 
+@njit(inline="always", **_JIT)
+def adjoint_rows(C, Dd, CI, whh, g, t0, step, live, every, nc, cur, nxt, dgh, dgi, ds):
+    """One step of ``nc`` chunks of the adjoint recurrence run backwards in time, as
+    :func:`bptt` steps it: chunk q at reversed step ``tau`` (time ``t = T - 1 - tau``)
+    maps ``cur = lam_{t+1}`` to ``nxt = lam_t = g_t + J_{t+1}^T lam_{t+1}`` (``g_{T-1}`` at
+    ``tau = 0``), with ``tau = t0[q] + step`` and the arguments ``live, every`` of
+    :func:`backends._numba_kernels.cell_rows`.
+
+    ``C, CI: (N, G, P, H)``, ``Dd: (N, P, P, H)`` the coefficients of every step, ``whh (gH,
+    H)``, ``g: (T, B, S)``; ``cur, nxt: (>= nc*B, S)`` (chunk q's rows ``q*B ..``);
+    ``dgh, dgi: (>= nc*B, gH)``, ``ds: (>= nc*B, S)`` scratch.
+    """
+    T, B, S = g.shape
+    gH, H = whh.shape
+    for q in range(nc):
+        if not every and live[q] == 0:
+            continue
+        t = T - 1 - (t0[q] + step)
+        for b in range(B):
+            r = q * B + b
+            o, gt = nxt[r], g[t, b]
+            if t == T - 1:
+                for e in range(S):
+                    o[e] = gt[e]
+                continue
+            i = (t + 1) * B + b
+            _vjp_row(C[i], Dd[i], CI[i], cur[r], dgh[r], dgi[r], ds[r])
+            src = ds[r]
+            for e in range(S):
+                o[e] = gt[e] + src[e]
+            for k in range(gH):
+                v = dgh[r, k]
+                w = whh[k]
+                for e in range(H):
+                    o[e] += v * w[e]
+
+
 @njit(parallel=True, **_JIT)
 def vjp_rows(C, Dd, CI, lam, dgh, dgi, ds, nblk):
     """The VJP of every step for the cotangents ``lam (N, S)`` on its output:

@@ -290,33 +290,74 @@ def iteration_floor(cell, G, gi, hp, whhT, bhh, gh, hbuf, out):
     _floor_cells(cell, G, gi, gh, bhh, hp, out)
 
 
-# --------------------------------------------------------------------------- Sequential
+# --------------------------------------------------------------------------- Sequential / Chunked
 
 
-@njit(**_JIT)
-def sequential(cell, G, gi, whhT, bhh, s, gh):
-    """The recurrence ``S[t+1] = f(S[t], x_t)``, t = 0..T-1, with no allocation per step.
-
-    ``gi: (T, B, gH)``, ``whhT: (H, gH)``, ``s: (T + 1, B, S)`` with ``s[0] = s0``,
-    ``gh: (B, gH)`` scratch. The ``B x H x gH`` product is an axpy loop over rows of
-    ``whhT`` (vectorised, and cheaper than a BLAS call at these sizes).
-    """
-    T, B, gH = gi.shape
-    H = whhT.shape[0]
-    zero = s.dtype.type(0.0)
-    c, d = _coeff_scratch(G, s.shape[2], gH, s.dtype)
-    for t in range(T):
-        hp = s[t]
-        for b in range(B):
-            row = gh[b]
+@njit(inline="always", **_JIT)
+def _rows_product(cur, whhT, gh, lo, hi):
+    """``gh[lo:hi] = cur[lo:hi, :H] @ whhT`` (``whhT: (H, gH)``), each entry summed over k in
+    order (the same bits however the rows are grouped). Rows go four at a time through an
+    axpy loop over the rows of ``whhT`` (vectorised along gH): every loaded row of ``whhT``
+    serves four rows, which matters once ``whhT`` no longer fits in L1 (the product is then
+    bound by streaming ``whhT``, once per row without blocking)."""
+    H, gH = whhT.shape
+    zero = cur.dtype.type(0.0)
+    r = lo
+    while r + 4 <= hi:
+        g0, g1, g2, g3 = gh[r], gh[r + 1], gh[r + 2], gh[r + 3]
+        p0, p1, p2, p3 = cur[r], cur[r + 1], cur[r + 2], cur[r + 3]
+        for j in range(gH):
+            g0[j] = zero
+            g1[j] = zero
+            g2[j] = zero
+            g3[j] = zero
+        for k in range(H):
+            h0, h1, h2, h3 = p0[k], p1[k], p2[k], p3[k]
+            w = whhT[k]
             for j in range(gH):
-                row[j] = zero
-            for k in range(H):
-                hk = hp[b, k]
-                w = whhT[k]
-                for j in range(gH):
-                    row[j] += hk * w[j]
-            _cell(cell, gi[t, b], row, bhh, hp[b], s[t + 1, b], c, d, c, 0)
+                wj = w[j]
+                g0[j] += h0 * wj
+                g1[j] += h1 * wj
+                g2[j] += h2 * wj
+                g3[j] += h3 * wj
+        r += 4
+    while r < hi:
+        row, hp = gh[r], cur[r]
+        for j in range(gH):
+            row[j] = zero
+        for k in range(H):
+            hk = hp[k]
+            w = whhT[k]
+            for j in range(gH):
+                row[j] += hk * w[j]
+        r += 1
+
+
+@njit(inline="always", **_JIT)
+def cell_rows(cell, gi, whhT, bhh, t0, step, live, every, nc, cur, nxt, gh, c, d):
+    """One step of ``nc`` independent recurrences (chunks) of ``B`` rows each, advanced
+    together: the Sequential step of every row, ``nxt = f(cur, x_t)`` with chunk q at step
+    ``t = t0[q] + step``, skipping the chunks with ``live[q] == 0`` unless ``every`` (all live).
+
+    ``gi: (T, B, gH)``, ``whhT: (H, gH)``, ``bhh: (gH,)``, ``t0, live: (>= nc,)`` int64,
+    ``cur, nxt: (>= nc*B, S)`` (chunk q's rows ``q*B .. q*B + B - 1``), ``gh: (>= nc*B, gH)``
+    scratch, ``c, d`` the cell's coefficient scratch (:func:`_coeff_scratch`). The
+    ``(rows, H) x (H, gH)`` product (:func:`_rows_product`, cheaper than a BLAS call at
+    these sizes) takes all rows at once while every chunk is live.
+    """
+    B = gi.shape[1]
+    if every:
+        _rows_product(cur, whhT, gh, 0, nc * B)
+    else:
+        for q in range(nc):
+            if live[q] != 0:
+                _rows_product(cur, whhT, gh, q * B, (q + 1) * B)
+    for q in range(nc):
+        if every or live[q] != 0:
+            t = t0[q] + step
+            for b in range(B):
+                r = q * B + b
+                _cell(cell, gi[t, b], gh[r], bhh, cur[r], nxt[r], c, d, c, 0)
 
 
 # --------------------------------------------------------------------------- Newton

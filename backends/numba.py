@@ -13,19 +13,27 @@ it raises ``UnsupportedError``. The state is ``s = h`` or, for lstm, ``s = [h, c
 ``Prepared.to_host`` returns the full states ``(T, B, S)``.
 
 Solvers, by their traits (never by class): ``Sequential`` is the recurrence (one
-allocation-free kernel); an iterative solver's ``transition`` picks the update: ``"none"``
-is Jacobi (one parallel cell evaluation), ``"full"`` / ``"diagonal"`` linearise at the
-iterate (full transposed ``S x S`` Jacobians or their diagonals, assembled from the cells'
-structured coefficients) and then, with ``damping == 0`` (Newton, quasi-Newton), solve the
-linear recurrence by a chunked parallel scan over time, or, with ``damping > 0`` (ELK,
-quasi-ELK), solve the damped least-squares step exactly by an information-form Kalman
-filter and smoother (``damped_full``, ``damped_diagonal``). The damped solves are
-sequential in time and parallel over independent systems: over the batch for ELK, over
-batch x state components (scalar filters) for quasi-ELK. We chose this over a chunked
-parallel-in-time smoother because the benchmark batches (B >= 8) already give every core
-independent work, and the sequential elimination costs about ``2 S^3`` per step against
-the several times more of the associative Kalman elements; with a batch smaller than
-the core count the full ELK step leaves cores idle. ``Native`` is unsupported.
+allocation-free kernel: Chunked's per-thread group code on a single chunk, below); an
+iterative solver's ``transition`` picks the update: ``"none"`` is Jacobi (one parallel cell
+evaluation), ``"full"`` / ``"diagonal"`` linearise at the iterate (full transposed ``S x S``
+Jacobians or their diagonals, assembled from the cells' structured coefficients) and then,
+with ``damping == 0`` (Newton, quasi-Newton), solve the linear recurrence by a chunked
+parallel scan over time, or, with ``damping > 0`` (ELK, quasi-ELK), solve the damped
+least-squares step exactly by an information-form Kalman filter and smoother
+(``damped_full``, ``damped_diagonal``). The damped solves are sequential in time and
+parallel over independent systems: over the batch for ELK, over batch x state components
+(scalar filters) for quasi-ELK. We chose this over a chunked parallel-in-time smoother
+because the benchmark batches (B >= 8) already give every core independent work, and the
+sequential elimination costs about ``2 S^3`` per step against the several times more of the
+associative Kalman elements; with a batch smaller than the core count the full ELK step
+leaves cores idle. ``transition == "window"`` (``Chunked``): after the input projection, one
+``prange`` kernel per iteration (``backends._numba_chunked``) over groups of chunks, one
+group per thread, whose chunks advance together through the step
+``_numba_kernels.cell_rows`` (a product over the group's ``chunks x B`` rows), in place on
+one state buffer; ``Sequential`` runs that same group code on one chunk; iteration i >= 2
+reruns only chunks ``max(1, i - 1)..`` (the earlier ones would start from unchanged states),
+a rerun stops at the first step that moved by ``<= tol``. So the time against ``Sequential``
+is the parallel gain and the overlap's extra steps. ``Native`` is unsupported.
 
 Gradients (``prepare_grad``, kernels in ``backends._numba_grad``): the forward solve, then
 the structured coefficients of every step at the returned states (parallel over (t, b)),
@@ -40,6 +48,11 @@ linearising solvers through their recorded iterations, each an adjoint solve of 
 kind as the forward's (reverse scan, or the damped smoother with another right-hand side)
 plus the cells' second derivatives, which the cells' own coefficient code gives when run on
 complex numbers (complex step, exact to rounding: :func:`_backward_unrolled_linearised`).
+``Chunked``: implicit is ``"implicit: chunked adjoint"``, the adjoint by Chunked's own
+iterations on the time-reversed adjoint recurrence (the same grouped kernel with BPTT's
+step, parallel over chunks; its residuals are the backward's), then the parameter products
+as above; unrolled (:func:`_backward_unrolled_chunked`) backpropagates through every run
+the forward recorded, each window recomputed and differentiated by the BPTT kernel.
 
 Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
 NUMBA_NUM_THREADS))``, applied once, when the backend is first used.
@@ -154,7 +167,9 @@ class NumbaBackend(Backend):
         over all ``(t, b)``. ``backward="unrolled"``: Jacobi's forward keeps every sweep's
         input and backpropagates through the sweeps (each sweep's VJP parallel over
         ``(t, b)``); the linearising solvers likewise through their iterations
-        (:func:`_backward_unrolled_linearised`)."""
+        (:func:`_backward_unrolled_linearised`). ``Chunked`` (``transition == "window"``):
+        the adjoint by Chunked's iterations on the reversed adjoint recurrence (implicit),
+        or BPTT through every recorded run's window (:func:`_backward_unrolled_chunked`)."""
         K = _kernels()
         _check_device(device)
         a = _Arrays(problem)
@@ -210,19 +225,21 @@ def _forward(
 ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     """The prepared forward solve: ``run() -> (states (T + 1, B, S) with s0 first,
     residuals)``, buffers reused by the next run. ``record`` (iterative solvers): a list
-    that each run refills with a copy of every iteration's input iterate."""
+    that each run refills with a copy of every iteration's input iterate (Chunked: with
+    what each iteration ran, see :func:`_chunked_run`)."""
     if solver.iterative:
-        run = _iterative_run(K, a, solver, record)
+        run = (_chunked_run if solver.transition == "window" else _iterative_run)(K, a, solver, record)
         cap = iteration_cap(solver, a.T)
         return lambda: run(cap)
-    if solver.name == "sequential":
-        s, gh_step = a.state_buffer(), np.empty((a.B, a.gi.shape[1]), dtype=a.gi.dtype)
-        gi3 = a.gi.reshape(a.T, a.B, -1)
+    if solver.name == "sequential":  # Chunked's group code on one chunk (_numba_chunked)
+        KC = _chunked_kernels()
+        s, op = a.state_buffer(), _forward_op(a)
+        work = tuple(w[0] for w in KC.group_buffers(1, a.B, a.S, a.gi.shape[1], a.gi.dtype))
         empty = np.empty(0, dtype=np.float64)
 
         def run_sequential() -> tuple[np.ndarray, np.ndarray]:
             K.hidden_projection(a.x_aug, a.w_aug, a.gi, a.hbuf)
-            K.sequential(a.cell, a.G, gi3, a.whhT, a.bhh, s, gh_step)
+            KC.sequential(op, s, *work)
             return s, empty
 
         return run_sequential
@@ -320,6 +337,40 @@ def _iterative_run(
     return run
 
 
+def _forward_op(a: _Arrays, gi3: np.ndarray | None = None) -> tuple:
+    """The forward op of ``_numba_chunked``: ``(cell, G, gi (T, B, gH), whhT, bhh)``
+    (``gi3``: another slab of steps' ``gi`` in place of all of them)."""
+    return (a.cell, a.G, a.gi.reshape(a.T, a.B, -1) if gi3 is None else gi3, a.whhT, a.bhh)
+
+
+def _chunked_kernels():
+    from backends import _numba_chunked
+
+    return _numba_chunked
+
+
+def _chunked_run(
+    K, a: _Arrays, solver: Iterative, record: list | None = None
+) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """``run(max_iters)`` for ``transition == "window"`` (Chunked): its iterations in place
+    on one state buffer (``_numba_chunked``), one parallel kernel each, after the input
+    projection. ``record``: refilled with every iteration's ``(old iterate, first chunk,
+    begins, stops)`` (the unrolled backward)."""
+    import numba
+
+    s = a.state_buffer()
+    it = _chunked_kernels().ChunkedIterations(
+        _forward_op(a), s, solver.layout(a.T), solver.tol, a.gi.shape[1], numba.get_num_threads
+    )
+    residuals = np.empty(iteration_cap(solver, a.T), dtype=np.float64)
+
+    def run(max_iters: int) -> tuple[np.ndarray, np.ndarray]:
+        K.hidden_projection(a.x_aug, a.w_aug, a.gi, a.hbuf)
+        return s, it.run(max_iters, residuals, record)
+
+    return run
+
+
 def _grad_kernels():
     from backends import _numba_grad
 
@@ -368,6 +419,9 @@ def _backward(
             "bias_hh": db_hh,
         }
         return params, (dgi_total @ wih).reshape(T, B, -1), ds0, res_b.copy(), method
+
+    if solver.iterative and solver.backward == "unrolled" and solver.transition == "window":
+        return _backward_unrolled_chunked(K, KG, a, solver, g, whh, iterates, result)
 
     if solver.iterative and solver.backward == "unrolled" and solver.transition != "none":
         return _backward_unrolled_linearised(
@@ -449,6 +503,20 @@ def _backward(
                     break
             return res[:n]
 
+    elif solver.transition == "window":
+        method = "implicit: chunked adjoint"
+        u_rev = np.zeros((T + 1, B, S), dtype=dt)  # the adjoint in reversed time, u_rev[0] = 0
+        adjoint_op = (C, Dd, CI, whh, g.reshape(T, B, S))
+        chunked_adjoint = _chunked_kernels().ChunkedIterations(
+            adjoint_op, u_rev, solver.layout(T), solver.tol, gH, numba.get_num_threads
+        )
+        res = np.empty(iteration_cap(solver, T), dtype=np.float64)
+
+        def adjoint(flat_prev: np.ndarray, P_: int):
+            r = chunked_adjoint.run(len(res), res)
+            lam.reshape(T, B, S)[:] = u_rev[:0:-1]
+            return r
+
     else:
         raise UnsupportedError(f"backend 'numba' has no backward pass for {solver}")
 
@@ -460,6 +528,76 @@ def _backward(
         vjp(lam, P_)
         ds[:, :H] += wdgh
         return result(dgi, dgh.T @ h_prev, dgh.sum(0), ds[:B].copy(), res_b, method)
+
+    return backward
+
+
+def _backward_unrolled_chunked(K, KG, a: _Arrays, solver: Iterative, g, whh, record, result):
+    """``backward(s)`` through the runs of Chunked's iterations that the forward recorded
+    (``(old iterate, first chunk, begins, stops)`` each), last iteration first, as
+    :func:`fpbench.reference_grad.unrolled_chunked`: each run's window is recomputed from its
+    start state (the Sequential kernel), differentiated by BPTT (``_numba_grad.bptt`` on the
+    cotangents of the steps it wrote), and its start state's cotangent goes to ``ds0`` (a
+    window from ``s0``) or to the old iterate (a rerun); the cotangent of a step no run
+    wrote passes through to the old iterate. ``g (N, S)``, ``whh (gH, H)``; ``result`` as in
+    :func:`_backward`."""
+    import numba
+
+    T, B, S, H, G = a.T, a.B, a.S, a.H, a.G
+    gH, dt = a.gi.shape[1], a.gi.dtype
+    lay = solver.layout(T)
+    starts = lay.starts
+    W = lay.window  # the longest run
+    win = np.empty((W + 1, B, S), dtype=dt)
+    KC = _chunked_kernels()
+    work = tuple(w[0] for w in KC.group_buffers(1, B, S, gH, dt))
+    P_ = S // H
+    C, CI = np.empty((W * B, G, P_, H), dtype=dt), np.empty((W * B, G, P_, H), dtype=dt)
+    Dd = np.empty((W * B, P_, P_, H), dtype=dt)
+    gh, hbuf = np.empty((W * B, gH), dtype=dt), np.empty((W * B if S > H else 1, H), dtype=dt)
+    gwin, lam, ds = (np.empty((W * B, S), dtype=dt) for _ in range(3))
+    dgh, dgi = np.empty((W * B, gH), dtype=dt), np.empty((W * B, gH), dtype=dt)
+    scratch = (np.empty((B, gH), dtype=dt), np.empty((B, gH), dtype=dt), np.empty((B, S), dtype=dt))
+    gi3 = a.gi.reshape(T, B, gH)
+
+    def backward(s: np.ndarray):
+        nblk = numba.get_num_threads()
+        Gc = g.reshape(T, B, S).copy()  # dL/d(the iterate after the iteration differentiated)
+        dgi_sum, dW_hh = np.zeros((T * B, gH), dtype=dt), np.zeros((gH, H), dtype=dt)
+        db_hh, ds0 = np.zeros(gH, dtype=dt), np.zeros((B, S), dtype=dt)
+        for n_it, (old, first, begins, stops) in reversed(list(enumerate(record))):
+            G_old = Gc.copy()  # steps no run wrote pass their cotangent to the old iterate
+            for p in range(first, lay.chunks):
+                G_old[starts[p] : stops[p]] = 0.0
+            for p in range(first, lay.chunks):
+                lo, hi, written = int(begins[p]), int(stops[p]), starts[p]
+                n, m = hi - lo, (hi - lo) * B
+                if n_it > 0:
+                    win[0] = old[written]  # the old state at step written - 1
+                elif lo == 0:
+                    win[0] = a.s0
+                else:
+                    win[0] = 0.0
+                KC.sequential(_forward_op(a, gi3[lo:hi]), win[: n + 1], *work)
+                prev = win[:n].reshape(m, S)
+                K.hidden_projection(prev, a.whhT, gh[:m], hbuf[: m if S > H else 1])
+                KG.coefficients(a.cell, a.gi[lo * B : hi * B], gh[:m], a.bhh, prev, C, Dd, CI, nblk)
+                gw = gwin[:m].reshape(n, B, S)
+                gw[: written - lo] = 0.0
+                gw[written - lo :] = Gc[written:hi]
+                KG.bptt(C[:m], Dd[:m], CI[:m], whh, gwin[:m], lam[:m], *scratch, B)
+                KG.vjp_rows(C[:m], Dd[:m], CI[:m], lam[:m], dgh[:m], dgi[:m], ds[:m], nblk)
+                dgi_sum[lo * B : hi * B] += dgi[:m]
+                dW_hh += dgh[:m].T @ prev[:, :H]
+                db_hh += dgh[:m].sum(0)
+                mu = ds[:B].copy()  # the start state's cotangent
+                mu[:, :H] += dgh[:B] @ whh
+                if n_it > 0:
+                    G_old[written - 1] += mu
+                elif lo == 0:
+                    ds0 += mu
+            Gc = G_old
+        return result(dgi_sum, dW_hh, db_hh, ds0, np.empty(0), "unrolled: bptt through every run's window")
 
     return backward
 

@@ -180,3 +180,79 @@ def test_grad_unrolled_jacobi_is_the_truncated_models_gradient(cell):
     for name, expected in ref.arrays().items():
         np.testing.assert_allclose(got.arrays()[name], expected, rtol=1e-9, atol=1e-12, err_msg=name)
     assert not np.allclose(implicit.arrays()["weight_hh"], ref.arrays()["weight_hh"], rtol=1e-3)
+
+
+# -- Chunked (transition "window"): the grouped-chunk kernel ---------------------------------
+
+
+def _chunked_problem(cell, T=37, B=2, H=6, dtype="float64", rho=0.8):
+    spec = fpbench.RNNSpec(
+        cell=cell, seq_len=T, batch=B, hidden_size=H, input_size=3, contraction=rho, seed=5, dtype=dtype
+    )
+    return fpbench.make_problem(spec)
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_chunked_one_chunk_is_sequential_bit_for_bit(cell):
+    """chunks=1 runs the Sequential kernel's step on the one chunk: the same bits."""
+    problem = _chunked_problem(cell, dtype="float32")
+    seq = fpbench.solve(problem, fpbench.Sequential(), backend="numba")
+    one = fpbench.solve(problem, fpbench.Chunked(5, chunks=1, overlap=3), backend="numba")
+    assert one.iterations == 1 and one.converged
+    np.testing.assert_array_equal(one.states, seq.states)
+    if cell == "lstm":
+        np.testing.assert_array_equal(one.cell_states, seq.cell_states)
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        fpbench.Chunked(2, chunks=7, overlap=2),  # T = 37: uneven last chunk, more chunks than threads
+        fpbench.Chunked(3, chunks=50, overlap=1),  # more chunks than steps: one step each
+        fpbench.Chunked(40, tol=1e-4, chunks=9, overlap=0),  # reruns stop at the tol
+        fpbench.Chunked(1, chunks=3, overlap=100),  # overlap past the start: every chunk exact
+    ],
+    ids=str,
+)
+def test_chunked_matches_reference_and_ignores_thread_count(solver):
+    """States and every residual as the reference (the same iterations), and the same bits
+    whatever the thread count (a chunk's steps do not depend on which group it is in)."""
+    import numba
+
+    from fpbench.reference import fixed_point
+
+    problem = _chunked_problem("gru")
+    ref_states, ref_res = fixed_point(problem, solver)
+    before = numba.get_num_threads()
+    try:
+        runs = []
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS, 3}):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            runs.append(fpbench.solve(problem, solver, backend="numba"))
+    finally:
+        numba.set_num_threads(before)
+    got = runs[0]
+    assert got.chunks == solver.layout(problem.spec.seq_len).chunks
+    np.testing.assert_allclose(got.states, ref_states[..., : problem.spec.hidden_size], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.residuals, ref_res, rtol=1e-9, atol=1e-14)
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.states, got.states)
+        np.testing.assert_array_equal(other.residuals, got.residuals)
+
+
+@pytest.mark.parametrize("backward", ["implicit", "unrolled"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_chunked_exact_budget_gradient_is_bptt(cell, backward):
+    """With as many iterations as chunks both backward modes give BPTT's gradient (the
+    adjoint's chunked iterations are exact too); with one iteration on a problem that
+    forgets slowly the unrolled gradient is the overlap-truncated model's, not BPTT's."""
+    problem = _chunked_problem(cell, rho=1.1)
+    bptt = fpbench.grad(problem, fpbench.Sequential(), backend="numba")
+    exact = fpbench.grad(problem, fpbench.Chunked(5, chunks=5, overlap=1, backward=backward), backend="numba")
+    assert exact.backward.method.startswith(backward)
+    for name, value in bptt.arrays().items():
+        np.testing.assert_allclose(exact.arrays()[name], value, rtol=1e-9, atol=1e-11, err_msg=name)
+    one = fpbench.grad(problem, fpbench.Chunked(1, chunks=5, overlap=1, backward=backward), backend="numba")
+    ref = fpbench.grad(problem, fpbench.Chunked(1, chunks=5, overlap=1, backward=backward), backend="numpy")
+    np.testing.assert_allclose(one.arrays()["weight_hh"], ref.arrays()["weight_hh"], rtol=1e-9, atol=1e-11)
+    assert not np.allclose(one.arrays()["weight_hh"], bptt.arrays()["weight_hh"], rtol=1e-3)
