@@ -101,6 +101,8 @@ def test_train_compare_tool_writes_the_table(tmp_path, monkeypatch):
         "newton implicit @ tol",
         "quasi_newton implicit @ tol",
         "elk implicit @ tol",
+        "chunked(P=4, o=8, k=1) unrolled",
+        "chunked(P=4, o=8) implicit @ tol",
     ):
         assert f"`{label}`" in text
     assert "`native`: n/a" in text  # the numpy reference has no native autograd
@@ -108,7 +110,7 @@ def test_train_compare_tool_writes_the_table(tmp_path, monkeypatch):
     assert steps_to_loss(np.array([3.0, 2.0, 1.0]), np.array([0.5, 0.25, 0.25]), 2.0) == (2, 0.75)
     assert steps_to_loss(np.array([3.0, 2.0]), np.array([0.5, 0.25]), 1.0) == (None, None)
     rows = curves.read_text().splitlines()
-    assert rows[0].startswith("task,method,step,loss") and len(rows) == 1 + 6 * 6
+    assert rows[0].startswith("task,method,step,loss") and len(rows) == 1 + 8 * 6  # 8 methods ran, 6 steps
 
 
 def test_train_compare_tool_digits_smooths_minibatch_losses(tmp_path, monkeypatch):
