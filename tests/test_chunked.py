@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fpbench
-from fpbench.reference import sequential
+from fpbench.reference import fixed_point, sequential
 
 CELLS = ["elman", "gru", "lstm"]
 
@@ -207,13 +207,7 @@ def test_unrolled_gradient_matches_finite_differences(cell, k, chunks, overlap):
     solver = fpbench.Chunked(k, chunks=chunks, overlap=overlap, backward="unrolled")
     g = fpbench.grad(p, solver)
     assert g.backward.method == "unrolled"
-    assert_matches_fd(p, lambda q: sequential_or_chunked(q, solver), g)
-
-
-def sequential_or_chunked(problem, solver):
-    from fpbench.reference import fixed_point
-
-    return fixed_point(problem, solver)[0]
+    assert_matches_fd(p, lambda q: fixed_point(q, solver)[0], g)
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -176,22 +176,28 @@ def worker(case: Case, repeats: int) -> None:
     print(json.dumps({"median": statistics.median(samples), "error": error}))
 
 
+def run_worker(case: Case, repeats: int) -> dict:
+    """One worker process for ``case``: its JSON reply (``median``, ``error``), or
+    ``{"failed": message}`` when its check failed or the process exited abnormally."""
+    env = dict(os.environ)
+    if case.threads is not None:
+        env["FPBENCH_THREADS"] = str(case.threads)
+    if case.tree is not None:
+        env["PYTHONPATH"] = os.path.abspath(case.tree)
+    cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(case)), "--repeats", str(repeats)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"failed": f"worker exited {out.returncode}: {out.stderr[-500:]}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def measure(cases: list[Case], rounds: int, repeats: int) -> list[float | str]:
     """Median over ``rounds`` of each case's worker median, the cases' workers alternating;
     a failed correctness check gives its message instead of a time."""
     medians: list[list[float]] = [[] for _ in cases]
     for _ in range(rounds):
         for i, case in enumerate(cases):
-            env = dict(os.environ)
-            if case.threads is not None:
-                env["FPBENCH_THREADS"] = str(case.threads)
-            if case.tree is not None:
-                env["PYTHONPATH"] = os.path.abspath(case.tree)
-            cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(case)), "--repeats", str(repeats)]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if out.returncode != 0:
-                return [f"FAILED: worker exited {out.returncode}: {out.stderr[-500:]}"] * len(cases)
-            reply = json.loads(out.stdout.strip().splitlines()[-1])
+            reply = run_worker(case, repeats)
             if "failed" in reply:
                 return ["FAILED: " + reply["failed"]] * len(cases)
             medians[i].append(reply["median"] / case.per_call())
@@ -206,14 +212,9 @@ def measure_each(cases: list[Case], rounds: int, repeats: int) -> list[tuple[flo
     out: list[tuple[float | str, float | None]] = [("", None)] * len(cases)
     for _ in range(rounds):
         for i, case in enumerate(cases):
-            if isinstance(out[i][0], str) and out[i][0]:
+            if out[i][0]:
                 continue  # failed before
-            cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(case)), "--repeats", str(repeats)]
-            reply_text = subprocess.run(cmd, capture_output=True, text=True)
-            if reply_text.returncode != 0:
-                out[i] = (f"FAILED: worker exited {reply_text.returncode}: {reply_text.stderr[-300:]}", None)
-                continue
-            reply = json.loads(reply_text.stdout.strip().splitlines()[-1])
+            reply = run_worker(case, repeats)
             if "failed" in reply:
                 out[i] = ("FAILED: " + reply["failed"], None)
                 continue
