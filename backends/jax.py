@@ -509,7 +509,7 @@ def _kalman_smoother(full: bool, A: jax.Array, b: jax.Array, y: jax.Array, dampi
         G = Pt * F / (F * F * Pt + 1.0)
         g = m[:-1] - G * (F * m[:-1] + b[1:])
         compose = _compose_diag
-    G = jnp.concatenate([G, jnp.zeros_like(G[:1])])  # m^s_T = m_T
+    G = jnp.concatenate([G, jnp.zeros((1, *G.shape[1:]), G.dtype)])  # m^s_T = m_T (G is empty at T = 1)
     g = jnp.concatenate([g, m[-1:]])
     return lax.associative_scan(compose, (G, g), reverse=True)[1]
 
@@ -821,6 +821,10 @@ class JaxBackend(Backend):
     """Every solver as one ahead-of-time compiled XLA program (see the module docstring)."""
 
     name = "jax"
+
+    def unrolled_iterations_kept(self, cap: int) -> int:
+        """The checkpointed scan's chunk inputs plus one chunk (:func:`unrolled_chunks`)."""
+        return sum(unrolled_chunks(cap))
 
     def devices(self) -> list[str]:
         found = ["cpu"]

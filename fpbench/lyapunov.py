@@ -56,7 +56,9 @@ def lyapunov(problem: Problem, steps: int | None = None, seed: int = 0) -> float
         steps: average over the first ``steps`` time steps only (default: all T).
         seed: seed of the random unit vector each sequence starts from.
     Returns:
-        The exponent in nats per time step (``-inf`` if a Jacobian annihilates the vector).
+        The exponent in nats per time step: ``-inf`` when a Jacobian annihilates the
+        vector of a sequence (an Elman cell of contraction 0 has ``J_t = 0``: every
+        perturbation is forgotten in one step), never NaN for a finite trajectory.
     """
     if not isinstance(problem, Problem):
         raise TypeError(
@@ -80,6 +82,18 @@ def lyapunov(problem: Problem, steps: int | None = None, seed: int = 0) -> float
             for Jt in J:  # (B, H, H)
                 v = np.einsum("bij,bj->bi", Jt, v)
                 norm = np.linalg.norm(v, axis=-1)
-                total += np.log(norm)
-                v /= norm[:, None]
+                total += np.log(norm)  # -inf once a Jacobian annihilates the vector
+                v /= np.where(norm > 0, norm, 1.0)[:, None]  # a zero vector stays zero (no NaN)
     return float(np.mean(total) / T)
+
+
+def verdict(lam: float) -> str:
+    """What the exponent ``lam`` of :func:`lyapunov` says about a problem, in words:
+    ``"contractive"`` for ``lam < 0`` (including ``-inf``: the dynamics forget the state
+    at once, as an Elman cell of contraction 0 does), ``"chaotic"`` only for ``lam > 0``,
+    ``"neutral"`` for 0 and ``"undefined"`` for NaN (a trajectory that is not finite)."""
+    if lam < 0:
+        return "contractive"
+    if lam > 0:
+        return "chaotic"
+    return "neutral" if lam == 0 else "undefined"

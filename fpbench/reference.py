@@ -35,7 +35,17 @@ def sequential(problem: Problem) -> np.ndarray:
 def truncated(problem: Problem, k: int) -> np.ndarray:
     """The k-truncated model (Miller & Hardt): state t is the RNN run for k steps from a
     zero state at t - k (from ``s0`` where t <= k). Brute force, ``O(T k)`` steps.
-    Returns ``(T, B, S)`` float64."""
+    Returns ``(T, B, S)`` float64.
+
+    ``k`` is an integer >= 0: ``k = 0`` is the model that has seen no input, all zeros (the
+    iterate every iterative solver starts from, what Jacobi holds after 0 iterations), and
+    every ``k >= T`` gives the exact states.
+
+    Raises:
+        ValueError: ``k`` is not an integer >= 0 (a negative k has no meaning).
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be an integer >= 0 (the number of steps each state sees), got {k!r}")
     cell, params, s0, gi = _setup(problem)
     T = gi.shape[0]
     out = np.empty(gi.shape[:2] + s0.shape[-1:])
@@ -54,8 +64,48 @@ def exact_states(problem: Problem) -> np.ndarray:
 
 
 def truncated_states(problem: Problem, k: int) -> np.ndarray:
-    """The k-truncated model's ``h_t``, as ``Result.states`` holds them: ``(T, B, H)`` float64."""
+    """The k-truncated model's ``h_t``, as ``Result.states`` holds them: ``(T, B, H)`` float64
+    (:func:`truncated`: ``k`` an integer >= 0, ``k = 0`` all zeros; ValueError otherwise)."""
     return truncated(problem, k)[..., : problem.spec.hidden_size]
+
+
+RESIDUAL_BLOCK_ELEMENTS = 1 << 21
+"""Float64 elements per temporary of :func:`fixed_point_residual` (16 MiB): it works on
+blocks of whole time steps, so its extra memory is bounded whatever T is."""
+
+
+def fixed_point_residual(problem: Problem, states: np.ndarray) -> float:
+    """The fixed-point residual ``max |F(S) - S|`` of full states ``S``, in float64: ``F``
+    is one Jacobi sweep of the cell over the whole sequence, ``F(S)_t = f(S_{t-1}, x_t)``
+    with ``S_{-1} = s0``. It is 0 exactly at the fixed point (the sequential states).
+
+    Vectorised over time: one cell evaluation per block of whole steps
+    (:data:`RESIDUAL_BLOCK_ELEMENTS`), no loop over single steps.
+
+    Args:
+        problem: the problem the states solve.
+        states: ``(T, B, S)`` full states (``S = H``; ``2H`` for ``lstm``: ``[h, c]``), any
+            float dtype (evaluated as float64, so float32 states show their rounding).
+    Returns:
+        The largest ``|F(S) - S|`` over all steps, sequences and features; NaN or +inf when
+        the states are not finite.
+    """
+    spec = problem.spec
+    cell = spec.model
+    params = {k: np.asarray(v, dtype=np.float64) for k, v in problem.params.items()}
+    T, B = spec.seq_len, spec.batch
+    per_step = B * max(spec.state_size, spec.gates * spec.hidden_size, spec.input_size)
+    block = max(1, RESIDUAL_BLOCK_ELEMENTS // per_step)
+    prev = np.asarray(problem.s0, dtype=np.float64)
+    worst = []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(0, T, block):
+            S = np.asarray(states[a : a + block], dtype=np.float64)
+            gi = input_projection(params, np.asarray(problem.x[a : a + block], dtype=np.float64))
+            F = cell.step(np, params, np.concatenate([prev[None], S[:-1]]), gi)
+            worst.append(np.max(np.abs(F - S)))
+            prev = S[-1]
+    return float(np.max(worst))
 
 
 def shifted(H: np.ndarray, h0: np.ndarray) -> np.ndarray:
@@ -243,6 +293,7 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     compute_dtype = "float64"
+    unrolled_keeps = "iterates"  # unrolled_jacobi, unrolled_chunked: the iterates, in float64
 
     def devices(self) -> list[str]:
         return ["cpu"]

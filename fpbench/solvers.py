@@ -363,7 +363,7 @@ def make_solver(name: str, max_iters: int | None = None, tol: float | None = Non
     Raises:
         ValueError: unknown name, a missing ``max_iters``, or a field the solver lacks.
     """
-    cls = SOLVERS.get(name)
+    cls = SOLVERS.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
     if cls.iterative:  # (a budget given to a sequential solver is ignored, as the CLI relies on)

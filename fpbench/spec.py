@@ -20,6 +20,12 @@ from .cells import CELLS, Cell
 DTYPES: tuple[str, ...] = ("float32", "float64")
 
 
+def max_contraction(dtype: str) -> float:
+    """The largest ``RNNSpec.contraction`` for ``dtype``: its largest finite number (an entry
+    of ``W_hh`` is at most its spectral norm, the contraction, in size)."""
+    return float(np.finfo(dtype).max)
+
+
 def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"RNNSpec.{name} must be a positive integer, got {value!r}")
@@ -43,6 +49,9 @@ class RNNSpec:
             blocks of ``lstm``).
         seed: seed of the NumPy generator that makes every array.
 
+    ``contraction`` is at most :func:`max_contraction` of the dtype (the largest finite
+    number in it), so that every weight is finite in the dtype.
+
     NumPy scalars (``np.int64(8)``, ``np.float32(0.9)``) are stored as Python ``int`` /
     ``float``, and a NumPy dtype (``np.dtype("float32")``, ``np.float32``) as its name, so
     equal specs compare and hash equal.
@@ -65,7 +74,7 @@ class RNNSpec:
         dt = self.dtype
         if isinstance(dt, np.dtype) or (isinstance(dt, type) and issubclass(dt, np.generic)):
             object.__setattr__(self, "dtype", np.dtype(dt).name)
-        if self.cell not in CELLS:
+        if not isinstance(self.cell, str) or self.cell not in CELLS:
             raise ValueError(f"RNNSpec.cell must be one of {sorted(CELLS)}, got {self.cell!r}")
         for name in ("input_size", "hidden_size", "seq_len", "batch"):
             _positive_int(name, getattr(self, name))
@@ -74,6 +83,12 @@ class RNNSpec:
         c = self.contraction
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
             raise ValueError(f"RNNSpec.contraction must be a finite number >= 0, got {c!r}")
+        limit = max_contraction(self.dtype)
+        if c > limit:
+            raise ValueError(
+                f"RNNSpec.contraction must be at most {limit:.8g} for dtype {self.dtype} (the largest "
+                f"finite {self.dtype}: W_hh's entries are up to the contraction in size), got {c!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"RNNSpec.seed must be a non-negative integer, got {self.seed!r}")
 
@@ -104,6 +119,9 @@ class Problem:
     C-contiguous, read-only copy; ``params`` is a read-only mapping. A problem therefore
     cannot change after validation, and no backend ever sees arrays that do not match its
     spec. Use ``dataclasses.replace(problem, x=...)`` to make a changed (re-validated) copy.
+    NumPy arrays must already have ``spec.dtype``; nested lists (or tuples) of real numbers
+    are converted to it. A problem pickles and deep-copies through its constructor, so a
+    copy is validated again and read-only too.
 
     Attributes:
         spec: the spec it was made from.
@@ -148,7 +166,7 @@ class Problem:
             raise ValueError(f"Problem.c0 must be None for cell {s.cell!r} (its state is h only)")
         frozen = {}
         for name, shape in expected.items():
-            a = arrays[name]
+            a = _from_nested(name, arrays[name], s.dtype)
             got = np.shape(a)
             if got != shape:
                 raise ValueError(
@@ -156,7 +174,7 @@ class Problem:
                     f"({s.cell}, T={s.seq_len}, B={s.batch}, I={s.input_size}, H={H}) needs {shape}"
                 )
             dtype = getattr(a, "dtype", None)
-            if dtype != np.dtype(s.dtype):
+            if not isinstance(dtype, np.dtype) or dtype != np.dtype(s.dtype):
                 raise ValueError(f"Problem.{name} has dtype {dtype}, but the spec needs {s.dtype}")
             frozen[name] = _frozen(a)
         set_ = object.__setattr__  # the dataclass is frozen: store the validated copies
@@ -164,6 +182,11 @@ class Problem:
         set_(self, "h0", frozen.pop("h0"))
         set_(self, "c0", frozen.pop("c0", None))
         set_(self, "params", MappingProxyType(frozen))
+
+    def __reduce__(self) -> tuple[type[Problem], tuple[object, ...]]:
+        """Pickle (and ``copy.deepcopy``) through the constructor, so that the copy is
+        validated again and its arrays are read-only like the original's."""
+        return (Problem, (self.spec, self.x, self.h0, dict(self.params), self.c0))
 
     @property
     def weight_ih(self) -> np.ndarray:
@@ -198,6 +221,23 @@ class Problem:
         )
 
 
+def _from_nested(name: str, a: object, dtype: str) -> object:
+    """A nested list or tuple of real numbers as an array in ``dtype``; anything else as is
+    (arrays are checked, never cast: a NumPy array must already have the spec's dtype)."""
+    if not isinstance(a, (list, tuple)):
+        return a
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as e:  # ragged nesting
+        raise ValueError(f"Problem.{name} must be a rectangular array of real numbers: {e}") from None
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(
+            f"Problem.{name} must hold real numbers (int or float, converted to {dtype}), "
+            f"got a nested list of {arr.dtype} values"
+        )
+    return arr.astype(dtype)
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     """A C-contiguous read-only copy of ``a`` (never a view of the caller's array)."""
     out = np.array(a, order="C", copy=True)
@@ -207,7 +247,11 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 def _scale_spectral(w: np.ndarray, rho: float) -> np.ndarray:
     norm = np.linalg.norm(w, ord=2)
-    return w * (rho / norm) if norm > 0 else w
+    if not norm > 0:
+        return w
+    with np.errstate(over="ignore"):
+        scale = rho / norm
+    return w * scale if math.isfinite(scale) else (w / norm) * rho  # no overflow on the way
 
 
 def make_problem(spec: RNNSpec) -> Problem:
@@ -234,5 +278,11 @@ def make_problem(spec: RNNSpec) -> Problem:
     h0 = rng.uniform(-0.5, 0.5, size=(spec.batch, H))
     c0 = rng.uniform(-0.5, 0.5, size=(spec.batch, H)) if spec.model.parts == 2 else None
     dt = spec.dtype
-    cast = {k: v.astype(dt) for k, v in params.items()}
+    with np.errstate(over="ignore"):  # checked just below
+        cast = {k: v.astype(dt) for k, v in params.items()}
+    if not np.isfinite(cast["weight_hh"]).all():  # rounding at the very top of the range
+        raise ValueError(
+            f"RNNSpec.contraction={spec.contraction!r} makes W_hh overflow {dt}: use a contraction "
+            f"below {max_contraction(dt):.8g}"
+        )
     return Problem(spec, x.astype(dt), h0.astype(dt), cast, None if c0 is None else c0.astype(dt))

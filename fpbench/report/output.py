@@ -54,7 +54,9 @@ class OutputFolder:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ReportError(f"cannot create the output folder {root}: {e.strerror or e}") from e
+            blocker = next((p for p in root.parents if p.exists() and not p.is_dir()), None)
+            why = f"{blocker} is a file, not a folder" if blocker is not None else (e.strerror or str(e))
+            raise ReportError(f"cannot create the output folder {root}: {why}") from e
         self.earlier = self._earlier_report()
         self.written: set[str] = set()
 
