@@ -11,7 +11,9 @@ only ``*.json`` there, so it ignores them):
   why a benchmark was skipped or failed, nor what the correctness gate measured; the
   report reads both from here (:func:`parse_log`).
 - ``fpbench-<commit8>.sweeps``: JSON list, one entry per sweep: grid, benchmark filter,
-  thread settings, package versions, asv's exit status (:func:`read_sweeps`).
+  thread settings, package versions, asv's exit status, whether a signal stopped it
+  (``interrupted``, ``signal``) and what each asv run planned and measured
+  (:func:`read_sweeps`; :func:`interrupted_note`).
 - ``fpbench-<commit8>.curves``: JSON lines, one per training run of the ``TrainLoss`` suite:
   its parameters and its loss and seconds per step (asv keeps one number per benchmark,
   the report draws the curves from these; :func:`read_curves`). The suite appends to the
@@ -61,6 +63,46 @@ def read_sweeps(path: Path) -> list[dict[str, Any]]:
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ReportError(f"cannot read the sweep record {path}: expected a JSON list of objects")
     return records
+
+
+def interrupted_note(sweeps: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
+    """A sentence for the top of the report when a run's results come from an interrupted sweep.
+
+    ``sweeps`` maps ``(machine, commit)`` to that run's sweep records (:func:`read_sweeps`).
+    A run counts as interrupted when, reading its records from the newest, an interrupted
+    sweep (``"interrupted": true``, written by ``fpbench sweep`` after SIGINT or SIGTERM)
+    comes before any full sweep (one without ``--bench``) that ran to its end: a later sweep
+    of a subset does not fill what the interrupted one missed.
+
+    Returns:
+        ``"**Interrupted:** …"`` naming each such run, the signal and how many combinations
+        the sweep kept, ending in a space; ``""`` when no run was interrupted.
+    """
+    parts = []
+    for (machine, commit), records in sorted(sweeps.items()):
+        stopped = None
+        for record in reversed(records):
+            if record.get("interrupted") is True:
+                stopped = record
+                break
+            if not record.get("bench"):
+                break
+        if stopped is None:
+            continue
+        kept = ""
+        if isinstance(stopped.get("measured"), int) and isinstance(stopped.get("planned"), int):
+            kept = f" after {stopped['measured']} of its {stopped['planned']} combinations"
+        parts.append(
+            f"`{machine}` (commit `{commit[:8]}`, started {str(stopped.get('started', '?'))[:32]}) was "
+            f"stopped by {str(stopped.get('signal') or 'a signal')[:16]}{kept}"
+        )
+    if not parts:
+        return ""
+    return (
+        "**Interrupted:** the sweep of "
+        + "; the sweep of ".join(parts)
+        + ". What it did not reach is missing from this report, or n/a. "
+    )
 
 
 CURVE_KEYS = ("target", "method", "budget", "contraction", "losses", "step_seconds")
