@@ -31,17 +31,51 @@ from fpbench.report.load import load_results, parse_reasons  # noqa: E402
 FIXTURE = Path(__file__).parent / "data" / "asv_results"
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = (
+    "Headline: where does a parallel solver beat the best sequential baseline?",
+    "Speedup over the T × H product (heatmap)",
     "Time vs sequence length",
     "Time vs hidden size",
-    "Headline: where does a parallel solver beat the best sequential baseline?",
     "Speedup over the best sequential baseline (T and H sweeps)",
+    "Speedup vs batch size",
     "Accuracy: error vs iteration budget, iterations to tolerance",
     "Peak memory vs sequence length",
-    "Backend vs backend (same solver)",
     "Compile and cold-start costs",
     "Missing, n/a and failed combinations",
     "Provenance",
 )
+"""The sections of the fixture's report, in the order a reader asks: the answer, the T and H
+sweeps, batch, accuracy, costs, gaps, provenance (the fixture has no budget, gradient or
+training results, and one backend: those sections are not drawn)."""
+
+EMPTY_SECTION = re.compile(r"\bNo\b[^.]{0,120}\bresults\b")
+"""What a section without data used to say (``No `Budget.time_solve` results in these results``)."""
+
+FLOAT = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d+(?:e[-+]?\d+)?|\d+e[-+]?\d+)(?![\w.])")
+"""A float as a table cell may print it (a version such as ``2.13.0`` is none)."""
+
+
+def too_precise(cells: list[str]) -> list[str]:
+    """The cells that print a float with more than 4 significant digits (``2048.0``,
+    ``0.01765907967349243``)."""
+
+    def digits(token: str) -> int:
+        return len(token.split("e")[0].lstrip("+-").replace(".", "").lstrip("0"))
+
+    return [c for c in cells if any(digits(t) > 4 for t in FLOAT.findall(c))]
+
+
+def html_cells(page: str) -> list[str]:
+    """The text of every table cell of an HTML page."""
+    import html
+
+    return [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", page, re.S)]
+
+
+def html_text(page: str) -> str:
+    """An HTML page's text, without its tags (a ``code`` span joins its sentence)."""
+    import html
+
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +207,75 @@ def test_report_files(report, results):
     assert sorted(linked) == sorted(f"figures/{p.name}" for p in pngs)
 
 
+def test_report_says_nothing_empty_and_names_the_suites_not_run(report):
+    """Issue 21 item 3: a section without data is not drawn; one line at the end names the
+    suites this grid did not run (the fixture's ``quick`` run has no Budget, gradient or
+    training results) and how to run them."""
+    summary = (report / "summary.md").read_text()
+    assert not EMPTY_SECTION.search(summary), EMPTY_SECTION.search(summary)[0]
+    assert not EMPTY_SECTION.search(html_text((report / "index.html").read_text()))
+    titles = re.findall(r"^## (.+)$", summary, re.M)
+    for title in titles:  # every drawn section holds a table or a figure
+        body = summary.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+        assert "| " in body or "![" in body, title
+    last = summary.rstrip().splitlines()[-1]
+    assert "did not run" in last and "`Budget`" in last and "`GradSeqLen`" in last and "`TrainLoss`" in last
+    assert "`SeqLen`" not in last  # it ran
+    assert "fpbench sweep --grid quick --bench" in last
+
+
+def test_sections_come_in_the_order_a_reader_asks(report):
+    """The answer first, then the T and H sweeps, batch, accuracy, costs, gaps, provenance."""
+    titles = re.findall(r"^## (.+)$", (report / "summary.md").read_text(), re.M)
+    assert titles == list(SECTIONS)
+
+
+def test_report_tables_print_numbers_for_reading(report):
+    """No table cell of the page holds a float with more than 4 significant digits."""
+    cells = html_cells((report / "index.html").read_text())
+    assert len(cells) > 100
+    assert too_precise(cells) == []
+    assert too_precise(["2048.0", "0.01765907967349243", "2.322692385647862e-11"]) == [
+        "2048.0",
+        "0.01765907967349243",
+        "2.322692385647862e-11",
+    ]
+    assert too_precise(["2048", "0.0177", "2.32e-11", "2.3e-07", "torch 2.13.0+cpu", "1.24×"]) == []
+
+
+def test_gaps_are_grouped_and_a_missing_target_is_one_line(report):
+    """The fixture has no GPU: every ``torch:cuda`` combination is n/a, said in one line per
+    machine, not in a row per solver and benchmark; the failures are grouped by reason."""
+    summary = (report / "summary.md").read_text()
+    gaps = summary.split("## Missing, n/a and failed combinations", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in gaps.splitlines() if line.startswith("| ")]
+    assert not any("torch:cuda" in row for row in rows)
+    one_line = [line for line in gaps.splitlines() if "torch:cuda" in line]
+    assert len(one_line) == 2 and all("No result at all" in line for line in one_line)
+    assert "83 combinations" in one_line[0]
+    assert "Failed: 16 combinations" in gaps
+    header = next(row for row in rows if "reason" in row)
+    assert "count" in header
+
+
+def test_one_machine_report_states_its_provenance_once(tmp_path):
+    """A one-machine report names its commit, grid and versions once, in the provenance, not
+    in every row of the headline nor in every figure caption; its tables have no machine
+    column, and its page leads with the verdict, the table and the one figure."""
+    out = build_report(FIXTURE, tmp_path / "a", machines=["fixture-a"])
+    summary = (out / "summary.md").read_text()
+    assert summary.count("e28a0c0b") == 1
+    assert summary.count("torch 2.13.0") == 0 and "| torch | 2.13.0+cpu |" in summary
+    assert "| machine |" not in summary and "| run |" not in summary.split("## Provenance")[0]
+    head = summary.split("\n## ", 2)[1]
+    assert head.startswith("Headline") and "![" in head and "| solver |" in head
+    assert re.search(r"\(figures/headline-fixture-a-cpu-gru\.png\)", head)
+    page = (out / "index.html").read_text()
+    first = page[page.index("<section") : page.index("</section>")]
+    assert "<figure>" in first and "<table>" in first and "gate passed" in first
+    assert page.index("</section>") < page.index("<nav>")  # the contents follow the answer
+
+
 def test_report_machine_filter_and_cli(tmp_path):
     from fpbench.cli import main
 
@@ -227,6 +330,11 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     section = dom[dom.index(f'<section id="{head[1]}"') :]
     section = section[: section.index("</section>")]
     assert "beats the best sequential baseline" in section and "gate passed" in section
+    assert "<figure>" in section  # the one figure that shows the answer
+    # no section says it has nothing, and every number in a table is formatted for reading
+    assert not EMPTY_SECTION.search(html_text(dom)), EMPTY_SECTION.search(html_text(dom))[0]
+    cells = html_cells(dom)
+    assert len(cells) > 100 and too_precise(cells) == []
 
 
 @pytest.mark.slow

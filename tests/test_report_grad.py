@@ -2,6 +2,7 @@
 synthetic tidy frame shaped like the loader's rows of bench_grad / bench_train results."""
 
 import itertools
+import re
 
 import numpy as np
 import pandas as pd
@@ -87,13 +88,39 @@ def test_training_step_speedup_against_the_best_bptt(tmp_path):
     sections = {s.title: s for s in grad_sections(frame(), _Figures(OutputFolder(tmp_path), None))}
     training = sections["Training: time per step, loss and the train/inference gap"].blocks
     speed = next(b.frame for b in training if isinstance(b, Table) and "speedup" in b.frame)
-    assert list(speed["method"]) == ["jacobi_unrolled"] * 2 and list(speed["speedup"]) == ["2.50x"] * 2
+    assert list(speed["method"]) == ["jacobi_unrolled"] * 2 and list(speed["speedup"]) == ["2.5×"] * 2
 
 
-def test_sections_of_an_empty_frame_say_so(tmp_path):
+def test_sections_of_an_empty_frame_are_empty(tmp_path):
+    """A section without data has no blocks (the report leaves it out), never a "No ...
+    results" paragraph."""
     empty = frame().iloc[:0]
     for s in grad_sections(empty, _Figures(OutputFolder(tmp_path), None)):
-        assert s.blocks and "No " in s.blocks[0].text
+        assert s.blocks == [], s.title
+
+
+def test_tables_print_numbers_for_reading(tmp_path):
+    """Issue 21: T prints as ``2048``, not ``2048.0``; losses and gaps in a notation that shows
+    their size, never 17 digits; every number with at most 3 significant figures."""
+    f = frame()
+    f["seq_len"] = f["seq_len"].astype(float)  # the loader's shapes are floats (NaN where absent)
+    train = f["group"].eq("TrainLoss")
+    f.loc[train & f["metric"].eq("track_train_loss"), "value"] = 0.01765907967349243
+    f.loc[train & f["metric"].eq("track_eval_loss"), "value"] = 0.017659079696815306
+    f.loc[train & f["metric"].eq("track_gap"), "value"] = 2.322692385647862e-11
+    f.loc[f["group"].eq("GradSeqLen") & f["seq_len"].eq(1024), "seq_len"] = 2048.0
+    tables = [
+        b.frame for s in grad_sections(f, _Figures(OutputFolder(tmp_path), None)) for b in s.blocks
+        if isinstance(b, Table)
+    ]  # fmt: skip
+    cells = [str(v) for t in tables for v in t.to_numpy().ravel()]
+    assert "2048" in cells and "2048.0" not in cells
+    assert "0.0177" in cells and "2.32e-11" in cells
+    for cell in cells:
+        for token in re.findall(r"(?<![\w.])[-+]?\d+\.\d+(?:e[-+]?\d+)?(?![\w.])", cell):
+            assert len(token.split("e")[0].lstrip("+-").replace(".", "").lstrip("0")) <= 3, cell
+    loss = next(t for t in tables if "gap (eval − train)" in t)
+    assert list(loss.columns[-3:]) == ["train loss", "eval loss (exact forward)", "gap (eval − train)"]
 
 
 def test_every_suite_parameter_is_a_column_of_the_frame():
@@ -152,8 +179,8 @@ def test_training_section_draws_the_curves_and_the_steps_to_loss_table(tmp_path)
     by = table.set_index("method")
     assert by.loc["sequential", "stated loss"] == "0.1"  # BPTT's loss at step 10 of 20
     assert by.loc["jacobi_unrolled", "steps to loss"] == 5
-    assert by.loc["jacobi_unrolled", "steps vs BPTT"] == "0.50x"
-    assert by.loc["jacobi_unrolled", "seconds vs BPTT"] == "0.25x"
+    assert by.loc["jacobi_unrolled", "steps vs BPTT"] == "0.5×"
+    assert by.loc["jacobi_unrolled", "seconds vs BPTT"] == "0.25×"
     assert by.loc["newton", "steps vs BPTT"] == "not reached"
 
 

@@ -16,12 +16,13 @@ from fpbench import grids as fpbench_grids
 from ..cells import CELLS
 from ..lyapunov import lyapunov
 from ..spec import RNNSpec, make_problem
-from . import analysis, figures
-from .analysis import fmt_num, fmt_seconds
+from . import analysis, figures, fmt
+from .fmt import number as fmt_num
+from .fmt import seconds as fmt_seconds
 from .grad_sections import grad_sections
 from .load import BASELINES, ResultSet, load_results
 from .output import OutputFolder, safe_name
-from .page import Image, Section, Table, Text, write_csv, write_html, write_markdown
+from .page import Details, Image, Section, Table, Text, write_csv, write_html, write_markdown
 
 FIXED_BY_GROUP = {
     "SeqLen": {"hidden_size": "seq_lens_hidden"},
@@ -57,11 +58,13 @@ def fill_fixed_shapes(frame: pd.DataFrame, grids: Any | None = None) -> pd.DataF
 
 class _Figures:
     """Saves figures as ``figures/<name>.png`` into the output folder and hands back
-    :class:`Image` blocks."""
+    :class:`Image` blocks; with ``name_runs`` (a report of several machines or commits)
+    each caption ends naming the machine and commit of its data."""
 
-    def __init__(self, out: OutputFolder, result: ResultSet) -> None:
+    def __init__(self, out: OutputFolder, result: ResultSet | None, name_runs: bool = True) -> None:
         self.out = out
         self.result = result
+        self.name_runs = name_runs
 
     def provenance(self, rows: pd.DataFrame) -> str:
         runs = rows[["machine", "commit", "date"]].drop_duplicates()
@@ -78,7 +81,7 @@ class _Figures:
         path = f"figures/{safe_name(name)}.png"
         fig.savefig(self.out.path(path), dpi=110, bbox_inches="tight")
         plt.close(fig)
-        return [Image(path, f"{caption} Data: {self.provenance(rows)}.")]
+        return [Image(path, f"{caption} Data: {self.provenance(rows)}." if self.name_runs else caption)]
 
     def per_machine(
         self,
@@ -105,10 +108,6 @@ def _rows(frame: pd.DataFrame, group: str, metric: str, extra: tuple[str, ...]) 
     return analysis.with_labels(frame[frame["group"].eq(group) & frame["metric"].eq(metric)], extra)
 
 
-def _none_text(what: str) -> list[Text]:
-    return [Text(f"No {what} in these results (the suite did not run, or every combination is a gap).")]
-
-
 def _time_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
     out = []
     for title, group, x, other in (
@@ -127,98 +126,150 @@ def _time_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
             lambda g, t, x=x: figures.lines(g, x, "time (ms)", t, scale=1e3, row="cell", col="solver"),
             caption,
         )
-        fixed = sorted({fmt_num(v) for v in rows[other].dropna().unique()})
+        fixed = [fmt_num(v) for v in sorted(rows[other].dropna().unique())]
         if fixed and blocks:
             blocks.insert(0, Text(f"{figures.AXIS_LABEL[other].capitalize()} held at {', '.join(fixed)}."))
-        out.append(Section(title, blocks or _none_text(f"`{group}.time_solve` results")))
+        out.append(Section(title, blocks))  # no data: no blocks, and the report leaves it out
     return out
-
-
-def _fmt_speedup(v: float) -> str:
-    return "—" if pd.isna(v) else f"{v:.3g}×"
 
 
 def _fmt_error(v: float) -> str:
-    return "gate passed (error not recorded)" if pd.isna(v) else f"{v:.1e} (gate passed)"
+    return "not recorded" if pd.isna(v) else fmt.error(v)
 
 
-def _run_provenance(frame: pd.DataFrame, result: ResultSet) -> dict[str, str]:
-    """machine -> ``commit, grid, threads, versions`` of the run its numbers come from."""
-    out = {}
-    for (machine, commit), g in frame.groupby(["machine", "commit"], sort=True):
-        records = result.sweeps.get((machine, commit), [])
-        versions = records[-1].get("versions", {}) if records else {}
-        shown = ", ".join(
-            f"{k} {versions[k]}"
-            for k in ("torch", "jax", "numba")
-            if versions.get(k, "not installed") != "not installed"
+def _range(values: pd.Series) -> str:
+    """``1024–4096`` (or one value) of the measured values of one axis."""
+    v = sorted(set(values.dropna()))
+    if not v:
+        return fmt.MISSING
+    return fmt_num(v[0]) if len(v) == 1 else f"{fmt_num(v[0])}–{fmt_num(v[-1])}"
+
+
+def _measured(g: pd.DataFrame) -> str:
+    return f"T {_range(g['seq_len'])}, H {_range(g['hidden_size'])}, B {_range(g['batch'])}"
+
+
+def _verdict(head: pd.DataFrame, sp: pd.DataFrame, machine: str, device: str, cell: str) -> str:
+    """The answer for one (machine, device, cell), in a sentence generated from the data:
+    which parallel solvers beat the best sequential baseline, where, by how much and at what
+    error (the one its correctness gate measured)."""
+    h = head[(head["machine"] == machine) & (head["device"] == device) & (head["cell"] == cell)]
+    g = sp[(sp["machine"] == machine) & (sp["device"] == device) & (sp["cell"] == cell)]
+    lead = f"**`{machine}`, {device}, {cell}** (measured {_measured(g)}): "
+
+    def err(v: float) -> str:
+        return "error not recorded, gate passed" if pd.isna(v) else f"max error {fmt.error(v)}, gate passed"
+
+    winners = h[h["best speedup"] > 1].sort_values("best speedup", ascending=False)
+    if winners.empty:
+        top = h.sort_values("best speedup", ascending=False).iloc[0]
+        text = (
+            "**no parallel solver beats the best sequential baseline anywhere measured.** The closest is "
+            f"{top['solver']} on {top['backend']}: {fmt.speedup(top['best speedup'])} at (T, H, B) = "
+            f"{top['at (T, H, B)']} ({err(top['max |error| vs exact'])}), against {top['baseline']}."
         )
-        out[machine] = (
-            f"commit `{commit[:8]}`, grid `{g['grid'].iloc[0]}`, threads {g['threads'].iloc[0]}"
-            + (f", {shown}" if shown else "")
+    else:
+        parts = [
+            f"**{r['solver']}** wins at {r['points won']} points ({r['wins']}), best "
+            f"{fmt.speedup(r['best speedup'])} on {r['backend']} at (T, H, B) = {r['at (T, H, B)']} "
+            f"({err(r['max |error| vs exact'])})"
+            for _, r in winners.iterrows()
+        ]
+        losers = sorted(set(h["solver"]) - set(winners["solver"]))
+        text = "**a parallel solver beats the best sequential baseline here:** " + "; ".join(parts) + "."
+        if losers:
+            text += f" {', '.join(losers)} never win{'s' if len(losers) == 1 else ''} in this range."
+    failed = int(g["status"].eq("failed").sum())
+    if failed:
+        text += f" {failed} timed combination(s) failed their correctness gate and have no number."
+    return lead + text
+
+
+HEADLINE_FAMILIES = ("T x H product", "T and H sweeps", "batch")
+"""Which family of suites (:data:`.analysis.SPEEDUP_FAMILIES`) draws the headline figure:
+the first one measured."""
+
+
+def _headline_figures(sp: pd.DataFrame, figs: _Figures) -> list[Image]:
+    """The one figure that shows the answer, per machine, device and cell: the best backend's
+    speedup of each parallel solver over (T, H) (:func:`.figures.headline_heatmap`), from
+    the first family of :data:`HEADLINE_FAMILIES` measured there."""
+    blocks: list[Image] = []
+    measured = sp[sp["status"].isin(["ok", "failed"])]
+    for (machine, device, cell), g in measured.groupby(["machine", "device", "cell"], sort=True):
+        family = next((f for f in HEADLINE_FAMILIES if g["family"].eq(f).any()), None)
+        if family is None:
+            continue
+        g = g[g["family"].eq(family)]
+        batch = _range(g["batch"])
+        title = f"Best speedup over the best sequential baseline — {machine}, {device}, {cell}, B = {batch}"
+        blocks += figs.add(
+            f"headline-{machine}-{device}-{cell}",
+            figures.headline_heatmap(g, title),
+            f"Where each parallel solver wins ({family}): at each (T, H), the speedup of its fastest "
+            "backend (named under the number) over the fastest sequential baseline of any backend; red: "
+            "the parallel solve wins, blue: it loses; black line: break-even (speedup = 1); hatched: a "
+            "failed correctness gate.",
+            g,
         )
-    return out
+    return blocks
 
 
-def _headline_section(frame: pd.DataFrame, result: ResultSet) -> Section:
-    """The answer first: for each machine, device and cell, where each parallel solver beats the
-    best sequential baseline, its best speedup with that solve's error, and a verdict."""
+def _headline_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    """The answer first, on the page's first screen: for each machine, device and cell, a
+    verdict; per parallel solver where it beats the best sequential baseline, its best
+    speedup and the error of that solve; and the one figure that shows it."""
     section = Section("Headline: where does a parallel solver beat the best sequential baseline?")
     sp = analysis.family_speedups(frame)
     ok = sp[sp["status"].eq("ok") & sp["speedup"].notna()] if not sp.empty else sp
     if ok.empty:
         section.blocks.append(
             Text(
-                "**No answer in these results**: no parallel solve and sequential baseline were both "
-                "measured on the same machine and device (run `fpbench sweep`, whose default grid "
-                "`main` measures both over T, H and B)."
+                "**No verdict**: no parallel solve and sequential baseline were both measured on the same "
+                "machine and device (run `fpbench sweep`, whose default grid `main` measures both over "
+                "T, H and B)."
             )
         )
         return section
     head = analysis.headline(sp)
-    prov = _run_provenance(frame, result)
-    section.blocks.append(
-        Text(
-            "Speedup = time of the fastest sequential baseline (`sequential` or `native`, any backend) on "
-            "the same machine, device and problem (T, H, B), divided by the parallel solver's time (its "
-            "fastest backend at that point); above 1× the parallel solve wins. Every timed solve passed its "
-            "correctness gate against the exact float64 states first: the error shown is the one the gate "
-            "measured for that very solve. A failed gate has no number."
-        )
-    )
     for (machine, device, cell), _ in head.groupby(["machine", "device", "cell"], sort=True):
-        section.blocks.append(Text(analysis.verdict(head, sp, machine, device, cell)))
+        section.blocks.append(Text(_verdict(head, sp, machine, device, cell)))
     shown = head.assign(
         **{
-            "best speedup": head["best speedup"].map(_fmt_speedup),
-            "max |error| vs exact": head["max |error| vs exact"].map(_fmt_error),
+            "best speedup": head["best speedup"].map(fmt.speedup),
+            "max |error| vs exact (gate passed)": head["max |error| vs exact"].map(_fmt_error),
             "wins where (crossover T per H, B)": head["wins"],
-            "run": head["machine"].map(prov),
+            "on": head["backend"],
+            "against": head["baseline"],
         }
-    ).drop(columns=["wins"])
+    )
     order = [
-        "machine",
-        "device",
-        "cell",
+        *(c for c in ("machine", "device", "cell") if head[c].nunique() > 1),  # else the verdict names it
         "solver",
         "wins where (crossover T per H, B)",
         "points won",
         "best speedup",
-        "backend",
+        "on",
         "at (T, H, B)",
-        "max |error| vs exact",
-        "baseline",
-        "measured",
-        "run",
+        "max |error| vs exact (gate passed)",
+        "against",
     ]
+    section.blocks.append(Table(shown[order], "Where each parallel solver wins, and its best speedup"))
+    section.blocks += _headline_figures(sp, figs)
     section.blocks.append(
-        Table(shown[order], "Where each parallel solver wins, and its best measured speedup")
+        Text(
+            "Speedup = time of the fastest sequential baseline (`sequential` or `native`, any backend) at "
+            "the same machine, device and (T, H, B), divided by the parallel solver's time on its fastest "
+            "backend; above 1× the parallel solve wins. Every timed solve first passed its correctness "
+            "gate against the exact float64 states, and its error is the one that gate measured; a "
+            "failed gate has no number."
+        )
     )
     machines = sorted(head["machine"].unique())
     if len(machines) > 1:
         side = head.assign(
             value=head.apply(
-                lambda r: f"{_fmt_speedup(r['best speedup'])} ({r['backend']}, {r['at (T, H, B)']})", axis=1
+                lambda r: f"{fmt.speedup(r['best speedup'])} ({r['backend']}, {r['at (T, H, B)']})", axis=1
             ),
             where=head["device"] + ", " + head["cell"] + ", " + head["solver"],
         ).pivot_table(index="where", columns="machine", values="value", aggfunc="first")
@@ -236,7 +287,6 @@ def _product_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     times = analysis.solve_rows(frame, groups=(analysis.PRODUCT_GROUP,))
     sp = analysis.speedups(times) if not times.empty else times
     if sp.empty or sp["speedup"].notna().sum() == 0:
-        section.blocks += _none_text("`Product` speedups (parallel solve and baseline on one device)")
         return section
     section.blocks.append(
         Text(
@@ -267,7 +317,6 @@ def _batch_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     times = analysis.solve_rows(frame, groups=(analysis.BATCH_GROUP,))
     sp = analysis.speedups(times) if not times.empty else times
     if sp.empty or sp["speedup"].notna().sum() == 0:
-        section.blocks += _none_text("`Batch` speedups (parallel solve and baseline on one device)")
         return section
     fixed = ", ".join(
         f"T = {fmt_num(t)}, H = {fmt_num(h)}"
@@ -290,7 +339,7 @@ def _batch_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     measured = sp[sp["status"].isin(["ok", "failed"])]
     table = measured.assign(
         speedup=measured.apply(
-            lambda r: "failed" if r["status"] == "failed" else _fmt_speedup(r["speedup"]), axis=1
+            lambda r: "failed" if r["status"] == "failed" else fmt.speedup(r["speedup"]), axis=1
         )
     ).pivot_table(
         index=["machine", "device", "cell", "solver", "backend"],
@@ -308,7 +357,6 @@ def _speedup_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     times = analysis.solve_rows(frame)
     sp = analysis.speedups(times)
     if sp.empty or sp["speedup"].notna().sum() == 0:
-        section.blocks += _none_text("parallel solve timed on a device that also has a sequential baseline")
         return section
     cross = analysis.crossovers(sp)
     section.blocks.append(
@@ -339,7 +387,7 @@ def _speedup_section(frame: pd.DataFrame, figs: _Figures) -> Section:
         hidden_size=cross["hidden_size"].map(fmt_num),
         crossover_T=cross["crossover_T"].map(lambda v: "never (in range)" if pd.isna(v) else fmt_num(v)),
         wins_beyond=cross["wins_beyond"].map({True: "yes", False: "no"}),
-        max_speedup=cross["max_speedup"].map(lambda v: f"{v:.3g}×"),
+        max_speedup=cross["max_speedup"].map(fmt.speedup),
         at_T=cross["at_T"].map(fmt_num),
     ).rename(
         columns={
@@ -390,8 +438,6 @@ def _accuracy_section(frame: pd.DataFrame, figs: _Figures) -> Section:
                 "states, Newton needs up to T iterations, and no solver's result is accurate).",
             )
         )
-    if not section.blocks:
-        section.blocks += _none_text("`Accuracy` results")
     return section
 
 
@@ -440,11 +486,12 @@ def lyapunov_table(rows: pd.DataFrame) -> pd.DataFrame:
             seed=fpbench_grids.SEED,
         )
         lam = lyapunov(make_problem(spec), steps=min(spec.seq_len, LYAPUNOV_STEPS))
-        out.append((grid, cell, spec.seq_len, spec.hidden_size, float(rho), f"{lam:+.3f}"))
+        out.append((grid, cell, spec.seq_len, spec.hidden_size, float(rho), fmt.signed(lam)))
     return pd.DataFrame(out, columns=["grid", "cell", "T", "H", "ρ", "λ per step"])
 
 
-def _budget_memory_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
+def _budget_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    """Time against the iteration budget k (``Budget``)."""
     budget = _rows(frame, "Budget", "time_solve", ())
     budget = budget[pd.to_numeric(budget["max_iters"], errors="coerce").notna()].assign(
         max_iters=lambda d: d["max_iters"].astype(float)
@@ -455,6 +502,11 @@ def _budget_memory_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section
         lambda g, t: figures.lines(g, "max_iters", "time (ms)", t, scale=1e3, row="cell", col="solver"),
         "Time vs iteration budget k (runs to tolerance are in the T and H sweeps). Log-log.",
     )
+    return Section("Time vs iteration budget", budget_blocks)
+
+
+def _memory_section(frame: pd.DataFrame, figs: _Figures) -> Section:
+    """Peak memory of the forward solve against T (``SeqLen.peakmem_solve``)."""
     mem = _rows(frame, "SeqLen", "peakmem_solve", ("max_iters", "hidden_size"))
     mem_blocks = figs.per_machine(
         "memory-seq_len",
@@ -465,40 +517,75 @@ def _budget_memory_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section
         "Peak memory vs T: asv's peakmem (maximum resident set size of the process, so it includes the "
         "framework's own footprint; device memory on GPU is not in it).",
     )
-    return [
-        Section("Time vs iteration budget", budget_blocks or _none_text("`Budget.time_solve` results")),
-        Section("Peak memory vs sequence length", mem_blocks or _none_text("`SeqLen.peakmem_solve` results")),
-    ]
+    return Section("Peak memory vs sequence length", mem_blocks)
+
+
+def _backend_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`.analysis.backend_table` of every family of suites that times the forward solve
+    (the T and H sweeps, the T × H product, the batch sweep), each batch size on its own,
+    with ``batch``: two backends are compared only at the very same problem."""
+    parts = []
+    for groups in analysis.SPEEDUP_FAMILIES.values():
+        times = analysis.solve_rows(frame, groups=groups)
+        for batch, g in times.groupby("batch", dropna=False, sort=True):
+            table = analysis.backend_table(g)
+            if not table.empty:
+                parts.append(table.assign(batch=batch))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def _backend_section(frame: pd.DataFrame) -> Section:
+    """The same solver on every backend at the same problem: who is fastest, and by how much."""
     section = Section("Backend vs backend (same solver)")
-    table = analysis.backend_table(analysis.solve_rows(frame))
+    table = _backend_rows(frame)
     if table.empty:
-        section.blocks += _none_text("point measured by two or more backends")
         return section
-    section.blocks.append(
-        Text(
-            "Median forward-solve time per backend for the same solver, cell, device and shape; "
-            "`fastest` wins by `ratio` = runner-up time / fastest time."
+    backends = sorted(
+        table.columns.difference(
+            [*analysis.POINT, "solver", "max_iters", "fastest", "runner-up", "ratio", "target"]
         )
     )
-    backends = [
-        c
-        for c in table.columns
-        if c not in analysis.POINT
-        and c not in ("solver", "max_iters", "fastest", "runner-up", "ratio", "target")
-    ]
+    wins = table.pivot_table(
+        index=["machine", "device", "solver"], columns="fastest", values="ratio", aggfunc="size"
+    )
+    wins = wins.reindex(columns=backends).fillna(0).astype(int).reset_index()
+    wins.columns.name = None
+    median = table.groupby(["machine", "device", "solver"])["ratio"].median().map(fmt.ratio)
+    wins = wins.merge(median.rename("median lead").reset_index(), on=["machine", "device", "solver"])
+    section.blocks.append(
+        Table(
+            wins,
+            "Points at which each backend is the fastest for the solver (median forward-solve time); "
+            "median lead = runner-up time / fastest time",
+        )
+    )
     shown = table.assign(
-        seq_len=table["seq_len"].map(fmt_num),
-        hidden_size=table["hidden_size"].map(fmt_num),
-        ratio=table["ratio"].map(lambda v: f"{v:.2f}×"),
+        seq_len=table["seq_len"].map(fmt.integer),
+        hidden_size=table["hidden_size"].map(fmt.integer),
+        batch=table["batch"].map(fmt.integer),
+        ratio=table["ratio"].map(fmt.ratio),
         **{b: table[b].map(fmt_seconds) for b in backends},
-    ).rename(columns={"seq_len": "T", "hidden_size": "H", "max_iters": "k"})
-    shown = shown.drop(columns=[c for c in ("commit",) if c in shown])
-    section.blocks.append(Table(shown, "Who is fastest where"))
-    wins = table.groupby(["machine", "device", "solver", "fastest"]).size().rename("points won").reset_index()
-    section.blocks.append(Table(wins, "Points won per backend"))
+    ).rename(columns={"seq_len": "T", "hidden_size": "H", "batch": "B", "max_iters": "k", "ratio": "lead"})
+    order = [
+        "machine",
+        "device",
+        "cell",
+        "solver",
+        *(["k"] if table["max_iters"].notna().any() else []),  # Product and Batch run to tolerance
+        "T",
+        "H",
+        "B",
+        *backends,
+        "fastest",
+        "runner-up",
+        "lead",
+    ]
+    section.blocks.append(
+        Details(
+            f"Every point measured by two or more backends ({len(shown)} rows)",
+            [Table(shown[[c for c in order if c in shown]], "")],
+        )
+    )
     return section
 
 
@@ -519,24 +606,92 @@ def _cold_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     floor = frame[frame["group"].eq("IterationFloor") & frame["status"].eq("ok")]
     if not floor.empty:
         cols = ["machine", "target", "cell", "seq_len", "hidden_size", "metric", "value"]
-        floor = floor[cols].assign(
-            value=floor["value"].map(fmt_seconds),
-            seq_len=floor["seq_len"].map(fmt_num),
-            hidden_size=floor["hidden_size"].map(fmt_num),
+        floor = (
+            floor[cols]
+            .assign(
+                value=floor["value"].map(fmt_seconds),
+                seq_len=floor["seq_len"].map(fmt.integer),
+                hidden_size=floor["hidden_size"].map(fmt.integer),
+            )
+            .rename(columns={"seq_len": "T", "hidden_size": "H", "value": "time"})
         )
         section.blocks.append(
             Table(floor, "Per-iteration floor (one batched cell evaluation in the framework)")
         )
-    if not section.blocks:
-        section.blocks += _none_text("`ColdStart` or `IterationFloor` results")
     return section
 
 
+DEFAULT_NA = "not available here (NotImplementedError in setup)"
+"""The reason of an n/a combination whose setup said nothing more (:mod:`.load`)."""
+
+
+def measurement_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that are measurements: all but the ``Settings`` suite's (what the benchmark
+    processes saw, shown in the provenance)."""
+    return frame[~frame["group"].eq("Settings")]
+
+
+def absent_targets(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per machine, the targets (``backend:device``) with no result at all there: every
+    combination n/a for want of the framework or the device (a GPU target on a machine
+    without one), or because the sweep skipped the target. Columns ``machine, target,
+    count``."""
+    rows = frame[frame["target"].notna()]
+    if rows.empty:
+        return pd.DataFrame(columns=["machine", "target", "count"])
+    plain = rows["status"].eq("n/a") & rows["reason"].fillna(DEFAULT_NA).isin([DEFAULT_NA, ""])
+    per = rows.assign(_plain=plain).groupby(["machine", "target"], sort=True)
+    out = per.agg(all_plain=("_plain", "all"), count=("_plain", "size")).reset_index()
+    return out[out["all_plain"]][["machine", "target", "count"]]
+
+
+def _short_benchmark(name: str) -> str:
+    """``bench_grad.GradSeqLen.time_grad`` -> ``GradSeqLen.time_grad``."""
+    return name.split(".", 1)[-1]
+
+
+def gap_reasons(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every combination without a number, grouped by (machine, status, reason): how many,
+    on which targets and solvers, in which benchmarks; failures first, then the largest
+    groups. The targets of :func:`absent_targets` are left out (the report names them in
+    one line)."""
+    bad = measurement_rows(frame)
+    bad = bad[~bad["status"].eq("ok")]
+    absent = absent_targets(frame)
+    if not absent.empty:
+        gone = bad.set_index(["machine", "target"]).index.isin(absent.set_index(["machine", "target"]).index)
+        bad = bad[~gone]
+    if "method" in bad:  # the training suites name a method, not a solver
+        bad = bad.assign(solver=bad["solver"].fillna(bad["method"]))
+    cols = ["machine", "status", "reason"]
+    if bad.empty:
+        return pd.DataFrame(columns=[*cols, "count", "targets", "solvers", "benchmarks"])
+
+    def names(s: pd.Series) -> str:
+        return ", ".join(sorted({str(v) for v in s.dropna()})) or fmt.MISSING
+
+    out = (
+        bad.fillna({"reason": ""})
+        .groupby(cols, dropna=False, sort=False)
+        .agg(
+            count=("params", "size"),
+            targets=("target", names),
+            solvers=("solver", names),
+            benchmarks=("benchmark", lambda s: ", ".join(sorted({_short_benchmark(b) for b in s}))),
+        )
+        .reset_index()
+    )
+    out["_order"] = out["status"].ne("failed")
+    out = out.sort_values(["_order", "machine", "count", "reason"], ascending=[True, True, False, True])
+    return out.drop(columns="_order").reset_index(drop=True)
+
+
 def _gaps_section(frame: pd.DataFrame, skipped: list[tuple[str, str]] = ()) -> Section:
-    gaps = analysis.gaps(frame)
-    counts = frame["status"].value_counts()
-    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "n/a", "failed"))
-    blocks: list[Text | Image | Table] = [
+    """The combinations without a number, grouped by reason with a count: the failed ones
+    shown, the n/a ones collapsed; a target with no result at all is one line per machine."""
+    counts = measurement_rows(frame)["status"].value_counts()
+    summary = f"{counts.get('ok', 0)} measured, {counts.get('n/a', 0)} n/a, {counts.get('failed', 0)} failed"
+    blocks: list[Text | Image | Table | Details] = [
         Text(
             f"{summary}. **n/a**: the combination does not exist here (framework or device missing, "
             "solver not implemented, too large): `NotImplementedError` in setup. **failed**: the benchmark "
@@ -544,6 +699,14 @@ def _gaps_section(frame: pd.DataFrame, skipped: list[tuple[str, str]] = ()) -> S
             "out. Both are gaps in the figures above."
         )
     ]
+    for machine, g in absent_targets(frame).groupby("machine", sort=True):
+        targets = ", ".join(f"`{t}`" for t in g["target"])
+        blocks.append(
+            Text(
+                f"**No result at all on `{machine}`** for {targets}: the device or framework is not there, "
+                f"or the sweep skips the target ({int(g['count'].sum())} combinations, all n/a)."
+            )
+        )
     if skipped:
         blocks.append(
             Text(
@@ -553,63 +716,150 @@ def _gaps_section(frame: pd.DataFrame, skipped: list[tuple[str, str]] = ()) -> S
             )
         )
         blocks.append(Table(pd.DataFrame(skipped, columns=["file", "why"]), "Skipped result files"))
-    if not gaps.empty:
-        blocks.append(Table(gaps, "Gaps and their reasons"))
+    reasons = gap_reasons(frame)
+    failed = reasons[reasons["status"].eq("failed")].drop(columns="status")
+    if not failed.empty:
+        blocks.append(
+            Table(failed, f"Failed: {int(failed['count'].sum())} combinations, {len(failed)} reason(s)")
+        )
+    na = reasons[reasons["status"].eq("n/a")].drop(columns="status")
+    if not na.empty:
+        blocks.append(
+            Details(
+                f"n/a: {int(na['count'].sum())} combinations, {len(na)} reason(s)",
+                [Table(na, "")],
+            )
+        )
     return Section("Missing, n/a and failed combinations", blocks)
 
 
+MACHINE_FIELDS = ("cpu", "arch", "num_cpu", "ram", "os", "python")
+"""The fields of asv's machine description the provenance shows, in this order."""
+
+
+def _run_fields(result: ResultSet, machine: str, commit: str, g: pd.DataFrame) -> dict[str, str]:
+    """Everything known about one run (one machine, one commit), as ``field -> text``: the
+    commit, the grid and threads, what the benchmark processes saw, the machine and the
+    package versions."""
+    records = result.sweeps.get((machine, commit), [])
+    last = records[-1] if records else {}
+    date = g["date"].iloc[0]
+    env = str(g["env"].iloc[0] or "")
+    grid = str(g["grid"].iloc[0])
+    fields = {
+        "commit": f"`{commit[:8]}`",
+        "commit date": f"{date:%Y-%m-%d %H:%M}" if pd.notna(date) else fmt.MISSING,
+        "grid": f"`{grid}`",
+        "threads": str(g["threads"].iloc[0]),
+    }
+    if env and env != f"FPBENCH_GRID={grid}":
+        fields["environment"] = env
+    fields["swept"] = str(last.get("finished", fmt.MISSING))
+    fields["results"] = fmt.integer(len(measurement_rows(g)))
+    settings = g[g["group"].eq("Settings")]
+    for _, r in settings.sort_values("params").iterrows():  # what the processes saw (bench_settings.py)
+        name = str(r["params"]).strip("'\"")
+        value = fmt.number(r["value"]) if r["status"] == "ok" else "unset"
+        if name == "FPBENCH_GRID" and r["status"] == "ok":
+            index = int(r["value"])
+            names = fpbench_grids.GRID_NAMES
+            value = f"`{names[index]}`" if 0 <= index < len(names) else value
+        fields[f"seen: {name}"] = value
+    described = result.machines.get(machine, {})
+    for key in MACHINE_FIELDS:
+        if key in described:
+            value = described[key]
+            fields[key] = fmt.mebibytes(value) if key == "ram" else str(value)
+    for package, version in last.get("versions", {}).items():
+        if version != "not installed":
+            fields[package] = str(version)
+    return fields
+
+
 def _provenance_section(result: ResultSet, frame: pd.DataFrame) -> Section:
-    machines = pd.DataFrame(
-        [{"machine": m, **{k: v for k, v in d.items()}} for m, d in sorted(result.machines.items())]
-    )
-    runs = []
+    """Where every number comes from, once per machine (and commit): one column per run."""
+    runs = {}
+    several = frame.groupby("machine")["commit"].nunique().gt(1)
     for (machine, commit), g in frame.groupby(["machine", "commit"], sort=True):
-        records = result.sweeps.get((machine, commit), [])
-        last = records[-1] if records else {}
-        versions = last.get("versions", {})
-        runs.append(
-            {
-                "machine": machine,
-                "commit": commit[:8],
-                "commit date": f"{g['date'].iloc[0]:%Y-%m-%d %H:%M}" if pd.notna(g["date"].iloc[0]) else "—",
-                "grid": g["grid"].iloc[0],
-                "threads": g["threads"].iloc[0],
-                "env": g["env"].iloc[0] or "—",
-                "swept": last.get("finished", "—"),
-                "versions": ", ".join(f"{k} {v}" for k, v in versions.items() if v != "not installed") or "—",
-                "results": len(g),
-            }
-        )
-    settings = frame[frame["group"].eq("Settings")]
-    grid_ids = ", ".join(f"{i} {n}" for i, n in enumerate(fpbench_grids.GRID_NAMES))
-    extra: list[Text | Image | Table] = []
-    if not settings.empty:  # what the benchmark processes saw (benchmarks/bench_settings.py)
-        seen = settings.assign(
-            setting=settings["params"].str.strip("'\""),
-            value=settings.apply(lambda r: fmt_num(r["value"]) if r["status"] == "ok" else "unset", axis=1),
-        )
-        extra.append(
-            Table(
-                seen.pivot_table(
-                    index="setting", columns="machine", values="value", aggfunc="first"
-                ).reset_index(),
-                "Settings seen by the benchmark processes (FPBENCH_GRID as its index in "
-                f"fpbench.grids.GRID_NAMES: {grid_ids})",
-            )
-        )
+        name = f"{machine} @ {commit[:8]}" if several.get(machine, False) else str(machine)
+        runs[name] = _run_fields(result, machine, commit, g)
+    order: list[str] = []  # every run's fields, each after the field it follows in its run
+    for fields in runs.values():
+        for i, key in enumerate(fields):
+            if key not in order:
+                before = list(fields)[:i]
+                at = max((order.index(k) + 1 for k in before if k in order), default=0)
+                order.insert(at, key)
+    table = pd.DataFrame(runs).reindex(order).fillna(fmt.MISSING).rename_axis("run").reset_index()
     return Section(
         "Provenance",
         [
-            *extra,
+            Table(table, "Runs: commit, grid, threads, machine and versions"),
             Text(
-                "Every figure caption names the machine and commit its data came from. Thread settings and "
-                "versions are recorded by `fpbench sweep` beside asv's results (`fpbench-<commit>.sweeps`); "
-                "`default` threads means no thread variable was set."
+                "Thread settings and versions are recorded by `fpbench sweep` beside asv's results "
+                "(`fpbench-<commit>.sweeps`); `default` threads means no thread variable was set; the "
+                "`seen:` rows are what the benchmark processes saw (`bench_settings.Settings`)."
             ),
-            Table(machines, "Machines (asv machine description)"),
-            Table(pd.DataFrame(runs), "Runs"),
         ],
     )
+
+
+REPORT_SUITES = (
+    "Product",
+    "SeqLen",
+    "Hidden",
+    "Budget",
+    "Batch",
+    "Accuracy",
+    "ChunkedOverlap",
+    "GradSeqLen",
+    "GradHidden",
+    "GradAccuracy",
+    "GradBudget",
+    "TrainSeqLen",
+    "TrainHidden",
+    "TrainLoss",
+    "ColdStart",
+    "IterationFloor",
+)
+"""The asv suites the report draws, in the report's order."""
+
+
+def not_run_text(frame: pd.DataFrame) -> Text | None:
+    """One line naming the suites of :data:`REPORT_SUITES` these results hold nothing of,
+    and how to run them; None when every suite ran."""
+    missing = [s for s in REPORT_SUITES if not frame["group"].eq(s).any()]
+    if not missing:
+        return None
+    grids = sorted(set(frame["grid"].dropna().astype(str)) - {"unknown"})
+    grid = f"grid `{grids[0]}`" if len(grids) == 1 else "these results"
+    option = f" --grid {grids[0]}" if len(grids) == 1 and grids[0] in fpbench_grids.GRIDS else ""
+    return Text(
+        f"**Suites {grid} did not run**: {', '.join(f'`{s}`' for s in missing)} (their sections are left "
+        "out). "
+        f"Add one to these results with `fpbench sweep{option} --bench '\\.{missing[0]}\\.'` (repeat "
+        "`--bench` for more), or run every suite with `fpbench sweep --grid default`."
+    )
+
+
+IDENTITY_COLUMNS = ("machine", "device")
+"""Table columns left out when the whole report has one value of them (the subtitle names it)."""
+
+
+def _compact(sections: list[Section], frame: pd.DataFrame) -> list[Section]:
+    """``sections`` with the columns of :data:`IDENTITY_COLUMNS` dropped from every table
+    where the report measured on one machine (one device): they would repeat it in every row."""
+    measured = frame[frame["status"].eq("ok")]
+    drop = [c for c in IDENTITY_COLUMNS if measured[c].dropna().nunique() <= 1]
+
+    def compact(block: Any) -> Any:
+        if isinstance(block, Table):
+            return Table(block.frame.drop(columns=[c for c in drop if c in block.frame]), block.caption)
+        if isinstance(block, Details):
+            return Details(block.summary, [compact(b) for b in block.blocks])
+        return block
+
+    return [Section(s.title, [compact(b) for b in s.blocks]) for s in sections]
 
 
 def build_report(
@@ -657,31 +907,44 @@ def build_report(
     if all_commits:  # figures and comparisons: each machine's newest commit only
         newest = frame.sort_values("date").groupby("machine")["commit"].transform("last")
         frame = frame[frame["commit"].eq(newest)]
-    figs = _Figures(folder, result)
+    several_runs = len(frame[["machine", "commit"]].drop_duplicates()) > 1
+    figs = _Figures(folder, result, name_runs=several_runs)
     with mpl.rc_context({"text.parse_math": False}):  # a `$` in a machine name is text, not math
-        sections = [
-            _headline_section(frame, result),
-            _product_section(frame, figs),
-            _batch_section(frame, figs),
+        sections = [  # the answer, then the order a reader asks in (README, "Reading the report")
+            _headline_section(frame, figs),
+            _product_section(frame, figs),  # the T and H sweeps
             *_time_sections(frame, figs),
             _speedup_section(frame, figs),
+            _budget_section(frame, figs),  # the budget sweep
+            _batch_section(frame, figs),
+            _backend_section(frame),
             _accuracy_section(frame, figs),
             _overlap_section(frame, figs),
-            *_budget_memory_sections(frame, figs),
-            _backend_section(frame),
+            *grad_sections(frame, figs, result.curves),  # backward, then training
+            _memory_section(frame, figs),  # costs
             _cold_section(frame, figs),
-            *grad_sections(frame, figs, result.curves),
             _gaps_section(result.frame, result.skipped),
             _provenance_section(result, result.frame),
         ]
-    counts = result.frame["status"].value_counts()
+    sections = [sections[0], *(s for s in sections[1:] if s.blocks)]  # a section without data is not drawn
+    not_run = not_run_text(result.frame)
+    if not_run is not None:  # the page's last line
+        sections[-1].blocks.append(not_run)
+    sections = _compact(sections, result.frame)
+    counts = measurement_rows(result.frame)["status"].value_counts()
+    devices = sorted(set(frame.loc[frame["status"].eq("ok"), "device"].dropna().astype(str)))
     subtitle = (
-        f"{len(names)} machine(s): {', '.join(f'`{n}`' for n in names)}; "
-        f"{counts.get('ok', 0)} measurements, {counts.get('n/a', 0)} n/a, {counts.get('failed', 0)} failed. "
+        f"{'Machine' if len(names) == 1 else 'Machines'} {', '.join(f'`{n}`' for n in names)}"
+        + (f" ({', '.join(devices)})" if devices else "")
+        + f": {counts.get('ok', 0)} measured, {counts.get('n/a', 0)} n/a, {counts.get('failed', 0)} failed. "
         f"Parallel solvers: {', '.join(sorted(set(frame['solver'].dropna()) - set(BASELINES)))}; "
         f"baselines: {', '.join(sorted(set(frame['solver'].dropna()) & set(BASELINES)))}. "
-        "Medians of asv's samples; shaded bands are interquartile ranges."
+        "Times are medians of asv's samples; shaded bands are interquartile ranges. Commit, grid, threads "
+        "and versions: see Provenance."
     )
+    from .store import interrupted_note  # first on the page: the results come from a stopped sweep
+
+    subtitle = interrupted_note(result.sweeps) + subtitle
     write_html(sections, out, title, subtitle, folder.path("index.html"))
     write_markdown(sections, title, subtitle, folder.path("summary.md"))
     folder.finish()

@@ -18,7 +18,9 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .analysis import contraction_bound, fmt_num
+from . import fmt
+from .analysis import contraction_bound
+from .fmt import number as fmt_num
 
 AXIS_LABEL = {
     "batch": "batch size B",
@@ -247,7 +249,7 @@ def speedup_heatmaps(sp: pd.DataFrame, crossings: pd.DataFrame, title: str) -> F
         status = status.reindex(index=hs, columns=ts)
         notes = np.where(
             speed.notna(),
-            speed.map(lambda v: f"{v:.2g}×" if pd.notna(v) else ""),
+            speed.map(lambda v: fmt.speedup(v) if pd.notna(v) else ""),
             status.map(lambda s: "failed" if s == "failed" else ""),
         )
         log_speed = np.log2(speed)
@@ -293,11 +295,98 @@ def speedup_heatmaps(sp: pd.DataFrame, crossings: pd.DataFrame, title: str) -> F
         ax.set_ylabel(AXIS_LABEL["hidden_size"] if j == 0 else "")
     mappable = plt.cm.ScalarMappable(norm=norm, cmap="RdBu_r")
     bar = fig.colorbar(mappable, ax=axes, shrink=0.8, label="speedup (log scale; white = break-even)")
-    bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{2**v:.2g}×"))
+    bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt.speedup(2**v)))
     fig.suptitle(
         title + "\n(black line: break-even contour, speedup = 1; black box: crossover T per H; "
         "hatched: failed gate)"
     )
+    return fig
+
+
+def best_backend(sp: pd.DataFrame) -> pd.DataFrame:
+    """Per parallel solver and point (T, H, B): the row of its fastest backend (highest
+    speedup); a point where no backend has a speedup keeps one row (a failed gate stays
+    ``failed``)."""
+    keys = ["solver", "seq_len", "hidden_size", "batch"]
+    data = sp.assign(_rank=sp["speedup"].fillna(-np.inf))
+    return (
+        data.sort_values("_rank", ascending=False).groupby(keys, dropna=False).head(1).drop(columns="_rank")
+    )
+
+
+def headline_heatmap(sp: pd.DataFrame, title: str) -> Figure | None:
+    """The headline figure: one panel per parallel solver, the (T, H) grid coloured by the
+    speedup of the solver's fastest backend over the best sequential baseline (log scale,
+    white at 1×, red: the parallel solve wins), each cell annotated with that speedup and
+    the backend; the black line is the break-even contour, hatched cells failed their gate.
+    Where the points are not a (T, H) grid (one T or one H), the panel is a one-row grid."""
+    data = best_backend(sp.dropna(subset=["seq_len", "hidden_size"]))
+    if data["speedup"].notna().sum() == 0:
+        return None
+    solvers = sorted(
+        data["solver"].unique(), key=lambda v: (list(SOLVER_STYLES).index(v) if v in SOLVER_STYLES else 99, v)
+    )
+    ts = sorted(data["seq_len"].unique())
+    hs = sorted(data["hidden_size"].unique())
+    lim = max(1.0, float(np.nanmax(np.abs(np.log2(data["speedup"].dropna())))))
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+    fig, axes = plt.subplots(
+        1,
+        len(solvers),
+        figsize=(1.05 * len(ts) * len(solvers) + 2.2, 0.55 * len(hs) + 1.6),
+        squeeze=False,
+        layout="constrained",
+    )
+    for j, solver in enumerate(solvers):
+        ax = axes[0, j]
+        g = data[data["solver"] == solver]
+        speed = g.pivot_table(index="hidden_size", columns="seq_len", values="speedup", aggfunc="max")
+        speed = speed.reindex(index=hs, columns=ts).astype(float)
+        backend = g.pivot_table(index="hidden_size", columns="seq_len", values="backend", aggfunc="first")
+        backend = backend.reindex(index=hs, columns=ts)
+        status = g.pivot_table(index="hidden_size", columns="seq_len", values="status", aggfunc="first")
+        status = status.reindex(index=hs, columns=ts)
+        notes = np.empty(speed.shape, dtype=object)
+        for (r, c), v in np.ndenumerate(speed.to_numpy()):
+            st = status.to_numpy()[r, c]
+            notes[r, c] = (
+                f"{fmt.speedup(v)}\n{backend.to_numpy()[r, c]}"
+                if pd.notna(v)
+                else ("failed" if st == "failed" else "")
+            )
+        log_speed = np.log2(speed)
+        sns.heatmap(
+            log_speed,
+            ax=ax,
+            cmap="RdBu_r",
+            norm=norm,
+            annot=notes,
+            fmt="",
+            annot_kws={"fontsize": "small"},
+            cbar=False,
+            linewidths=0.5,
+            linecolor="white",
+            xticklabels=[fmt.integer(t) for t in ts],
+            yticklabels=[fmt.integer(h) for h in hs],
+        )
+        for (r, c), st in np.ndenumerate(status.to_numpy()):
+            if st == "failed" and pd.isna(speed.to_numpy()[r, c]):
+                ax.add_patch(Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="red", lw=0))
+        values = log_speed.to_numpy()
+        finite = values[np.isfinite(values)]
+        if len(ts) >= 2 and len(hs) >= 2 and finite.size and finite.min() < 0 < finite.max():
+            xs, ys = np.arange(len(ts)) + 0.5, np.arange(len(hs)) + 0.5
+            ax.contour(xs, ys, np.ma.masked_invalid(values), levels=[0.0], colors="black", linewidths=2)
+        ax.invert_yaxis()
+        ax.grid(False)
+        ax.tick_params(axis="y", labelrotation=0)
+        ax.set_title(solver)
+        ax.set_xlabel(AXIS_LABEL["seq_len"])
+        ax.set_ylabel(AXIS_LABEL["hidden_size"] if j == 0 else "")
+    mappable = plt.cm.ScalarMappable(norm=norm, cmap="RdBu_r")
+    bar = fig.colorbar(mappable, ax=axes, shrink=0.9, label="speedup (log scale)")
+    bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt.speedup(2**v)))
+    fig.suptitle(title)
     return fig
 
 

@@ -23,14 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import analysis, figures
-from .page import Section, Table, Text
+from . import analysis, figures, fmt
+from .page import Section, Table
 
 BASELINES = ("sequential", "native")
-
-
-def _none(what: str) -> list[Text]:
-    return [Text(f"No {what} in these results (the suite did not run, or every combination is a gap).")]
 
 
 def _labelled(rows: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -65,7 +61,7 @@ def _time_sections(frame: pd.DataFrame, figs: Any) -> list[Section]:
             f"{title}: median time of the forward solve plus its backward pass (log-log), one panel per "
             "cell and solver (with its backward mode), one line per backend.",
         )
-        out.append(Section(title, blocks or _none(f"`{group}.time_grad` results")))
+        out.append(Section(title, blocks))  # no data: no blocks, and the report leaves it out
     return out
 
 
@@ -89,14 +85,24 @@ def speedups_over_baseline(rows: pd.DataFrame, point: list[str], name: str, keep
     return out.sort_values([*point, "speedup"], ascending=[True] * len(point) + [False])
 
 
+SHAPE_NAMES = {"seq_len": "T", "hidden_size": "H", "batch": "B"}
+"""Shape columns as the tables head them."""
+
+
 def _speedup_table(sp: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """``sp`` (:func:`speedups_over_baseline`) formatted: ``columns``, then the time, the
-    baseline it is compared with, and the speedup."""
-    return sp.assign(
-        time=sp["value"].map(analysis.fmt_seconds),
-        bptt=sp["bptt_backend"] + ":" + sp["bptt_solver"] + " " + sp["bptt_s"].map(analysis.fmt_seconds),
-        speedup=sp["speedup"].map(lambda v: f"{v:.2f}x"),
-    )[[*columns, "time", "bptt", "speedup"]].reset_index(drop=True)
+    """``sp`` (:func:`speedups_over_baseline`) formatted: ``columns`` (a shape as an integer,
+    headed ``T``, ``H``), then the time, the baseline it is compared with, and the speedup."""
+    shapes = {c: sp[c].map(fmt.integer) for c in columns if c in SHAPE_NAMES}
+    return (
+        sp.assign(
+            **shapes,
+            time=sp["value"].map(fmt.seconds),
+            bptt=sp["bptt_backend"] + ":" + sp["bptt_solver"] + " " + sp["bptt_s"].map(fmt.seconds),
+            speedup=sp["speedup"].map(fmt.speedup),
+        )[[*columns, "time", "bptt", "speedup"]]
+        .rename(columns=SHAPE_NAMES)
+        .reset_index(drop=True)
+    )
 
 
 def backward_speedups(frame: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +118,6 @@ def _speedup_section(frame: pd.DataFrame) -> Section:
     section = Section("Backward speedup over the best sequential BPTT")
     sp = backward_speedups(frame)
     if sp.empty:
-        section.blocks += _none("gradient timings with a BPTT baseline at the same point")
         return section
     columns = ["machine", "device", "cell", "seq_len", "hidden_size", "backend", "solver", "backward"]
     section.blocks.append(
@@ -120,7 +125,7 @@ def _speedup_section(frame: pd.DataFrame) -> Section:
             _speedup_table(sp, columns),
             "Forward + backward time of each fixed-point gradient against the fastest BPTT baseline "
             "(sequential or native autograd, any backend) on the same device at the same (cell, T, H); "
-            "> 1x: the parallel gradient is faster.",
+            "above 1×: the parallel gradient is faster.",
         )
     )
     return section
@@ -148,8 +153,6 @@ def _accuracy_section(frame: pd.DataFrame, figs: Any) -> Section:
         'Backward iterations vs contraction ρ (max_iters = "tol"): adjoint iterations of the '
         "implicit backward of Jacobi and quasi-Newton (0: a direct backward).",
     )
-    if not section.blocks:
-        section.blocks += _none("`GradAccuracy` results")
     return section
 
 
@@ -167,10 +170,15 @@ def _memory_section(frame: pd.DataFrame, figs: Any) -> Section:
         "Peak memory of forward + backward vs iteration budget k: unrolled keeps every iterate (and "
         "Newton's Jacobians), implicit does not. asv's peakmem (process RSS; GPU memory is not in it).",
     )
-    return Section(
-        "Gradient memory: unrolled vs implicit", blocks or _none("`GradBudget.peakmem_grad` results")
-    )
+    return Section("Gradient memory: unrolled vs implicit", blocks)
 
+
+LOSS_COLUMNS = {
+    "track_train_loss": (fmt.loss, "train loss"),
+    "track_eval_loss": (fmt.loss, "eval loss (exact forward)"),
+    "track_gap": (fmt.gap, "gap (eval − train)"),
+}
+"""The ``TrainLoss`` metrics, how each prints and its column head, in table order."""
 
 TARGET_AT = 0.5
 """The stated loss of the training curves: BPTT's training loss after this fraction of its steps."""
@@ -210,14 +218,14 @@ def steps_to_loss_table(curves: pd.DataFrame) -> pd.DataFrame:
             rows.append(
                 {
                     **dict(zip(group, key, strict=True)),
-                    "stated loss": f"{target:.4g}",
+                    "stated loss": fmt.loss(target),
                     "method": method,
                     "budget": budget,
-                    "steps to loss": "—" if n is None else n,
-                    "steps vs BPTT": "not reached" if n is None else f"{n / ref_steps:.2f}x",
-                    "seconds to loss": "—" if sec is None else analysis.fmt_seconds(sec),
-                    "seconds vs BPTT": "not reached" if sec is None else f"{sec / ref_s:.2f}x",
-                    "final loss": f"{run['loss'].iloc[-1]:.4g}",
+                    "steps to loss": fmt.MISSING if n is None else n,
+                    "steps vs BPTT": "not reached" if n is None else fmt.ratio(n / ref_steps),
+                    "seconds to loss": fmt.MISSING if sec is None else fmt.seconds(sec),
+                    "seconds vs BPTT": "not reached" if sec is None else fmt.ratio(sec / ref_s),
+                    "final loss": fmt.loss(run["loss"].iloc[-1]),
                 }
             )
     return pd.DataFrame(rows)
@@ -254,7 +262,7 @@ def _curves_blocks(curves: pd.DataFrame, figs: Any) -> list[Any]:
                 table,
                 f"Steps and timed seconds each method needs to reach the stated loss (BPTT's training "
                 f"loss after {TARGET_AT:.0%} of its steps, on the same backend), and their ratio to "
-                "BPTT's (below 1x: fewer steps, less time; not reached: never within the steps run).",
+                "BPTT's (below 1×: fewer steps, less time; not reached: never within the steps run).",
             )
         )
     return blocks
@@ -286,8 +294,8 @@ def _training_section(frame: pd.DataFrame, figs: Any, curves: pd.DataFrame | Non
             Table(
                 _speedup_table(sp, ["machine", "device", "seq_len", "hidden_size", "backend", "method"]),
                 "Time per training step of each fixed-point method against the fastest BPTT step "
-                "(sequential or native autograd, any backend) at the same (T, H); > 1x: the step is "
-                "faster.",
+                "(sequential or native autograd, any backend) at the same (T, H); above 1×: the step "
+                "is faster.",
             )
         )
     tracks = frame[frame["group"].eq("TrainLoss") & frame["status"].eq("ok")]
@@ -298,9 +306,14 @@ def _training_section(frame: pd.DataFrame, figs: Any, curves: pd.DataFrame | Non
         )
         wide = wide.reset_index()
         wide.columns.name = None
+        wide = wide.assign(
+            **{m: wide[m].map(f) for m, (f, _) in LOSS_COLUMNS.items() if m in wide},
+            **{k: wide[k].map(fmt.number) for k in ("budget", "contraction") if k in wide},
+        ).rename(columns={m: name for m, (_, name) in LOSS_COLUMNS.items()})
+        shown = [c for c in (*keys, *(name for _, name in LOSS_COLUMNS.values())) if c in wide]
         section.blocks.append(
             Table(
-                wide,
+                wide[shown],
                 "After a fixed number of Adam steps on the teacher task: the training loss under the method "
                 "trained with, the same model's loss under the exact recurrence (eval), and their gap "
                 "(what training with an approximate fixed point costs at exact inference).",
@@ -309,8 +322,6 @@ def _training_section(frame: pd.DataFrame, figs: Any, curves: pd.DataFrame | Non
     if curves is not None:
         kept = frame[["machine", "commit", "date"]].drop_duplicates(["machine", "commit"])
         section.blocks += _curves_blocks(curves.merge(kept, on=["machine", "commit"]), figs)
-    if not section.blocks:
-        section.blocks += _none("`TrainSeqLen`, `TrainHidden` or `TrainLoss` results")
     return section
 
 

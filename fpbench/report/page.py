@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import fmt
+
 
 @dataclass(frozen=True)
 class Text:
@@ -42,12 +44,26 @@ class Table:
     caption: str = ""
 
 
+@dataclass(frozen=True)
+class Details:
+    """Blocks shown collapsed behind ``summary`` in HTML (``<details>``); in Markdown the
+    summary is a bold line above them."""
+
+    summary: str
+    blocks: list[Text | Image | Table] = field(default_factory=list)
+
+
+Block = Text | Image | Table | Details
+"""Anything a section holds."""
+
+
 @dataclass
 class Section:
-    """A titled part of the report."""
+    """A titled part of the report. A section without blocks has no data: the report
+    leaves it out."""
 
     title: str
-    blocks: list[Text | Image | Table] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
 
     @property
     def anchor(self) -> str:
@@ -62,10 +78,11 @@ h2 { margin-top: 2.5rem; border-bottom: 1px solid #bbb; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .9rem; color: #555; }
 table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0 1.2rem; }
-th, td { border: 1px solid #ccc; padding: .2rem .5rem; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+th, td { border: 1px solid #ccc; padding: .2rem .5rem; text-align: left; }
+th { background: #f3f3f3; } td.num { text-align: right; } td.short { white-space: nowrap; }
 .caption { font-weight: 600; margin-bottom: .2rem; } code { background: #f3f3f3; padding: 0 .2rem; }
 nav ul { columns: 2; } .status-failed { color: #b00; font-weight: 600; }
+details { margin: .5rem 0 1rem; } summary { cursor: pointer; font-weight: 600; }
 """
 
 # Opening the page needs no script. This one only records which images failed to decode and
@@ -104,9 +121,16 @@ def _inline_html(text: str) -> str:
 
 
 def _cell(value: object) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "—"
-    return str(value)
+    """A table cell's text: a number that reached the table unformatted still reads
+    :func:`.fmt.cell` (never ``2048.0`` nor 17 digits), a missing value ``—``."""
+    return fmt.cell(value)
+
+
+NUMERIC = re.compile(r"[-+]?(\d[\d.]*(e[-+]?\d+)?|∞)( ?(×|[µnm]?s|[KMGT]?i?B))?|—")
+"""A cell holding one number (with its unit, if any), right-aligned."""
+
+SHORT = 24
+"""Cells up to this many characters do not wrap."""
 
 
 def _table_html(table: Table) -> str:
@@ -116,37 +140,59 @@ def _table_html(table: Table) -> str:
         cells = []
         for v in row:
             text = _cell(v)
-            cls = ' class="status-failed"' if text == "failed" or text.startswith("failed") else ""
+            classes = [
+                *(["status-failed"] if text.startswith("failed") else []),
+                *(["num"] if NUMERIC.fullmatch(text) else []),
+                *(["short"] if len(text) <= SHORT else []),
+            ]
+            cls = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     caption = f'<div class="caption">{_inline_html(table.caption)}</div>' if table.caption else ""
     return f"{caption}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _blocks_html(blocks: list[Block], out: Path) -> list[str]:
+    parts = []
+    for block in blocks:
+        if isinstance(block, Text):
+            parts.append(f"<p>{_inline_html(block.text)}</p>")
+        elif isinstance(block, Table):
+            parts.append(_table_html(block))
+        elif isinstance(block, Details):
+            parts.append(f"<details><summary>{_inline_html(block.summary)}</summary>")
+            parts += _blocks_html(block.blocks, out)
+            parts.append("</details>")
+        else:
+            data = base64.b64encode((out / block.path).read_bytes()).decode("ascii")
+            parts.append(
+                f'<figure><img alt="{html.escape(block.path)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{_inline_html(block.caption)}</figcaption></figure>"
+            )
+    return parts
+
+
 def write_html(sections: list[Section], out: Path, title: str, subtitle: str, path: Path) -> Path:
-    """Write the page to ``path``, embedding every :class:`Image` (read from ``out/<path>``)."""
+    """Write the page to ``path``, embedding every :class:`Image` (read from ``out/<path>``).
+
+    The first section (the answer) comes right after the title, so that it fills the first
+    screen; the list of the other sections follows it."""
+    nav = (
+        "<nav><ul>"
+        + "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections[1:])
+        + "</ul></nav>"
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p>{_inline_html(subtitle)}</p>",
-        "<nav><ul>"
-        + "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
-        + "</ul></nav>",
     ]
-    for section in sections:
+    for i, section in enumerate(sections):
+        if i == 1:
+            parts.append(nav)
         parts.append(f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>')
-        for block in section.blocks:
-            if isinstance(block, Text):
-                parts.append(f"<p>{_inline_html(block.text)}</p>")
-            elif isinstance(block, Table):
-                parts.append(_table_html(block))
-            else:
-                data = base64.b64encode((out / block.path).read_bytes()).decode("ascii")
-                parts.append(
-                    f'<figure><img alt="{html.escape(block.path)}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{_inline_html(block.caption)}</figcaption></figure>"
-                )
+        parts += _blocks_html(section.blocks, out)
         parts.append("</section>")
     parts.append(CHECK_SCRIPT + "</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
@@ -178,19 +224,28 @@ def _table_md(table: Table) -> str:
     return caption + "\n".join(lines)
 
 
+def _blocks_md(blocks: list[Block]) -> list[str]:
+    parts = []
+    for block in blocks:
+        if isinstance(block, Text):
+            parts.append(_inline_md(block.text))
+        elif isinstance(block, Table):
+            parts.append(_table_md(block))
+        elif isinstance(block, Details):
+            parts.append(f"**{_inline_md(block.summary)}**")
+            parts += _blocks_md(block.blocks)
+        else:
+            caption = _inline_md(block.caption)
+            parts.append(f"![{caption}]({block.path})\n\n*{caption}*")
+    return parts
+
+
 def write_markdown(sections: list[Section], title: str, subtitle: str, path: Path) -> Path:
     """Write the summary to ``path``; figures are linked as the PNG files beside it."""
     parts = [f"# {_inline_md(title)}", _inline_md(subtitle)]
     for section in sections:
         parts.append(f"## {_inline_md(section.title)}")
-        for block in section.blocks:
-            if isinstance(block, Text):
-                parts.append(_inline_md(block.text))
-            elif isinstance(block, Table):
-                parts.append(_table_md(block))
-            else:
-                caption = _inline_md(block.caption)
-                parts.append(f"![{caption}]({block.path})\n\n*{caption}*")
+        parts += _blocks_md(section.blocks)
     path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return path
 
