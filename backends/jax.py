@@ -111,8 +111,9 @@ from fpbench.backend import (
 )
 from fpbench.cells import CELLS, Cell, input_projection
 from fpbench.grad import GradHost
-from fpbench.solvers import TRANSITIONS, Chunked, ChunkLayout, Solver, iteration_cap
-from fpbench.spec import Problem
+from fpbench.memory import unrolled_items
+from fpbench.solvers import TRANSITIONS, Chunked, ChunkLayout, Jacobi, Solver, iteration_cap
+from fpbench.spec import Problem, RNNSpec
 
 
 def _configure_xla_env(threads: int) -> bool:
@@ -579,6 +580,11 @@ def _grad_autodiff(forward: Callable, x, s0, params, g):
     return (S, *_no_iterations(S.dtype), dparams, dx, ds0, *_no_iterations(S.dtype))
 
 
+UNROLLED_LINEARISED_SCALE = 8
+"""How many times torch's record (:func:`fpbench.memory.unrolled_items`) an unrolled
+Newton-type iteration keeps under XLA (the residuals of every level of its associative
+scans): the memory estimate's factor, from the resident memory of unrolled Newton."""
+
 UNROLLED_CHECKPOINT_ABOVE = 64
 """An unrolled backward with an iteration cap above this checkpoints (:func:`unrolled_chunks`)."""
 
@@ -822,9 +828,23 @@ class JaxBackend(Backend):
 
     name = "jax"
 
-    def unrolled_iterations_kept(self, cap: int) -> int:
-        """The checkpointed scan's chunk inputs plus one chunk (:func:`unrolled_chunks`)."""
-        return sum(unrolled_chunks(cap))
+    def backward_kept(self, spec: RNNSpec, solver: Solver) -> tuple[int, int]:
+        """A sequential solver's ``lax.scan`` keeps one pass of residuals (no per-step
+        graph). XLA's implicit backward holds more than the common working set: the
+        reverse ``associative_scan`` over the transposed Jacobians (``"full"``) about
+        ``32 S^2`` items a row, the adjoint iterations two passes of the cell's work. An
+        unrolled backward keeps its checkpointed scan's chunk inputs plus one chunk
+        (:func:`unrolled_chunks`), each with what autodiff records, for the linearising
+        solvers :data:`UNROLLED_LINEARISED_SCALE` times torch's record."""
+        one_pass = unrolled_items(spec, Jacobi(1))
+        if not solver.iterative:
+            return 1, one_pass
+        if solver.backward != "unrolled":
+            S = spec.state_size
+            return (1, 32 * S * S + 16 * S) if solver.transition == "full" else (2, one_pass)
+        cap, items = super().backward_kept(spec, solver)
+        scale = UNROLLED_LINEARISED_SCALE if solver.transition in ("full", "diagonal") else 1
+        return sum(unrolled_chunks(cap)), scale * items
 
     def devices(self) -> list[str]:
         found = ["cpu"]

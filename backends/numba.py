@@ -76,7 +76,7 @@ import numpy as np
 
 from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
 from fpbench.solvers import Iterative, Solver, iteration_cap
-from fpbench.spec import Problem
+from fpbench.spec import Problem, RNNSpec
 
 _threads_applied = False
 
@@ -144,6 +144,13 @@ class NumbaBackend(Backend):
     """Numba ``@njit(parallel=True)`` kernels on the CPU, float32 or float64."""
 
     name = "numba"
+
+    def backward_kept(self, spec: RNNSpec, solver: Solver) -> tuple[int, int]:
+        """For the unrolled backward the forward records every iterate (``S`` items a row);
+        the backward recomputes the rest. The others keep nothing beyond the common
+        working set."""
+        unrolled = solver.iterative and solver.backward == "unrolled"
+        return (iteration_cap(solver, spec.seq_len), spec.state_size) if unrolled else (0, 0)
 
     def devices(self) -> list[str]:
         _kernels()

@@ -7,7 +7,7 @@ from .backend import Backend, BackendUnavailableError, Prepared, UnsupportedErro
 from .cells import CELLS, Cell
 from .grad import GradResult, PassDiagnostics, default_cotangent, grad, timed_grad
 from .lyapunov import lyapunov
-from .memory import InsufficientMemoryError, estimate_memory
+from .memory import InsufficientMemoryError, estimate_grad_memory, estimate_memory
 from .reference import exact_states as reference_states
 from .reference import truncated_states
 from .registry import (
@@ -71,6 +71,7 @@ __all__ = [
     "available_backends",
     "backend_status",
     "default_cotangent",
+    "estimate_grad_memory",
     "estimate_memory",
     "get_backend",
     "grad",

@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .memory import autodiff_kept
 from .solvers import Solver
-from .spec import Problem
+from .spec import Problem, RNNSpec
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -93,6 +94,14 @@ class Backend(ABC):
     compute_dtype: ClassVar[str | None] = None
     """The dtype this backend computes in whatever the spec's (None: the spec's dtype);
     used by the memory estimate."""
+
+    def backward_kept(self, spec: RNNSpec, solver: Solver) -> tuple[int, int]:
+        """What the backward pass of ``solver`` keeps of the forward, for the memory
+        estimate (:func:`fpbench.estimate_grad_memory`): ``(passes kept at once, items per
+        row of each)``, e.g. the iterations of an unrolled backward. The default is what
+        autodiff recording every operation keeps (torch,
+        :func:`fpbench.memory.autodiff_kept`)."""
+        return autodiff_kept(spec, solver)
 
     @abstractmethod
     def devices(self) -> list[str]:

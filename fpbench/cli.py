@@ -7,21 +7,24 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import statistics
 import sys
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from . import __version__
 from .backend import THREAD_VARS, BackendUnavailableError, UnsupportedError
 from .cli_args import add_problem_args, solver_from_args, spec_from_args
 from .grad import default_cotangent, timed_grad
 from .grad import grad as exact_grad_of
-from .lyapunov import lyapunov
-from .memory import InsufficientMemoryError, check_memory
+from .lyapunov import lyapunov, verdict
+from .memory import InsufficientMemoryError, estimate_grad_memory, estimate_memory, refuse_over_limit
 from .reference import exact_states
 from .registry import backend_status, get_backend, resolve, timed_solve
 from .report.cli import add_commands
-from .solvers import make_solver
-from .spec import make_problem
+from .solvers import Sequential, Solver, make_solver
+from .spec import RNNSpec, make_problem
 from .testing import errors, grad_errors
 from .train_cli import add_train_command
 
@@ -45,9 +48,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_solve(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     solver = solver_from_args(args)
-    impl, dev = resolve(args.backend, args.device)
-    if dev == "cpu":  # before generating the problem (timed_solve checks again)
-        check_memory(spec, solver, impl.compute_dtype, f"{impl.name}:{dev}")
+    check_command_memory(spec, solver, args, grad=False)  # before generating the problem
     problem = make_problem(spec)
     result, prepare_s, run_s = timed_solve(problem, solver, args.backend, args.device, args.repeats)
     err = errors(result.states, exact_states(problem))
@@ -61,12 +62,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         print(f"residuals:  {trace}")
     print(f"error vs exact sequential (float64): max_abs={err['max_abs']:.3e}  rel_rms={err['rel_rms']:.3e}")
     over = "" if steps == spec.seq_len else f", first {steps} of {spec.seq_len} steps"
-    verdict = (
-        "contractive: predictable, parallel solvers converge fast"
-        if lam < 0
-        else "chaotic: errors grow like exp(lambda t), float32 cannot track float64, Newton needs ~T iters"
-    )
-    print(f"lyapunov:   lambda_max={lam:+.3f} per step ({verdict}{over})")
+    print(f"lyapunov:   lambda_max={lam:+.3f} per step ({LYAPUNOV_VERDICTS[verdict(lam)]}{over})")
     print(
         f"time:       prepare {prepare_s * 1e3:.1f} ms, run median {statistics.median(run_s) * 1e3:.3f} ms "
         f"over {len(run_s)} run(s)"
@@ -74,9 +70,40 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_command_memory(spec: RNNSpec, solver: Solver, args: argparse.Namespace, grad: bool) -> None:
+    """Refuse ``fpbench solve`` (``grad``: ``fpbench grad``) before its problem is generated
+    when what it runs cannot fit: on a CPU device the solve (:func:`fpbench.estimate_memory`)
+    or the gradient (:func:`fpbench.estimate_grad_memory`) on the backend, and on any device
+    the exact float64 reference it compares with, on the host (the sequential solve; for
+    ``grad``, BPTT plus the float64 copies of the problem and the cotangent,
+    ``T B (I + S + H)`` items).
+
+    Raises:
+        BackendUnavailableError: an unknown or unavailable backend or device.
+        InsufficientMemoryError: the estimate exceeds the available memory.
+    """
+    impl, dev = resolve(args.backend, args.device)
+    exact, N = Sequential(), spec.seq_len * spec.batch
+    if grad:
+        need = estimate_grad_memory(spec, exact, "float64", "numpy")
+        need += N * (spec.input_size + spec.state_size + spec.hidden_size) * 8
+        what, estimate = f"the gradient of {solver}", "fpbench.estimate_grad_memory"
+    else:
+        need = estimate_memory(spec, exact, "float64")
+        what, estimate = str(solver), "fpbench.estimate_memory"
+    if dev == "cpu":
+        dt = impl.compute_dtype
+        need += (
+            estimate_grad_memory(spec, solver, dt, impl.name) if grad else estimate_memory(spec, solver, dt)
+        )
+    estimate += " of the run and of the exact float64 reference"
+    refuse_over_limit(need, f"{what} on {impl.name}:{dev}", estimate, spec, impl.compute_dtype)
+
+
 def cmd_grad(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     solver = solver_from_args(args)
+    check_command_memory(spec, solver, args, grad=True)  # before generating the problem
     problem = make_problem(spec)
     g, prepare_s, run_s = timed_grad(problem, solver, args.backend, args.device, repeats=args.repeats)
     # the exact gradient of the same numbers: the same (spec-dtype) cotangent, in float64
@@ -104,6 +131,14 @@ def cmd_grad(args: argparse.Namespace) -> int:
     return 0
 
 
+LYAPUNOV_VERDICTS = {
+    "contractive": "contractive: predictable, parallel solvers converge fast",
+    "chaotic": "chaotic: errors grow like exp(lambda t), float32 cannot track float64, Newton needs ~T iters",
+    "neutral": "neutral: perturbations neither grow nor shrink on average",
+    "undefined": "undefined: the exact trajectory is not finite",
+}
+"""What ``fpbench solve`` prints for each :func:`fpbench.lyapunov.verdict`."""
+
 LYAPUNOV_STEPS = 1024
 """``fpbench solve`` estimates the Lyapunov exponent over at most this many steps (cost)."""
 
@@ -130,13 +165,101 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_CLOSED_PIPE = 128 + getattr(signal, "SIGPIPE", 13)
+"""The exit status when the reader of the output went away (``fpbench info | head -1``):
+the status a shell reports for a command ended by SIGPIPE."""
+
+EXIT_OUTPUT_ERROR = 1
+"""The exit status when the output could not be written (a full disk, an I/O error)."""
+
+
+def _discard_output(*streams: object) -> None:
+    """Point ``streams`` (standard output, error) at the null device, so that the
+    interpreter's final flush of what is still buffered cannot fail again (and print a
+    traceback) at exit."""
+    for stream in streams:
+        try:
+            fd = stream.fileno()
+        except (AttributeError, ValueError, OSError):  # not a real file (a test's capture)
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
+class OutputError(OSError):
+    """Standard output or error could not be written (a full disk; not a closed pipe).
+    ``stream`` is the stream that failed."""
+
+    stream: object = None
+
+
+class _Named:
+    """A text stream whose write errors, other than a closed pipe, say which stream failed
+    (:class:`OutputError`); everything else is the stream's own."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self._stream, self._name = stream, name
+
+    def _guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            error = OutputError(e.errno, f"cannot write to {self._name}: {e.strerror or e}")
+            error.stream = self._stream
+            raise error from e
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the ``fpbench`` command line; returns the exit status.
+
+    A closed pipe on the output ends the command quietly with :data:`EXIT_CLOSED_PIPE`; any
+    other ``OSError`` (a full disk) is one line, ``fpbench: error: …`` with the errno and the
+    file (or standard output) it could not write, and :data:`EXIT_OUTPUT_ERROR`.
+    """
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Named(stdout, "standard output"), _Named(stderr, "standard error")
     try:
-        return args.func(args)
-    except (ValueError, BackendUnavailableError, UnsupportedError, InsufficientMemoryError, ImportError) as e:
-        print(f"fpbench: error: {e}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        try:
+            status = args.func(args)
+        except (
+            ValueError,
+            BackendUnavailableError,
+            UnsupportedError,
+            InsufficientMemoryError,
+            ImportError,
+        ) as e:
+            print(f"fpbench: error: {e}", file=sys.stderr)
+            status = 2
+        sys.stdout.flush()  # a write error surfaces here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        _discard_output(stdout, stderr)
+        return EXIT_CLOSED_PIPE
+    except OSError as e:
+        if isinstance(e, OutputError):
+            _discard_output(e.stream)  # what is still buffered for it
+        try:
+            print(f"fpbench: error: {e}", file=stderr)
+        except OSError:  # standard error cannot be written either: the status says it
+            _discard_output(stderr)
+        return EXIT_OUTPUT_ERROR
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 if __name__ == "__main__":

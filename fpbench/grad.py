@@ -147,7 +147,15 @@ COTANGENT_STREAM = 0x67726164  # "grad": the default cotangent's own random stre
 def default_cotangent(spec: RNNSpec) -> np.ndarray:
     """The cotangent ``grad`` uses when none is given: standard normal ``(T, B, H)``,
     deterministic in ``spec.seed`` (a stream of its own, independent of the problem's
-    arrays), drawn in float64 and cast to ``spec.dtype``."""
+    arrays), drawn in float64 and cast to ``spec.dtype``.
+
+    Raises:
+        TypeError: ``spec`` is not an :class:`~fpbench.RNNSpec` (for a problem, pass
+            ``problem.spec``).
+    """
+    if not isinstance(spec, RNNSpec):
+        hint = " (for a Problem, pass problem.spec)" if isinstance(spec, Problem) else ""
+        raise TypeError(f"spec must be an fpbench.RNNSpec{hint}, got {type(spec).__name__}")
     rng = np.random.default_rng([spec.seed, COTANGENT_STREAM])
     return rng.standard_normal((spec.seq_len, spec.batch, spec.hidden_size)).astype(spec.dtype)
 
@@ -276,8 +284,9 @@ def grad(
         ValueError: a cotangent of the wrong shape or dtype, or holding NaN/Inf.
         BackendUnavailableError: unknown or unavailable backend or device.
         UnsupportedError: the backend has no backward pass for this combination.
-        InsufficientMemoryError: on a CPU device, the forward solve's
-            :func:`fpbench.estimate_memory` exceeds the available memory.
+        InsufficientMemoryError: on a CPU device, :func:`fpbench.estimate_grad_memory`
+            (the forward, the backward and what an unrolled backward keeps of every
+            iteration) exceeds the available memory; checked before anything is allocated.
     """
     return timed_grad(problem, solver, backend, device, cotangent)[0]
 
@@ -292,7 +301,7 @@ def timed_grad(
 ) -> tuple[GradResult, float, list[float]]:
     """:func:`grad`, also returning the seconds spent preparing (transfer + compile) and the
     seconds of each of ``repeats`` runs of the prepared forward + backward pass."""
-    impl, dev = checked_target(problem, solver, backend, device, repeats)
+    impl, dev = checked_target(problem, solver, backend, device, repeats, grad=True)
     full = full_cotangent(problem, cotangent)
     full.flags.writeable = False
     prepared, out, prepare_s, run_s = run_timed(

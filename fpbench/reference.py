@@ -13,7 +13,7 @@ import numpy as np
 from .backend import Backend, Prepared, UnsupportedError
 from .cells import input_projection
 from .solvers import Chunked, Iterative, Solver, iteration_cap
-from .spec import Problem
+from .spec import Problem, RNNSpec
 
 
 def _setup(problem: Problem):
@@ -293,7 +293,13 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     compute_dtype = "float64"
-    unrolled_keeps = "iterates"  # unrolled_jacobi, unrolled_chunked: the iterates, in float64
+
+    def backward_kept(self, spec: RNNSpec, solver: Solver) -> tuple[int, int]:
+        """The unrolled backward (:func:`~fpbench.reference_grad.unrolled_jacobi`,
+        ``unrolled_chunked``) keeps every iterate (``S`` items a row) and recomputes the rest;
+        the others keep nothing beyond the common working set."""
+        unrolled = solver.iterative and solver.backward == "unrolled"
+        return (iteration_cap(solver, spec.seq_len), spec.state_size) if unrolled else (0, 0)
 
     def devices(self) -> list[str]:
         return ["cpu"]

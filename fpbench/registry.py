@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .backend import Backend, BackendUnavailableError, Prepared
-from .memory import check_memory
+from .memory import check_grad_memory, check_memory
 from .result import Result, make_result
 from .solvers import Solver
 from .spec import Problem
@@ -86,10 +88,17 @@ def resolve(backend: str, device: str | None = None) -> tuple[Backend, str]:
     """The backend instance and a device that is present on this machine.
 
     Raises:
-        BackendUnavailableError: unknown or unavailable backend, or absent device;
-            the message lists what is available.
+        BackendUnavailableError: unknown or unavailable backend, a device name the backend
+            does not know (the message lists its device names), or a device absent on this
+            machine (the message lists what is available).
     """
     name, dev = parse_target(backend, device)
+    known = ALL_DEVICES.get(name)
+    if known is not None and dev not in known:  # a typo, whether or not the backend is installed
+        raise BackendUnavailableError(
+            f"unknown device {dev!r} for backend {name!r}; use one of {list(known)} "
+            f"(device names are case-sensitive)"
+        )
     impl = get_backend(name)
     devices = impl.devices()
     if dev not in devices:
@@ -157,11 +166,12 @@ def timed_solve(
 
 
 def checked_target(
-    problem: Problem, solver: Solver, backend: str, device: str | None, repeats: int
+    problem: Problem, solver: Solver, backend: str, device: str | None, repeats: int, grad: bool = False
 ) -> tuple[Backend, str]:
     """The checks every solve-like call (:func:`timed_solve`, :func:`fpbench.timed_grad`)
     makes before preparing anything: argument types, ``repeats``, the backend and device,
-    and on a CPU device the memory estimate. Returns the backend instance and device.
+    and on a CPU device the memory estimate (of the gradient, forward and backward, when
+    ``grad``). Returns the backend instance and device.
 
     Raises:
         TypeError, ValueError, BackendUnavailableError, InsufficientMemoryError.
@@ -176,10 +186,12 @@ def checked_target(
         raise TypeError(f"backend must be a string such as 'torch' or 'torch:cuda', got {backend!r}")
     if device is not None and not isinstance(device, str):
         raise TypeError(f"device must be None or a string such as 'cpu' or 'cuda', got {device!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     impl, dev = resolve(backend, device)
-    if dev == "cpu":  # the host's memory; on a GPU the framework reports its own OOM
+    if dev == "cpu" and grad:  # the host's memory; on a GPU the framework reports its own OOM
+        check_grad_memory(problem, solver, impl.compute_dtype, impl.name, f"{impl.name}:{dev}")
+    elif dev == "cpu":
         check_memory(problem, solver, impl.compute_dtype, f"{impl.name}:{dev}")
     return impl, dev
 

@@ -43,6 +43,13 @@ TEACHER_OUTPUTS = 4
 DIGITS_HELDOUT = 0.2
 """Share of the digits images held out (never trained on)."""
 
+DIGITS_IMAGES = 1797
+"""Images in scikit-learn's bundled digits: the task's size before it is loaded (the
+memory estimate of :func:`fpbench.train.estimate_train_memory`)."""
+
+DIGITS_CLASSES = 10
+"""Classes of the digits task (its readout's outputs)."""
+
 DIGITS_LAYOUTS: dict[tuple[int, int], str] = {(8, 8): "row by row", (64, 1): "pixel by pixel"}
 """``(seq_len, input_size)`` -> how an 8x8 digit is read as a sequence."""
 
@@ -220,12 +227,27 @@ def _digits(spec: RNNSpec, seed: int) -> Task:
         labels[train],
         x[:, held],
         labels[held],
-        10,
+        DIGITS_CLASSES,
         spec.batch,
         f"scikit-learn's bundled 8x8 digits (sklearn.datasets.load_digits, {N} images), {layout}, "
         f"{len(train)} train / {n_held} held out",
         seed,
     )
+
+
+def task_sizes(name: str, spec: RNNSpec) -> tuple[int, int, int]:
+    """``(training sequences, held-out sequences, outputs)`` of the task ``name`` for
+    ``spec``, known without building it (nothing is allocated or loaded).
+
+    Raises:
+        ValueError: an unknown task.
+    """
+    if name == "teacher":
+        return spec.batch, spec.batch, TEACHER_OUTPUTS
+    if name == "digits":
+        held = round(DIGITS_HELDOUT * DIGITS_IMAGES)
+        return DIGITS_IMAGES - held, held, DIGITS_CLASSES
+    raise ValueError(f"unknown task {name!r}; choose one of {list(TASKS)}")
 
 
 def make_task(name: str, spec: RNNSpec, seed: int = 0) -> Task:

@@ -56,13 +56,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .grad import full_cotangent, make_grad_result
-from .memory import check_memory
+from .memory import estimate_grad_memory, estimate_memory, refuse_over_limit
 from .reference import exact_states
-from .registry import resolve
+from .registry import get_backend, parse_target, resolve
 from .result import DivergenceWarning, make_result
 from .solvers import Solver
 from .spec import PARAM_NAMES, RNNSpec, make_problem
-from .tasks import Task, accuracy, make_task, readout_loss, zero_state_problem
+from .tasks import Task, accuracy, make_task, readout_loss, task_sizes, zero_state_problem
 from .testing import check_close
 
 ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
@@ -70,8 +70,9 @@ ADAM_EPS = 1e-8
 DEFAULT_LR = 1e-2
 DEFAULT_STEPS = 100
 NUMPY_EVAL_CHUNK = 256
-"""Sequences per chunk when the NumPy reference evaluates the final training loss (bounds
-the memory of Newton's ``(T, chunk, S, S)`` Jacobians)."""
+"""Sequences per chunk when the NumPy reference evaluates the final training loss (at
+most the training set; bounds the memory of Newton's ``(T, chunk, S, S)`` Jacobians, and
+:func:`estimate_train_memory` counts it)."""
 READOUT_STREAM = 0x72656164  # "read": the readout's initialisation stream
 
 
@@ -224,7 +225,8 @@ def steps_to_loss(
 
 def init_params(spec: RNNSpec, output_size: int) -> dict[str, np.ndarray]:
     """The model's initial parameters, float64 (module docstring)."""
-    rnn = make_problem(dataclasses.replace(spec, dtype="float64")).params
+    # the parameters are drawn before the inputs, so a one-step, one-sequence problem has them
+    rnn = make_problem(dataclasses.replace(spec, dtype="float64", seq_len=1, batch=1)).params
     H = spec.hidden_size
     k = 1.0 / math.sqrt(H)
     rng = np.random.default_rng([spec.seed, READOUT_STREAM])
@@ -249,8 +251,7 @@ def solver_loss(task: Task, spec: RNNSpec, solver: Solver, impl, device: str, pa
     under the training solver and backend, batch by batch of ``spec.batch`` (the NumPy
     reference: :data:`NUMPY_EVAL_CHUNK` sequences at a time)."""
     n = task.train_size
-    # a compiled backend keeps its batch size; the NumPy reference takes bigger chunks
-    b = max(spec.batch, NUMPY_EVAL_CHUNK) if impl.name == "numpy" else spec.batch
+    b = eval_batch(spec, impl.name, n)
     parts, weights, correct = [], [], 0.0
     for idx in _chunks(n, b):
         keep = min(b, n - int(idx[0]))
@@ -272,12 +273,68 @@ def solver_loss(task: Task, spec: RNNSpec, solver: Solver, impl, device: str, pa
     return loss, ({"train_accuracy": correct / n} if task.kind == "classification" else {})
 
 
+def eval_batch(spec: RNNSpec, backend: str, train_size: int) -> int:
+    """Sequences per chunk of :func:`solver_loss`: a compiled backend keeps the spec's batch;
+    the NumPy reference takes :data:`NUMPY_EVAL_CHUNK` (at least the batch, at most the
+    training set)."""
+    return min(max(spec.batch, NUMPY_EVAL_CHUNK), train_size) if backend == "numpy" else spec.batch
+
+
 def exact_loss(task: Task, spec: RNNSpec, params, x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
     """The loss (and accuracy, for classification) with the exact float64 recurrence."""
     prob = zero_state_problem(dataclasses.replace(spec, dtype="float64"), x, _rnn(params))
     h = exact_states(prob)
     loss, *_, out = readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
     return loss, (accuracy(out, y) if task.kind == "classification" else None)
+
+
+def estimate_train_memory(
+    spec: RNNSpec, solver: Solver, backend: str = "numpy", task: str = "teacher", device: str = "cpu"
+) -> int:
+    """Bytes :func:`train` needs, known before anything is built. With ``n`` the training
+    and ``n'`` the held-out sequences (:func:`fpbench.tasks.task_sizes`), ``O`` outputs:
+
+    - the task (float64, on the host): inputs and targets of both sets,
+      ``T (n + n') (I + O)`` items; building the teacher also holds its problem, input
+      projection, exact states and outputs, ``T B (I + gH + S + O)``;
+    - the exact evaluation (float64, on the host): one set at once, its inputs,
+      projection, states and readout, ``T max(n, n') (I + gH + S + H + 2 O)`` (the larger of
+      this and the teacher's building counts);
+    - on a CPU device, a step: the forward (:func:`fpbench.estimate_memory`), the gradient
+      (:func:`fpbench.estimate_grad_memory`), the batch's problem ``T B (I + S)`` in the
+      spec's dtype and its readout ``T B (S + 2 H + 2 O)`` in float64; and the evaluation with
+      the training solver: a forward at :func:`eval_batch` sequences ``b`` plus its
+      readout ``T b (I + S + H + O)``.
+
+    Args:
+        backend: the backend name.
+        task: a name in :data:`fpbench.tasks.TASKS`.
+        device: ``"cpu"``, or a GPU (then only the host's part counts).
+    Raises:
+        ValueError: an unknown task.
+        BackendUnavailableError: an unknown or unavailable backend.
+    """
+    impl = get_backend(parse_target(backend)[0])
+    n_train, n_held, O = task_sizes(task, spec)
+    T, B, H, I, S = spec.seq_len, spec.batch, spec.hidden_size, spec.input_size, spec.state_size
+    gH, f8 = spec.gates * H, 8
+    data = T * (n_train + n_held) * (I + O) * f8
+    build = T * B * (I + gH + S + O) * f8 if task == "teacher" else 0
+    exact = T * max(n_train, n_held) * (I + gH + S + H + 2 * O) * f8
+    host = data + max(build, exact)
+    if device != "cpu":
+        return host
+    dt = impl.compute_dtype
+    step = (
+        estimate_memory(spec, solver, dt)
+        + estimate_grad_memory(spec, solver, dt, impl.name)
+        + T * B * ((I + S) * np.dtype(spec.dtype).itemsize + (S + 2 * H + 2 * O) * f8)
+    )
+    b = eval_batch(spec, impl.name, n_train)
+    evaluation = (
+        estimate_memory(dataclasses.replace(spec, batch=b), solver, dt) + T * b * (I + S + H + O) * f8
+    )
+    return host + step + evaluation
 
 
 ProgressFn = Callable[[int, float, float], None]
@@ -308,21 +365,41 @@ def train(
         seed: the task's seed (teacher, data, batches).
         lr: Adam's learning rate.
         progress: called after every step.
+
+    NumPy integer and float scalars are accepted wherever Python numbers are.
+
+    A step whose states, loss or gradient is NaN or Inf (a learning rate far too large)
+    stops training: the result is ``diverged`` (and warns ``DivergenceWarning``).
+
     Raises:
-        ValueError: bad ``steps`` / ``lr``, an unknown task or a spec it cannot use.
+        TypeError: ``spec`` is not an :class:`~fpbench.RNNSpec`, or ``solver`` not a solver.
+        ValueError: bad ``steps`` / ``seed`` / ``lr``, an unknown task or a spec it cannot use.
         MissingDependencyError: the task's optional package is missing.
         BackendUnavailableError, UnsupportedError: as :func:`fpbench.grad`.
+        InsufficientMemoryError: :func:`estimate_train_memory` exceeds the available
+            memory; checked before the task is built or anything else is allocated.
     """
+    if not isinstance(spec, RNNSpec):
+        raise TypeError(f"spec must be an fpbench.RNNSpec such as fpbench.RNNSpec(cell='gru'), got {spec!r}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (the task's seed), got {seed!r}")
+    seed = int(seed)
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float, np.integer, np.floating))
+        or not (math.isfinite(lr) and lr > 0)
+    ):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    lr = float(lr)
     if not isinstance(solver, Solver) or type(solver) is Solver:
         raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
-    the_task = make_task(task, spec, seed)
     impl, dev = resolve(backend, device)
-    if dev == "cpu":
-        check_memory(spec, solver, impl.compute_dtype, f"{impl.name}:{dev}")
+    need = estimate_train_memory(spec, solver, impl.name, task, dev)  # before the task is built
+    where = f"training with {solver} on {impl.name}:{dev}"
+    refuse_over_limit(need, where, "fpbench.train.estimate_train_memory", spec, impl.compute_dtype)
+    the_task = make_task(task, spec, seed)
     params = init_params(spec, the_task.output_size)
     opt = make_optimizer(impl.name, params, lr)
 
@@ -355,13 +432,17 @@ def train(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)  # warned once below
             h = make_result(states, residuals, solver, spec, impl.name, dev).states
-        if not np.isfinite(h).all():
-            diverged = True
-        else:
+        finite = bool(np.isfinite(h).all())
+        if finite:
             t0 = time.perf_counter()
             loss, dh, dw, db, _ = readout_loss(the_task.kind, h, y, params["W_out"], params["b_out"])
-            cot = dh.astype(spec.dtype)
+            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                cot = dh.astype(spec.dtype)
             readout_s = time.perf_counter() - t0
+            finite = bool(np.isfinite(loss) and np.isfinite(cot).all())
+        if not finite:  # the states, the loss or its gradient wrt the states is NaN or Inf
+            diverged = True
+        else:
             full = full_cotangent(problem, cot)
             full.flags.writeable = False
             prepared = impl.prepare_grad(problem, solver, dev, full)

@@ -454,3 +454,280 @@ def test_non_contiguous_input_is_accepted(target, solver):
     q = dataclasses.replace(p, x=x_view)
     got = fpbench.solve(q, solver, backend=target)
     np.testing.assert_allclose(got.states, fpbench.solve(p, solver).states, rtol=0, atol=1e-12)
+
+
+# -- issue 25, item 6: the crashes -----------------------------------------------------------
+
+CELLS = ["elman", "gru", "lstm"]
+
+
+@pytest.mark.parametrize("op", ["solve", "grad"])
+@pytest.mark.parametrize("solver", [fpbench.ELK(4), fpbench.QuasiELK(4, tol=1e-9)], ids=lambda s: s.name)
+@pytest.mark.parametrize("cell", CELLS)
+def test_jax_damped_solvers_at_one_step(cell, solver, op):
+    """T = 1 failed in every cell with an ``associative_scan`` shape error (the smoother's
+    gains are empty at T = 1)."""
+    pytest.importorskip("jax")
+    p = fpbench.make_problem(_one_step(cell))
+    if op == "solve":
+        got, want = fpbench.solve(p, solver, backend="jax"), fpbench.solve(p, solver)
+        np.testing.assert_allclose(got.states, want.states, rtol=0, atol=1e-12)
+        assert got.iterations == want.iterations and got.converged == want.converged
+    else:
+        got, want = fpbench.grad(p, solver, backend="jax"), fpbench.grad(p, solver)
+        for name, a in want.arrays().items():
+            np.testing.assert_allclose(got.arrays()[name], a, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def _one_step(cell: str) -> fpbench.RNNSpec:
+    return fpbench.RNNSpec(cell=cell, seq_len=1, batch=2, hidden_size=3, input_size=2, dtype="float64")
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "copy"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_problem_pickles_and_copies(cell, how):
+    """``cannot pickle 'mappingproxy'`` broke deepcopy, process pools and multi-process runs."""
+    import copy
+    import pickle
+
+    p = _small(cell)
+    q = {"pickle": lambda: pickle.loads(pickle.dumps(p)), "deepcopy": lambda: copy.deepcopy(p)}.get(
+        how, lambda: copy.copy(p)
+    )()
+    assert q.spec == p.spec
+    assert set(q.params) == set(p.params)
+    for name in p.params:
+        np.testing.assert_array_equal(q.params[name], p.params[name])
+        assert q.params[name].dtype == p.params[name].dtype and not q.params[name].flags.writeable
+    for a, b in [(q.x, p.x), (q.h0, p.h0), (q.s0, p.s0)]:
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    assert not q.x.flags.writeable and not q.h0.flags.writeable
+    assert (q.c0 is None) == (p.c0 is None) and (q.c0 is None or not q.c0.flags.writeable)
+    with pytest.raises(TypeError):
+        q.params["weight_hh"] = p.params["weight_hh"]  # still a read-only mapping
+    with pytest.raises(ValueError):
+        q.x[0, 0, 0] = 1.0
+    np.testing.assert_array_equal(fpbench.reference_states(q), fpbench.reference_states(p))
+
+
+def test_an_unpickled_problem_is_validated_again():
+    """A pickle goes through the constructor: arrays that no longer fit the spec are refused."""
+    import pickle
+
+    p = _small()
+    object.__setattr__(p, "x", np.zeros((2, 2, 3), np.float32))  # as a damaged pickle would hold
+    data = pickle.dumps(p)
+    with pytest.raises(ValueError, match=r"Problem\.x has shape \(2, 2, 3\)"):
+        pickle.loads(data)
+
+
+def test_problem_goes_through_a_process_pool():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    p = _small(dtype="float64")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        got = pool.submit(fpbench.reference_states, p).result(timeout=120)
+    np.testing.assert_array_equal(got, fpbench.reference_states(p))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nested_lists_take_the_spec_dtype(target, dtype):
+    """A float64 problem from lists of ints stored int64 and crashed deep in torch and Numba."""
+    p = _small(dtype=dtype)
+    ints = np.rint(p.x * 3).astype(np.int64)
+    q = fpbench.Problem(
+        p.spec,
+        ints.tolist(),
+        tuple(map(tuple, p.h0.tolist())),
+        {k: v.tolist() for k, v in p.params.items()},
+    )
+    for a in [q.x, q.h0, *q.params.values()]:
+        assert a.dtype == np.dtype(dtype) and not a.flags.writeable
+    np.testing.assert_array_equal(q.x, ints.astype(dtype))
+    np.testing.assert_array_equal(q.params["weight_hh"], p.params["weight_hh"])
+    got = fpbench.solve(q, fpbench.Sequential(), backend=target)
+    assert got.states.dtype == np.dtype(dtype) and not got.diverged
+    want = fpbench.reference_states(q)
+    np.testing.assert_allclose(got.states, want, atol=1e-5 if dtype == "float32" else 1e-12)
+
+
+def _cli(argv: list[str], **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fpbench.cli", *argv], cwd=ROOT, env=_env(), stderr=subprocess.PIPE, **popen
+    )
+
+
+TINY_ARGS = ["--seq-len", "4", "--hidden", "3", "--input-size", "2", "--batch", "2"]
+COMMANDS = {
+    "info": ["info"],
+    "solve": ["solve", *TINY_ARGS],
+    "grad": ["grad", *TINY_ARGS],
+    "train": ["train", *TINY_ARGS, "--steps", "2"],
+}
+
+
+@pytest.mark.parametrize("argv", COMMANDS.values(), ids=COMMANDS)
+def test_closed_pipe_exits_quietly(argv):
+    """``fpbench info | head -1`` raised BrokenPipeError: the reader here closes the pipe
+    before the command writes anything, so every write hits the closed pipe."""
+    from fpbench.cli import EXIT_CLOSED_PIPE
+
+    proc = _cli(argv, stdout=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == EXIT_CLOSED_PIPE == 141
+    assert err == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("argv", [COMMANDS["info"], COMMANDS["solve"]], ids=["info", "solve"])
+def test_full_disk_is_one_line(argv):
+    """Standard output on a full device (``/dev/full``) raised an OSError traceback."""
+    with open("/dev/full", "w") as full:
+        proc = _cli(argv, stdout=full)
+        err = proc.stderr.read().decode()
+        status = proc.wait(timeout=300)
+    assert status == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(
+        "fpbench: error: [Errno 28] cannot write to standard output: No space left on device"
+    )
+
+
+def test_full_disk_on_a_file_names_it(monkeypatch, capsys):
+    """An output file that cannot be written: one line with the errno and the file."""
+    import errno
+
+    import fpbench.cli as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/reports/x/index.html")
+
+    monkeypatch.setattr(cli, "cmd_info", full)
+    assert cli.main(["info"]) == cli.EXIT_OUTPUT_ERROR == 1
+    err = capsys.readouterr().err
+    assert err == "fpbench: error: [Errno 28] No space left on device: '/reports/x/index.html'\n"
+
+
+@pytest.mark.parametrize("lr", [1e30, np.float32(1e30)], ids=["float", "np.float32"])
+def test_huge_learning_rate_diverges(lr):
+    """It raised "cotangent contains NaN or Inf", about a cotangent the user never passed."""
+    s = fpbench.RNNSpec(cell="gru", input_size=2, hidden_size=4, seq_len=8, batch=4)
+    with pytest.warns(fpbench.DivergenceWarning, match="training diverged"):
+        r = fpbench.train(s, fpbench.Sequential(), steps=6, lr=lr)
+    assert r.diverged and np.isfinite(r.losses[0]) and np.isnan(r.train_loss)
+
+
+NUMPY_SCALARS = {
+    "train-lr-float32": lambda: fpbench.train(
+        _tiny_spec(), fpbench.Sequential(), steps=1, lr=np.float32(1e-2)
+    ),
+    "train-lr-float64": lambda: fpbench.train(
+        _tiny_spec(), fpbench.Sequential(), steps=1, lr=np.float64(1e-2)
+    ),
+    "train-lr-int64": lambda: fpbench.train(_tiny_spec(), fpbench.Sequential(), steps=1, lr=np.int64(1)),
+    "train-steps-seed": lambda: fpbench.train(
+        _tiny_spec(), fpbench.Sequential(), steps=np.int32(2), seed=np.uint8(3)
+    ),
+    "solve-repeats": lambda: fpbench.timed_solve(_tiny_problem(), fpbench.Jacobi(2), repeats=np.int64(2)),
+    "grad-repeats": lambda: fpbench.timed_grad(_tiny_problem(), fpbench.Jacobi(2), repeats=np.int32(2)),
+    "solver-fields": lambda: fpbench.solve(
+        _tiny_problem(), fpbench.ELK(np.int64(3), tol=np.float32(1e-3), damping=np.float64(0.5))
+    ),
+    "chunked-fields": lambda: fpbench.solve(
+        _tiny_problem(), fpbench.Chunked(np.int16(2), chunks=np.int64(2), overlap=np.uint8(1))
+    ),
+    "spec-sizes": lambda: fpbench.make_problem(
+        fpbench.RNNSpec(
+            hidden_size=np.int32(2),
+            input_size=np.int64(2),
+            seq_len=np.int16(3),
+            batch=np.uint8(1),
+            contraction=np.float32(0.5),
+            seed=np.int64(4),
+        )
+    ),
+    "lyapunov-steps": lambda: fpbench.lyapunov(_tiny_problem(), steps=np.int64(2), seed=np.int64(1)),
+    "truncated-k": lambda: fpbench.truncated_states(_tiny_problem(), np.int64(2)),
+}
+
+
+def _tiny_spec() -> fpbench.RNNSpec:
+    return fpbench.RNNSpec(cell="gru", input_size=2, hidden_size=3, seq_len=4, batch=2)
+
+
+def _tiny_problem() -> fpbench.Problem:
+    return fpbench.make_problem(_tiny_spec())
+
+
+@pytest.mark.parametrize("call", NUMPY_SCALARS.values(), ids=NUMPY_SCALARS)
+def test_numpy_scalars_are_accepted_everywhere(call):
+    """``lr=np.float32(...)`` and ``repeats=np.int64(...)`` were rejected."""
+    assert call() is not None
+
+
+def test_numpy_scalars_are_stored_as_python_numbers():
+    r = fpbench.train(_tiny_spec(), fpbench.Sequential(), steps=1, lr=np.float32(0.5), seed=np.int64(2))
+    assert type(r.lr) is float and r.lr == 0.5 and type(r.seed) is int and r.seed == 2
+
+
+BOOLS = {
+    "train-lr": lambda: fpbench.train(_tiny_spec(), fpbench.Sequential(), steps=1, lr=True),
+    "train-steps": lambda: fpbench.train(_tiny_spec(), fpbench.Sequential(), steps=True),
+    "train-seed": lambda: fpbench.train(_tiny_spec(), fpbench.Sequential(), steps=1, seed=np.bool_(True)),
+    "repeats": lambda: fpbench.timed_solve(_tiny_problem(), fpbench.Jacobi(2), repeats=True),
+    "max_iters": lambda: fpbench.Jacobi(True),
+    "truncated-k": lambda: fpbench.truncated_states(_tiny_problem(), True),
+}
+
+
+@pytest.mark.parametrize("call", BOOLS.values(), ids=BOOLS)
+def test_bools_are_still_not_numbers(call):
+    with pytest.raises(ValueError, match="must be"):
+        call()
+
+
+@pytest.mark.parametrize("cell", ["elman", "elman-T1"])
+def test_lyapunov_at_contraction_zero_is_minus_inf(cell):
+    """Elman with W_hh = 0 forgets its state in one step: the exponent is -inf (it was NaN)."""
+    T = 1 if cell == "elman-T1" else 6
+    p = fpbench.make_problem(
+        fpbench.RNNSpec(cell="elman", contraction=0.0, seq_len=T, batch=2, hidden_size=3)
+    )
+    assert fpbench.lyapunov(p) == -math.inf
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_lyapunov_at_contraction_zero_gated_cells_are_finite(cell):
+    """Their state map keeps a gated copy of the state, so the exponent stays finite."""
+    p = fpbench.make_problem(fpbench.RNNSpec(cell=cell, contraction=0.0, seq_len=6, batch=2, hidden_size=3))
+    lam = fpbench.lyapunov(p)
+    assert math.isfinite(lam) and lam < 0
+
+
+@pytest.mark.parametrize(
+    ("lam", "word"),
+    [
+        (-math.inf, "contractive"),
+        (-0.5, "contractive"),
+        (0.0, "neutral"),
+        (0.3, "chaotic"),
+        (math.nan, "undefined"),
+    ],
+    ids=["-inf", "negative", "zero", "positive", "nan"],
+)
+def test_lyapunov_verdict(lam, word):
+    from fpbench.lyapunov import verdict
+
+    assert verdict(lam) == word
+
+
+def test_cli_never_calls_contraction_zero_chaotic(capsys):
+    from fpbench.cli import main
+
+    argv = ["solve", "--cell", "elman", "--contraction", "0", *TINY_ARGS]
+    assert main(argv) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("lyapunov:"))
+    assert "lambda_max=-inf" in line and "contractive" in line and "chaotic" not in line
