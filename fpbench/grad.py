@@ -216,7 +216,7 @@ def make_grad_result(
     T, B, I = spec.seq_len, spec.batch, spec.input_size
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DivergenceWarning)  # warned once, below, for both passes
-        fwd = make_result(host.states, host.residuals, solver, spec, backend, device)
+        fwd = make_result(host.states, host.residuals, solver, problem, backend, device)
     params = {k: np.asarray(host.params[k], dtype=dt) for k in problem.params}
     for k, v in params.items():
         if v.shape != problem.params[k].shape:

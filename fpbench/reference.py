@@ -77,10 +77,15 @@ blocks of whole time steps, so its extra memory is bounded whatever T is."""
 def fixed_point_residual(problem: Problem, states: np.ndarray) -> float:
     """The fixed-point residual ``max |F(S) - S|`` of full states ``S``, in float64: ``F``
     is one Jacobi sweep of the cell over the whole sequence, ``F(S)_t = f(S_{t-1}, x_t)``
-    with ``S_{-1} = s0``. It is 0 exactly at the fixed point (the sequential states).
+    for t = 1..T with ``S_0 = s0``. It is 0 exactly at the fixed point (the sequential
+    states) and measures how far the states are from satisfying the recurrence, unlike an
+    iteration's step ``max |H_new - H_old|``, which a damped solver keeps small far from
+    the fixed point.
 
     Vectorised over time: one cell evaluation per block of whole steps
-    (:data:`RESIDUAL_BLOCK_ELEMENTS`), no loop over single steps.
+    (:data:`RESIDUAL_BLOCK_ELEMENTS`), no loop over single steps; each block is flattened
+    to ``(steps * B, features)`` rows so that its matrix products are single 2-D BLAS
+    calls (a stacked 3-D ``matmul`` runs many small ones).
 
     Args:
         problem: the problem the states solve.
@@ -93,17 +98,18 @@ def fixed_point_residual(problem: Problem, states: np.ndarray) -> float:
     spec = problem.spec
     cell = spec.model
     params = {k: np.asarray(v, dtype=np.float64) for k, v in problem.params.items()}
-    T, B = spec.seq_len, spec.batch
-    per_step = B * max(spec.state_size, spec.gates * spec.hidden_size, spec.input_size)
+    T, B, I, n = spec.seq_len, spec.batch, spec.input_size, spec.state_size
+    per_step = B * max(n, spec.gates * spec.hidden_size, I)
     block = max(1, RESIDUAL_BLOCK_ELEMENTS // per_step)
     prev = np.asarray(problem.s0, dtype=np.float64)
     worst = []
     with np.errstate(over="ignore", invalid="ignore"):
         for a in range(0, T, block):
             S = np.asarray(states[a : a + block], dtype=np.float64)
-            gi = input_projection(params, np.asarray(problem.x[a : a + block], dtype=np.float64))
-            F = cell.step(np, params, np.concatenate([prev[None], S[:-1]]), gi)
-            worst.append(np.max(np.abs(F - S)))
+            x = np.asarray(problem.x[a : a + block], dtype=np.float64).reshape(-1, I)
+            before = np.concatenate([prev[None], S[:-1]]).reshape(-1, n)
+            F = cell.step(np, params, before, input_projection(params, x))
+            worst.append(np.max(np.abs(F - S.reshape(-1, n))))
             prev = S[-1]
     return float(np.max(worst))
 

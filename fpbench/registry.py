@@ -162,7 +162,7 @@ def timed_solve(
     impl, dev = checked_target(problem, solver, backend, device, repeats)
     prepared, out, prepare_s, run_s = run_timed(lambda: impl.prepare(problem, solver, dev), repeats)
     states, residuals = prepared.to_host(out)
-    return make_result(states, residuals, solver, problem.spec, impl.name, dev), prepare_s, run_s
+    return make_result(states, residuals, solver, problem, impl.name, dev), prepare_s, run_s
 
 
 def checked_target(

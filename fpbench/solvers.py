@@ -296,10 +296,12 @@ class Chunked(Iterative):
     zero start, later ones over the steps that ran.
 
     After i iterations chunks 1..i are exact, so ``max_iters >= chunks`` is exact
-    (:meth:`exact_after`). ``chunks = 1`` is :class:`Sequential`; ``overlap = 0`` is plain
-    block Jacobi. Work: ``T + P * overlap`` steps in iteration 1, depth ``T / P + overlap``.
-    Backends may skip the reruns of chunks 2..i-1 in iteration i: they start from a state
-    that has not changed since their last run, so in exact arithmetic they change nothing.
+    (:meth:`exact_after`) without a ``tol``; with one, the early exit can leave later steps
+    stale, so ``Result.converged`` checks the fixed-point residual. ``chunks = 1`` is
+    :class:`Sequential`; ``overlap = 0`` is plain block Jacobi. Work: ``T + P * overlap``
+    steps in iteration 1, depth ``T / P + overlap``. Backends may skip the reruns of chunks
+    2..i-1 in iteration i: they start from a state that has not changed since their last
+    run, so in exact arithmetic they change nothing.
     """
 
     name: ClassVar[str] = "chunked"

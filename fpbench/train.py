@@ -260,7 +260,7 @@ def solver_loss(task: Task, spec: RNNSpec, solver: Solver, impl, device: str, pa
         states, residuals = prepared.to_host(prepared.run())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)
-            h = make_result(states, residuals, solver, prob.spec, impl.name, device).states
+            h = make_result(states, residuals, solver, prob, impl.name, device).states
         y = task.targets(task.y_train, idx)
         sl = slice(None, keep)
         h, y = (h[:, sl], y[:, sl]) if task.kind == "regression" else (h[:, sl], y[sl])
@@ -431,7 +431,7 @@ def train(
         del out
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)  # warned once below
-            h = make_result(states, residuals, solver, spec, impl.name, dev).states
+            h = make_result(states, residuals, solver, problem, impl.name, dev).states
         finite = bool(np.isfinite(h).all())
         if finite:
             t0 = time.perf_counter()

@@ -156,7 +156,9 @@ def test_make_result_rejects_more_iterations_than_the_cap():
     states = np.zeros((3, 1, 2))
     spec = fpbench.RNNSpec(cell="elman", seq_len=3, batch=1, hidden_size=2, dtype="float64")
     with pytest.raises(RuntimeError, match="ran 5 iterations on T=3, more than its cap 3"):
-        fpbench.result.make_result(states, [1.0] * 5, fpbench.Jacobi(10), spec, "x", "cpu")
+        fpbench.result.make_result(
+            states, [1.0] * 5, fpbench.Jacobi(10), fpbench.make_problem(spec), "x", "cpu"
+        )
 
 
 # -- item 6: a memory estimate before allocating ------------------------------------------
