@@ -96,12 +96,12 @@ def measure(target: str, cell: str, contraction: float, solv: fpbench.Solver) ->
     label = f"{target} {solv}"
     common.check_iterations(label, solv, residuals, T)
     problem = common.problem(spec)
-    exact = fpbench.reference.sequential(problem)
+    exact = common.exact_states(problem)
     n = solv.exact_steps(iterations, T)
     if n:
         common.assert_close(f"{label} states t<={n} vs exact", states[:n], exact[:n], spec.dtype)
     if not n or solv.transition == "window":  # and every state against the same solver's reference
-        ref, _ = fpbench.reference.fixed_point(problem, solv)
+        ref = common.solver_reference(problem, solv)
         common.assert_close(f"{label} vs NumPy reference of the same solver", states, ref, spec.dtype)
     H = spec.hidden_size  # the error of h_t, the states a result reports
     found = {k: float(v) for k, v in errors(states[..., :H], exact[..., :H]).items()}

@@ -173,10 +173,24 @@ def _arrays(host: GradHost, spec: fpbench.RNNSpec) -> dict[str, np.ndarray]:
 
 
 def exact_gradient(spec: fpbench.RNNSpec) -> dict[str, np.ndarray]:
-    """The exact float64 gradient (BPTT of the reference) of the suites' loss."""
+    """The exact float64 gradient (BPTT of the reference) of the suites' loss, once per spec
+    (:func:`common.gate_reference`)."""
+    return reference_gradient(spec, fpbench.Sequential())
+
+
+def reference_gradient(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> dict[str, np.ndarray]:
+    """The NumPy reference's float64 gradient of the suites' loss through ``solver`` (its
+    backward mode included), once per spec and solver (:func:`common.gate_reference`).
+
+    Raises:
+        fpbench.UnsupportedError: the reference has no such backward (nothing is stored).
+    """
     from fpbench.reference_grad import backward
 
-    return _arrays(backward(common.problem(spec), fpbench.Sequential(), cotangent(spec)), spec)
+    def compute() -> dict[str, np.ndarray]:
+        return _arrays(backward(common.problem(spec), solver, cotangent(spec)), spec)
+
+    return common.gate_reference("gradient", (spec, solver), compute)
 
 
 def directional_error(result: fpbench.GradResult, prob: fpbench.Problem, solver: fpbench.Solver) -> float:
@@ -234,11 +248,9 @@ def verify_grad(label: str, spec: fpbench.RNNSpec, solver: fpbench.Solver, resul
         return "the reference itself"
     if numpy_grad_seconds(spec, solver) > common.GATE_REFERENCE_SECONDS:
         raise NotImplementedError(f"{label}: no affordable correctness gate for a budget k < T")
-    from fpbench.reference_grad import backward
-
     prob = common.problem(spec)
     try:
-        ref = _arrays(backward(prob, solver, cotangent(spec)), spec)
+        ref = reference_gradient(spec, solver)
     except fpbench.UnsupportedError:
         err = directional_error(result, prob, solver)
         tol = 1e-6 if spec.dtype == "float64" else 2e-3
@@ -388,7 +400,7 @@ class GradAccuracy:
             return found
         label = f"{target} {solv}"
         common.check_iterations(label, solv, np.asarray(result.forward.residuals), T)
-        exact_states = fpbench.reference.sequential(common.problem(spec))[..., : spec.hidden_size]
+        exact_states = common.exact_states(common.problem(spec))[..., : spec.hidden_size]
         n = min(result.forward.iterations, T)
         common.assert_close(
             f"{label} states t<={n} vs exact", result.states[:n], exact_states[:n], spec.dtype

@@ -39,15 +39,22 @@ class Hidden(common.Solve):
         return target, spec, common.solver(solver, GRID.solve_budget, GRID.hidden_seq_len)
 
 
-class Budget(common.Solve):
+class Budget(common.Solve if GRID.budget_peakmem else common.SolveTime):  # type: ignore[misc]
     """Time and peak memory against the iteration budget ``max_iters`` at
-    (T, H) = (``grid.budget_seq_len``, ``grid.budget_hidden``).
+    (T, H) = (``grid.budget_seq_len``, ``grid.budget_hidden``), for the grid's
+    ``budget_cells`` and ``budget_solvers`` (default: its ``cells`` and ``solvers``); peak
+    memory only where the grid's ``budget_peakmem`` says so. The gate of every solve records
+    its error against the exact states: the error against k of the same solves.
 
     The baselines do not iterate: they appear once, under ``max_iters="tol"`` (where the
     fixed-point solvers give the same, exact, answer), and are n/a for the other budgets.
+    At most 3 samples or 1 s of them: a budget sweep has many combinations, and its slow
+    ones (Newton at the largest k) take the longest.
     """
 
-    params = (TARGETS, GRID.cells, GRID.solvers, GRID.budgets)
+    repeat = (1, 3, 1.0)
+
+    params = (TARGETS, GRID.budget_cells or GRID.cells, GRID.budget_solvers or GRID.solvers, GRID.budgets)
     param_names = ("target", "cell", "solver", "max_iters")
 
     def case(self, target, cell, solver, max_iters):

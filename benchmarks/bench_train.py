@@ -161,7 +161,15 @@ def first_step(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> Ca
         raise AssertionError(f"{label}: non-finite loss or gradient")
     if impl.name != "numpy":
         ref_solver = Sequential() if solver.name == "native" else solver
-        ref = loss_and_grads("numpy", "cpu", problem.astype("float64"), ref_solver)
+
+        def numpy_step() -> dict[str, np.ndarray]:
+            ref_loss, ref_grads, *_ = loss_and_grads("numpy", "cpu", problem.astype("float64"), ref_solver)
+            return {"loss": np.array([ref_loss]), **{f"d{k}": v for k, v in ref_grads.items()}}
+
+        # the first step's data are the spec's, the task's and its seed's: one reference for every target
+        key = (spec, ref_solver, train_grids.TASK, train_grids.TASK_SEED)
+        found = common.gate_reference("train-first-step", key, numpy_step)
+        ref = (found["loss"][0], {k[1:]: v for k, v in found.items() if k != "loss"})
         common.assert_close(f"{label} loss", np.array([loss]), np.array([ref[0]]), spec.dtype)
         for k, v in ref[1].items():
             ok, msg = check_close(f"{label} d{k}", grads[k], v, spec.dtype)

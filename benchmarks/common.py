@@ -3,9 +3,11 @@
 asv runs each benchmark x parameter combination in a fresh process and re-runs
 ``setup`` before every timing sample, so everything expensive (problem generation,
 ``Backend.prepare`` with its JIT warm-up, the correctness gate) is cached per process
-here and computed once. Nothing imports a framework at module level (asv imports every
-benchmark module to discover the suites): ``fpbench.registry.resolve`` imports one when a
-setup asks for it, except in asv's fork server (:func:`_preload_in_fork_server`).
+here and computed once; the gate's float64 references, which every target and timed method
+of a problem and solver share, once per sweep (:func:`gate_reference`). Nothing imports a
+framework at module level (asv imports every benchmark module to discover the suites):
+``fpbench.registry.resolve`` imports one when a setup asks for it, except in asv's fork
+server (:func:`_preload_in_fork_server`).
 
 Outcomes, as the report reads them (``asv_contract``):
 
@@ -21,6 +23,7 @@ counts the interpreter, the imported frameworks, the problem and the solve.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import importlib
@@ -29,6 +32,7 @@ import json
 import os
 import shutil
 import sys
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -161,6 +165,85 @@ def memo(suite: str, params: tuple, measure: Callable[[], dict[str, Any]]) -> di
     part.write_text(json.dumps(value), encoding="ascii")
     os.replace(part, path)  # a reader sees the whole file or none
     return value
+
+
+REFERENCE_PREFIX = "reference-"
+"""File name prefix of the gates' float64 references in :data:`MEMO_ENV`'s folder."""
+
+_references: dict[str, dict[str, np.ndarray]] = {}
+
+
+def gate_reference(
+    kind: str, key: tuple, compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """A gate's float64 reference, ``compute()``, computed once per problem and solver.
+
+    The references a gate compares against (the exact states of a spec, the same solver's
+    NumPy run, the exact gradient) depend on the problem and the solver, not on the target,
+    the timed method or the suite, so every process that gates the same problem and solver
+    shares one: kept per process and, under ``fpbench sweep`` (:data:`MEMO_ENV` set), as an
+    ``.npz`` file in the sweep's memo folder, keyed by a hash of ``repr((kind, *key))``
+    (frozen dataclasses: every field of the spec and the solver). Written whole or not at
+    all; an unreadable file is recomputed. An exception in ``compute`` stores nothing.
+
+    Args:
+        kind: what is computed (a name per function, part of the key).
+        key: what it depends on (specs, solvers, plain values), by ``repr``.
+        compute: returns the arrays by name.
+    """
+    name = hashlib.sha256(repr((kind, *key)).encode()).hexdigest()[:32]
+    if name in _references:
+        return _references[name]
+    folder = os.environ.get(MEMO_ENV)
+    path = Path(folder) / f"{REFERENCE_PREFIX}{name}.npz" if folder else None
+    value = None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                value = {k: stored[k] for k in stored.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            value = None
+    if value is None:
+        value = {k: np.asarray(v) for k, v in compute().items()}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_suffix(f".{os.getpid()}.part")
+            with open(part, "wb") as f:
+                np.savez(f, **value)
+            os.replace(part, path)  # a reader sees the whole file or none
+    _references[name] = value
+    return value
+
+
+def _of_spec(prob: fpbench.Problem) -> bool:
+    """Whether ``prob`` is its spec's problem as :func:`problem` made it (what a spec-keyed
+    reference may stand for); any other problem's reference is computed, not shared."""
+    return _problems.get(prob.spec) is prob
+
+
+def exact_states(prob: fpbench.Problem) -> np.ndarray:
+    """The exact float64 states ``(T, B, S)`` of ``prob``: the NumPy reference's recurrence
+    (:func:`fpbench.reference.sequential`, O(T), independent of every backend), once per
+    spec (:func:`gate_reference`) for the problem :func:`problem` makes."""
+    if not _of_spec(prob):
+        return fpbench.reference.sequential(prob)
+    return gate_reference("exact", (prob.spec,), lambda: {"states": fpbench.reference.sequential(prob)})[
+        "states"
+    ]
+
+
+def solver_reference(prob: fpbench.Problem, solv: fpbench.Solver) -> np.ndarray:
+    """The float64 states ``(T, B, S)`` of the NumPy reference running ``solv`` (the same
+    iterations under the same budget, :func:`fpbench.reference.fixed_point`), once per spec
+    and solver (:func:`gate_reference`; the backward mode does not change a forward solve)
+    for the problem :func:`problem` makes."""
+    if not _of_spec(prob):
+        return fpbench.reference.fixed_point(prob, solv)[0]
+    if isinstance(solv, fpbench.Iterative):
+        solv = dataclasses.replace(solv, backward="implicit")
+    return gate_reference(
+        "fixed_point", (prob.spec, solv), lambda: {"states": fpbench.reference.fixed_point(prob, solv)[0]}
+    )["states"]
 
 
 def skip(reason: str) -> None:
@@ -386,6 +469,9 @@ def verify(label: str, prob: fpbench.Problem, solv: fpbench.Solver, states: Any,
       exact) against the exact states, and all states against the NumPy reference run of
       the same solver when that is cheap (:data:`GATE_REFERENCE_SECONDS`).
 
+    Both references are float64 NumPy runs computed once per problem and solver, whatever
+    the target and the timed method (:func:`exact_states`, :func:`solver_reference`).
+
     States are the full state ``(T, B, S)`` (``[h, c]`` for ``lstm``).
 
     Iteration counts must follow :func:`check_iterations`.
@@ -401,7 +487,7 @@ def verify(label: str, prob: fpbench.Problem, solv: fpbench.Solver, states: Any,
     expected_shape = (s.seq_len, s.batch, s.state_size)
     if states.shape != expected_shape:
         raise AssertionError(f"{label}: states have shape {states.shape}, expected {expected_shape}")
-    exact = fpbench.reference.sequential(prob)
+    exact = exact_states(prob)
     checks = []
     if not solv.iterative:
         checks.append(("vs exact", states, exact))
@@ -415,7 +501,7 @@ def verify(label: str, prob: fpbench.Problem, solv: fpbench.Solver, states: Any,
             if n:
                 checks.append((f"states t<={n} vs exact", states[:n], exact[:n]))
             if not label.startswith("numpy:") and numpy_seconds(s, solv) <= GATE_REFERENCE_SECONDS:
-                ref, _ = fpbench.reference.fixed_point(prob, solv)
+                ref = solver_reference(prob, solv)
                 checks.append(("vs NumPy reference of the same solver", states, ref))
             elif not checks:
                 raise NotImplementedError(f"{label}: no affordable correctness gate for a damped budget")

@@ -53,3 +53,17 @@ BACKWARDS = _grids.BACKWARDS
 GRAD_GRIDS = _grids.GRAD_GRIDS
 GradGrid = _grids.GradGrid
 current_grad = _grids.current_grad
+
+# training (bench_train.py, through train_grids.py)
+TRAIN_CELL = _grids.TRAIN_CELL
+TRAIN_INPUT_SIZE = _grids.TRAIN_INPUT_SIZE
+TRAIN_BATCH = _grids.TRAIN_BATCH
+TRAIN_TASK = _grids.TRAIN_TASK
+TRAIN_TASK_SEED = _grids.TRAIN_TASK_SEED
+TRAIN_LR = _grids.TRAIN_LR
+TRAIN_DAMPING = _grids.TRAIN_DAMPING
+TRAIN_METHODS = _grids.TRAIN_METHODS
+TRAIN_BASELINES = _grids.TRAIN_BASELINES
+TRAIN_GRIDS = _grids.TRAIN_GRIDS
+TrainGrid = _grids.TrainGrid
+current_train = _grids.current_train

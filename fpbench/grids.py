@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 GRID_ENV = "FPBENCH_GRID"
 DEFAULT_GRID = "quick"
@@ -105,6 +106,12 @@ class Grid:
         accuracy_solvers: the solvers of ``Accuracy`` (iterative only).
         overlaps / overlap_chunks: ``ChunkedOverlap`` sweeps the overlap of one iteration of
             ``Chunked(chunks=overlap_chunks)`` x contraction rho at the accuracy (T, H).
+        budget_cells / budget_solvers: the cells and solvers of ``Budget`` (None: ``cells`` /
+            ``solvers``). Every timed solve's gate records its error against the exact
+            states, so ``Budget`` on ``elman`` gives time and error against k on one problem,
+            the error beside the bound rho^k.
+        budget_peakmem: whether ``Budget`` has ``peakmem_solve`` beside ``time_solve`` (False:
+            asv does not collect it for this grid, and the sweep runs no process for it).
 
     The fields after ``floor_hidden`` were added later (append-only): their defaults are
     the values the grids defined before them use.
@@ -142,6 +149,9 @@ class Grid:
     accuracy_solvers: tuple[str, ...] = ITERATIVE
     overlaps: tuple[int, ...] = (0, 4, 16, 64)
     overlap_chunks: int = 8
+    budget_cells: tuple[str, ...] | None = None
+    budget_solvers: tuple[str, ...] | None = None
+    budget_peakmem: bool = True
 
 
 GRIDS: dict[str, Grid] = {
@@ -231,14 +241,18 @@ GRIDS: dict[str, Grid] = {
         solvers=SOLVERS + DAMPED + CHUNKED_SOLVERS,
         accuracy_solvers=ITERATIVE + DAMPED + CHUNKED_SOLVERS,
     ),
-    # The main job (`make report`): <= 15 minutes on the 2-core VM of reports/vm. It answers
-    # "where does a parallel solver beat the best sequential baseline" on T x H (Product,
-    # DEER's protocol: GRU, B = 16, I = H) and on B (Batch), with the error of every timed
-    # solve, and the backward pass and training beside them. Its cost is asv's fresh process per combination
-    # (~0.5 s each, about 700 of them) plus each combination's correctness gate: the float64
-    # NumPy reference of the same solver, which at T = 1024, H = 32 took ~25 s per Accuracy
-    # combination, so the suites that gate against it run at small (T, H). The other suites
-    # have small values for `asv run` by hand; `fpbench sweep` runs only `suites`.
+    # The main job (`make report`): <= 15 minutes from a fresh clone on the 2-core VM of
+    # reports/vm. It answers "where does a parallel solver beat the best sequential baseline"
+    # over T x H (Product, DEER's protocol: GRU, B = 16, I = H; its slices at one H and at
+    # one T are the time-vs-T and time-vs-H sweeps, fpbench.report.analysis.axis_sweep), over
+    # B (Batch) and over the iteration budget k (Budget, on elman: every timed solve's gate
+    # records its error against the exact states, so time and error against k come from the
+    # same solves, the error beside the bound rho^k), for every parallel solver including
+    # Chunked, with the error of every timed solve, and the backward pass and training beside
+    # them. Its cost is asv's fresh process per combination plus each one's compile and
+    # correctness gate, whose float64 references are computed once per problem and solver
+    # per sweep (benchmarks/common.py: gate_reference). The other suites have small values for
+    # `asv run` by hand; `fpbench sweep` runs only `suites`.
     "main": Grid(
         name="main",
         cells=("gru",),
@@ -247,9 +261,9 @@ GRIDS: dict[str, Grid] = {
         seq_lens_hidden=32,
         hidden_sizes=(8, 32),
         hidden_seq_len=1024,
-        budgets=(4, TOL),
+        budgets=(1, 4, 16),
         budget_seq_len=1024,
-        budget_hidden=32,
+        budget_hidden=8,
         accuracy_cells=("elman",),
         accuracy_budgets=(TOL,),
         contractions=(0.9, 2.0),
@@ -267,8 +281,8 @@ GRIDS: dict[str, Grid] = {
         batch_sizes=(1, 4, 16, 64),
         batch_seq_len=2048,
         batch_hidden=8,
-        # Not Accuracy: every timed solve's gate already measures its error, and the damping
-        # study (rho = 2) costs a minute of compiles, mostly ELK's; `default` runs it.
+        # Not Accuracy: Budget's gates measure the error against k of every timed solve, and
+        # the damping study (rho = 2) is mostly ELK's compiles; `default` runs it.
         suites=(
             "Product",
             "Batch",
@@ -277,6 +291,7 @@ GRIDS: dict[str, Grid] = {
             "GradAccuracy",
             "TrainSeqLen",
             "TrainLoss",
+            "Budget",
         ),
         # The float64 NumPy oracle is no contender, and costs minutes at these T; it still
         # checks every other target's solves (the correctness gate runs the reference).
@@ -287,6 +302,13 @@ GRIDS: dict[str, Grid] = {
         # One Chunked configuration, its fast answer (one iteration, its error shown), to stay
         # within the main job's minutes; `default` runs the others.
         solvers=(*SOLVERS, "chunked_p8_o64_k1"),
+        # The budget sweep: every parallel solver, Chunked with its budget of iterations (its
+        # overlap is ChunkedOverlap's axis), on the cell the bound rho^k is about; fixed
+        # budgets only (runs to tolerance, and the baselines, which run only under "tol", are
+        # Product's and Batch's), time only (no report section reads a budget's memory).
+        budget_cells=("elman",),
+        budget_solvers=(*ITERATIVE, "chunked_p8_o64"),
+        budget_peakmem=False,
     ),
 }
 
@@ -438,3 +460,224 @@ def current_grad() -> GradGrid:
     """The gradient sweep of the grid ``FPBENCH_GRID`` selects (``quick``'s for a grid that
     has none)."""
     return GRAD_GRIDS.get(grid_name(), GRAD_GRIDS["quick"])
+
+
+# -- Training (benchmarks/bench_train.py): appended; append-only like everything above --------
+# (moved here from benchmarks/train_grids.py, which re-exports it, so that the report reads a
+# training suite's fixed settings from the package, as it reads the other grids')
+
+TRAIN_CELL = "gru"
+TRAIN_INPUT_SIZE = 4
+TRAIN_BATCH = 8
+TRAIN_TASK = "teacher"
+TRAIN_TASK_SEED = 0
+TRAIN_LR = 1e-2
+TRAIN_DAMPING = 0.1
+"""Fixed settings of every training suite (``bench_train``): the teacher task (needs no
+optional package)."""
+
+TRAIN_METHODS: tuple[str, ...] = (
+    "sequential",  # BPTT through the recurrence
+    "native",  # the framework's autograd through its RNN (torch.nn, lax.scan)
+    "jacobi_unrolled",  # Jacobi(k) with backward="unrolled": the k-truncated model
+    "jacobi",  # the rest: backward="implicit" at the returned states
+    "newton",
+    "quasi_newton",
+    "elk",
+    "chunked_p8_o64",  # Chunked (grids.CHUNKED), implicit; to tolerance: exact after its chunks
+    "chunked_p8_o64_unrolled",  # backward="unrolled"; budget 1: the overlap-truncated model
+)
+"""Training methods: a solver and its backward mode (``benchmarks/bench_train.py``: ``method_solver``)."""
+
+TRAIN_BASELINES: tuple[str, ...] = ("sequential", "native")
+"""The training methods that do not iterate (only under budget ``"tol"``)."""
+
+
+@dataclass(frozen=True)
+class TrainGrid:
+    """One named training sweep.
+
+    Attributes:
+        seq_lens / seq_lens_hidden: ``TrainSeqLen`` times a step against T at this H.
+        hidden_sizes / hidden_seq_len: ``TrainHidden`` times a step against H at this T.
+        step_budget: the budget of the iterative methods in the time suites (``"tol"``:
+            to tolerance; ``jacobi_unrolled`` then unrolls T iterations, the exact model).
+        budgets, contractions, track_seq_len, track_hidden, track_steps: ``TrainLoss``
+            trains ``track_steps`` steps per method x budget k x contraction rho.
+        targets: the targets of the training suites (None: every target). ``quick``: the
+            NumPy oracle only, a smoke test of the suites that keeps the CI sweep short (the
+            backends' training is tested in-process by tests/test_train.py).
+        methods: the methods this grid trains; the others of :data:`TRAIN_METHODS` (the suites'
+            asv parameter, unchanged) are n/a in it.
+    """
+
+    seq_lens: tuple[int, ...]
+    seq_lens_hidden: int
+    hidden_sizes: tuple[int, ...]
+    hidden_seq_len: int
+    step_budget: Budget
+    budgets: tuple[Budget, ...]
+    contractions: tuple[float, ...]
+    track_seq_len: int
+    track_hidden: int
+    track_steps: int
+    targets: tuple[str, ...] | None = None
+    methods: tuple[str, ...] = TRAIN_METHODS
+
+
+TRAIN_GRIDS: dict[str, TrainGrid] = {
+    "quick": TrainGrid(
+        seq_lens=(32, 128),
+        seq_lens_hidden=8,
+        hidden_sizes=(8, 32),
+        hidden_seq_len=32,
+        step_budget=TOL,
+        budgets=(2, TOL),
+        contractions=(0.5, 0.9),
+        track_seq_len=16,
+        track_hidden=8,
+        track_steps=20,
+        targets=("numpy:cpu",),
+    ),
+    "default": TrainGrid(
+        seq_lens=(64, 256, 1024),
+        seq_lens_hidden=32,
+        hidden_sizes=(16, 64, 128),
+        hidden_seq_len=256,
+        step_budget=TOL,
+        budgets=(2, 8, TOL),
+        contractions=(0.5, 0.9, 1.2),
+        track_seq_len=64,
+        track_hidden=16,
+        track_steps=100,
+    ),
+    "full": TrainGrid(
+        seq_lens=(256, 1024, 4096, 16384),
+        seq_lens_hidden=64,
+        hidden_sizes=(32, 128, 256),
+        hidden_seq_len=1024,
+        step_budget=TOL,
+        budgets=(2, 8, 32, TOL),
+        contractions=(0.5, 0.9, 1.2),
+        track_seq_len=256,
+        track_hidden=32,
+        track_steps=300,
+    ),
+    # The main job: time per step against T, and the loss after a few steps per method.
+    "main": TrainGrid(
+        seq_lens=(256,),
+        seq_lens_hidden=8,
+        hidden_sizes=(8,),
+        hidden_seq_len=256,
+        step_budget=TOL,
+        budgets=(4, TOL),
+        contractions=(0.9,),
+        track_seq_len=64,
+        track_hidden=8,
+        track_steps=20,
+        # Full ELK's training step is the slowest to compile in JAX and to run in torch, a
+        # large share of the main job's minutes; `default` trains it.
+        methods=tuple(m for m in TRAIN_METHODS if m != "elk"),
+    ),
+}
+
+
+def current_train() -> TrainGrid:
+    """The training grid of ``FPBENCH_GRID`` (a grid without a training sweep: ``quick``'s)."""
+    return TRAIN_GRIDS.get(grid_name(), TRAIN_GRIDS["quick"])
+
+
+# -- One combination's whole problem (the report's rows): appended ------------------------------
+
+PROBLEM_COLUMNS: tuple[str, ...] = (
+    "cell",
+    "seq_len",
+    "hidden_size",
+    "batch",
+    "input_size",
+    "dtype",
+    "contraction",
+    "solver",
+    "backward",
+    "max_iters",
+    "budget",
+)
+"""What :func:`suite_problem` gives: the problem (cell, T, H, B, I, dtype, rho), the solver,
+its backward mode (gradient and training suites) and its budget (``max_iters``; the training
+suites' ``budget``)."""
+
+
+def _train_solver(method: str) -> dict[str, str]:
+    """The grid solver name and backward mode of a training method (``benchmarks/bench_train.py``:
+    ``method_solver``): ``jacobi_unrolled`` -> ``jacobi``, unrolled; the baselines' one exact
+    backward sits under ``"implicit"``, as in the gradient suites."""
+    if method.endswith("_unrolled"):
+        return {"solver": method.removesuffix("_unrolled"), "backward": "unrolled"}
+    return {"solver": method, "backward": "implicit"}
+
+
+def suite_problem(grid: str, suite: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The whole problem, solver and budget of one combination of the asv suite ``suite`` run
+    under the named grid: its asv parameters ``params`` (which win), and what the suite holds
+    fixed, from this module's definition of the grid (:data:`PROBLEM_COLUMNS`).
+
+    This is the one statement of what each suite holds fixed, as the suites build their
+    specs (``benchmarks/common.py``: ``spec``; ``bench_train.py``: ``train_spec``): B, I,
+    dtype and rho are the module's constants unless the suite sweeps them (``Product``: B =
+    ``product_batch``, I = H); a solve or gradient suite that does not sweep the budget runs
+    to tolerance or the grid's ``solve_budget``. A grid's values are append-only, but the
+    ``main`` grid's fields select what the main job runs and may change between commits: its
+    results from another commit are described by this commit's definition.
+
+    Args:
+        grid: a name of :data:`GRIDS` (the ``FPBENCH_GRID`` the results were recorded under).
+        suite: the asv class (``SeqLen``, ``GradSeqLen``, ``TrainLoss``, ...).
+        params: the combination's asv parameters by name (values as asv gives them).
+    Returns:
+        The columns of :data:`PROBLEM_COLUMNS` this suite has (a parameter the suite sweeps
+        keeps its value); ``{}`` for an unknown grid or a suite that solves nothing
+        (``Settings``).
+    """
+    g = GRIDS.get(grid)
+    if g is None:
+        return {}
+    gg = GRAD_GRIDS.get(grid, GRAD_GRIDS["quick"])
+    tg = TRAIN_GRIDS.get(grid, TRAIN_GRIDS["quick"])
+    base = {"batch": BATCH, "input_size": INPUT_SIZE, "dtype": DTYPE, "contraction": CONTRACTION}
+    fixed: dict[str, dict[str, Any]] = {
+        "SeqLen": {"hidden_size": g.seq_lens_hidden, "max_iters": g.solve_budget},
+        "Hidden": {"seq_len": g.hidden_seq_len, "max_iters": g.solve_budget},
+        "Budget": {"seq_len": g.budget_seq_len, "hidden_size": g.budget_hidden},
+        "Accuracy": {"seq_len": g.accuracy_seq_len, "hidden_size": g.accuracy_hidden},
+        "ChunkedOverlap": {
+            "seq_len": g.accuracy_seq_len,
+            "hidden_size": g.accuracy_hidden,
+            "solver": "chunked",
+            "max_iters": 1,
+        },
+        "ColdStart": {"seq_len": g.cold_seq_len, "hidden_size": g.cold_hidden, "max_iters": g.solve_budget},
+        "IterationFloor": {"hidden_size": g.floor_hidden, "solver": "jacobi", "max_iters": 1},
+        "Product": {"batch": g.product_batch, "max_iters": TOL},
+        "Batch": {"seq_len": g.batch_seq_len, "hidden_size": g.batch_hidden, "max_iters": TOL},
+        "GradSeqLen": {"hidden_size": gg.seq_lens_hidden, "max_iters": gg.solve_budget},
+        "GradHidden": {"seq_len": gg.hidden_seq_len, "max_iters": gg.solve_budget},
+        "GradBudget": {"seq_len": gg.budget_seq_len, "hidden_size": gg.budget_hidden},
+        "GradAccuracy": {"seq_len": gg.accuracy_seq_len, "hidden_size": gg.accuracy_hidden},
+    }
+    train: dict[str, dict[str, Any]] = {
+        "TrainSeqLen": {"hidden_size": tg.seq_lens_hidden, "budget": tg.step_budget},
+        "TrainHidden": {"seq_len": tg.hidden_seq_len, "budget": tg.step_budget},
+        "TrainLoss": {"seq_len": tg.track_seq_len, "hidden_size": tg.track_hidden},
+    }
+    given = {k: v for k, v in params.items() if k in PROBLEM_COLUMNS and v is not None}
+    if suite in fixed:
+        out = {**base, **fixed[suite], **given}
+        if suite == "Product" and "input_size" not in given and "hidden_size" in out:
+            out["input_size"] = out["hidden_size"]  # DEER's protocol: I = H
+        return out
+    if suite in train:
+        base = {**base, "cell": TRAIN_CELL, "batch": TRAIN_BATCH, "input_size": TRAIN_INPUT_SIZE}
+        method = params.get("method")
+        solver = _train_solver(method) if isinstance(method, str) else {}
+        return {**base, **train[suite], **solver, **given}
+    return {}

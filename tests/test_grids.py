@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import sys
 from pathlib import Path
 
@@ -54,6 +55,117 @@ def test_main_grid_covers_t_h_and_b():
     assert set(m.suites) >= {"Product", "Batch"}
     for grid in grids.GRIDS.values():  # every grid gives the new suites values
         assert grid.product_seq_lens and grid.product_hidden_sizes and grid.batch_sizes
+
+
+def test_main_grid_sweeps_t_h_and_the_budget_of_every_parallel_solver():
+    """Issue 21: time against T and H (the product's slices), and time and error against the
+    budget k for every parallel solver of the main grid, Chunked's iterations among them
+    (its overlap: ChunkedOverlap), besides B, the backward pass and training."""
+    from fpbench.solvers import SOLVERS
+
+    m = grids.GRIDS["main"]
+    assert {"Product", "Batch", "Budget", "ChunkedOverlap", "GradSeqLen", "TrainLoss"} <= set(m.suites)
+    assert len(m.product_seq_lens) >= 3 and len(m.product_hidden_sizes) >= 3
+    ks = [k for k in m.budgets if k != grids.TOL]
+    assert len(ks) >= 3 and max(ks) >= 16 * min(ks) and min(ks) == 1
+    parallel = {grids.solver_fields(s)[0] for s in m.solvers if SOLVERS[grids.solver_fields(s)[0]].iterative}
+    budget_solvers = m.budget_solvers or m.solvers
+    assert parallel <= {grids.solver_fields(s)[0] for s in budget_solvers}
+    chunked = [s for s in budget_solvers if grids.solver_fields(s)[0] == "chunked"]
+    assert chunked and all("max_iters" not in grids.solver_fields(s)[1] for s in chunked)  # runs every k
+    if grids.TOL not in m.budgets:  # a baseline runs only under "tol": no process for nothing
+        assert not set(grids.BASELINES) & set(budget_solvers)
+    assert m.budget_cells == ("elman",)  # the cell the bound rho^k is about
+    for name in ("quick", "default", "full"):  # the other grids' Budget is unchanged
+        g = grids.GRIDS[name]
+        assert (g.budget_cells, g.budget_solvers, g.budget_peakmem) == (None, None, True)
+
+
+def test_budget_suite_follows_the_grid():
+    """``Budget`` takes the grid's budget cells and solvers; under the main grid it times only
+    (asv collects no ``peakmem_solve``, so the sweep runs no process for it)."""
+    import os
+    import subprocess
+
+    code = (
+        "import benchmarks.bench_solve as b; "
+        "print(hasattr(b.Budget, 'peakmem_solve'), b.Budget.params[1], b.Budget.params[2])"
+    )
+    out = {}
+    for name in ("main", "default"):
+        env = {**os.environ, grids.GRID_ENV: name}
+        run = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        )
+        out[name] = run.stdout.strip()
+    m, d = grids.GRIDS["main"], grids.GRIDS["default"]
+    assert out["main"] == f"False {m.budget_cells} {m.budget_solvers}"
+    assert out["default"] == f"True {d.cells} {d.solvers}"
+
+
+def test_suite_problem_is_what_the_suites_build():
+    """The report's whole problem of a row (``suite_problem``) is the spec, solver and budget
+    the suite's ``case`` builds, for every combination of the solve, gradient and training
+    time suites (the grid the suites imported here: quick unless ``FPBENCH_GRID`` says)."""
+    import fpbench
+    from benchmarks import bench_grad, bench_solve, bench_train
+
+    name = grids.grid_name()
+    suites = [
+        bench_solve.SeqLen,
+        bench_solve.Hidden,
+        bench_solve.Budget,
+        bench_solve.Product,
+        bench_solve.Batch,
+        bench_grad.GradSeqLen,
+        bench_grad.GradHidden,
+        bench_grad.GradBudget,
+        bench_train.TrainSeqLen,
+        bench_train.TrainHidden,
+    ]
+    checked = 0
+    for suite in suites:
+        params = [("numpy:cpu",), *suite.params[1:]]
+        for combo in itertools.product(*params):
+            try:
+                _, spec, solver = suite().case(*combo)
+            except NotImplementedError:
+                continue
+            given = dict(zip(suite.param_names, combo, strict=True))
+            got = grids.suite_problem(name, suite.__name__, given)
+            want = {f: getattr(spec, f) for f in ("cell", "seq_len", "hidden_size", "batch", "input_size")}
+            want.update(dtype=spec.dtype, contraction=spec.contraction)
+            assert {k: got[k] for k in want} == want, (suite.__name__, combo)
+            budget = got["budget"] if suite.__name__.startswith("Train") else got["max_iters"]
+            if solver.iterative and "max_iters" not in grids.solver_fields(got["solver"])[1]:
+                if budget == grids.TOL:  # to tolerance, or (unrolled training) the exact budget
+                    exact = fpbench.iteration_cap(solver, spec.seq_len) == solver.exact_after(spec.seq_len)
+                    assert solver.tol is not None or exact, (suite.__name__, combo)
+                else:
+                    assert (solver.max_iters, solver.tol) == (budget, None), (suite.__name__, combo)
+            if suite.__name__.startswith(("Grad", "Train")):
+                assert got["backward"] == getattr(solver, "backward", "implicit"), (suite.__name__, combo)
+            checked += 1
+    assert checked > 50
+    assert grids.suite_problem("quick", "Settings", {"setting": "cpu_count"}) == {}
+    assert grids.suite_problem("no such grid", "SeqLen", {}) == {}
+
+
+def test_training_grids_live_in_the_package():
+    """The report reads a training suite's fixed settings from ``fpbench.grids``; the suites'
+    ``train_grids`` is the same definition."""
+    sys.path.insert(0, str(REPO))
+    try:
+        train_grids = importlib.import_module("benchmarks.train_grids")
+    finally:
+        sys.path.remove(str(REPO))
+    assert list(train_grids.TRAIN_GRIDS) == list(grids.TRAIN_GRIDS)
+    for name, grid in grids.TRAIN_GRIDS.items():
+        assert dataclasses.asdict(train_grids.TRAIN_GRIDS[name]) == dataclasses.asdict(grid)
+    assert train_grids.METHODS == grids.TRAIN_METHODS and train_grids.CELL == grids.TRAIN_CELL
+    main = grids.TRAIN_GRIDS["main"]  # append-only: the values its results were recorded under
+    assert (main.seq_lens, main.seq_lens_hidden, main.track_seq_len, main.track_hidden) == ((256,), 8, 64, 8)
+    assert (grids.TRAIN_INPUT_SIZE, grids.TRAIN_BATCH, grids.TRAIN_TASK) == (4, 8, "teacher")
 
 
 def test_benchmarks_load_the_same_grids():

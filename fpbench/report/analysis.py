@@ -221,6 +221,66 @@ def family_speedups(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+AXIS_SUITES = {"seq_len": "SeqLen", "hidden_size": "Hidden"}
+"""The suite that sweeps each axis alone (T, H) with the rest of its problem fixed."""
+
+
+def sweep_groups(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The suites whose timings make the T and H sweeps of ``frame``: ``SeqLen`` and
+    ``Hidden`` where they have rows, else the T x H product (``Product``), whose slices at one
+    H and at one T are those sweeps (:func:`axis_sweep`). For :func:`solve_rows`'s
+    ``groups`` (the T and H speedups, their crossovers)."""
+    ran = tuple(g for g in SOLVE_GROUPS if frame["group"].eq(g).any())
+    return ran or (PRODUCT_GROUP,)
+
+
+def axis_sweep(frame: pd.DataFrame, x: str, metric: str = "time_solve") -> pd.DataFrame:
+    """The rows of the sweep of ``x`` (``"seq_len"``: time vs T; ``"hidden_size"``: time vs H)
+    with everything else fixed along each line: the suite that sweeps ``x`` alone
+    (:data:`AXIS_SUITES`) and the T x H product (``Product``), each of whose values of the
+    other axis is one such sweep (its slice), at the product's B and I = H. Measured data,
+    not interpolated: a slice has the product's values of ``x``.
+
+    Returns:
+        ``metric`` rows of both suites with ``label`` (:func:`with_labels`): one line per
+        backend:solver and value of the other axis, of B and of the budget where they vary
+        (``jax:jacobi H=8 B=16``), so that lines of different problems are never joined.
+    """
+    if x not in AXIS_SUITES:
+        raise ValueError(f"x must be one of {sorted(AXIS_SUITES)}, got {x!r}")
+    other = "hidden_size" if x == "seq_len" else "seq_len"
+    rows = frame[frame["group"].isin((AXIS_SUITES[x], PRODUCT_GROUP)) & frame["metric"].eq(metric)]
+    return with_labels(rows, ("max_iters", other, "batch"))
+
+
+BUDGET_GROUP = "Budget"
+
+
+def budget_errors(frame: pd.DataFrame) -> pd.DataFrame:
+    """The error against the iteration budget k of the solves ``Budget`` timed: each
+    ``Budget.time_solve`` row with ``value`` = the max |error| against the exact float64
+    states its correctness gate measured (``max_abs_error``, from the sweep's log), as
+    ``metric`` ``track_max_abs_error`` (unit ``abs error``), the rows the accuracy figure
+    draws beside the bound ρᵏ (``figures.accuracy``; its problem's ρ is the ``contraction``
+    column). A timed row whose error was not recorded (no sweep log beside the results) is a
+    gap (n/a, with the reason); a gap stays one.
+
+    Returns:
+        The rows with ``label`` (:func:`with_labels`, no extra parameter: k is the x axis).
+    """
+    rows = frame[frame["group"].eq(BUDGET_GROUP) & frame["metric"].eq("time_solve")].copy()
+    if "max_abs_error" not in rows:
+        rows["max_abs_error"] = np.nan
+    unknown = rows["status"].eq("ok") & rows["max_abs_error"].isna()
+    rows.loc[unknown, "status"] = "n/a"
+    rows.loc[unknown, "reason"] = (
+        "the gate's error was not recorded (no `fpbench sweep` log with the results)"
+    )
+    rows["value"] = rows["max_abs_error"].where(rows["status"].eq("ok"))
+    rows = rows.assign(metric="track_max_abs_error", type="track", unit="abs error", q25=np.nan, q75=np.nan)
+    return with_labels(rows, ())
+
+
 def _range(values: pd.Series) -> str:
     v = sorted(set(values.dropna()))
     if not v:

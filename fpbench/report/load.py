@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import grids
 from ..cells import CELLS
 from ..solvers import SOLVERS
 from .store import (
@@ -49,6 +50,10 @@ PARAM_COLUMNS = (
 )
 """asv parameter names of the benchmark contract, in contract order (append-only)."""
 
+PROBLEM_EXTRA_COLUMNS = ("input_size", "dtype")
+"""The problem's settings no suite sweeps as an asv parameter: every row gets them, with the
+rest of its whole problem, from :func:`fpbench.grids.suite_problem` (:func:`fill_problem`)."""
+
 STATUSES = ("ok", "n/a", "failed")
 
 COLUMNS = (
@@ -62,6 +67,7 @@ COLUMNS = (
     "type",
     "unit",
     *PARAM_COLUMNS,
+    *PROBLEM_EXTRA_COLUMNS,
     "backend",
     "device",
     "params",
@@ -158,8 +164,9 @@ def _status(value: Any) -> str:
     return "ok"
 
 
-KNOWN = {"cell": tuple(CELLS), "solver": tuple(SOLVERS)}
-"""The names this fpbench knows; results of a newer one may name others."""
+KNOWN = {"cell": tuple(CELLS), "solver": (*SOLVERS, *grids.CHUNKED)}
+"""The names this fpbench knows (solvers: the registered ones and the grids' named Chunked
+configurations, :data:`fpbench.grids.CHUNKED`); results of a newer one may name others."""
 
 POSITIVE_TYPES = ("time", "timeraw", "peakmem")
 """Benchmark types whose number must be positive."""
@@ -245,6 +252,39 @@ def _rows_of(
         )
         rows.append(row)
     return rows
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fill_problem(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every row with its whole problem (cell, T, H, B, I, dtype, rho), its solver and budget:
+    what its asv parameters leave out, the suite held fixed, and
+    :func:`fpbench.grids.suite_problem` gives it from the run's named grid (``grid``) and the
+    suite (``group``). A value the row has is kept; a row of an unknown grid or suite, or of
+    a suite that solves nothing (``Settings``), keeps its gaps."""
+    frame = frame.copy()
+    for column in (*grids.PROBLEM_COLUMNS, "grid", "group"):
+        if column not in frame:
+            frame[column] = None
+    params = [c for c in grids.PROBLEM_COLUMNS if c in PARAM_COLUMNS] + ["method"]
+    found: dict[tuple, dict[str, Any]] = {}
+    filled: dict[str, list[Any]] = {c: frame[c].tolist() for c in grids.PROBLEM_COLUMNS}
+    for i, row in enumerate(frame[["grid", "group", *params]].itertuples(index=False, name=None)):
+        grid, group, values = row[0], row[1], row[2:]
+        if not isinstance(grid, str) or not isinstance(group, str):
+            continue
+        key = (grid, group, *values)
+        if key not in found:
+            given = {c: v for c, v in zip(params, values, strict=True) if not _missing(v)}
+            found[key] = grids.suite_problem(grid, group, given)
+        for column, value in found[key].items():
+            if _missing(filled[column][i]):
+                filled[column][i] = value
+    for column, values in filled.items():
+        frame[column] = pd.Series(values, index=frame.index, dtype=object).infer_objects()
+    return frame
 
 
 def _result_files(results_dir: Path) -> list[Path]:
@@ -372,7 +412,7 @@ def load_results(
     split = frame["target"].where(frame["target"].notna(), "").astype(str).str.partition(":")
     frame["backend"] = split[0].where(split[0] != "", None)
     frame["device"] = split[2].where(split[2] != "", None)
-    frame = frame.drop(columns="_started").reindex(columns=list(COLUMNS))
+    frame = fill_problem(frame).drop(columns="_started").reindex(columns=list(COLUMNS))
     frame = frame.sort_values(["machine", "commit", "benchmark", "params"], kind="stable").reset_index(
         drop=True
     )
@@ -395,6 +435,7 @@ __all__ = [
     "ReportError",
     "ResultSet",
     "curve_frame",
+    "fill_problem",
     "load_results",
     "parse_reasons",
 ]
