@@ -17,6 +17,7 @@ pytest.importorskip("asv")
 
 from fpbench import grids  # noqa: E402
 from fpbench.report import analysis  # noqa: E402
+from fpbench.report.build import build_report  # noqa: E402
 from fpbench.report.load import load_results  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "data" / "asv_results"
@@ -169,3 +170,18 @@ def test_axis_sweep_is_the_products_slices(x, other, short):
     with pytest.raises(ValueError, match="x must be"):
         analysis.axis_sweep(frame, "batch")
     assert analysis.sweep_groups(frame.assign(group="SeqLen")) == ("SeqLen",)
+
+
+def test_report_draws_the_budget_error_and_the_products_slices(main_results, tmp_path):
+    """The main grid runs no SeqLen/Hidden and no Accuracy: its time-vs-T and time-vs-H
+    sections are the product's slices and its error-vs-budget figure the timed solves' gate
+    errors. Those sections were once left out of its report as empty."""
+    out = build_report(main_results, out=tmp_path / "out")
+    text = (out / "summary.md").read_text()
+    for title in ("Time vs sequence length", "Time vs hidden size", "Time and error vs iteration budget"):
+        assert f"## {title}" in text
+    names = {p.name for p in (out / "figures").glob("*.png")}
+    assert any(n.startswith("error-budget-timed") for n in names), names
+    for x in ("seq_len", "hidden_size"):
+        assert any(n.startswith(f"time-{x}") for n in names), (x, names)
+    assert "`Hidden`" not in text.rpartition("did not run")[2]  # the product's slices cover it

@@ -110,15 +110,18 @@ def _rows(frame: pd.DataFrame, group: str, metric: str, extra: tuple[str, ...]) 
 
 def _time_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
     out = []
-    for title, group, x, other in (
-        ("Time vs sequence length", "SeqLen", "seq_len", "hidden_size"),
-        ("Time vs hidden size", "Hidden", "hidden_size", "seq_len"),
+    for title, x, other in (
+        ("Time vs sequence length", "seq_len", "hidden_size"),
+        ("Time vs hidden size", "hidden_size", "seq_len"),
     ):
-        rows = _rows(frame, group, "time_solve", ("max_iters", other))
+        # The suite that sweeps x alone, and the T x H product's slices (each value of the
+        # other axis is one such sweep): one line per backend and value of the other axis.
+        rows = analysis.axis_sweep(frame, x)
         caption = (
             f"{title}: median forward-solve time (log-log), band = interquartile range, one panel per "
-            "solver and cell, one line per backend (colour: backend, the same in every figure); red "
-            "crosses on the axis: failed (no number shown)."
+            "solver and cell, one line per backend and value of the other axis (from the suite that "
+            "sweeps it alone, or a slice of the T × H product); red crosses on the axis: failed (no "
+            "number shown)."
         )
         blocks = figs.per_machine(
             f"time-{x}",
@@ -127,7 +130,7 @@ def _time_sections(frame: pd.DataFrame, figs: _Figures) -> list[Section]:
             caption,
         )
         fixed = [fmt_num(v) for v in sorted(rows[other].dropna().unique())]
-        if fixed and blocks:
+        if len(fixed) == 1 and blocks:
             blocks.insert(0, Text(f"{figures.AXIS_LABEL[other].capitalize()} held at {', '.join(fixed)}."))
         out.append(Section(title, blocks))  # no data: no blocks, and the report leaves it out
     return out
@@ -502,7 +505,17 @@ def _budget_section(frame: pd.DataFrame, figs: _Figures) -> Section:
         lambda g, t: figures.lines(g, "max_iters", "time (ms)", t, scale=1e3, row="cell", col="solver"),
         "Time vs iteration budget k (runs to tolerance are in the T and H sweeps). Log-log.",
     )
-    return Section("Time vs iteration budget", budget_blocks)
+    budget_blocks += figs.per_machine(
+        "error-budget-timed",
+        analysis.budget_errors(frame),
+        lambda g, t: figures.accuracy(g, t),
+        "Error vs iteration budget k of the same timed solves: max |error| against the exact float64 "
+        "states, as each solve's correctness gate measured it (log y), one panel per contraction ρ and "
+        "solver, one line per backend; dashed black: ρᵏ, the Jacobi bound for elman up to the "
+        "state-norm factor max‖h‖.",
+        by=("machine", "device", "cell"),
+    )
+    return Section("Time and error vs iteration budget", budget_blocks)
 
 
 def _memory_section(frame: pd.DataFrame, figs: _Figures) -> Section:
@@ -829,6 +842,8 @@ def not_run_text(frame: pd.DataFrame) -> Text | None:
     """One line naming the suites of :data:`REPORT_SUITES` these results hold nothing of,
     and how to run them; None when every suite ran."""
     missing = [s for s in REPORT_SUITES if not frame["group"].eq(s).any()]
+    if frame["group"].eq(analysis.PRODUCT_GROUP).any():  # its slices are the time-vs-H sweep
+        missing = [s for s in missing if s != "Hidden"]
     if not missing:
         return None
     grids = sorted(set(frame["grid"].dropna().astype(str)) - {"unknown"})
