@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from . import fmt
 from .load import BASELINES
 
 SOLVE_GROUPS = ("SeqLen", "Hidden")
@@ -281,10 +282,11 @@ def budget_errors(frame: pd.DataFrame) -> pd.DataFrame:
     return with_labels(rows, ())
 
 
-def _range(values: pd.Series) -> str:
+def value_range(values: pd.Series) -> str:
+    """``1024–4096`` (or one value) of the measured values of one axis."""
     v = sorted(set(values.dropna()))
     if not v:
-        return "—"
+        return fmt.MISSING
     return fmt_num(v[0]) if len(v) == 1 else f"{fmt_num(v[0])}–{fmt_num(v[-1])}"
 
 
@@ -347,50 +349,50 @@ def headline(sp: pd.DataFrame) -> pd.DataFrame:
                 + ")",
                 "max |error| vs exact": err,
                 "baseline": top["baseline"],
-                "measured": f"T {_range(g['seq_len'])}, H {_range(g['hidden_size'])}, B {_range(g['batch'])}",
+                "measured": measured(g),
             }
         )
     return pd.DataFrame(rows, columns=cols)
 
 
+def measured(g: pd.DataFrame) -> str:
+    """``T 1024–4096, H 2–16, B 16``: the measured range of each axis of the rows ``g``."""
+    return f"T {value_range(g['seq_len'])}, H {value_range(g['hidden_size'])}, B {value_range(g['batch'])}"
+
+
 def verdict(head: pd.DataFrame, sp: pd.DataFrame, machine: str, device: str, cell: str) -> str:
-    """One plain-language paragraph for (machine, device, cell), generated from the data."""
+    """The answer for one (machine, device, cell), in a sentence generated from the data:
+    which parallel solvers beat the best sequential baseline, where, by how much and at what
+    error (the one its correctness gate measured)."""
     h = head[(head["machine"] == machine) & (head["device"] == device) & (head["cell"] == cell)]
     g = sp[(sp["machine"] == machine) & (sp["device"] == device) & (sp["cell"] == cell)]
-    failed = int(g["status"].eq("failed").sum())
-    where = f"T {_range(g['seq_len'])}, H {_range(g['hidden_size'])}, B {_range(g['batch'])}"
-    lead = f"**`{machine}`, {device}, {cell}** (measured {where}): "
+    lead = f"**`{machine}`, {device}, {cell}** (measured {measured(g)}): "
     if h.empty:
-        return (
-            lead
-            + "no parallel solve and sequential baseline were both measured here, so there is no verdict."
-        )
+        return lead + "no parallel solve and sequential baseline were both measured here: no verdict."
 
-    def err_text(v: float) -> str:
-        return "error not recorded, gate passed" if pd.isna(v) else f"max error {v:.1e} vs exact, gate passed"
+    def err(v: float) -> str:
+        return "error not recorded, gate passed" if pd.isna(v) else f"max error {fmt.error(v)}, gate passed"
 
     winners = h[h["best speedup"] > 1].sort_values("best speedup", ascending=False)
     if winners.empty:
         top = h.sort_values("best speedup", ascending=False).iloc[0]
         text = (
-            "**no parallel-in-time solver beats the best sequential baseline anywhere in the measured "
-            f"range.** The closest is {top['backend']}:{top['solver']} at {top['best speedup']:.2g}× "
-            f"(T, H, B) = {top['at (T, H, B)']} ({err_text(top['max |error| vs exact'])}), against "
-            f"{top['baseline']}."
+            "**no parallel solver beats the best sequential baseline anywhere measured.** The closest is "
+            f"{top['solver']} on {top['backend']}: {fmt.speedup(top['best speedup'])} at (T, H, B) = "
+            f"{top['at (T, H, B)']} ({err(top['max |error| vs exact'])}), against {top['baseline']}."
         )
     else:
         parts = [
-            f"{r['solver']} wins at {r['points won']} points (best {r['best speedup']:.2g}× with "
-            f"{r['backend']} at (T, H, B) = {r['at (T, H, B)']}, {err_text(r['max |error| vs exact'])}; "
-            f"wins where {r['wins']})"
+            f"**{r['solver']}** wins at {r['points won']} points ({r['wins']}), best "
+            f"{fmt.speedup(r['best speedup'])} on {r['backend']} at (T, H, B) = {r['at (T, H, B)']} "
+            f"({err(r['max |error| vs exact'])})"
             for _, r in winners.iterrows()
         ]
         losers = sorted(set(h["solver"]) - set(winners["solver"]))
-        text = (
-            "**a parallel-in-time solver beats the best sequential baseline here:** " + "; ".join(parts) + "."
-        )
+        text = "**a parallel solver beats the best sequential baseline here:** " + "; ".join(parts) + "."
         if losers:
             text += f" {', '.join(losers)} never win{'s' if len(losers) == 1 else ''} in this range."
+    failed = int(g["status"].eq("failed").sum())
     if failed:
         text += f" {failed} timed combination(s) failed their correctness gate and have no number."
     return lead + text

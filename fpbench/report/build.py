@@ -140,54 +140,6 @@ def _fmt_error(v: float) -> str:
     return "not recorded" if pd.isna(v) else fmt.error(v)
 
 
-def _range(values: pd.Series) -> str:
-    """``1024–4096`` (or one value) of the measured values of one axis."""
-    v = sorted(set(values.dropna()))
-    if not v:
-        return fmt.MISSING
-    return fmt_num(v[0]) if len(v) == 1 else f"{fmt_num(v[0])}–{fmt_num(v[-1])}"
-
-
-def _measured(g: pd.DataFrame) -> str:
-    return f"T {_range(g['seq_len'])}, H {_range(g['hidden_size'])}, B {_range(g['batch'])}"
-
-
-def _verdict(head: pd.DataFrame, sp: pd.DataFrame, machine: str, device: str, cell: str) -> str:
-    """The answer for one (machine, device, cell), in a sentence generated from the data:
-    which parallel solvers beat the best sequential baseline, where, by how much and at what
-    error (the one its correctness gate measured)."""
-    h = head[(head["machine"] == machine) & (head["device"] == device) & (head["cell"] == cell)]
-    g = sp[(sp["machine"] == machine) & (sp["device"] == device) & (sp["cell"] == cell)]
-    lead = f"**`{machine}`, {device}, {cell}** (measured {_measured(g)}): "
-
-    def err(v: float) -> str:
-        return "error not recorded, gate passed" if pd.isna(v) else f"max error {fmt.error(v)}, gate passed"
-
-    winners = h[h["best speedup"] > 1].sort_values("best speedup", ascending=False)
-    if winners.empty:
-        top = h.sort_values("best speedup", ascending=False).iloc[0]
-        text = (
-            "**no parallel solver beats the best sequential baseline anywhere measured.** The closest is "
-            f"{top['solver']} on {top['backend']}: {fmt.speedup(top['best speedup'])} at (T, H, B) = "
-            f"{top['at (T, H, B)']} ({err(top['max |error| vs exact'])}), against {top['baseline']}."
-        )
-    else:
-        parts = [
-            f"**{r['solver']}** wins at {r['points won']} points ({r['wins']}), best "
-            f"{fmt.speedup(r['best speedup'])} on {r['backend']} at (T, H, B) = {r['at (T, H, B)']} "
-            f"({err(r['max |error| vs exact'])})"
-            for _, r in winners.iterrows()
-        ]
-        losers = sorted(set(h["solver"]) - set(winners["solver"]))
-        text = "**a parallel solver beats the best sequential baseline here:** " + "; ".join(parts) + "."
-        if losers:
-            text += f" {', '.join(losers)} never win{'s' if len(losers) == 1 else ''} in this range."
-    failed = int(g["status"].eq("failed").sum())
-    if failed:
-        text += f" {failed} timed combination(s) failed their correctness gate and have no number."
-    return lead + text
-
-
 HEADLINE_FAMILIES = ("T x H product", "T and H sweeps", "batch")
 """Which family of suites (:data:`.analysis.SPEEDUP_FAMILIES`) draws the headline figure:
 the first one measured."""
@@ -204,7 +156,7 @@ def _headline_figures(sp: pd.DataFrame, figs: _Figures) -> list[Image]:
         if family is None:
             continue
         g = g[g["family"].eq(family)]
-        batch = _range(g["batch"])
+        batch = analysis.value_range(g["batch"])
         title = f"Best speedup over the best sequential baseline — {machine}, {device}, {cell}, B = {batch}"
         blocks += figs.add(
             f"headline-{machine}-{device}-{cell}",
@@ -236,7 +188,7 @@ def _headline_section(frame: pd.DataFrame, figs: _Figures) -> Section:
         return section
     head = analysis.headline(sp)
     for (machine, device, cell), _ in head.groupby(["machine", "device", "cell"], sort=True):
-        section.blocks.append(Text(_verdict(head, sp, machine, device, cell)))
+        section.blocks.append(Text(analysis.verdict(head, sp, machine, device, cell)))
     shown = head.assign(
         **{
             "best speedup": head["best speedup"].map(fmt.speedup),
