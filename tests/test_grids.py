@@ -243,3 +243,22 @@ def test_progress_counts_combinations(tmp_path):
     p.next_run()
     # a run that ended early (killed) drops its unfinished combinations from the total
     assert p.line("[100.00%] ··· x.Y.z    ok").startswith("fpbench sweep: 6/6")
+
+
+def test_progress_never_counts_backwards(tmp_path):
+    """A benchmark's setup can tick more than once per combination, so the count read from
+    the ticks once ran ahead of the benchmark that then finished, and the next line counted
+    fewer combinations than the last (the main job printed 115/277, then 104/277)."""
+    from fpbench.report.sweep import Progress
+
+    ticks = tmp_path / "ticks"
+    ticks.write_text("")
+    p = Progress([{"a.B.time_x": 10, "d.E.time_y": 2}])
+    p.tick_file = ticks
+    ticks.write_text("1\n" * 9)
+    assert p.live().startswith("fpbench sweep: 8/12")
+    shown = [8]
+    for text in ("[ 50.00%] ··· d.E.time_y    ok", "[100.00%] ··· a.B.time_x    ok"):
+        line = p.line(text)
+        shown.append(int(line.split()[2].split("/")[0]))
+    assert shown == sorted(shown) and shown[-1] == 12, shown

@@ -168,6 +168,8 @@ class Progress:
     tick_file: Path | None = None
     _ticks_at_header: int = 0
     _shown: int = -1
+    _most: int = 0
+    """The most combinations any line has counted: what :meth:`extra` never goes below."""
     sizes: list[int] = field(init=False)
     """Combinations of each run, as planned."""
     run_started_done: int = 0
@@ -190,7 +192,12 @@ class Progress:
         if self.run >= len(self.per_run) or not self.per_run[self.run]:
             return 0
         running = max(self.per_run[self.run].values())
-        return min(max(self.ticks() - self._ticks_at_header - 1, 0), running - 1)
+        est = min(max(self.ticks() - self._ticks_at_header - 1, 0), running - 1)
+        # Never fewer than once shown: a benchmark's setup can tick more than once per
+        # combination, and the count read back from the ticks must not run backwards.
+        est = max(est, min(self._most - self.done, self.total_left()))
+        self._most = max(self._most, self.done + est)
+        return est
 
     def live(self) -> str | None:
         """A status line when combinations started since the last line (between asv's
@@ -230,7 +237,7 @@ class Progress:
             return None
         self.done += counts.pop(name)
         self._ticks_at_header = self.ticks()
-        return self.status()
+        return self.status(self.extra())
 
     def status(self, extra: int = 0) -> str:
         """``done/total combinations (pct), elapsed, ~time left``; ``extra``: running ones done."""
