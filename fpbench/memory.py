@@ -201,35 +201,20 @@ def _gib(n: int) -> str:
 
 
 def check_memory(
-    problem: Problem | RNNSpec, solver: Solver, dtype: str | None = None, where: str = ""
-) -> None:
-    """Refuse a solve whose :func:`estimate_memory` exceeds :func:`available_memory`.
-
-    Args:
-        where: the ``backend:device`` for the message.
-    Raises:
-        InsufficientMemoryError: with the estimate, the available memory and how to raise it.
-    """
-    if available_memory() is None:
-        return
-    on = f" on {where}" if where else ""
-    spec = problem.spec if isinstance(problem, Problem) else problem
-    need = estimate_memory(problem, solver, dtype)
-    refuse_over_limit(need, f"{solver}{on}", "fpbench.estimate_memory", spec, dtype)
-
-
-def check_grad_memory(
     problem: Problem | RNNSpec,
     solver: Solver,
     dtype: str | None = None,
-    backend: str | None = None,
     where: str = "",
+    grad: bool = False,
+    backend: str | None = None,
 ) -> None:
-    """Refuse a gradient whose :func:`estimate_grad_memory` exceeds :func:`available_memory`.
+    """Refuse a solve whose :func:`estimate_memory` (``grad``: a gradient whose
+    :func:`estimate_grad_memory`) exceeds :func:`available_memory`.
 
     Args:
-        backend: the backend name (None: autodiff recording every operation, as torch).
         where: the ``backend:device`` for the message.
+        grad: check the gradient (forward and backward) instead of the solve.
+        backend: with ``grad``, the backend name (None: autodiff recording every operation, as torch).
     Raises:
         InsufficientMemoryError: with the estimate, the available memory and how to raise it.
     """
@@ -237,8 +222,12 @@ def check_grad_memory(
         return
     on = f" on {where}" if where else ""
     spec = problem.spec if isinstance(problem, Problem) else problem
-    need = estimate_grad_memory(problem, solver, dtype, backend)
-    refuse_over_limit(need, f"the gradient of {solver}{on}", "fpbench.estimate_grad_memory", spec, dtype)
+    if grad:
+        need = estimate_grad_memory(problem, solver, dtype, backend)
+        refuse_over_limit(need, f"the gradient of {solver}{on}", "fpbench.estimate_grad_memory", spec, dtype)
+    else:
+        need = estimate_memory(problem, solver, dtype)
+        refuse_over_limit(need, f"{solver}{on}", "fpbench.estimate_memory", spec, dtype)
 
 
 def refuse_over_limit(need: int, what: str, estimate: str, spec: RNNSpec, dtype: str | None = None) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, BackendUnavailableError, Prepared
-from .memory import check_grad_memory, check_memory
+from .memory import check_memory
 from .result import Result, make_result
 from .solvers import Solver
 from .spec import Problem
@@ -189,10 +189,8 @@ def checked_target(
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     impl, dev = resolve(backend, device)
-    if dev == "cpu" and grad:  # the host's memory; on a GPU the framework reports its own OOM
-        check_grad_memory(problem, solver, impl.compute_dtype, impl.name, f"{impl.name}:{dev}")
-    elif dev == "cpu":
-        check_memory(problem, solver, impl.compute_dtype, f"{impl.name}:{dev}")
+    if dev == "cpu":  # the host's memory; on a GPU the framework reports its own OOM
+        check_memory(problem, solver, impl.compute_dtype, f"{impl.name}:{dev}", grad, impl.name)
     return impl, dev
 
 
