@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 
 import itertools
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -223,13 +224,7 @@ def speedup_heatmaps(sp: pd.DataFrame, crossings: pd.DataFrame, title: str) -> F
         return None
     data = data[data.groupby(["backend", "solver"])["speedup"].transform(lambda v: v.notna().any())]
     backends = sorted(data["backend"].unique())
-    solvers = sorted(
-        data["solver"].unique(), key=lambda v: (list(SOLVER_STYLES).index(v) if v in SOLVER_STYLES else 99, v)
-    )
-    ts = sorted(data["seq_len"].unique())
-    hs = sorted(data["hidden_size"].unique())
-    lim = max(1.0, float(np.nanmax(np.abs(np.log2(data["speedup"].dropna())))))
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+    solvers, ts, hs, norm = _heat_grid(data)
     fig, axes = plt.subplots(
         len(solvers),
         len(backends),
@@ -252,28 +247,7 @@ def speedup_heatmaps(sp: pd.DataFrame, crossings: pd.DataFrame, title: str) -> F
             speed.map(lambda v: fmt.speedup(v) if pd.notna(v) else ""),
             status.map(lambda s: "failed" if s == "failed" else ""),
         )
-        log_speed = np.log2(speed)
-        sns.heatmap(
-            log_speed,
-            ax=ax,
-            cmap="RdBu_r",
-            norm=norm,
-            annot=notes,
-            fmt="",
-            cbar=False,
-            linewidths=0.5,
-            linecolor="white",
-            xticklabels=[fmt_num(t) for t in ts],
-            yticklabels=[fmt_num(h) for h in hs],
-        )
-        for (r, c), st in np.ndenumerate(status.to_numpy()):
-            if st == "failed":
-                ax.add_patch(Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="red", lw=0))
-        values = log_speed.to_numpy()
-        finite = values[np.isfinite(values)]
-        if len(ts) >= 2 and len(hs) >= 2 and finite.size and finite.min() < 0 < finite.max():
-            xs, ys = np.arange(len(ts)) + 0.5, np.arange(len(hs)) + 0.5
-            ax.contour(xs, ys, np.ma.masked_invalid(values), levels=[0.0], colors="black", linewidths=2)
+        _speedup_panel(ax, speed, status, notes, norm)
         label = f"{backend}:{solver}"
         cross = crossings[crossings["label"] == label].dropna(subset=["crossover_T"])
         for _, c in cross.iterrows():
@@ -303,6 +277,51 @@ def speedup_heatmaps(sp: pd.DataFrame, crossings: pd.DataFrame, title: str) -> F
     return fig
 
 
+def _heat_grid(data: pd.DataFrame) -> tuple[list, list, list, TwoSlopeNorm]:
+    """``(solvers, ts, hs, norm)`` of a speedup heatmap of ``data``: its solvers in the
+    report's solver order, its T and H values, and the colour scale of log2(speedup)
+    centred at 1x and symmetric about it."""
+    solvers = sorted(
+        data["solver"].unique(), key=lambda v: (list(SOLVER_STYLES).index(v) if v in SOLVER_STYLES else 99, v)
+    )
+    ts = sorted(data["seq_len"].unique())
+    hs = sorted(data["hidden_size"].unique())
+    lim = max(1.0, float(np.nanmax(np.abs(np.log2(data["speedup"].dropna())))))
+    return solvers, ts, hs, TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+
+
+def _speedup_panel(
+    ax, speed: pd.DataFrame, status: pd.DataFrame, notes: np.ndarray, norm: TwoSlopeNorm, **heatmap: Any
+) -> None:
+    """One (H rows x T columns) panel of a speedup heatmap on ``ax``: log2(``speed``)
+    coloured by ``norm`` and annotated with ``notes``, a failed gate (``status``, no speedup)
+    hatched red, and the break-even contour where the panel has both signs."""
+    log_speed = np.log2(speed)
+    sns.heatmap(
+        log_speed,
+        ax=ax,
+        cmap="RdBu_r",
+        norm=norm,
+        annot=notes,
+        fmt="",
+        cbar=False,
+        linewidths=0.5,
+        linecolor="white",
+        xticklabels=[fmt_num(t) for t in speed.columns],
+        yticklabels=[fmt_num(h) for h in speed.index],
+        **heatmap,
+    )
+    for (r, c), st in np.ndenumerate(status.to_numpy()):
+        if st == "failed" and pd.isna(speed.to_numpy()[r, c]):
+            ax.add_patch(Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="red", lw=0))
+    values = log_speed.to_numpy()
+    finite = values[np.isfinite(values)]
+    rows, cols = values.shape
+    if cols >= 2 and rows >= 2 and finite.size and finite.min() < 0 < finite.max():
+        xs, ys = np.arange(cols) + 0.5, np.arange(rows) + 0.5
+        ax.contour(xs, ys, np.ma.masked_invalid(values), levels=[0.0], colors="black", linewidths=2)
+
+
 def best_backend(sp: pd.DataFrame) -> pd.DataFrame:
     """Per parallel solver and point (T, H, B): the row of its fastest backend (highest
     speedup); a point where no backend has a speedup keeps one row (a failed gate stays
@@ -323,13 +342,7 @@ def headline_heatmap(sp: pd.DataFrame, title: str) -> Figure | None:
     data = best_backend(sp.dropna(subset=["seq_len", "hidden_size"]))
     if data["speedup"].notna().sum() == 0:
         return None
-    solvers = sorted(
-        data["solver"].unique(), key=lambda v: (list(SOLVER_STYLES).index(v) if v in SOLVER_STYLES else 99, v)
-    )
-    ts = sorted(data["seq_len"].unique())
-    hs = sorted(data["hidden_size"].unique())
-    lim = max(1.0, float(np.nanmax(np.abs(np.log2(data["speedup"].dropna())))))
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+    solvers, ts, hs, norm = _heat_grid(data)
     fig, axes = plt.subplots(
         1,
         len(solvers),
@@ -354,29 +367,7 @@ def headline_heatmap(sp: pd.DataFrame, title: str) -> Figure | None:
                 if pd.notna(v)
                 else ("failed" if st == "failed" else "")
             )
-        log_speed = np.log2(speed)
-        sns.heatmap(
-            log_speed,
-            ax=ax,
-            cmap="RdBu_r",
-            norm=norm,
-            annot=notes,
-            fmt="",
-            annot_kws={"fontsize": "small"},
-            cbar=False,
-            linewidths=0.5,
-            linecolor="white",
-            xticklabels=[fmt.integer(t) for t in ts],
-            yticklabels=[fmt.integer(h) for h in hs],
-        )
-        for (r, c), st in np.ndenumerate(status.to_numpy()):
-            if st == "failed" and pd.isna(speed.to_numpy()[r, c]):
-                ax.add_patch(Rectangle((c, r), 1, 1, fill=False, hatch="//", edgecolor="red", lw=0))
-        values = log_speed.to_numpy()
-        finite = values[np.isfinite(values)]
-        if len(ts) >= 2 and len(hs) >= 2 and finite.size and finite.min() < 0 < finite.max():
-            xs, ys = np.arange(len(ts)) + 0.5, np.arange(len(hs)) + 0.5
-            ax.contour(xs, ys, np.ma.masked_invalid(values), levels=[0.0], colors="black", linewidths=2)
+        _speedup_panel(ax, speed, status, notes, norm, annot_kws={"fontsize": "small"})
         ax.invert_yaxis()
         ax.grid(False)
         ax.tick_params(axis="y", labelrotation=0)
