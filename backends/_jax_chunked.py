@@ -20,9 +20,10 @@ One iteration (:func:`chunked_update`), on the carry ``(U (T, B, S), i)``:
 The iterations run under :func:`backends.jax._iterate` (a ``lax.while_loop`` recording the
 NaN-aware residuals, at most ``iteration_cap`` = ``min(max_iters, chunks)`` times); the two
 kinds of iteration are the branches of one ``lax.cond`` (no ``cond`` when the cap is 1).
-Static program arguments: the cell, the :class:`~fpbench.solvers.ChunkLayout`, the cap and
-whether there is a ``tol`` (without one no mask is computed); ``tol`` itself is a runtime
-argument.
+Static program arguments: the cell, the :class:`~fpbench.solvers.ChunkLayout`, whether a
+second iteration can run (``reruns``: the cap is above 1), whether there is a ``tol``
+(without one no mask is computed) and the residual buffer's length (the unrolled backward:
+the cap itself, its scan's length); ``tol`` and the cap are runtime arguments.
 
 Gradients:
 
@@ -92,7 +93,7 @@ def _moved(new: jax.Array, old: jax.Array) -> jax.Array:
 
 
 def chunked_update(
-    step: Step, xs: Any, u0: jax.Array, lay: ChunkLayout, cap: int, stop_early: bool, tol: jax.Array
+    step: Step, xs: Any, u0: jax.Array, lay: ChunkLayout, reruns: bool, stop_early: bool, tol: jax.Array
 ) -> tuple[Callable[[Any], tuple[Any, jax.Array]], Any]:
     """One Chunked iteration of the recurrence ``u_t = step(u_{t-1}, xs_t)`` from ``u0``
     (module docstring), and the state it starts from.
@@ -102,7 +103,7 @@ def chunked_update(
         xs: its inputs, a pytree of ``(T, B, ...)`` arrays.
         u0: ``(B, S)`` the state before step 0.
         lay: the chunk layout on T.
-        cap: the iteration cap (1: the first iteration only, no rerun is built).
+        reruns: whether iterations after the first can run (else none is built).
         stop_early: apply the ``tol`` stopping rule to the reruns.
         tol: the runtime tolerance (a scalar).
     Returns:
@@ -118,7 +119,7 @@ def chunked_update(
     def warm(U):
         return _run(step, u_warm, xs_warm).reshape(-1, n, B, S)[pos, chunk]
 
-    if cap > 1:  # then n > 1 (cap <= chunks)
+    if reruns:  # then n > 1 (the cap is at most the chunks)
         steps_r, pos_r, chunk_r = lay.gather_index(1, False)
         xs_rerun = _fold(xs, steps_r)
         sources = np.array(lay.starts[1:]) - 1
@@ -134,22 +135,26 @@ def chunked_update(
 
     def update(state):
         U, i = state
-        U_new = warm(U) if cap == 1 else lax.cond(i == 0, warm, rerun, U)
+        U_new = lax.cond(i == 0, warm, rerun, U) if reruns else warm(U)
         return (U_new, i + 1), _max_change(U_new, U)
 
     T = lay.seq_len
     return update, (jnp.zeros((T, B, S), u0.dtype), jnp.int32(0))
 
 
-def fixed_point(cell: Cell, lay: ChunkLayout, cap: int, stop_early: bool, x, s0, w, tol, damping):
-    """The Chunked forward program (``damping`` unused): ``(states (T, B, S), residuals (cap,),
-    k)``, as :func:`backends.jax._fixed_point`."""
-    update, init = chunked_update(_native_step(cell, w["torch"]), x, s0, lay, cap, stop_early, tol)
-    (S, _), res, k = _iterate(update, init, cap, tol)
+def fixed_point(
+    cell: Cell, lay: ChunkLayout, reruns: bool, stop_early: bool, slots: int, x, s0, w, tol, damping, cap
+):
+    """The Chunked forward program (``damping`` unused): ``(states (T, B, S), residuals
+    (slots,), k)``, as :func:`backends.jax._fixed_point`."""
+    update, init = chunked_update(_native_step(cell, w["torch"]), x, s0, lay, reruns, stop_early, tol)
+    (S, _), res, k = _iterate(update, init, slots, tol, cap)
     return S, res, k
 
 
-def _adjoint(cell: Cell, lay: ChunkLayout, cap: int, stop_early: bool, S, s0, gi, w, tol, g):
+def _adjoint(
+    cell: Cell, lay: ChunkLayout, reruns: bool, stop_early: bool, slots: int, S, s0, gi, w, tol, cap, g
+):
     """The adjoint ``lam (T, B, S)`` at the states ``S`` by Chunked's iterations on the
     time-reversed recurrence ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` (``lam_{T-1} = g_{T-1}``),
     and their ``(residuals (cap,), k)``."""
@@ -164,28 +169,55 @@ def _adjoint(cell: Cell, lay: ChunkLayout, cap: int, stop_early: bool, S, s0, gi
         return g_t + jnp.where(next_exists, back, 0.0)
 
     reverse = jax.tree_util.tree_map(lambda a: a[::-1], xs)
-    update, init = chunked_update(step, reverse, jnp.zeros_like(s0), lay, cap, stop_early, tol)
-    (lam, _), res, k = _iterate(update, init, cap, tol)
+    update, init = chunked_update(step, reverse, jnp.zeros_like(s0), lay, reruns, stop_early, tol)
+    (lam, _), res, k = _iterate(update, init, slots, tol, cap)
     return lam[::-1], res, k
 
 
-def grad_implicit(cell: Cell, lay: ChunkLayout, cap: int, stop_early: bool, x, s0, params, tol, damping, g):
+def grad_implicit(
+    cell: Cell,
+    lay: ChunkLayout,
+    reruns: bool,
+    stop_early: bool,
+    slots: int,
+    x,
+    s0,
+    params,
+    tol,
+    damping,
+    cap,
+    g,
+):
     """The forward, then the chunked adjoint (:func:`_adjoint`) and the parameter products.
     Returns ``(states, res, k, dparams, dx, ds0, res_b, k_b)``."""
     w = _layouts(params)
-    S, res, k = fixed_point(cell, lay, cap, stop_early, x, s0, w, tol, damping)
+    S, res, k = fixed_point(cell, lay, reruns, stop_early, slots, x, s0, w, tol, damping, cap)
     gi = _input_projection(x, w)
-    lam, res_b, k_b = _adjoint(cell, lay, cap, stop_early, S, s0, gi, w, tol, g)
+    lam, res_b, k_b = _adjoint(cell, lay, reruns, stop_early, slots, S, s0, gi, w, tol, cap, g)
     dparams, dx, ds0 = _param_products(cell, S, s0, x, gi, lam, w)
     return S, res, k, dparams, dx, ds0, res_b, k_b
 
 
-def grad_unrolled(cell: Cell, lay: ChunkLayout, cap: int, stop_early: bool, x, s0, params, tol, damping, g):
-    """``jax.vjp`` through the iterations that ran (:func:`backends.jax._unrolled_iterate`).
+def grad_unrolled(
+    cell: Cell,
+    lay: ChunkLayout,
+    reruns: bool,
+    stop_early: bool,
+    cap: int,
+    x,
+    s0,
+    params,
+    tol,
+    damping,
+    _cap,
+    g,
+):
+    """``jax.vjp`` through the iterations that ran (:func:`backends.jax._unrolled_iterate`; the
+    cap is static here, the scan's length, so the runtime ``_cap`` is unused).
     Returns ``(states, res, k, dparams, dx, ds0, res_b, k_b)`` (no backward iterations)."""
 
     def forward(x, s0, params):
-        update, init = chunked_update(_native_step(cell, params), x, s0, lay, cap, stop_early, tol)
+        update, init = chunked_update(_native_step(cell, params), x, s0, lay, reruns, stop_early, tol)
         (S, _), res, k = _unrolled_iterate(update, init, cap, tol)
         return S, (res, k)
 

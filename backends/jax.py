@@ -15,12 +15,16 @@ cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. Th
 ``"sequential"`` / ``"native"``, then ``iterative``, ``transition`` and ``damping``.
 
 - Iterative solvers: a ``lax.while_loop`` whose carry is
-  ``(S, k, residuals[cap], done)``, so tolerance and divergence checks never leave
-  the device; ``to_host`` keeps ``residuals[:k]``. ``cap`` is
+  ``(S, k, residuals[slots], done)``, so tolerance and divergence checks never leave
+  the device; ``to_host`` keeps ``residuals[:k]``. The loop runs at most ``cap`` times,
   ``fpbench.solvers.iteration_cap`` (at most T unless damped), so an unreachable
-  ``max_iters`` never sizes an array. ``tol`` and ``damping`` are runtime arguments, so one
-  compiled program serves every value. The residual is NaN if any difference is NaN
-  (XLA's CPU ``max`` reduction drops NaNs and can return -inf: :func:`_max_change`).
+  ``max_iters`` never sizes an array. ``tol``, ``damping`` and ``cap`` are runtime
+  arguments, and the residual buffer has :func:`residual_slots` entries (``cap`` rounded up
+  to a multiple of :data:`RESIDUAL_SLOTS`), so one compiled program serves every value,
+  and every budget up to 64 iterations (a budget sweep, or a budget and its ``tol`` run on a
+  short sequence) shares one program and one entry of the persistent cache. The residual
+  is NaN if any difference is NaN (XLA's CPU ``max`` reduction drops NaNs and can return
+  -inf: :func:`_max_change`).
   - ``transition == "none"`` (Jacobi): one ``(T*B, H) x (H, gH)`` product plus fused
     elementwise work per iteration.
   - ``"full"`` / ``"diagonal"`` (Newton / QuasiNewton): ``cell.linearise`` gives ``f`` and
@@ -39,7 +43,8 @@ cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. Th
   warm windows, later ones rerun every chunk but the first from the old iterate (fixed
   shapes), a ``tol`` applied afterwards as a per-chunk mask; the same ``while_loop`` and
   residuals as above, at most ``min(max_iters, chunks)`` iterations. Static: the cell, the
-  layout, the cap and whether there is a ``tol``.
+  layout, the residual slots, whether a second iteration can run and whether there is a
+  ``tol``.
 - Sequential: ``lax.scan`` over the precomputed ``gi``. Native: ``lax.scan`` of the plain
   ``cell.step`` computing ``W_ih x_t`` inside each step, as a user writes an RNN in JAX (the
   ``jax.lax.scan`` baseline of DESIGN §4).
@@ -112,7 +117,7 @@ from fpbench.backend import (
 from fpbench.cells import CELLS, Cell, input_projection
 from fpbench.grad import GradHost
 from fpbench.memory import unrolled_items
-from fpbench.solvers import TRANSITIONS, Chunked, ChunkLayout, Jacobi, Solver, iteration_cap
+from fpbench.solvers import TRANSITIONS, Chunked, Jacobi, Solver, iteration_cap
 from fpbench.spec import Problem, RNNSpec
 
 
@@ -278,24 +283,35 @@ def _native(cell: Cell, x, s0, w):
     return (lax.scan(body, s0, x)[1],)
 
 
-def _iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any, max_iters: int, tol: jax.Array):
-    """``state, r <- update(state)`` until ``max_iters``, a residual ``r <= tol`` or a
-    non-finite ``r``, all on device (``state`` is any pytree of arrays).
+RESIDUAL_SLOTS = 64
+"""Residual buffers are sized in multiples of this (:func:`residual_slots`)."""
 
-    Returns ``(state, residuals (max_iters,), k)``: ``residuals[:k]`` are the residuals
-    of the ``k`` iterations that ran.
+
+def residual_slots(cap: int) -> int:
+    """The residual buffer's length for an iteration cap: ``cap`` rounded up to a multiple of
+    :data:`RESIDUAL_SLOTS` (a static shape; the cap itself is a runtime argument)."""
+    return max(1, -(-cap // RESIDUAL_SLOTS)) * RESIDUAL_SLOTS
+
+
+def _iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any, slots: int, tol: jax.Array, cap):
+    """``state, r <- update(state)`` until ``cap`` iterations (a runtime scalar, at most
+    ``slots``), a residual ``r <= tol`` or a non-finite ``r``, all on device (``state`` is
+    any pytree of arrays).
+
+    Returns ``(state, residuals (slots,), k)``: ``residuals[:k]`` are the residuals of the
+    ``k`` iterations that ran.
     """
 
     def cond(carry):
         _, k, _, done = carry
-        return (k < max_iters) & ~done
+        return (k < cap) & ~done
 
     def body(carry):
         state, k, res, _ = carry
         state, r = update(state)
         return state, k + 1, res.at[k].set(r), ~jnp.isfinite(r) | (r <= tol)
 
-    init = (state, jnp.int32(0), jnp.zeros(max_iters, tol.dtype), jnp.bool_(False))
+    init = (state, jnp.int32(0), jnp.zeros(slots, tol.dtype), jnp.bool_(False))
     state, k, res, _ = lax.while_loop(cond, body, init)
     return state, res, k
 
@@ -349,13 +365,13 @@ def _update(cell: Cell, transition: str, damped: bool, gi, s0, w, damping) -> Ca
     return jacobi if transition == "none" else newton
 
 
-def _fixed_point(cell: Cell, transition: str, damped: bool, max_iters: int, x, s0, w, tol, damping):
+def _fixed_point(cell: Cell, transition: str, damped: bool, slots: int, x, s0, w, tol, damping, cap):
     """Any iterative solver from ``S = 0``, by its traits (:func:`_update`). Returns
-    ``(states (T, B, S), residuals (max_iters,), k)``; ``max_iters`` is the solver's
-    ``iteration_cap``."""
+    ``(states (T, B, S), residuals (slots,), k)``; ``cap`` is the solver's
+    ``iteration_cap`` (a runtime scalar), ``slots`` its :func:`residual_slots`."""
     gi = _input_projection(x, w)
     update = _update(cell, transition, damped, gi, s0, w, damping)
-    return _iterate(update, jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype), max_iters, tol)
+    return _iterate(update, jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype), slots, tol, cap)
 
 
 def _mv(A: jax.Array, v: jax.Array) -> jax.Array:
@@ -606,7 +622,8 @@ def unrolled_chunks(cap: int) -> tuple[int, int]:
 
 def _unrolled_iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any, cap: int, tol: jax.Array):
     """:func:`_iterate` written so that reverse-mode autodiff goes through it: a ``lax.scan``
-    over ``cap`` iterations whose body skips (``lax.cond``) once the iteration stopped; above
+    over ``cap`` iterations (static: the scan's length, and what it keeps for the backward,
+    depend on it) whose body skips (``lax.cond``) once the iteration stopped; above
     :data:`UNROLLED_CHECKPOINT_ABOVE` iterations, a scan of checkpointed chunks of it
     (:func:`unrolled_chunks`) whose chunks after the stop are skipped whole. ``state`` is any
     pytree of arrays. Returns ``(state, residuals (cap,), k)`` as :func:`_iterate`."""
@@ -638,8 +655,9 @@ def _unrolled_iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any
     return state, res, ran.sum(dtype=jnp.int32)
 
 
-def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, params, tol, damping, g):
-    """``jax.vjp`` through the iterations that ran (:func:`_unrolled_iterate`)."""
+def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, params, tol, damping, _cap, g):
+    """``jax.vjp`` through the iterations that ran (:func:`_unrolled_iterate`; the cap is
+    static here, so the runtime ``_cap`` every iterative program takes is unused)."""
 
     def forward(x, s0, params):
         w = _layouts(params)
@@ -654,14 +672,16 @@ def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, p
     return (S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))
 
 
-def _grad_implicit(cell: Cell, transition: str, damped: bool, cap: int, x, s0, params, tol, damping, g):
+def _grad_implicit(
+    cell: Cell, transition: str, damped: bool, slots: int, x, s0, params, tol, damping, cap, g
+):
     """The forward solve, then the adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at its
     states: a reverse ``associative_scan`` over the transposed Jacobians (``"full"``),
     Jacobi on the adjoint (``"none"``) or diagonal-preconditioned adjoint iterations
     (``"diagonal"``: each iteration an elementwise reverse scan), the iterations to ``tol``
     and at most ``min(max_iters, T)`` times (T iterations give the exact adjoint)."""
     w = _layouts(params)
-    S, res, k = _fixed_point(cell, transition, damped, cap, x, s0, w, tol, damping)
+    S, res, k = _fixed_point(cell, transition, damped, slots, x, s0, w, tol, damping, cap)
     gi = _input_projection(x, w)
     Sp = _shifted(S, s0)
     if transition == "full":
@@ -689,8 +709,7 @@ def _grad_implicit(cell: Cell, transition: str, damped: bool, cap: int, x, s0, p
                 new = lax.associative_scan(_compose_diag, (d_next, b), reverse=True)[1]
                 return new, _max_change(new, lam)
 
-        cap_b = min(cap, g.shape[0])
-        lam, res_b, k_b = _iterate(update, jnp.zeros_like(g), cap_b, tol)
+        lam, res_b, k_b = _iterate(update, jnp.zeros_like(g), slots, tol, jnp.minimum(cap, g.shape[0]))
     dparams, dx, ds0 = _param_products(cell, S, s0, x, gi, lam, w)
     return (S, res, k, dparams, dx, ds0, res_b, k_b)
 
@@ -702,11 +721,14 @@ _BACKWARD_METHODS = {
 }
 
 
-def _chunked_traits(cell: Cell, solver: Solver, seq_len: int) -> tuple[Cell, ChunkLayout, int, bool]:
+def _chunked_traits(cell: Cell, solver: Solver, seq_len: int, unrolled: bool = False) -> tuple:
     """The static arguments of a Chunked program (:mod:`backends._jax_chunked`): the cell,
-    the chunk layout, the iteration cap and whether a ``tol`` stops reruns early."""
+    the chunk layout, whether a second iteration can run, whether a ``tol`` stops reruns
+    early, and the residual slots (``unrolled``: the cap, the length of its scan)."""
     assert isinstance(solver, Chunked)  # (its transition, "window", says so)
-    return cell, solver.layout(seq_len), iteration_cap(solver, seq_len), solver.tol is not None
+    cap = iteration_cap(solver, seq_len)
+    length = cap if unrolled else residual_slots(cap)
+    return cell, solver.layout(seq_len), cap > 1, solver.tol is not None, length
 
 
 def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, str]:
@@ -719,15 +741,17 @@ def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, s
     if solver.iterative and solver.transition == "window":
         from . import _jax_chunked as chunked
 
-        traits = _chunked_traits(cell, solver, seq_len)
         if solver.backward == "unrolled":
-            return partial(chunked.grad_unrolled, *traits), "unrolled"
-        return partial(chunked.grad_implicit, *traits), "implicit: chunked adjoint"
+            return partial(chunked.grad_unrolled, *_chunked_traits(cell, solver, seq_len, True)), "unrolled"
+        return partial(
+            chunked.grad_implicit, *_chunked_traits(cell, solver, seq_len)
+        ), "implicit: chunked adjoint"
     if solver.iterative and solver.transition in TRANSITIONS:
-        traits = (cell, solver.transition, solver.damping > 0, iteration_cap(solver, seq_len))
+        traits = (cell, solver.transition, solver.damping > 0)
+        cap = iteration_cap(solver, seq_len)
         if solver.backward == "unrolled":
-            return partial(_grad_unrolled, *traits), "unrolled"
-        return partial(_grad_implicit, *traits), _BACKWARD_METHODS[solver.transition]
+            return partial(_grad_unrolled, *traits, cap), "unrolled"
+        return partial(_grad_implicit, *traits, residual_slots(cap)), _BACKWARD_METHODS[solver.transition]
     raise UnsupportedError(f"the jax backend has no backward pass for solver {solver.name!r}")
 
 
@@ -806,6 +830,17 @@ def _compile(fn: Callable, args: tuple, dtype: str) -> Callable[[], Any]:
     return run
 
 
+def _runtime_scalars(solver: Solver, spec: RNNSpec, dev: jax.Device) -> tuple[jax.Array, ...]:
+    """An iterative program's runtime arguments ``(tol, damping, cap)`` on ``dev``: arguments,
+    not constants, so one program serves every value. ``tol=None`` is -1, which no residual
+    reaches (the loop runs ``cap`` iterations, or stops at a NaN)."""
+    tol = -1.0 if solver.tol is None else solver.tol
+    cap = np.asarray(iteration_cap(solver, spec.seq_len), np.int32)
+    return tuple(
+        jax.device_put((np.asarray(tol, spec.dtype), np.asarray(solver.damping, spec.dtype), cap), dev)
+    )
+
+
 def _program(cell: Cell, solver: Solver, seq_len: int) -> Callable:
     """The program of ``solver``, chosen by its traits: ``(x, s0, w[, tol, damping]) -> out``."""
     if solver.name == "sequential":
@@ -818,8 +853,8 @@ def _program(cell: Cell, solver: Solver, seq_len: int) -> Callable:
         return partial(chunked.fixed_point, *_chunked_traits(cell, solver, seq_len))
     if solver.iterative and solver.transition in TRANSITIONS:
         # damping > 0 solves each step by the Kalman smoother; its value is an argument.
-        cap = iteration_cap(solver, seq_len)
-        return partial(_fixed_point, cell, solver.transition, solver.damping > 0, cap)
+        slots = residual_slots(iteration_cap(solver, seq_len))
+        return partial(_fixed_point, cell, solver.transition, solver.damping > 0, slots)
     raise UnsupportedError(f"the jax backend does not implement solver {solver.name!r}")
 
 
@@ -862,11 +897,7 @@ class JaxBackend(Backend):
         with jax.enable_x64(spec.dtype == "float64"):
             args = jax.device_put((problem.x, problem.s0, _weights(problem)), dev)
             if solver.iterative:
-                # tol and damping are arguments, not constants, so one program serves every
-                # value; -1 is never reached by a residual: tol=None runs max_iters (or to NaN).
-                tol = -1.0 if solver.tol is None else solver.tol
-                scalars = np.asarray(tol, spec.dtype), np.asarray(solver.damping, spec.dtype)
-                args = (*args, *jax.device_put(scalars, dev))
+                args = (*args, *_runtime_scalars(solver, spec, dev))
             run = _compile(fn, args, spec.dtype)
 
         def to_host(out) -> tuple[np.ndarray, np.ndarray]:
@@ -884,9 +915,7 @@ class JaxBackend(Backend):
         with jax.enable_x64(spec.dtype == "float64"):
             args = jax.device_put((problem.x, problem.s0, dict(problem.params)), dev)
             if solver.iterative:
-                tol = -1.0 if solver.tol is None else solver.tol
-                scalars = np.asarray(tol, spec.dtype), np.asarray(solver.damping, spec.dtype)
-                args = (*args, *jax.device_put(scalars, dev))
+                args = (*args, *_runtime_scalars(solver, spec, dev))
             args = (*args, jax.device_put(np.asarray(cotangent, spec.dtype), dev))
             run = _compile(fn, args, spec.dtype)
 

@@ -55,7 +55,13 @@ as above; unrolled (:func:`_backward_unrolled_chunked`) backpropagates through e
 the forward recorded, each window recomputed and differentiated by the BPTT kernel.
 
 Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
-NUMBA_NUM_THREADS))``, applied once, when the backend is first used.
+NUMBA_NUM_THREADS))``, applied once, when the backend is first used, on Numba's
+``workqueue`` threading layer (:data:`THREADING_LAYER`) unless ``NUMBA_THREADING_LAYER``
+chooses another. Numba would otherwise pick GNU OpenMP (``omp``) where it finds it, whose
+threads spin while they wait: on a machine where other processes share the cores its
+kernels ran several times slower than on ``workqueue`` (``reports/`` has the comparison), and
+a process that forks after starting them cannot run a parallel kernel in the child (asv's
+fork server: ``benchmarks/common.py``). ``fpbench info`` shows the layer in use.
 
 BLAS threads: the products go to SciPy's OpenBLAS, whose worker threads by default keep
 spinning for a long while after each call and take the cores from Numba's threads in the
@@ -80,6 +86,9 @@ from fpbench.spec import Problem, RNNSpec
 
 _threads_applied = False
 
+THREADING_LAYER = "workqueue"
+"""Numba's threading layer unless ``NUMBA_THREADING_LAYER`` names one (module docstring)."""
+
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see the module docstring
 
 
@@ -94,6 +103,8 @@ def _kernels():
     except ImportError as e:
         raise BackendUnavailableError(f"backend 'numba' is unavailable: {e}") from e
     if not _threads_applied:
+        if "NUMBA_THREADING_LAYER" not in os.environ:  # see the module docstring
+            numba.config.THREADING_LAYER = THREADING_LAYER
         numba.set_num_threads(min(requested_threads(), numba.config.NUMBA_NUM_THREADS))
         _threads_applied = True
     return _numba_kernels

@@ -69,33 +69,89 @@ MEMORY_FRACTION = 0.7
 """Largest share of the device's (and the host's) memory a combination may plan to use."""
 
 
+PRELOAD_ENV = "FPBENCH_PRELOAD"
+"""Comma-separated backend names: what asv's fork server imports (:func:`_preload_in_fork_server`).
+``fpbench sweep`` sets it to the one backend each of its ``asv run`` measures; unset, the
+server imports every selected target's framework."""
+
+
 def _preload_in_fork_server() -> None:
-    """Import the selected frameworks once in asv's fork server, and only there.
+    """Import the frameworks once in asv's fork server, and only there.
 
     With ``launch_method: forkserver`` asv imports the suites in one server process and
     forks a process per benchmark x parameter combination; importing torch / JAX / Numba
-    there spares each of those processes the import (seconds for torch). Import only: no
-    device, thread pool or JAX backend is initialised before a fork (torch's ``_dynamo`` is
-    imported too: ``torch.optim`` imports it on first use, seconds per training process;
-    it adds to every torch process's peak memory). Discovery and
-    ``spawn`` processes (``sys.argv[1] != "run_server"``) import no framework.
+    there spares each of those processes the import (seconds for torch). Import only, for
+    torch and JAX: no device, thread pool or JAX backend is initialised before a fork
+    (torch's ``_dynamo`` is imported too: ``torch.optim`` imports it on first use, seconds per
+    training process; it adds to every torch process's peak memory). Numba's kernels are
+    also compiled here (:func:`_warm_numba`), where its threading layer survives a fork.
+    The backends of :data:`PRELOAD_ENV` only, when it is set. Discovery and ``spawn``
+    processes (``sys.argv[1] != "run_server"``) import no framework.
     """
     if sys.argv[1:2] != ["run_server"]:
         return
-    for name in dict.fromkeys(parse_target(t)[0] for t in TARGETS):
+    names = dict.fromkeys(parse_target(t)[0] for t in TARGETS)
+    only = os.environ.get(PRELOAD_ENV)
+    if only is not None:
+        names = {n: None for n in names if n in only.split(",")}
+    for name in names:
         if name != "numpy" and importlib.util.find_spec(name) is not None:
             try:
                 importlib.import_module(name)
                 fpbench.get_backend(name)
                 if name == "torch":
                     # torch.optim's optimizers import torch._dynamo when the first one is
-                    # built: ~4 s of every training combination (torch.optim.Adam), spared.
+                    # built: seconds of every training combination (torch.optim.Adam), spared.
                     importlib.import_module("torch._dynamo")
+                if name == "numba":
+                    _warm_numba()
             except Exception:  # the benchmark's own setup reports why it is unavailable
                 pass
 
 
-_preload_in_fork_server()
+FORK_SAFE_NUMBA_LAYERS = ("workqueue", "tbb")
+"""Numba threading layers whose threads a forked process can use (GNU OpenMP's ``omp``
+aborts a forked child that runs a parallel region once the parent started its threads)."""
+
+
+def _warm_numba() -> None:
+    """Compile, or load from Numba's on-disk cache, every kernel the grid's suites run on the
+    Numba target, here in the fork server, so that no forked process loads them again (each
+    would otherwise load a dozen kernels, a large share of a small combination's time).
+
+    Tiny solves and gradients of every cell x solver (x backward mode) of the grid, in its
+    dtype: a kernel's compiled signature depends on dtypes and array layouts, not on sizes.
+    Only where the threading layer survives a fork (:data:`FORK_SAFE_NUMBA_LAYERS`; the Numba
+    backend picks ``workqueue`` unless ``NUMBA_THREADING_LAYER`` is set).
+    """
+    import numba
+
+    fpbench.get_backend("numba").devices()  # applies the backend's layer and thread count
+    if numba.config.THREADING_LAYER not in FORK_SAFE_NUMBA_LAYERS:
+        return  # (checked before any kernel starts the layer's threads here)
+    grad_grid = grids.current_grad()
+    cells = {
+        *GRID.cells, *GRID.product_cells, *GRID.accuracy_cells, *(GRID.budget_cells or ()),
+        *grad_grid.cells, *grad_grid.accuracy_cells, grids.TRAIN_CELL,
+    }  # fmt: skip
+    names = {*GRID.solvers, *GRID.accuracy_solvers, *(GRID.budget_solvers or ())}
+    for cell in sorted(cells & set(fpbench.CELLS)):
+        for batch in (1, 2):
+            problem = fpbench.make_problem(spec(cell, 256, 2, batch=batch, input_size=2))
+            cotangent = fpbench.default_cotangent(problem.spec)
+            for name in sorted(names):
+                try:
+                    solv = solver(name, grids.TOL, 256)
+                    fpbench.solve(problem, solv, backend="numba")
+                    backwards = ["implicit"]
+                    if solv.iterative and grids.solver_fields(name)[0] in grad_grid.unrolled:
+                        backwards.append("unrolled")
+                    for backward in backwards:
+                        if solv.iterative:
+                            solv = dataclasses.replace(solv, backward=backward)
+                        fpbench.grad(problem, solv, backend="numba", cotangent=cotangent)
+                except Exception:  # n/a here: the benchmark's setup says why
+                    continue
 
 
 class Timed:
@@ -579,3 +635,6 @@ class Solve(SolveTime):
 
     def peakmem_solve(self, *params: Any) -> None:
         self.prepared.run()
+
+
+_preload_in_fork_server()

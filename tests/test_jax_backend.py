@@ -108,6 +108,41 @@ def test_same_program_and_shapes_reuse_the_executable():
     assert_close("reused executable", got.states, fpbench.reference_states(b), "float32")
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda k: fpbench.Jacobi(k),
+        lambda k: fpbench.Newton(k, tol=1e-9),
+        lambda k: fpbench.QuasiNewton(k, backward="implicit"),
+        lambda k: fpbench.Chunked(k, chunks=20, overlap=1),
+    ],
+    ids=["jacobi", "newton-tol", "quasi_newton", "chunked"],
+)
+def test_budgets_share_one_program_and_each_runs_its_own(make):
+    """The iteration cap is a runtime argument (the residual buffer is rounded up to
+    ``RESIDUAL_SLOTS``), so budgets 2, 5 and 16 run one compiled program (a budget sweep's
+    processes share one persistent-cache entry), each exactly its own number of
+    iterations, forward and gradient alike."""
+    problem = fpbench.make_problem(
+        fpbench.RNNSpec(cell="elman", input_size=3, hidden_size=4, seq_len=40, batch=2, dtype="float64")
+    )
+    backend = fpbench.get_backend("jax")
+    ct = fpbench.default_cotangent(problem.spec)
+    for k in (2, 5, 16):
+        solver = make(k)
+        if k == 5:
+            compiled = len(jax_backend._EXECUTABLES)
+        got = fpbench.solve(problem, solver, backend="jax")
+        ref_states, ref_res = reference.fixed_point(problem, solver)
+        assert got.iterations == len(ref_res) and len(ref_res) <= k
+        np.testing.assert_allclose(got.residuals, ref_res, rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(got.states, ref_states[..., :4], rtol=0, atol=1e-12)
+        prepared = backend.prepare_grad(problem, solver, "cpu", ct)
+        host = prepared.to_host(prepared.run())
+        assert len(host.residuals) == got.iterations
+    assert len(jax_backend._EXECUTABLES) == compiled  # budgets 5 and 16 compiled nothing new
+
+
 def test_kept_executables_are_bounded_and_most_recent_first(monkeypatch):
     """Every kept XLA executable holds memory mappings of its compiled code: kept without
     bound, a test session reached the kernel's ``vm.max_map_count`` and XLA aborted the

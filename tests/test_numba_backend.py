@@ -256,3 +256,41 @@ def test_chunked_exact_budget_gradient_is_bptt(cell, backward):
     ref = fpbench.grad(problem, fpbench.Chunked(1, chunks=5, overlap=1, backward=backward), backend="numpy")
     np.testing.assert_allclose(one.arrays()["weight_hh"], ref.arrays()["weight_hh"], rtol=1e-9, atol=1e-11)
     assert not np.allclose(one.arrays()["weight_hh"], bptt.arrays()["weight_hh"], rtol=1e-3)
+
+
+FORK_CHILD = """
+import os, sys
+import numpy as np
+import fpbench
+sys.path.insert(0, {root!r})
+from benchmarks import common
+common._warm_numba()  # asv's fork server: compiles and runs the grid's kernels, then forks
+layer = fpbench.get_backend("numba").info()["numba_threading_layer"]
+problem = fpbench.make_problem(fpbench.RNNSpec(cell="gru", input_size=2, hidden_size=3, seq_len=40, batch=2))
+solver = fpbench.Newton(max_iters=40, tol=1e-6)
+pid = os.fork()
+if pid == 0:
+    got = fpbench.solve(problem, solver, backend="numba")
+    ok = np.abs(got.states - fpbench.reference_states(problem)).max() < 1e-4
+    os._exit(0 if ok else 3)
+print(layer, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_kernels_warmed_before_a_fork_run_in_the_child():
+    """asv's fork server warms the grid's Numba kernels once (``benchmarks/common.py``:
+    ``_warm_numba``) and forks a process per combination: the backend's threading layer
+    (``workqueue``) runs parallel kernels in the child. (GNU OpenMP's ``omp`` layer, Numba's
+    own choice here, aborts the child.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env["FPBENCH_GRID"] = "quick"
+    code = FORK_CHILD.format(root=root)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["workqueue", "0"], (out.stdout, out.stderr[-2000:])

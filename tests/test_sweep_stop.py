@@ -381,6 +381,10 @@ def test_chunk_labels():
     chunks = sweep.sweep_chunks({"FPBENCH_BACKENDS": "torch,numba"}, "quick")
     labels = [sweep.chunk_label(c) for c in chunks]
     assert labels[-1] == "settings" and "torch:cpu" in labels and "numba:cpu" in labels
+    # each run's fork server imports its own framework only; the settings run none
+    assert [sweep.preload(label) for label in labels] == [
+        label.partition(":")[0] for label in labels[:-1]
+    ] + [""]
 
 
 def test_interrupted_note():

@@ -825,6 +825,20 @@ def chunk_label(chunk: list[str]) -> str:
     return text if len(text) <= 24 else text[:21] + "..."
 
 
+PRELOAD_ENV = "FPBENCH_PRELOAD"
+"""What asv's fork server imports before forking (``benchmarks/common.py``, which spells it
+out too: the suites may come from another checkout than this package)."""
+
+
+def preload(label: str) -> str:
+    """The backends the fork server of the ``asv run`` called ``label`` (:func:`chunk_label`)
+    imports: the one its target runs on (``"torch:cpu"`` -> ``"torch"``); none for another run.
+    So no process measures with another framework imported (a peak memory holds the
+    frameworks imported), and only the Numba run warms Numba's kernels."""
+    backend, sep, _ = label.partition(":")
+    return backend if sep and backend.isidentifier() else ""
+
+
 def _asv_run(args: list[str]) -> list[str]:
     # asv run through the launcher that saves a stopped run's results (by path: a fresh
     # process that imports asv only, so it handles a signal as early as possible)
@@ -859,7 +873,8 @@ def _run_chunks(
             continue
         args = run_args + [arg for regex in chunk for arg in ("--bench", regex)]
         display.start(outcome.label, chunk)
-        status = _stream(_asv_run(args), cwd, env, log, progress, display, stop, watch, outcome)
+        run_env = {**env, PRELOAD_ENV: preload(outcome.label)}
+        status = _stream(_asv_run(args), cwd, run_env, log, progress, display, stop, watch, outcome)
         outcome.status, outcome.stopped = status, bool(stop.signum)
         display.finish(status, outcome.stopped, outcome.saved)
         progress.next_run()
