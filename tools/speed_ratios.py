@@ -35,6 +35,11 @@ the figure is the median over ``--rounds`` workers. The ratios:
    (``--chunked-seq-lens`` to change T). Target >= 1.6, with Chunked's max error against
    the float64 states within 2x the sequential solve's. Every candidate is measured at
    every point, all of them in alternating workers; the table prints each one's median.
+9. ``numba-layer``: every Numba solver on the ``workqueue`` threading layer (the backend's
+   choice) over the same on GNU OpenMP's ``omp`` (Numba's own choice where it finds it),
+   GRU, T = ``--seq-len``, B in {1, 16}, H = 16, I = 32, float32. Below 1 means
+   ``workqueue`` is faster. Run it on a quiet machine and on a busy one: ``omp``'s threads
+   spin while they wait.
 
 Every timed solve is first checked (in its worker) against the NumPy reference, every
 timed gradient against the exact float64 gradient; a failing check prints FAILED instead
@@ -72,6 +77,7 @@ class Case:
     solver: str = "jacobi"
     max_iters: int | None = None
     threads: int | None = None  # FPBENCH_THREADS of the worker
+    layer: str | None = None  # NUMBA_THREADING_LAYER of the worker
     tol: float | None = None  # with max_iters: iterate to this tolerance, at most max_iters times
     tree: str | None = None  # the checkout whose fpbench the worker imports (None: this one)
     backward: str = "implicit"  # an iterative solver's backward mode (kind "grad")
@@ -182,6 +188,8 @@ def run_worker(case: Case, repeats: int) -> dict:
     env = dict(os.environ)
     if case.threads is not None:
         env["FPBENCH_THREADS"] = str(case.threads)
+    if case.layer is not None:
+        env["NUMBA_THREADING_LAYER"] = case.layer
     if case.tree is not None:
         env["PYTHONPATH"] = os.path.abspath(case.tree)
     cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(case)), "--repeats", str(repeats)]
@@ -319,6 +327,7 @@ def main() -> None:
             "unrolled",
             "against",
             "chunked",
+            "numba-layer",
         ],
         default=None,
     )
@@ -445,6 +454,31 @@ def main() -> None:
         )
     if args.only in (None, "chunked"):
         chunked_table([int(t) for t in args.chunked_seq_lens.split(",")], args)
+    if args.only in (None, "numba-layer") and "numba" in available:
+        rows = []
+        for batch in (1, 16):
+            for solver, k, tol in (("sequential", None, None), ("jacobi", 64, 1e-5), ("newton", 64, 1e-5),
+                                   ("quasi_newton", 64, 1e-5)):  # fmt: skip
+                wq = Case(
+                    "numba:cpu", "solve", "gru", 16, T, solver, k, tol=tol, batch=batch, layer="workqueue"
+                )
+                rows.append((f"{solver} B={batch}", wq, replace(wq, layer="omp")))
+            chunked = Case(
+                "numba:cpu", "solve", "gru", 16, T, "chunked", 1, batch=batch, chunks=8, overlap=64
+            )
+            rows.append(
+                (
+                    f"chunked(8,64,k=1) B={batch}",
+                    replace(chunked, layer="workqueue"),
+                    replace(chunked, layer="omp"),
+                )
+            )
+        table(
+            f"9. numba, workqueue / omp threading layer (GRU, T={T}, H=16, I=32, float32, to tol 1e-5); ms",
+            f"{'workqueue':>10s} {'omp':>10s} {'ratio':>7s}",
+            rows,
+            args,
+        )
 
 
 if __name__ == "__main__":
