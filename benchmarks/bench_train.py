@@ -13,6 +13,10 @@ mode (:data:`train_grids.METHODS`, :func:`method_solver`).
   trained with), ``track_eval_loss`` (the same model under the exact recurrence) and
   ``track_gap`` (their difference) after ``track_steps`` steps of :func:`fpbench.train`,
   per target x method x budget k x contraction rho.
+- ``TrainText``: the same for the ``text`` task (character-level language modelling on
+  CPython's help text, losses in bits per character), plus ``track_heldout_bpc`` (the
+  exact recurrence on the held-out text), after ``text_steps`` steps per target x method
+  x budget k, in the grids that train it (``text_steps > 0``; n/a in the others).
 
 Before any number, the first step passes a gate (:func:`first_step`): its loss, the RNN's
 gradient and the readout's gradient match the NumPy float64 reference of the same method
@@ -103,19 +107,36 @@ def train_spec(seq_len: int, hidden_size: int, contraction: float = grids.CONTRA
     )
 
 
-_steps: dict[tuple[str, fpbench.RNNSpec, fpbench.Solver], Callable[[], Any]] = {}
+def text_spec() -> fpbench.RNNSpec:
+    """The ``TrainText`` spec: the grid's ``text_seq_len`` and ``text_hidden``, one-hot
+    characters in."""
+    return fpbench.RNNSpec(
+        cell=train_grids.CELL,
+        input_size=grids.TRAIN_TEXT_INPUT_SIZE,
+        hidden_size=TG.text_hidden,
+        seq_len=TG.text_seq_len,
+        batch=train_grids.BATCH,
+        dtype=grids.DTYPE,
+        contraction=grids.CONTRACTION,
+        seed=grids.SEED,
+    )
 
 
-def first_step(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> Callable[[], Any]:
-    """Prepare, gate and return the timed training step of ``(target, spec, solver)``
-    (module docstring), once per process.
+_steps: dict[tuple[str, fpbench.RNNSpec, fpbench.Solver, str], Callable[[], Any]] = {}
+
+
+def first_step(
+    target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver, task_name: str = train_grids.TASK
+) -> Callable[[], Any]:
+    """Prepare, gate and return the timed training step of ``(target, spec, solver)`` on
+    the task ``task_name`` (module docstring), once per process.
 
     Raises:
         NotImplementedError: n/a (absent target, no gradient for the combination, too slow
             on the NumPy oracle, no training API).
         AssertionError: the gate failed.
     """
-    key = (target, spec, solver)
+    key = (target, spec, solver, task_name)
     if key in _steps:
         return _steps[key]
     train_mod, tasks = _train_api()
@@ -128,11 +149,16 @@ def first_step(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> Ca
     est = 3 * common.numpy_seconds(spec, Sequential() if solver.name == "native" else solver)
     if impl.name == "numpy" and est > common.NUMPY_TARGET_SECONDS:
         raise NotImplementedError(f"{target} is the float64 oracle, not a contender: ~{est:.0f} s per step")
-    task = tasks.make_task(train_grids.TASK, spec, train_grids.TASK_SEED)
+    if task_name not in tasks.TASKS:
+        raise NotImplementedError(f"this fpbench has no task {task_name!r}")
+    task = tasks.make_task(task_name, spec, train_grids.TASK_SEED)
     params = train_mod.init_params(spec, task.output_size)
     rnn = {k: params[k] for k in PARAM_NAMES}
-    idx = task.batch_indices(0)
-    x, y = task.x_train[:, idx], task.targets(task.y_train, idx)
+    if hasattr(task, "minibatch"):
+        x, y = task.minibatch(0)
+    else:  # an fpbench from before Task.minibatch (asv runs older commits with these suites)
+        idx = task.batch_indices(0)
+        x, y = task.x_train[:, idx], task.targets(task.y_train, idx)
     problem = tasks.zero_state_problem(spec, x, rnn)
 
     def loss_and_grads(backend: str, device: str, prob: fpbench.Problem, solv: fpbench.Solver):
@@ -167,7 +193,7 @@ def first_step(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> Ca
             return {"loss": np.array([ref_loss]), **{f"d{k}": v for k, v in ref_grads.items()}}
 
         # the first step's data are the spec's, the task's and its seed's: one reference for every target
-        key = (spec, ref_solver, train_grids.TASK, train_grids.TASK_SEED)
+        key = (spec, ref_solver, task_name, train_grids.TASK_SEED)
         found = common.gate_reference("train-first-step", key, numpy_step)
         ref = (found["loss"][0], {k[1:]: v for k, v in found.items() if k != "loss"})
         common.assert_close(f"{label} loss", np.array([loss]), np.array([ref[0]]), spec.dtype)
@@ -183,7 +209,7 @@ def first_step(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> Ca
         tasks.readout_loss(task.kind, h, y, w_out, b_out)
         opt.step(grads)
 
-    _steps[key] = step
+    _steps[(target, spec, solver, task_name)] = step
     return step
 
 
@@ -243,44 +269,70 @@ def record_curve(**record: Any) -> None:
             f.write(json.dumps(record) + "\n")  # one write: whole lines, whatever else appends
 
 
-class TrainLoss:
+def gated_train(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver, task: str, steps: int):
+    """:func:`fpbench.train` of ``steps`` steps on ``task``, after the first step's gate
+    (:func:`first_step`).
+
+    Raises:
+        NotImplementedError: n/a (as :func:`first_step`; a NumPy run expected to take over
+            :data:`NUMPY_TRAIN_SECONDS`).
+    """
+    first_step(target, spec, solver, task)  # n/a and the gate
+    if target.startswith("numpy"):
+        ref = Sequential() if solver.name == "native" else solver
+        est = 3 * steps * common.numpy_seconds(spec, ref)
+        if est > NUMPY_TRAIN_SECONDS:
+            raise NotImplementedError(f"{target}: ~{est:.0f} s of float64 training")
+    train_mod, _ = _train_api()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fpbench.DivergenceWarning)
+        return train_mod.train(
+            spec, solver, target, steps=steps, task=task, seed=train_grids.TASK_SEED, lr=train_grids.LR
+        )
+
+
+def final_losses(result) -> dict:
+    """``"diverged"`` and the final ``train_loss``, ``eval_loss``, ``heldout_loss`` and ``gap``."""
+    names = ("train_loss", "eval_loss", "heldout_loss", "gap")
+    return {"diverged": bool(result.diverged), **{n: float(getattr(result, n)) for n in names}}
+
+
+class TrainedLosses:
+    """Base of the suites that train once per combination and track its final losses (no
+    ``track_`` of its own, so asv does not collect it): ``measure(*params)`` trains, and
+    every track reads its result (:func:`common.memo`: one training run per combination
+    under a sweep). A run that diverged records no loss (n/a)."""
+
+    @staticmethod
+    def measure(*params) -> dict:
+        raise NotImplementedError
+
+    def setup(self, *params) -> None:
+        common.tick()
+        self.found = common.memo(type(self).__name__, params, lambda: self.measure(*params))
+
+    def _value(self, name: str) -> float:
+        if self.found["diverged"]:
+            common.skip("diverged: training produced NaN or Inf")
+        return self.found[name]
+
+
+class TrainLoss(TrainedLosses):
     """The final training loss, the exact-inference loss and their gap after
     ``track_steps`` steps of :func:`fpbench.train` at (T, H) = (``track_seq_len``,
     ``track_hidden``), per method x budget k x contraction rho (the baselines only under
-    ``"tol"``). A run that diverged records no loss (n/a)."""
+    ``"tol"``)."""
 
     params = (TRAIN_TARGETS, METHODS, TG.budgets, TG.contractions)
     param_names = ("target", "method", "budget", "contraction")
     timeout = 300.0
-
-    def setup(self, *params) -> None:
-        common.tick()
-        self.found = common.memo("TrainLoss", params, lambda: self.measure(*params))
 
     @staticmethod
     def measure(target, method, budget, contraction) -> dict:
         """Gate the first step, train and measure: ``"diverged"`` and the three losses."""
         spec = train_spec(TG.track_seq_len, TG.track_hidden, contraction)
         solver = method_solver(method, budget, spec.seq_len)
-        first_step(target, spec, solver)  # n/a and the gate
-        if target.startswith("numpy"):
-            ref = Sequential() if solver.name == "native" else solver
-            est = 3 * TG.track_steps * common.numpy_seconds(spec, ref)
-            if est > NUMPY_TRAIN_SECONDS:
-                raise NotImplementedError(f"{target}: ~{est:.0f} s of float64 training")
-        train_mod, _ = _train_api()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", fpbench.DivergenceWarning)
-            result = train_mod.train(
-                spec,
-                solver,
-                target,
-                steps=TG.track_steps,
-                task=train_grids.TASK,
-                seed=train_grids.TASK_SEED,
-                lr=train_grids.LR,
-            )
-        losses = {name: float(getattr(result, name)) for name in ("train_loss", "eval_loss", "gap")}
+        result = gated_train(target, spec, solver, train_grids.TASK, TG.track_steps)
         record_curve(
             target=target,
             method=method,
@@ -292,12 +344,7 @@ class TrainLoss:
             step_seconds=[float(v) for v in result.step_seconds],
             diverged=bool(result.diverged),
         )
-        return {"diverged": bool(result.diverged), **losses}
-
-    def _value(self, name: str) -> float:
-        if self.found["diverged"]:
-            common.skip("diverged: training produced NaN or Inf")
-        return self.found[name]
+        return final_losses(result)
 
     def track_train_loss(self, *params) -> float:
         return self._value("train_loss")
@@ -313,3 +360,45 @@ class TrainLoss:
         return self._value("gap")
 
     track_gap.unit = "loss"
+
+
+class TrainText(TrainedLosses):
+    """The ``text`` task (character-level language modelling, bits per character): the final
+    training loss under the method, the same model under the exact recurrence, their gap and
+    the exact held-out loss after the grid's ``text_steps`` steps at (T, H) =
+    (``text_seq_len``, ``text_hidden``), per method x budget k (the baselines only under
+    ``"tol"``). n/a in a grid that does not train the text task. Its curves are not recorded
+    (the curves file holds the ``TrainLoss`` runs)."""
+
+    params = (TRAIN_TARGETS, METHODS, TG.text_budgets)
+    param_names = ("target", "method", "budget")
+    timeout = 600.0
+
+    @staticmethod
+    def measure(target, method, budget) -> dict:
+        """Gate the first step, train the text task and measure its losses."""
+        if TG.text_steps <= 0:
+            raise NotImplementedError(f"the {grids.grid_name()} grid does not train the text task")
+        spec = text_spec()
+        solver = method_solver(method, budget, spec.seq_len)
+        return final_losses(gated_train(target, spec, solver, "text", TG.text_steps))
+
+    def track_train_bpc(self, *params) -> float:
+        return self._value("train_loss")
+
+    track_train_bpc.unit = "bits/char"
+
+    def track_eval_bpc(self, *params) -> float:
+        return self._value("eval_loss")
+
+    track_eval_bpc.unit = "bits/char"
+
+    def track_heldout_bpc(self, *params) -> float:
+        return self._value("heldout_loss")
+
+    track_heldout_bpc.unit = "bits/char"
+
+    def track_gap(self, *params) -> float:
+        return self._value("gap")
+
+    track_gap.unit = "bits/char"

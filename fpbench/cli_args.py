@@ -13,7 +13,8 @@ def add_problem_args(
     p: argparse.ArgumentParser,
     *,
     seq_len: int,
-    input_size: int = 32,
+    input_size: int | None = 32,
+    input_help: str = "features per step I",
     hidden: int = 64,
     batch: int = 8,
     solver: str = "jacobi",
@@ -21,9 +22,10 @@ def add_problem_args(
     backward: bool = False,
 ) -> None:
     """The spec, solver and backend options, with this command's defaults (``max_iters``
-    None: the budget defaults to T); ``backward`` adds ``--backward``."""
+    None: the budget defaults to T; ``input_size`` None: the command sets it from its other
+    options, as ``input_help`` says); ``backward`` adds ``--backward``."""
     p.add_argument("--cell", choices=sorted(CELLS), default="gru")
-    p.add_argument("--input-size", type=int, default=input_size)
+    p.add_argument("--input-size", type=int, default=input_size, help=input_help)
     p.add_argument("--hidden", type=int, default=hidden, help="hidden size H")
     p.add_argument("--seq-len", type=int, default=seq_len, help="sequence length T")
     p.add_argument("--batch", type=int, default=batch)

@@ -509,6 +509,11 @@ class TrainGrid:
             backends' training is tested in-process by tests/test_train.py).
         methods: the methods this grid trains; the others of :data:`TRAIN_METHODS` (the suites'
             asv parameter, unchanged) are n/a in it.
+        text_steps, text_seq_len, text_hidden, text_budgets: ``TrainText`` trains
+            ``text_steps`` steps of the ``text`` task (character-level language modelling,
+            :data:`TRAIN_TEXT_INPUT_SIZE` one-hot inputs) per method x budget k at (T, H) =
+            (``text_seq_len``, ``text_hidden``); ``text_steps = 0``: the grid does not train it
+            (n/a).
     """
 
     seq_lens: tuple[int, ...]
@@ -523,6 +528,15 @@ class TrainGrid:
     track_steps: int
     targets: tuple[str, ...] | None = None
     methods: tuple[str, ...] = TRAIN_METHODS
+    text_steps: int = 0
+    text_seq_len: int = 64
+    text_hidden: int = 32
+    text_budgets: tuple[Budget, ...] = (TOL,)
+
+
+TRAIN_TEXT_INPUT_SIZE = 64
+"""The ``text`` task's one-hot input size, its vocabulary (``fpbench.tasks.TEXT_VOCAB``,
+spelled out here because this module needs only the standard library)."""
 
 
 TRAIN_GRIDS: dict[str, TrainGrid] = {
@@ -550,6 +564,8 @@ TRAIN_GRIDS: dict[str, TrainGrid] = {
         track_seq_len=64,
         track_hidden=16,
         track_steps=100,
+        text_steps=200,
+        text_budgets=(2, 8, TOL),
     ),
     "full": TrainGrid(
         seq_lens=(256, 1024, 4096, 16384),
@@ -562,6 +578,10 @@ TRAIN_GRIDS: dict[str, TrainGrid] = {
         track_seq_len=256,
         track_hidden=32,
         track_steps=300,
+        text_steps=1000,
+        text_seq_len=128,
+        text_hidden=64,
+        text_budgets=(2, 8, 32, TOL),
     ),
     # The main job: time per step against T, and the loss after a few steps per method.
     "main": TrainGrid(
@@ -668,6 +688,11 @@ def suite_problem(grid: str, suite: str, params: dict[str, Any]) -> dict[str, An
         "TrainSeqLen": {"hidden_size": tg.seq_lens_hidden, "budget": tg.step_budget},
         "TrainHidden": {"seq_len": tg.hidden_seq_len, "budget": tg.step_budget},
         "TrainLoss": {"seq_len": tg.track_seq_len, "hidden_size": tg.track_hidden},
+        "TrainText": {
+            "seq_len": tg.text_seq_len,
+            "hidden_size": tg.text_hidden,
+            "input_size": TRAIN_TEXT_INPUT_SIZE,
+        },
     }
     given = {k: v for k, v in params.items() if k in PROBLEM_COLUMNS and v is not None}
     if suite in fixed:

@@ -62,7 +62,15 @@ from .registry import get_backend, parse_target, resolve
 from .result import DivergenceWarning, make_result
 from .solvers import Solver
 from .spec import PARAM_NAMES, RNNSpec, make_problem
-from .tasks import Task, accuracy, make_task, readout_loss, task_sizes, zero_state_problem
+from .tasks import (
+    Task,
+    accuracy,
+    make_task,
+    readout_loss,
+    task_sizes,
+    text_split_sizes,
+    zero_state_problem,
+)
 from .testing import check_close
 
 ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
@@ -152,6 +160,8 @@ class TrainResult:
         heldout_loss: the exact forward's loss on the held-out data.
         metrics: extra measures, e.g. ``eval_accuracy`` / ``heldout_accuracy`` for digits.
         diverged: True when a step produced NaN or Inf (training stopped there).
+        loss_unit: what every loss above measures (:data:`fpbench.tasks.KINDS`): ``"bits
+            per character"`` for the ``text`` task.
     """
 
     spec: RNNSpec
@@ -176,6 +186,7 @@ class TrainResult:
     heldout_loss: float
     metrics: dict[str, float] = field(default_factory=dict)
     diverged: bool = False
+    loss_unit: str = "loss"
 
     @property
     def gap(self) -> float:
@@ -263,7 +274,7 @@ def solver_loss(task: Task, spec: RNNSpec, solver: Solver, impl, device: str, pa
             h = make_result(states, residuals, solver, prob, impl.name, device).states
         y = task.targets(task.y_train, idx)
         sl = slice(None, keep)
-        h, y = (h[:, sl], y[:, sl]) if task.kind == "regression" else (h[:, sl], y[sl])
+        h, y = h[:, sl], (y[sl] if task.batch_axis == 0 else y[:, sl])
         loss, *_, out = readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
         parts.append(loss)
         weights.append(keep)
@@ -296,7 +307,8 @@ def estimate_train_memory(
 
     - the task (float64, on the host): inputs and targets of both sets,
       ``T (n + n') (I + O)`` items; building the teacher also holds its problem, input
-      projection, exact states and outputs, ``T B (I + gH + S + O)``;
+      projection, exact states and outputs, ``T B (I + gH + S + O)``; the ``text`` task
+      also its corpus and the corpus's int64 character indices, 12 bytes a character;
     - the exact evaluation (float64, on the host): one set at once, its inputs,
       projection, states and readout, ``T max(n, n') (I + gH + S + H + 2 O)`` (the larger of
       this and the teacher's building counts);
@@ -319,6 +331,8 @@ def estimate_train_memory(
     T, B, H, I, S = spec.seq_len, spec.batch, spec.hidden_size, spec.input_size, spec.state_size
     gH, f8 = spec.gates * H, 8
     data = T * (n_train + n_held) * (I + O) * f8
+    if task == "text":  # the corpus (at most 4 bytes a character) and its int64 indices
+        data += (4 + f8) * sum(text_split_sizes())
     build = T * B * (I + gH + S + O) * f8 if task == "teacher" else 0
     exact = T * max(n_train, n_held) * (I + gH + S + H + 2 * O) * f8
     host = data + max(build, exact)
@@ -406,7 +420,7 @@ def train(
     # Fail fast (before any forward is compiled or run) where the backend has no gradient
     # for this combination; what the probe costs is step 0's overhead.
     t_probe = time.perf_counter()
-    probe = zero_state_problem(spec, the_task.x_train[:, the_task.batch_indices(0)], _rnn(params))
+    probe = zero_state_problem(spec, the_task.minibatch(0)[0], _rnn(params))
     zero = np.zeros((spec.seq_len, spec.batch, spec.hidden_size), dtype=spec.dtype)
     impl.prepare_grad(probe, solver, dev, full_cotangent(probe, zero))
     probe_s = time.perf_counter() - t_probe
@@ -420,9 +434,8 @@ def train(
     diverged = False
     for i in range(n):
         t_start = time.perf_counter()
-        idx = the_task.batch_indices(i)
-        problem = zero_state_problem(spec, the_task.x_train[:, idx], _rnn(params))
-        y = the_task.targets(the_task.y_train, idx)
+        x, y = the_task.minibatch(i)
+        problem = zero_state_problem(spec, x, _rnn(params))
         fwd = impl.prepare(problem, solver, dev)
         t0 = time.perf_counter()
         out = fwd.run()
@@ -514,4 +527,5 @@ def train(
         heldout_loss=heldout_loss,
         metrics=metrics,
         diverged=diverged,
+        loss_unit=the_task.loss_unit,
     )

@@ -10,8 +10,11 @@ import time
 import numpy as np
 
 from .cli_args import add_problem_args, solver_from_args, spec_from_args
-from .tasks import TASKS, MissingDependencyError
+from .tasks import TASKS, TEXT_VOCAB, MissingDependencyError
 from .train import DEFAULT_LR, DEFAULT_STEPS, TrainResult, train
+
+INPUT_SIZE = 8
+"""``--input-size`` when not given (``text``: :data:`~fpbench.tasks.TEXT_VOCAB`, its one-hot input)."""
 
 CURVE_ROWS = 20
 """The printed loss curve shows at most this many steps (evenly spaced, first and last)."""
@@ -62,6 +65,7 @@ def print_result(r: TrainResult) -> None:
     print(f"spec:      {r.spec}")
     print(f"task:      {r.task}: {r.task_description}")
     print(f"method:    {r.solver} on {r.backend}:{r.device}, Adam lr={r.lr:g}, {r.steps} steps")
+    print(f"loss:      {r.loss_unit}")
     print("loss curve (loss before each step's update; ms = the timed step; s = cumulative timed seconds):")
     print(f"  {'step':>6} {'loss':>12} {'ms':>10} {'s':>9} {'fwd it':>6} {'bwd it':>6}")
     cum = np.cumsum(r.step_seconds)
@@ -88,6 +92,8 @@ def print_result(r: TrainResult) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.input_size is None:
+        args.input_size = TEXT_VOCAB if args.task == "text" else INPUT_SIZE
     spec, solver = spec_from_args(args), solver_from_args(args)
     progress = Progress(args.steps)
     try:
@@ -117,10 +123,21 @@ def add_train_command(sub) -> None:
         "train", help="train the RNN + a linear readout with Adam; print loss curve and time/step"
     )
     p.add_argument(
-        "--task", choices=TASKS, default="teacher", help="teacher RNN, or digits (needs scikit-learn)"
+        "--task",
+        choices=TASKS,
+        default="teacher",
+        help="teacher RNN, digits (needs scikit-learn), or text (CPython's help text, bits per character)",
     )
     add_problem_args(
-        p, seq_len=64, input_size=8, hidden=16, batch=16, solver="sequential", max_iters=None, backward=True
+        p,
+        seq_len=64,
+        input_size=None,
+        input_help=f"features per step I (default {INPUT_SIZE}; --task text: {TEXT_VOCAB}, one-hot)",
+        hidden=16,
+        batch=16,
+        solver="sequential",
+        max_iters=None,
+        backward=True,
     )
     p.add_argument("--task-seed", type=int, default=0, help="the task's teacher, data and batches")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)

@@ -136,3 +136,17 @@ def test_a_grid_trains_only_its_methods(monkeypatch):
         bt.method_solver("elk", grids.TOL, 16)
     assert bt.method_solver("newton", grids.TOL, 16).name == "newton"
     assert bt.TrainLoss.params[1] == train_grids.METHODS
+
+
+def test_first_step_is_prepared_and_gated_once_per_process(target):
+    """The gated step is kept per (target, spec, solver, task): it was once stored under the
+    gate reference's key, so every other target prepared and gated it again on each setup."""
+    import fpbench
+
+    spec, solver = bt.train_spec(8, 4), fpbench.Sequential()
+    bt._steps.clear()
+    try:
+        step = bt.first_step(target, spec, solver)
+    except NotImplementedError as e:
+        pytest.skip(str(e))
+    assert bt.first_step(target, spec, solver) is step

@@ -197,7 +197,8 @@ def test_digits_rejects_a_shape_it_cannot_read():
 
 
 def test_unknown_task_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown task 'mnist'; choose one of \['teacher', 'digits'\]"):
+    known = r"\['teacher', 'digits', 'text'\]"
+    with pytest.raises(ValueError, match=rf"unknown task 'mnist'; choose one of {known}"):
         train(SPEC, Sequential(), steps=1, task="mnist")
 
 

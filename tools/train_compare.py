@@ -1,8 +1,8 @@
 """Compare training methods on one task and budget of steps: a Markdown table.
 
-    python tools/train_compare.py [--task teacher] [--backend numpy] [--steps 150]
+    python tools/train_compare.py [--task teacher|digits|text] [--backend numpy] [--steps 150]
         [--seq-len 32] [--hidden 16] [--ks 1,2,4,8] [--chunks 4] [--overlap 8]
-        [--target-loss X | --target-at 0.5]
+        [--methods bptt,jacobi_unrolled,newton,...] [--target-loss X | --target-at 0.5]
         [--out reports/vm/training.md] [--curves reports/vm/training_curves.csv]
         [--figure reports/vm/figures/training-loss-vm.png]
 
@@ -17,6 +17,13 @@ hyper-parameters) with :func:`fpbench.train` for ``--steps`` steps:
   ``--tol`` (budget T; damped ELK, which is not exact after T: 4T) with the
   implicit-function-theorem gradient (ELK with damping 0.1). A step where such a method did
   not reach the tolerance is flagged in the table.
+
+``--methods`` runs a subset, by the keys of :data:`METHOD_KEYS` (BPTT always runs: it is the
+reference of every ratio). Losses are in the task's unit (``text``: bits per character);
+minibatch losses (``digits``, ``text``) are compared as a trailing mean over ``--smooth``
+steps. For ``text``, ``--k-figure`` also plots the truncated models' final losses against k
+(training bits per character under the truncated model, and held-out bits per character
+under the exact recurrence) beside BPTT's.
 
 The stated loss is ``--target-loss``, or (default) the loss BPTT reaches after the fraction
 ``--target-at`` of its steps. For each method the table gives the steps and the timed
@@ -44,11 +51,27 @@ import numpy as np
 
 import fpbench
 from fpbench import ELK, Chunked, Jacobi, Native, Newton, QuasiNewton, Sequential
+from fpbench.tasks import TEXT_VOCAB
 from fpbench.train import TrainResult, steps_to_loss, trailing_mean, train
 
 ELK_BUDGET = 4
 """Damped ELK is not exact after T iterations: it gets a budget of this many times T to
 reach the tolerance (the table flags any step where it still did not)."""
+
+
+METHOD_KEYS: tuple[str, ...] = (
+    "bptt",
+    "native",
+    "jacobi_unrolled",
+    "chunked_unrolled",
+    "jacobi",
+    "newton",
+    "quasi_newton",
+    "elk",
+    "chunked",
+)
+"""``--methods`` keys, in table order: ``bptt``, ``native``, ``jacobi_unrolled`` (every k of
+``--ks``), ``chunked_unrolled`` (one iteration), and the implicit methods to ``--tol``."""
 
 
 @dataclass
@@ -61,26 +84,55 @@ class Run:
 
 
 def methods(
-    seq_len: int, ks: list[int], tol: float, chunks: int = 4, overlap: int = 8
+    seq_len: int,
+    ks: list[int],
+    tol: float,
+    chunks: int = 4,
+    overlap: int = 8,
+    only: tuple[str, ...] = METHOD_KEYS,
 ) -> list[tuple[str, fpbench.Solver]]:
-    """``(label, solver)`` of every compared method (module docstring)."""
-    out: list[tuple[str, fpbench.Solver]] = [("bptt (sequential)", Sequential()), ("native", Native())]
-    out += [(f"jacobi({k}) unrolled", Jacobi(k, backward="unrolled")) for k in ks if k < seq_len]
+    """``(label, solver)`` of every compared method whose key is in ``only`` (module
+    docstring), BPTT first."""
     cfg = {"chunks": chunks, "overlap": overlap}
-    out += [
-        (f"chunked(P={chunks}, o={overlap}, k=1) unrolled", Chunked(1, backward="unrolled", **cfg)),
-        ("jacobi implicit @ tol", Jacobi(seq_len, tol)),
-        ("newton implicit @ tol", Newton(seq_len, tol)),
-        ("quasi_newton implicit @ tol", QuasiNewton(seq_len, tol)),
-        ("elk implicit @ tol", ELK(ELK_BUDGET * seq_len, tol, damping=0.1)),
-        (f"chunked(P={chunks}, o={overlap}) implicit @ tol", Chunked(seq_len, tol, **cfg)),
+    keyed: list[tuple[str, str, fpbench.Solver]] = [("bptt", "bptt (sequential)", Sequential())]
+    keyed += [("native", "native", Native())]
+    unrolled = [k for k in ks if k < seq_len]
+    keyed += [("jacobi_unrolled", f"jacobi({k}) unrolled", Jacobi(k, backward="unrolled")) for k in unrolled]
+    keyed += [
+        (
+            "chunked_unrolled",
+            f"chunked(P={chunks}, o={overlap}, k=1) unrolled",
+            Chunked(1, backward="unrolled", **cfg),
+        ),
+        ("jacobi", "jacobi implicit @ tol", Jacobi(seq_len, tol)),
+        ("newton", "newton implicit @ tol", Newton(seq_len, tol)),
+        ("quasi_newton", "quasi_newton implicit @ tol", QuasiNewton(seq_len, tol)),
+        ("elk", "elk implicit @ tol", ELK(ELK_BUDGET * seq_len, tol, damping=0.1)),
+        ("chunked", f"chunked(P={chunks}, o={overlap}) implicit @ tol", Chunked(seq_len, tol, **cfg)),
     ]
-    return out
+    return [(label, solver) for key, label, solver in keyed if key in only]
 
 
-def run_all(spec, backend, steps, task, lr, seed, ks, tol, log=sys.stderr, chunks=4, overlap=8) -> list[Run]:
+def parse_methods(text: str | None) -> tuple[str, ...]:
+    """The keys of ``--methods`` (None: all), BPTT added first.
+
+    Raises:
+        ValueError: an unknown key (the message lists the known ones).
+    """
+    if text is None:
+        return METHOD_KEYS
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in keys if k not in METHOD_KEYS]
+    if unknown:
+        raise ValueError(f"unknown --methods {unknown}; choose from {list(METHOD_KEYS)}")
+    return ("bptt", *(k for k in keys if k != "bptt"))
+
+
+def run_all(
+    spec, backend, steps, task, lr, seed, ks, tol, log=sys.stderr, chunks=4, overlap=8, only=METHOD_KEYS
+) -> list[Run]:
     runs = []
-    for label, solver in methods(spec.seq_len, ks, tol, chunks, overlap):
+    for label, solver in methods(spec.seq_len, ks, tol, chunks, overlap, only):
         run = Run(label, solver)
         t0 = time.perf_counter()
         try:
@@ -192,6 +244,7 @@ def write_figure(all_runs: list[tuple[str, list[Run], float, int]], path: Path) 
     labels = list(dict.fromkeys(run.label for _, runs, _, _ in all_runs for run in runs))
     colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per method
     for row, (title, runs, target, window) in zip(axes, all_runs, strict=True):
+        unit = next(run.result.loss_unit for run in runs if run.result is not None)
         for run in runs:
             r = run.result
             if r is None:
@@ -208,7 +261,7 @@ def write_figure(all_runs: list[tuple[str, list[Run], float, int]], path: Path) 
             ax.set_yscale("log")
             ax.axhline(target, color="gray", lw=0.8, ls=":")
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("training loss")
+            ax.set_ylabel(f"training loss ({unit})")
             ax.set_title(f"{title}: loss against {xlabel.split(' (')[0]}", fontsize=9)
         row[1].set_xscale("log")
         row[0].legend(fontsize=7)
@@ -219,14 +272,60 @@ def write_figure(all_runs: list[tuple[str, list[Run], float, int]], path: Path) 
     return True
 
 
+def write_k_figure(runs: list[Run], spec: fpbench.RNNSpec, path: Path) -> bool:
+    """The truncated models' (``jacobi(k) unrolled``) final losses against k: the training
+    loss under the truncated model, the same model under the exact recurrence and its
+    held-out loss (exact), with BPTT's as horizontal lines (needs matplotlib; False without
+    it or without a truncated model)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    trunc = sorted(
+        (run.solver.max_iters, run.result)
+        for run in runs
+        if run.result is not None and run.label.startswith("jacobi(") and run.label.endswith("unrolled")
+    )
+    if not trunc:
+        return False
+    bptt = runs[0].result
+    ks = [k for k, _ in trunc]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    series = (
+        ("train_loss", "training set, under the truncated model", "C0", "-o"),
+        ("eval_loss", "training set, exact recurrence", "C1", "-s"),
+        ("heldout_loss", "held-out, exact recurrence", "C2", "-^"),
+    )
+    for name, label, color, style in series:
+        values = [getattr(r, name) for _, r in trunc]
+        ax.plot(ks, values, style, color=color, label=f"Jacobi(k) unrolled: {label}")
+        ax.axhline(getattr(bptt, name), color=color, lw=0.8, ls=":")
+    ax.plot([], [], ":", color="gray", label="BPTT (dotted, same colours)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel(f"k: Jacobi iterations = steps of context (T = {spec.seq_len})")
+    ax.set_ylabel(f"final loss ({bptt.loss_unit})")
+    title = f"k-truncated models after {bptt.steps} steps ({spec.cell}, H={spec.hidden_size})"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", action="append", help="teacher, digits (repeatable; default teacher)")
+    p.add_argument("--task", action="append", help="teacher, digits, text (repeatable; default teacher)")
     p.add_argument("--backend", default="numpy")
     p.add_argument("--cell", default="gru")
     p.add_argument("--seq-len", type=int, default=32, help="T for teacher (digits: 8 or 64 from its layout)")
     p.add_argument("--hidden", type=int, default=16)
-    p.add_argument("--input-size", type=int, default=4, help="I for teacher")
+    p.add_argument("--input-size", type=int, default=4, help="I for teacher (text: its one-hot vocabulary)")
     p.add_argument("--digits-layout", choices=["rows", "pixels"], default="rows")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--dtype", default="float64")
@@ -242,21 +341,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--target-at", type=float, default=0.5, help="default stated loss: BPTT's after this share"
     )
-    p.add_argument("--smooth", type=int, default=10, help="trailing-mean window of minibatch (digits) losses")
+    p.add_argument(
+        "--smooth", type=int, default=10, help="trailing-mean window of minibatch (digits, text) losses"
+    )
+    p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHOD_KEYS)}")
     p.add_argument("--out", type=Path, default=None, help="Markdown file (default: stdout)")
     p.add_argument("--curves", type=Path, default=None, help="CSV of every loss curve (overwritten)")
     p.add_argument("--figure", type=Path, default=None, help="PNG: loss vs step and vs seconds")
+    p.add_argument("--k-figure", type=Path, default=None, help="PNG (text): final losses against k")
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",") if k.strip()]
     tasks = args.task or ["teacher"]
+    try:
+        only = parse_methods(args.methods)
+    except ValueError as e:
+        p.error(str(e))
 
     started = time.perf_counter()
-    sections, figure_rows = [], []
+    sections, figure_rows, k_figures = [], [], []
     if args.curves is not None and args.curves.exists():
         args.curves.unlink()
     for task in tasks:
         if task == "digits":
             T, I = (8, 8) if args.digits_layout == "rows" else (64, 1)
+        elif task == "text":
+            T, I = args.seq_len, TEXT_VOCAB
         else:
             T, I = args.seq_len, args.input_size
         spec = fpbench.RNNSpec(
@@ -272,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task}: {spec}", file=sys.stderr)
         runs = run_all(
             spec, args.backend, args.steps, task, args.lr, args.seed, ks, args.tol,
-            chunks=args.chunks, overlap=args.overlap,
+            chunks=args.chunks, overlap=args.overlap, only=only,
         )  # fmt: skip
         bptt = runs[0].result
         if bptt is None:
@@ -290,12 +399,15 @@ def main(argv: list[str] | None = None) -> int:
             f"`{spec.cell}`, T = {spec.seq_len}, I = {spec.input_size}, H = {spec.hidden_size}, "
             f"B = {spec.batch}, {spec.dtype}, ρ = {spec.contraction:g}; "
             f"backend `{bptt.backend}:{bptt.device}`; "
-            f"{args.steps} Adam steps, lr = {args.lr:g}; implicit methods to tol = {args.tol:g}."
+            f"{args.steps} Adam steps, lr = {args.lr:g}; implicit methods to tol = {args.tol:g}. "
+            f"Losses: {bptt.loss_unit}."
         )
         sections.append(markdown(runs, target, note, head, window))
         figure_rows.append(
             (f"{task} ({spec.cell}, T={spec.seq_len}, H={spec.hidden_size})", runs, target, window)
         )
+        if task == "text" and args.k_figure is not None:
+            k_figures.append((runs, spec))
         if args.curves is not None:
             write_curves(runs, args.curves, task)
     total = time.perf_counter() - started
@@ -318,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.figure is not None and write_figure(figure_rows, args.figure):
         rel = os.path.relpath(args.figure, args.out.parent) if args.out else args.figure
         text += f"\n![loss against step and against timed seconds, per method]({rel})\n"
+    for runs, spec in k_figures:
+        if write_k_figure(runs, spec, args.k_figure):
+            rel = os.path.relpath(args.k_figure, args.out.parent) if args.out else args.k_figure
+            text += f"\n![final bits per character against the truncation k]({rel})\n"
     if args.out is None:
         print(text)
     else:
