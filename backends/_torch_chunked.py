@@ -221,7 +221,7 @@ def chunked_unrolled(problem: Problem, solver: Chunked, m: _GradModel) -> Callab
     kern_cls = _kernels_for(problem.spec.cell)
     folds = Folds(solver.layout(m.T), device)
     cap = iteration_cap(solver, m.T)
-    lstm = m.S != m.H
+    lstm = problem.spec.model.has_cell_state
 
     def run() -> tuple:
         with torch.enable_grad(), warnings.catch_warnings():

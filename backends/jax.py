@@ -8,11 +8,11 @@ before any loop.
 
 The cell maths is not written here: every program evaluates the shared cells of
 :mod:`fpbench.cells` (``activate``, ``linearise``, ``step``) in :data:`xp`, ``jax.numpy``
-whose ``matmul`` runs at ``Precision.HIGHEST``. ``_CELLS`` is the backend's one table of
-cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. The state is
+whose ``matmul`` runs at ``Precision.HIGHEST``, so every cell of :data:`fpbench.CELLS` runs
+here with no table of its own. The state is
 ``s`` of size ``S = parts * H`` (``[h, c]`` for lstm) and programs return the full states
-``(T, B, S)``. Solvers are chosen by their traits (``_program``): the names
-``"sequential"`` / ``"native"``, then ``iterative``, ``transition`` and ``damping``.
+``(T, B, S)``. Solvers are chosen by their traits (``_program``): ``kind``
+(``"sequential"`` / ``"native"`` / ``"iterative"``), then ``transition`` and ``damping``.
 
 - Iterative solvers: a ``lax.while_loop`` whose carry is
   ``(S, k, residuals[cap], done)``, so tolerance and divergence checks never leave
@@ -181,13 +181,11 @@ class _FullPrecisionNumpy:
 xp = _FullPrecisionNumpy()
 _mm = xp.matmul
 
-_CELLS: dict[str, Cell] = {name: CELLS[name] for name in ("elman", "gru", "lstm")}
-"""The cells this backend runs: each is the shared class itself, evaluated in :data:`xp`."""
-
 
 def _cell_of(name: str) -> Cell:
+    """The shared cell itself (:data:`fpbench.CELLS`), evaluated in :data:`xp`: every cell runs."""
     try:
-        return _CELLS[name]
+        return CELLS[name]
     except KeyError:
         raise UnsupportedError(f"the jax backend has no cell {name!r}") from None
 
@@ -712,9 +710,9 @@ def _chunked_traits(cell: Cell, solver: Solver, seq_len: int) -> tuple[Cell, Chu
 def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, str]:
     """The gradient program of ``solver`` and the name of its backward, by its traits:
     ``(x, s0, params[, tol, damping], g) -> (states, res, k, dparams, dx, ds0, res_b, k_b)``."""
-    if solver.name == "sequential":
+    if solver.kind == "sequential":
         return partial(_grad_autodiff, partial(_sequential, cell)), "bptt"
-    if solver.name == "native":
+    if solver.kind == "native":
         return partial(_grad_autodiff, partial(_native, cell)), "autograd"
     if solver.iterative and solver.transition == "window":
         from . import _jax_chunked as chunked
@@ -808,9 +806,9 @@ def _compile(fn: Callable, args: tuple, dtype: str) -> Callable[[], Any]:
 
 def _program(cell: Cell, solver: Solver, seq_len: int) -> Callable:
     """The program of ``solver``, chosen by its traits: ``(x, s0, w[, tol, damping]) -> out``."""
-    if solver.name == "sequential":
+    if solver.kind == "sequential":
         return partial(_sequential, cell)
-    if solver.name == "native":
+    if solver.kind == "native":
         return partial(_native, cell)
     if solver.iterative and solver.transition == "window":
         from . import _jax_chunked as chunked

@@ -238,7 +238,7 @@ def _forward(
         run = (_chunked_run if solver.transition == "window" else _iterative_run)(K, a, solver, record)
         cap = iteration_cap(solver, a.T)
         return lambda: run(cap)
-    if solver.name == "sequential":  # Chunked's group code on one chunk (_numba_chunked)
+    if solver.kind == "sequential":  # Chunked's group code on one chunk (_numba_chunked)
         KC = _chunked_kernels()
         s, op = a.state_buffer(), _forward_op(a)
         work = tuple(w[0] for w in KC.group_buffers(1, a.B, a.S, a.gi.shape[1], a.gi.dtype))
@@ -460,7 +460,7 @@ def _backward(
 
         return backward_unrolled
 
-    if solver.name == "sequential":
+    if solver.kind == "sequential":
         method = "bptt"
         scratch = (np.empty((B, gH), dtype=dt), np.empty((B, gH), dtype=dt), np.empty((B, S), dtype=dt))
 

@@ -1,15 +1,15 @@
 """The PyTorch backend (``"torch"``): every solver for every cell, on ``cpu`` and ``cuda``.
 
-Cells. :data:`CELL_KERNELS` maps each cell name to its torch implementation; a cell
-without an entry raises ``UnsupportedError``. An entry runs the shared cell maths of
-:mod:`fpbench.cells` with ``xp = torch`` (``activate``, the structured ``linearise``), and
-overrides only what measurably pays: elman and gru keep hand-tuned, preallocated, in-place
-kernels for the step and its linearisation (the shared versions, which allocate and use
-the overflow-free tanh-form sigmoid, made quasi-Newton about 5% (elman) and 30% (gru)
-slower; a unit test holds them equal to the shared maths), while lstm runs the shared
-maths throughout and adds only what ``torch.nn.LSTM``'s interface needs.
-Solvers are chosen by their traits (``transition``, ``damping``, ``iterative``, and the
-names ``"sequential"`` / ``"native"``), never by class.
+Cells. Every cell runs the shared cell maths of :mod:`fpbench.cells` with ``xp = torch``
+(``activate``, the structured ``linearise``: :class:`_Kernels`); :data:`CELL_KERNELS` holds
+the overrides that measurably pay: elman and gru keep hand-tuned, preallocated, in-place
+kernels for the step and its linearisation (the shared versions allocate and use the
+overflow-free tanh-form sigmoid; a unit test holds them equal to the shared maths), while
+lstm adds only what ``torch.nn.LSTM``'s interface needs. Native and Chunked run the cell's
+``torch.nn`` module (``Cell.torch_module``); a cell without one raises ``UnsupportedError``
+there.
+Solvers are chosen by their traits (``kind``, ``transition``, ``damping``), never by class
+or name.
 
 Layout and buffers. ``prepare`` moves the problem to the device and preallocates the
 buffers a solve needs. The state ``s`` (``h``; ``[h, c]`` of size ``S = 2H`` for lstm)
@@ -185,6 +185,10 @@ def _nn_module(problem: Problem, device: torch.device) -> torch.nn.Module:
     """``torch.nn.<cell.torch_module>`` (``RNN``, ``GRU``, ``LSTM``: oneDNN on CPU, cuDNN on
     CUDA) with the problem's parameters, in its dtype, its weights flattened for cuDNN."""
     s = problem.spec
+    if s.model.torch_module is None:
+        raise UnsupportedError(
+            f"torch has no torch.nn module for cell {s.cell!r} (Native and Chunked use one)"
+        )
     module = getattr(torch.nn, s.model.torch_module)(s.input_size, s.hidden_size)
     module = module.to(device=device, dtype=getattr(torch, s.dtype))
     with torch.no_grad():
@@ -384,15 +388,12 @@ class _LSTM(_Kernels):
 
 
 CELL_KERNELS: dict[str, type[_Kernels]] = {"elman": _Elman, "gru": _GRU, "lstm": _LSTM}
-"""Cell name -> its torch implementation: the one table of cells (a cell without an entry
-raises :class:`~fpbench.UnsupportedError`)."""
+"""Cell name -> its hand-tuned torch implementation; every other cell of
+:data:`fpbench.CELLS` runs the shared maths (:class:`_Kernels`)."""
 
 
 def _kernels_for(cell: str) -> type[_Kernels]:
-    try:
-        return CELL_KERNELS[cell]
-    except KeyError:
-        raise UnsupportedError(f"backend 'torch' does not implement cell {cell!r}") from None
+    return CELL_KERNELS.get(cell, _Kernels)
 
 
 def _transition(
@@ -794,9 +795,9 @@ class TorchBackend(Backend):
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
         dev = self._device(device)
         _kernels_for(problem.spec.cell)  # an unknown cell fails here, before any work
-        if solver.name == "native":
+        if solver.kind == "native":
             run, to_host = self._native(problem, dev)
-        elif solver.name == "sequential" or (solver.iterative and solver.transition in TRANSITIONS):
+        elif solver.kind == "sequential" or (solver.iterative and solver.transition in TRANSITIONS):
             full = solver.transition == "full"
             every = self.check_every or (1 if full else CHECK_EVERY.get(dev.type, 8))
             with torch.inference_mode():
@@ -862,10 +863,10 @@ class TorchBackend(Backend):
         spec = problem.spec
         kern_cls = _kernels_for(spec.cell)  # an unknown cell fails here, before any work
         method = ""
-        if solver.name == "sequential":
+        if solver.kind == "sequential":
             m = _GradModel(problem, dev, cotangent)
             fn, method = _grad_bptt(m), "bptt"
-        elif solver.name == "native":
+        elif solver.kind == "native":
             m = _GradModel(problem, dev, cotangent)
             fn, method = _grad_native(problem, m, dev), "autograd"
         elif solver.iterative and solver.transition in TRANSITIONS:
@@ -903,7 +904,7 @@ class TorchBackend(Backend):
 
         def to_host(out: tuple) -> Any:
             S, res, k, dparams, dx, ds0, res_b, k_b = out
-            if solver.name == "native":
+            if solver.kind == "native":
                 with torch.inference_mode(), _ieee_fp32():
                     kern = kern_cls(problem, dev, rows, rows)
                     S = kern.native_states(S, m.x.detach().reshape(rows, -1), m.s0.detach())

@@ -256,7 +256,7 @@ def make_grad_result(
         backward=backward,
         loss=loss,
         cell_states=fwd.cell_states,
-        c0=s0[:, H:] if spec.model.parts == 2 else None,
+        c0=s0[:, H:] if spec.model.has_cell_state else None,
         backend=backend,
         device=device,
         solver=str(solver),

@@ -311,7 +311,7 @@ class NumpyBackend(Backend):
         return ["cpu"]
 
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
-        if solver.name == "sequential":
+        if solver.kind == "sequential":
             return Prepared(lambda: (sequential(problem), np.empty(0)), tuple)
         if solver.iterative:
             return Prepared(lambda: fixed_point(problem, solver), tuple)

@@ -257,7 +257,7 @@ def unrolled_chunked(m: _Model, g: np.ndarray, solver: Chunked):
 
 def check_supported(solver: Solver) -> None:
     """Raise :class:`fpbench.UnsupportedError` where the reference has no backward pass."""
-    if not (solver.name == "sequential" or solver.iterative):
+    if not (solver.kind == "sequential" or solver.iterative):
         raise UnsupportedError(f"the numpy reference has no backward pass for solver {solver.name!r}")
     if solver.iterative and solver.backward == "unrolled" and solver.transition in ("full", "diagonal"):
         raise UnsupportedError(
@@ -270,7 +270,7 @@ def backward(problem: Problem, solver: Solver, cotangent: np.ndarray) -> GradHos
     """Forward and backward in float64 for ``cotangent (T, B, S)`` (module docstring)."""
     m = _Model(problem)
     g = np.asarray(cotangent, dtype=np.float64)
-    if solver.name == "sequential":
+    if solver.kind == "sequential":
         states = sequential(problem)
         lam = adjoint_sequential(m, states, g)
         return GradHost(states, np.empty(0), *param_products(m, states, lam), backward_method="bptt")

@@ -151,7 +151,7 @@ def test_cell_without_an_entry_is_unsupported(monkeypatch):
         tb.TorchBackend().iteration_floor(problem, "cpu")
 
 
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_cell_kernels_match_the_shared_cell_maths(cell):
     """The table's (possibly hand-tuned) apply and linearise equal fpbench.cells'."""
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", cell, "float64"))
@@ -192,7 +192,7 @@ def _small(cell: str, T: int) -> fpbench.Problem:
     [(1, 3, 2), (5, 8, 1), (10, 3, 0), (10, 4, 7), (11, 4, 2), (13, 5, 30)],
     ids=lambda v: str(v),
 )
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_chunked_fold_matches_reference(cell, T, chunks, overlap):
     """The fold with padding (T not divisible by the chunks, more chunks than steps, an
     overlap longer than a chunk or the sequence), every budget, with and without tol:
@@ -209,12 +209,12 @@ def test_chunked_fold_matches_reference(cell, T, chunks, overlap):
             assert got.converged == ref.converged, solver
         np.testing.assert_allclose(got.residuals, ref.residuals, rtol=1e-9, atol=1e-12)
         assert_close(f"chunked {solver}", got.states, ref.states, "float64")
-        if cell == "lstm":
+        if fpbench.CELLS[cell].has_cell_state:
             assert_close(f"chunked {solver} c", got.cell_states, ref.cell_states, "float64")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_chunked_one_chunk_is_sequential(cell, dtype):
     """chunks = 1: one window, the whole sequence from s0, so the exact states in one
     iteration (to rounding: the nn module against the backend's own sequential loop)."""
@@ -223,12 +223,12 @@ def test_chunked_one_chunk_is_sequential(cell, dtype):
     seq = fpbench.solve(problem, fpbench.Sequential(), backend="torch")
     assert got.iterations == 1 and got.converged
     assert_close("chunks=1 vs sequential", got.states, seq.states, dtype)
-    if cell == "lstm":
+    if fpbench.CELLS[cell].has_cell_state:
         assert_close("chunks=1 vs sequential c", got.cell_states, seq.cell_states, dtype)
 
 
 @pytest.mark.parametrize("backward", ["implicit", "unrolled"])
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_chunked_exact_budget_gradient_is_bptt(cell, backward):
     """A budget of as many iterations as chunks makes both backwards the exact gradient:
     the chunked adjoint is exact after that many iterations too, and the unrolled
