@@ -61,6 +61,7 @@ from backends.jax import (
     jnp,
     lax,
 )
+from fpbench.backend import GradOutput
 from fpbench.cells import Cell
 from fpbench.solvers import ChunkLayout
 
@@ -171,18 +172,18 @@ def _adjoint(cell: Cell, lay: ChunkLayout, cap: int, stop_early: bool, S, s0, gi
 
 def grad_implicit(cell: Cell, lay: ChunkLayout, cap: int, stop_early: bool, x, s0, params, tol, damping, g):
     """The forward, then the chunked adjoint (:func:`_adjoint`) and the parameter products.
-    Returns ``(states, res, k, dparams, dx, ds0, res_b, k_b)``."""
+    Returns a :class:`~fpbench.backend.GradOutput`."""
     w = _layouts(params)
     S, res, k = fixed_point(cell, lay, cap, stop_early, x, s0, w, tol, damping)
     gi = _input_projection(x, w)
     lam, res_b, k_b = _adjoint(cell, lay, cap, stop_early, S, s0, gi, w, tol, g)
     dparams, dx, ds0 = _param_products(cell, S, s0, x, gi, lam, w)
-    return S, res, k, dparams, dx, ds0, res_b, k_b
+    return GradOutput(S, res, k, dparams, dx, ds0, res_b, k_b)
 
 
 def grad_unrolled(cell: Cell, lay: ChunkLayout, cap: int, stop_early: bool, x, s0, params, tol, damping, g):
     """``jax.vjp`` through the iterations that ran (:func:`backends.jax._unrolled_iterate`).
-    Returns ``(states, res, k, dparams, dx, ds0, res_b, k_b)`` (no backward iterations)."""
+    Returns a :class:`~fpbench.backend.GradOutput` (no backward iterations)."""
 
     def forward(x, s0, params):
         update, init = chunked_update(_native_step(cell, params), x, s0, lay, cap, stop_early, tol)
@@ -191,4 +192,4 @@ def grad_unrolled(cell: Cell, lay: ChunkLayout, cap: int, stop_early: bool, x, s
 
     S, vjp, (res, k) = jax.vjp(forward, x, s0, params, has_aux=True)
     dx, ds0, dparams = vjp(g)
-    return (S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))
+    return GradOutput(S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))

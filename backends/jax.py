@@ -93,6 +93,7 @@ Process-wide settings, and how float64 avoids them:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -105,12 +106,13 @@ from typing import Any
 from fpbench.backend import (
     Backend,
     BackendUnavailableError,
+    GradHost,
+    GradOutput,
     Prepared,
     UnsupportedError,
     requested_threads,
 )
 from fpbench.cells import CELLS, Cell, input_projection
-from fpbench.grad import GradHost
 from fpbench.memory import unrolled_items
 from fpbench.solvers import TRANSITIONS, Chunked, ChunkLayout, Jacobi, Solver, iteration_cap
 from fpbench.spec import Problem, RNNSpec
@@ -143,6 +145,14 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 _HIGHEST = lax.Precision.HIGHEST
+
+if not getattr(GradOutput, "_fpbench_jax_pytree", False):  # the gradient programs return it
+    jax.tree_util.register_dataclass(
+        GradOutput,
+        data_fields=[f.name for f in dataclasses.fields(GradOutput) if f.name != "backward_method"],
+        meta_fields=["backward_method"],
+    )
+    GradOutput._fpbench_jax_pytree = True  # type: ignore[attr-defined]
 
 
 def _enable_persistent_cache() -> str:
@@ -575,7 +585,7 @@ def _grad_autodiff(forward: Callable, x, s0, params, g):
     """``jax.vjp`` of ``forward(x, s0, w) -> states`` (Native, Sequential: BPTT)."""
     S, vjp = jax.vjp(lambda x, s0, p: forward(x, s0, _layouts(p))[0], x, s0, params)
     dx, ds0, dparams = vjp(g)
-    return (S, *_no_iterations(S.dtype), dparams, dx, ds0, *_no_iterations(S.dtype))
+    return GradOutput(S, *_no_iterations(S.dtype), dparams, dx, ds0, *_no_iterations(S.dtype))
 
 
 UNROLLED_LINEARISED_SCALE = 8
@@ -649,7 +659,7 @@ def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, p
 
     S, vjp, (res, k) = jax.vjp(forward, x, s0, params, has_aux=True)
     dx, ds0, dparams = vjp(g)
-    return (S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))
+    return GradOutput(S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))
 
 
 def _grad_implicit(cell: Cell, transition: str, damped: bool, cap: int, x, s0, params, tol, damping, g):
@@ -690,7 +700,7 @@ def _grad_implicit(cell: Cell, transition: str, damped: bool, cap: int, x, s0, p
         cap_b = min(cap, g.shape[0])
         lam, res_b, k_b = _iterate(update, jnp.zeros_like(g), cap_b, tol)
     dparams, dx, ds0 = _param_products(cell, S, s0, x, gi, lam, w)
-    return (S, res, k, dparams, dx, ds0, res_b, k_b)
+    return GradOutput(S, res, k, dparams, dx, ds0, res_b, k_b)
 
 
 _BACKWARD_METHODS = {
@@ -709,7 +719,7 @@ def _chunked_traits(cell: Cell, solver: Solver, seq_len: int) -> tuple[Cell, Chu
 
 def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, str]:
     """The gradient program of ``solver`` and the name of its backward, by its traits:
-    ``(x, s0, params[, tol, damping], g) -> (states, res, k, dparams, dx, ds0, res_b, k_b)``."""
+    ``(x, s0, params[, tol, damping], g) -> GradOutput``."""
     if solver.kind == "sequential":
         return partial(_grad_autodiff, partial(_sequential, cell)), "bptt"
     if solver.kind == "native":
@@ -888,17 +898,8 @@ class JaxBackend(Backend):
             args = (*args, jax.device_put(np.asarray(cotangent, spec.dtype), dev))
             run = _compile(fn, args, spec.dtype)
 
-        def to_host(out) -> GradHost:
-            S, res, k, dparams, dx, ds0, res_b, k_b = out
-            return GradHost(
-                states=np.asarray(S),
-                residuals=np.asarray(res)[: int(k)] if solver.iterative else np.empty(0),
-                params={name: np.asarray(v) for name, v in dparams.items()},
-                x=np.asarray(dx),
-                s0=np.asarray(ds0),
-                backward_residuals=np.asarray(res_b)[: int(k_b)],
-                backward_method=method,
-            )
+        def to_host(out: GradOutput) -> GradHost:
+            return out.to_host(np.asarray, method)
 
         return Prepared(run, to_host)
 

@@ -68,13 +68,22 @@ setting). ``fpbench info`` shows the value.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
+from fpbench.backend import (
+    Backend,
+    BackendUnavailableError,
+    GradHost,
+    GradOutput,
+    Prepared,
+    UnsupportedError,
+    requested_threads,
+)
 from fpbench.solvers import Iterative, Solver, iteration_cap
 from fpbench.spec import Problem, RNNSpec
 
@@ -185,9 +194,11 @@ class NumbaBackend(Backend):
         unrolled = solver.iterative and solver.backward == "unrolled"
         forward = _forward(K, a, solver, iterates if unrolled else None)
 
-        def run() -> tuple[Any, ...]:
-            s, residuals = forward()
-            return (s, residuals, *backward(s))
+        def run() -> GradOutput:
+            s, residuals = forward()  # (the backward's output, completed by the forward's)
+            return dataclasses.replace(
+                backward(s), states=s[1:], residuals=residuals, iterations=len(residuals)
+            )
 
         run()  # compile (or load from cache) and warm up
         return Prepared(run, _grad_to_host)
@@ -425,7 +436,8 @@ def _backward(
             "bias_ih": w_ih_aug[:, -1].copy(),
             "bias_hh": db_hh,
         }
-        return params, (dgi_total @ wih).reshape(T, B, -1), ds0, res_b.copy(), method
+        dx = (dgi_total @ wih).reshape(T, B, -1)
+        return GradOutput(None, empty, 0, params, dx, ds0, res_b.copy(), len(res_b), method)
 
     if solver.iterative and solver.backward == "unrolled" and solver.transition == "window":
         return _backward_unrolled_chunked(K, KG, a, solver, g, whh, iterates, result)
@@ -781,10 +793,5 @@ def _backward_unrolled_linearised(
     return backward
 
 
-def _grad_to_host(out: tuple[Any, ...]):
-    from fpbench.grad import GradHost
-
-    s, residuals, params, dx, ds0, res_b, method = out
-    return GradHost(
-        s[1:].copy(), residuals.copy(), params, dx, ds0, backward_residuals=res_b, backward_method=method
-    )
+def _grad_to_host(out: GradOutput) -> GradHost:
+    return out.to_host(np.array)  # (copies: the next run overwrites the buffers)

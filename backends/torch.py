@@ -115,6 +115,7 @@ when the backend is first used, and reported by :meth:`TorchBackend.info`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -122,9 +123,16 @@ from typing import Any
 
 import numpy as np
 
-from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
+from fpbench.backend import (
+    Backend,
+    BackendUnavailableError,
+    GradHost,
+    GradOutput,
+    Prepared,
+    UnsupportedError,
+    requested_threads,
+)
 from fpbench.cells import Cell
-from fpbench.grad import GradHost
 from fpbench.solvers import Solver, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
 
@@ -902,21 +910,13 @@ class TorchBackend(Backend):
                 _synchronize(dev)
             return out
 
-        def to_host(out: tuple) -> Any:
-            S, res, k, dparams, dx, ds0, res_b, k_b = out
+        def to_host(out: GradOutput) -> GradHost:
             if solver.kind == "native":
                 with torch.inference_mode(), _ieee_fp32():
                     kern = kern_cls(problem, dev, rows, rows)
-                    S = kern.native_states(S, m.x.detach().reshape(rows, -1), m.s0.detach())
-            return GradHost(
-                states=_host(S),
-                residuals=_host(res[: int(k)]) if solver.iterative else np.empty(0),
-                params={name: _host(v) for name, v in dparams.items()},
-                x=_host(dx),
-                s0=_host(ds0),
-                backward_residuals=_host(res_b[: int(k_b)]),
-                backward_method=method,
-            )
+                    S = kern.native_states(out.states, m.x.detach().reshape(rows, -1), m.s0.detach())
+                out = dataclasses.replace(out, states=S)
+            return out.to_host(_host, method)
 
         run()  # warm-up
         return Prepared(run, to_host)
@@ -957,8 +957,8 @@ class TorchBackend(Backend):
 
 # --- gradients: the backward pass of every solver (fpbench.grad) --------------------------
 #
-# Each gradient program is a zero-argument callable on device-resident data returning
-# ``(states (T, B, S), residuals, k, dparams, dx, ds0, backward residuals, backward k)``.
+# Each gradient program is a zero-argument callable on device-resident data returning a
+# fpbench.backend.GradOutput.
 
 _BACKWARD_METHODS = {
     "none": "implicit: jacobi on the adjoint",
@@ -1183,7 +1183,7 @@ class _ImplicitGrad:
         job.scan(job.A, job.b)
         return b_bm.transpose(0, 1).flip(0)
 
-    def __call__(self) -> tuple:
+    def __call__(self) -> GradOutput:
         job, m, solver = self.job, self.m, self.solver
         S, res, k = job.iterate()
         gi = m.gi()
@@ -1213,7 +1213,7 @@ class _ImplicitGrad:
                     return self._reverse_scan(d_next, b).clone()
 
             lam, res_b, k_b = _adjoint_iterations(update, g, self.cap_b, solver.tol, self.every)
-        return S, res, k, *_param_products(m, Sp, gi, gh, lam), res_b, k_b
+        return GradOutput(S, res, k, *_param_products(m, Sp, gi, gh, lam), res_b, k_b)
 
 
 def _param_products(
@@ -1234,10 +1234,10 @@ def _param_products(
     return dparams, torch.matmul(dgi, m.params["weight_ih"]), dprev[0]
 
 
-def _grad_bptt(m: _GradModel) -> Callable[[], tuple]:
+def _grad_bptt(m: _GradModel) -> Callable[[], GradOutput]:
     """BPTT: autograd through a sequential loop of the shared ``cell.step``."""
 
-    def run() -> tuple:
+    def run() -> GradOutput:
         with torch.enable_grad():
             gi = m.gi()
             s, outs = m.s0, []
@@ -1246,12 +1246,12 @@ def _grad_bptt(m: _GradModel) -> Callable[[], tuple]:
                 outs.append(s)
             S = torch.stack(outs)
             dparams, dx, ds0 = m.autograd(S)
-        return (S.detach(), *m.none, dparams, dx, ds0, *m.none)
+        return GradOutput(S.detach(), *m.none, dparams, dx, ds0, *m.none)
 
     return run
 
 
-def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], tuple]:
+def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], GradOutput]:
     """Autograd through the iterations the solver runs, written functionally with the shared
     cell maths (Newton's linear recurrences by the functional associative scan, ELK's by
     :func:`_kalman_smoother_diff`); it stops as the forward does (the decision itself is
@@ -1259,7 +1259,7 @@ def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], tuple]:
     cap = iteration_cap(solver, m.T)
     tol = solver.tol
 
-    def run() -> tuple:
+    def run() -> GradOutput:
         res = torch.zeros(max(cap, 1), dtype=m.g.dtype, device=m.g.device)
         with torch.enable_grad():
             update = m.update(solver, m.gi())
@@ -1274,12 +1274,12 @@ def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], tuple]:
                 if not np.isfinite(r) or (tol is not None and r <= tol):
                     break
             dparams, dx, ds0 = m.autograd(S)
-        return (S.detach(), res, k, dparams, dx, ds0, *m.none)
+        return GradOutput(S.detach(), res, k, dparams, dx, ds0, *m.none)
 
     return run
 
 
-def _grad_native(problem: Problem, m: _GradModel, device: torch.device) -> Callable[[], tuple]:
+def _grad_native(problem: Problem, m: _GradModel, device: torch.device) -> Callable[[], GradOutput]:
     """Autograd through ``torch.nn.<cell.torch_module>`` (the loss on ``h`` only)."""
     s = problem.spec
     module = _nn_module(problem, device)
@@ -1287,11 +1287,11 @@ def _grad_native(problem: Problem, m: _GradModel, device: torch.device) -> Calla
     kern_cls = _kernels_for(s.cell)
     H = s.hidden_size
 
-    def run() -> tuple:
+    def run() -> GradOutput:
         with torch.enable_grad():
             h, _ = module(m.x, kern_cls.native_hx(m.s0, H))
             grads = torch.autograd.grad(h, [m.x, m.s0, *weights], m.g[..., :H])
         dx, ds0, *dp = grads
-        return (h.detach(), *m.none, dict(zip(PARAM_NAMES, dp, strict=True)), dx, ds0, *m.none)
+        return GradOutput(h.detach(), *m.none, dict(zip(PARAM_NAMES, dp, strict=True)), dx, ds0, *m.none)
 
     return run

@@ -18,7 +18,7 @@ lambda_t)``,
 
 and ``J_t^T v = ds + [dgh W_hh, 0]`` (the direct dependence plus the path through ``gh``).
 
-Per solver (:func:`backward`; the names are :attr:`fpbench.grad.GradHost.backward_method`):
+Per solver (:func:`backward`; the names are :attr:`fpbench.backend.GradHost.backward_method`):
 
 - ``Sequential``: ``"bptt"`` — the adjoint recurrence run backwards, one step at a time.
 - iterative, ``backward="implicit"``: the same adjoint at the *returned* states (the
@@ -57,9 +57,8 @@ import dataclasses
 
 import numpy as np
 
-from .backend import Prepared, UnsupportedError
+from .backend import GradHost, Prepared, UnsupportedError
 from .cells import Cell, hidden_preactivation
-from .grad import GradHost
 from .reference import Run, _setup, chunked, fixed_point, iterate, linear_recurrence, sequential, shifted
 from .solvers import Chunked, Iterative, Solver
 from .spec import Problem
