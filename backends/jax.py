@@ -79,9 +79,11 @@ Process-wide settings, and how float64 avoids them:
 - Threads: XLA's CPU client sizes its intra-op thread pool from the environment variable
   ``PJRT_NPROC`` when it is created, and ``--xla_cpu_multi_thread_eigen`` in ``XLA_FLAGS``
   lets matmuls use that pool. (``intra_op_parallelism_threads`` is *not* an ``XLA_FLAGS``
-  flag: XLA ignores it there.) Before importing JAX, this module sets both from
-  ``FPBENCH_THREADS`` (default ``os.cpu_count()``) unless the user already set them; they
-  only take effect if JAX's CPU client was not created yet, which ``info()`` reports.
+  flag: XLA ignores it there.) Importing this module changes neither: the backend's first
+  use (``devices()``, ``prepare``, ``info()``; :func:`_start`) sets both from
+  ``FPBENCH_THREADS`` (default ``os.cpu_count()``) unless the user already set them, creates
+  JAX's clients, and restores the environment. They only take effect if JAX's CPU client
+  was not created yet, which ``info()`` reports.
 - Float32 matmul precision: every product passes ``precision=lax.Precision.HIGHEST``, so
   on GPU float32 is true float32, never TF32/bf16 passes (on CPU it changes nothing). This
   is per operation; the global ``jax_default_matmul_precision`` is left alone.
@@ -135,14 +137,38 @@ def _configure_xla_env(threads: int) -> bool:
     return not xla_bridge.backends_are_initialized()
 
 
-# XLA reads these when its CPU client is created, so set them before JAX can create it.
-_THREADS = requested_threads()
-_THREADS_APPLIED = _configure_xla_env(_THREADS)
-
-import jax  # noqa: E402
+import jax  # noqa: E402  (importing JAX creates no client; the first device query does)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
+
+_started: tuple[int, bool, str] | None = None
+
+
+def _start() -> tuple[int, bool, str]:
+    """Create JAX's clients with fpbench's thread settings, once per process (every method
+    of :class:`JaxBackend` calls it first): ``PJRT_NPROC`` and ``XLA_FLAGS`` are set for
+    ``FPBENCH_THREADS`` (:func:`_configure_xla_env`) while the clients are created, then the
+    caller's environment is restored. Returns ``(threads, whether they took effect, the
+    XLA_FLAGS used)``; they do not take effect when the caller's own JAX code created the
+    clients first."""
+    global _started
+    if _started is None:
+        threads = requested_threads()
+        saved = {k: os.environ.get(k) for k in ("PJRT_NPROC", "XLA_FLAGS")}
+        try:
+            applied = _configure_xla_env(threads)
+            flags = os.environ.get("XLA_FLAGS", "")
+            jax.devices()  # creates the clients, which read the environment now
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        _started = threads, applied, flags
+    return _started
+
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -743,6 +769,7 @@ def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, s
 
 
 def _device(device: str) -> jax.Device:
+    _start()
     try:
         return jax.devices(device)[0]
     except RuntimeError as e:
@@ -855,6 +882,7 @@ class JaxBackend(Backend):
         return sum(unrolled_chunks(cap)), scale * items
 
     def devices(self) -> list[str]:
+        _start()
         found = ["cpu"]
         try:
             if jax.devices("gpu"):
@@ -920,12 +948,13 @@ class JaxBackend(Backend):
             return _compile(floor, args, spec.dtype)
 
     def info(self) -> dict[str, str]:
-        threads = str(_THREADS) if _THREADS_APPLIED else f"{_THREADS} (not applied: JAX started first)"
+        n, applied, flags = _start()
+        threads = str(n) if applied else f"{n} (not applied: JAX started first)"
         return {
             "jax": jax.__version__,
             "jax_threads": threads,
-            "PJRT_NPROC": os.environ.get("PJRT_NPROC", ""),
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+            "PJRT_NPROC": os.environ.get("PJRT_NPROC", "") or (str(n) if applied else ""),
+            "XLA_FLAGS": flags,
             "jax_compilation_cache": _CACHE_DIR,
             "jax_devices": ", ".join(str(d) for d in jax.devices()),
         }

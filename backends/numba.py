@@ -55,15 +55,16 @@ as above; unrolled (:func:`_backward_unrolled_chunked`) backpropagates through e
 the forward recorded, each window recomputed and differentiated by the BPTT kernel.
 
 Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
-NUMBA_NUM_THREADS))``, applied once, when the backend is first used.
+NUMBA_NUM_THREADS))``, applied once, when the backend first prepares a solve.
 
 BLAS threads: the products go to SciPy's OpenBLAS, whose worker threads by default keep
 spinning for a long while after each call and take the cores from Numba's threads in the
 ``prange`` kernels that follow (measured on 2 cores: Newton 6x and Jacobi 2.3x slower).
-This module therefore sets ``OPENBLAS_THREAD_TIMEOUT=4`` (the shortest spin) unless it is
-already set; OpenBLAS reads it when SciPy's BLAS is loaded, i.e. when this backend first
-compiles or loads its kernels (a process that loaded SciPy's BLAS earlier keeps its own
-setting). ``fpbench info`` shows the value.
+The backend therefore sets ``OPENBLAS_THREAD_TIMEOUT=4`` (the shortest spin) unless it is
+already set, when it first prepares a solve (:func:`_kernels`; importing the module or
+querying ``devices()`` sets nothing); OpenBLAS reads it when SciPy's BLAS is loaded, i.e.
+when this backend first compiles or loads its kernels (a process that loaded SciPy's BLAS
+earlier keeps its own setting). ``fpbench info`` shows the value.
 """
 
 from __future__ import annotations
@@ -89,19 +90,26 @@ from fpbench.spec import Problem, RNNSpec
 
 _threads_applied = False
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see the module docstring
+
+def _require_numba() -> None:
+    """Raise :class:`BackendUnavailableError` unless numba and SciPy import (nothing else)."""
+    try:
+        import numba  # noqa: F401
+        import scipy  # noqa: F401  numba's np.dot calls SciPy's BLAS
+    except ImportError as e:
+        raise BackendUnavailableError(f"backend 'numba' is unavailable: {e}") from e
 
 
 def _kernels():
-    """The kernel module, importing numba (and applying the thread count) on first use."""
+    """The kernel module, for a solve being prepared: on first use, sets the BLAS spin
+    (module docstring) before the kernels load SciPy's BLAS, and applies the thread count."""
     global _threads_applied
-    try:
-        import numba
-        import scipy  # noqa: F401  numba's np.dot calls SciPy's BLAS
+    _require_numba()
+    import numba
 
-        from backends import _numba_kernels
-    except ImportError as e:
-        raise BackendUnavailableError(f"backend 'numba' is unavailable: {e}") from e
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see the module docstring
+    from backends import _numba_kernels
+
     if not _threads_applied:
         numba.set_num_threads(min(requested_threads(), numba.config.NUMBA_NUM_THREADS))
         _threads_applied = True
@@ -162,7 +170,7 @@ class NumbaBackend(Backend):
         return (iteration_cap(solver, spec.seq_len), spec.state_size) if unrolled else (0, 0)
 
     def devices(self) -> list[str]:
-        _kernels()
+        _require_numba()
         return ["cpu"]
 
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:

@@ -110,7 +110,9 @@ device-resident data (leaves, module and buffers built and warmed in ``prepare_g
   the forward's iterations (the nn module called with the parameter leaves).
 
 Threads. ``torch.set_num_threads(FPBENCH_THREADS or os.cpu_count())`` is applied once,
-when the backend is first used, and reported by :meth:`TorchBackend.info`.
+when the backend first prepares a solve, a gradient or the iteration floor (never by a
+query: ``devices()`` and ``info()`` leave the caller's setting alone), and reported by
+:meth:`TorchBackend.info`.
 """
 
 from __future__ import annotations
@@ -789,10 +791,11 @@ class TorchBackend(Backend):
 
     def devices(self) -> list[str]:
         _require_torch()
-        _apply_threads()
         return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
     def _device(self, device: str) -> torch.device:
+        """The device of a solve about to be prepared (which applies the thread count)."""
+        _apply_threads()
         available = self.devices()
         if device not in available:
             raise BackendUnavailableError(
@@ -945,7 +948,11 @@ class TorchBackend(Backend):
         _require_torch()
         info = {
             "torch": torch.__version__,
-            "torch_threads": str(_apply_threads()),
+            "torch_threads": str(
+                _threads
+                or f"{torch.get_num_threads()} (fpbench applies "
+                f"{requested_threads()} when it first prepares a solve)"
+            ),
             "torch_interop_threads": str(torch.get_num_interop_threads()),
         }
         if torch.cuda.is_available():

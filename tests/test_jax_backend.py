@@ -49,7 +49,7 @@ def test_float32_ignores_a_caller_x64_setting(backend):
 def test_info_reports_threads_flags_and_cache(backend):
     info = backend.info()
     assert info["jax"] == jax.__version__
-    assert info["jax_threads"].split()[0] == str(jax_backend._THREADS)
+    assert info["jax_threads"].split()[0] == str(jax_backend._start()[0])
     assert "xla_cpu_multi_thread_eigen" in info["XLA_FLAGS"]
     assert info["PJRT_NPROC"] and info["jax_compilation_cache"]
 

@@ -4,6 +4,7 @@ check, the float32 precision guard, the thread setting and Chunked's folded wind
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from fpbench.testing import assert_close, assert_grad_close
 
 torch = pytest.importorskip("torch")
 tb = pytest.importorskip("backends.torch")
+REPO = Path(__file__).resolve().parent.parent
+TINY = fpbench.RNNSpec(cell="elman", seq_len=4, batch=1, input_size=2, hidden_size=2)
 
 
 @pytest.mark.parametrize("full", [True, False], ids=["full", "diagonal"])
@@ -78,21 +81,26 @@ def test_float32_precision_guard_restores_caller_settings():
 
 
 def test_threads_come_from_fpbench_threads():
+    """Applied when a solve is prepared; a query (devices, available_backends, info) leaves
+    the caller's thread count alone."""
     code = (
-        "import torch, fpbench; b = fpbench.get_backend('torch'); b.devices(); "
+        "import torch, fpbench; torch.set_num_threads(2); b = fpbench.get_backend('torch'); "
+        "fpbench.available_backends(); b.devices(); b.info(); print(torch.get_num_threads()); "
+        "p = fpbench.make_problem(fpbench.RNNSpec(cell='elman', seq_len=4, batch=1, input_size=2, "
+        "hidden_size=2)); fpbench.solve(p, fpbench.Sequential(), 'torch'); "
         "print(torch.get_num_threads(), b.info()['torch_threads'])"
     )
-    env = {**os.environ, "FPBENCH_THREADS": "1"}
+    env = {**os.environ, "FPBENCH_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["1", "1"]
+    assert proc.stdout.split() == ["2", "1", "1"]
 
 
 def test_bad_fpbench_threads_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(tb, "_threads", None)  # as if first used now
     monkeypatch.setenv("FPBENCH_THREADS", "zero")
     with pytest.raises(ValueError, match="FPBENCH_THREADS must be a positive integer"):
-        tb.TorchBackend().devices()
+        tb.TorchBackend().prepare(fpbench.make_problem(TINY), fpbench.Sequential(), "cpu")
 
 
 @pytest.mark.parametrize("damping", [0.0, 0.05, 1.0, 30.0])
