@@ -30,7 +30,7 @@ vectorises without reassociating sums (we compile with ``fastmath=False``).
 The damped solvers (ELK, quasi-ELK) solve their step for the *correction* ``delta = H_new - Y``
 to the current iterate ``Y``: ``min sum_t |delta_t - A_t delta_{t-1} - e_t|^2 + damping
 |delta_t|^2`` with ``e_t = F(Y)_t - Y_t``, which has the same minimiser as the problem in
-DESIGN §1 but a right-hand side that vanishes at the fixed point (so rounding in the solve
+docs/design.md ("ELK") but a right-hand side that vanishes at the fixed point (so rounding in the solve
 does not stop convergence). Its normal equations are block tridiagonal; their forward
 elimination is the Kalman filter in information form, and the back substitution is the
 Rauch-Tung-Striebel smoother (see :func:`damped_full`).
@@ -367,7 +367,7 @@ def cell_rows(cell, gi, whhT, bhh, t0, step, live, every, nc, cur, nxt, gh, c, d
 # The transition of one row from the structured coefficients, specialised at compile time
 # on whether it is full (``A_i: (S, S)`` transposed) or diagonal (``A_i: (S,)``), and
 # ``f -= A_i sp`` with it. Coefficient rows are taken as 1-D views before the loops:
-# indexing ``c[g, p, j]`` in the inner loop costs 10-20% of a linearisation.
+# indexing ``c[g, p, j]`` in the inner loop is markedly slower.
 
 
 def _transition(c, d, whhT, A_i, v, f, sub):
@@ -385,8 +385,7 @@ def _one_part_transition(c, d, whhT, A_i, v, f, sub):
     """The full transition of a one-part cell of one or three gate blocks (Elman, GRU), each row
     of ``A_i`` in one vectorisable pass, and, if ``sub``, ``f -= A_i v`` row by row. The
     diagonal ``d`` is added in a pass of its own, skipped when it is zero: a scalar update
-    between two row loops stops LLVM vectorising them (Elman's linearisation took 1.5x as
-    long)."""
+    between two row loops stops LLVM vectorising them."""
     G, H = c.shape[0], c.shape[2]
     c0 = c[0, 0]
     if G == 1:

@@ -21,7 +21,7 @@ Forward (:class:`ChunkedSolve`). The windows run through the cell's own
 ``torch.nn.LSTM`` returns only the last ``c``, so the c sequence is recovered from the ``h``
 sequence as the Native solver does (``_LSTM.native_states``). The module is used at every
 size: the backend's own sequential loop (one ``addmm`` plus in-place gate maths per window
-position, on the folded batch) was measured no faster on CPU, even at a tiny hidden size.
+position, on the folded batch) is no faster on CPU, even at a tiny hidden size.
 
 Gradients. ``backward="implicit"`` (:class:`ChunkedImplicitGrad`, ``"implicit: chunked
 adjoint"``): the forward above, then the adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at

@@ -42,7 +42,7 @@ here with no table of its own. The state is
   layout, the cap and whether there is a ``tol``.
 - Sequential: ``lax.scan`` over the precomputed ``gi``. Native: ``lax.scan`` of the plain
   ``cell.step`` computing ``W_ih x_t`` inside each step, as a user writes an RNN in JAX (the
-  ``jax.lax.scan`` baseline of DESIGN §4).
+  ``jax.lax.scan`` baseline of docs/design.md, "Baselines").
 
 Gradients (``prepare_grad``, :mod:`fpbench.grad`), one AOT-compiled program each, taking the
 parameters in torch layout so autodiff returns them in that layout:
@@ -53,8 +53,8 @@ parameters in torch layout so autodiff returns them in that layout:
   stopped (a ``while_loop`` is not reverse-differentiable; :func:`_unrolled_iterate`, which
   Chunked's unrolled backward uses too). A scan stores its body's intermediates for every
   step of its length, run or skipped, so above 64 iterations the scan is over checkpointed
-  chunks of ``ceil(sqrt(cap))`` iterations (:func:`unrolled_chunks`): to tolerance at
-  T = 2048 it keeps ~90 iterations' worth instead of 2048.
+  chunks of ``ceil(sqrt(cap))`` iterations (:func:`unrolled_chunks`): about
+  ``2 sqrt(cap)`` iterations' worth instead of ``cap``.
 - ``backward="implicit"``: the forward ``while_loop``, then the adjoint
   ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at the returned states: a reverse
   ``associative_scan`` over the transposed full Jacobians for ``transition == "full"``
@@ -235,7 +235,7 @@ def _structured_apply(c: jax.Array, d: jax.Array, wh: jax.Array, s: jax.Array) -
     product the step computed anyway), ``s (..., P*H)`` the state. Returns ``(..., P*H)``."""
     g, P, H = c.shape[-3:]
     # Sums written out over the (few) gates and parts: XLA's CPU fusion of a reshape and
-    # a reduction over the gate axis took 2.4x the old hand-written GRU linearisation.
+    # a reduction over the gate axis is much slower (reports/ holds the speed ratios).
     parts = [
         sum(c[..., k, p, :] * wh[..., k * H : (k + 1) * H] for k in range(g))
         + sum(d[..., p, q, :] * s[..., q * H : (q + 1) * H] for q in range(P))
@@ -344,8 +344,7 @@ def _max_change(new: jax.Array, old: jax.Array) -> jax.Array:
     the sum of ``new``, which is also NaN when ``new`` holds infinities of both signs (a
     diverged solve either way). Written so, XLA fuses the difference into the ``max``
     reduction and reads ``new`` once more for the sum; a NaN test on ``|new - old|`` itself
-    writes that array out and reads it twice (Jacobi on Elman, H = 64, T = 4096: 1.08x the
-    time of the plain ``max``, this form 1.01-1.03x).
+    would write that array out and read it twice.
     """
     return jnp.where(jnp.isnan(jnp.sum(new)), jnp.nan, jnp.max(jnp.abs(new - old)))
 
@@ -442,7 +441,7 @@ def _solve(A: jax.Array, R: jax.Array) -> jax.Array:
 
     Its reverse-mode derivative is the solve's own adjoint (:func:`_solve_bwd`), not autodiff
     through the loop, which would keep all ``n`` intermediate ``n x (n + r)`` matrices of
-    every call: the unrolled backward of ELK kept ~8 S^3 items per row and iteration.
+    every call (of the order of ``S^3`` items per row and iteration in ELK's unrolled backward).
 
     Not ``jnp.linalg.solve`` / ``lu_factor``: on the CPU those are LAPACK custom calls that
     jaxlib spreads over XLA's intra-op thread pool and waits for *on* a thread of that pool;

@@ -59,7 +59,7 @@ NUMBA_NUM_THREADS))``, applied once, when the backend first prepares a solve.
 
 BLAS threads: the products go to SciPy's OpenBLAS, whose worker threads by default keep
 spinning for a long while after each call and take the cores from Numba's threads in the
-``prange`` kernels that follow (measured on 2 cores: Newton 6x and Jacobi 2.3x slower).
+``prange`` kernels that follow (reports/ holds what that costs).
 The backend therefore sets ``OPENBLAS_THREAD_TIMEOUT=4`` (the shortest spin) unless it is
 already set, when it first prepares a solve (:func:`_kernels`; importing the module or
 querying ``devices()`` sets nothing); OpenBLAS reads it when SciPy's BLAS is loaded, i.e.

@@ -298,7 +298,7 @@ class _Elman(_Kernels):
 
     def linearise(self, s: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         """The shared ``Elman.linearise``, in place into a preallocated ``f``, and with
-        ``d = None`` for its zero ``d`` (the shared version cost quasi-Newton ~5%)."""
+        ``d = None`` for its zero ``d`` (the shared version allocates both)."""
         if not hasattr(self, "f"):
             self.f = self._empty(self.rows, self.H)
         torch.mm(s, self.w_hhT, out=U)
@@ -345,8 +345,8 @@ class _GRU(_Kernels):
 
     def linearise(self, s: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The shared ``GRU.linearise``, hand-tuned: the in-place gates of :meth:`apply` and
-        the coefficients regrouped (quasi-Newton measured about 1.3x slower with the shared
-        version, which recomputes the gates with the overflow-free tanh-form sigmoid)."""
+        the coefficients regrouped (the shared version recomputes the gates with the
+        overflow-free tanh-form sigmoid)."""
         if not hasattr(self, "f"):
             self.f = self._empty(self.rows, self.H)
         torch.mm(s, self.w_hhT, out=U)

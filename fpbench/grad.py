@@ -5,7 +5,7 @@ vector-Jacobian product, so any loss reduces to it). ``grad`` returns ``dL/dpara
 layout), ``dL/dx``, ``dL/dh0`` (and ``dL/dc0`` for ``lstm``), with the diagnostics of the
 forward and the backward pass.
 
-Semantics, per solver (DESIGN §1):
+Semantics, per solver (docs/design.md, "Gradients"):
 
 - ``Sequential``: BPTT, the adjoint recurrence run backwards in time (exact).
 - ``Native``: the framework's autograd through ``torch.nn.RNN/GRU/LSTM`` / ``lax.scan`` (exact).

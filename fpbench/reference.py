@@ -1,7 +1,7 @@
 """The NumPy float64 reference: the oracle every backend is tested against.
 
 Clear before fast: straight time loops where the maths is a time loop, and the same
-iteration structure as DESIGN §1. Whatever the spec's dtype, it computes in float64.
+iteration structure as docs/design.md describes. Whatever the spec's dtype, it computes in float64.
 """
 
 from __future__ import annotations
