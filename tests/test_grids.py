@@ -272,7 +272,7 @@ def test_grid_tables_match_the_registries():
     from fpbench.report.store import BASELINES
     from fpbench.solvers import SOLVERS
 
-    assert grids.CELLS == tuple(fpbench.CELLS)
+    assert set(grids.CELLS) <= set(fpbench.CELLS)  # (a new cell joins the grids when chosen)
     assert set(grids.BASELINES) == set(BASELINES) == {n for n, c in SOLVERS.items() if not c.iterative}
     for grid in grids.GRIDS.values():
         assert set(grid.cells) <= set(fpbench.CELLS), grid
