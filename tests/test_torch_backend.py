@@ -149,14 +149,18 @@ def test_native_lstm_recovers_the_cell_states(dtype):
     assert_close("native lstm c", got.cell_states, expected, dtype)
 
 
-def test_cell_without_an_entry_is_unsupported(monkeypatch):
+def test_cell_without_an_entry_runs_the_shared_maths(monkeypatch):
+    """CELL_KERNELS holds only hand-tuned overrides: without gru's, every solver (and the
+    floor) runs the shared cell maths and still matches the reference."""
     monkeypatch.delitem(tb.CELL_KERNELS, "gru")
+    assert tb._kernels_for("gru") is tb._Kernels
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", "gru", "float64"))
-    for solver in (fpbench.Native(), fpbench.Sequential(), fpbench.Jacobi(2), fpbench.ELK(2)):
-        with pytest.raises(fpbench.UnsupportedError, match="cell 'gru'"):
-            tb.TorchBackend().prepare(problem, solver, "cpu")
-    with pytest.raises(fpbench.UnsupportedError, match="cell 'gru'"):
-        tb.TorchBackend().iteration_floor(problem, "cpu")
+    exact = fpbench.reference_states(problem)
+    for solver in (fpbench.Native(), fpbench.Sequential(), fpbench.Jacobi(7), fpbench.Newton(7)):
+        assert_close(
+            f"shared maths {solver}", fpbench.solve(problem, solver, "torch").states, exact, "float64"
+        )
+    tb.TorchBackend().iteration_floor(problem, "cpu")()
 
 
 @pytest.mark.parametrize("cell", list(fpbench.CELLS))
