@@ -353,7 +353,9 @@ def _probe_seconds_per_step(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> fl
     hidden = min(spec.hidden_size, PROBE_MAX_HIDDEN)
     probe = dataclasses.replace(spec, seq_len=PROBE_STEPS, hidden_size=hidden, dtype="float64", seed=0)
     probe = dataclasses.replace(probe, input_size=min(spec.input_size, probe.hidden_size))
-    if solver.iterative:
+    if not solver.iterative:  # a baseline's reference is the recurrence, step by step
+        solver = fpbench.Sequential()
+    else:
         fields = {"max_iters": 1, "tol": None}
         if solver.transition == "window":  # Chunked's iteration is the recurrence: Sequential's step
             solver, fields = fpbench.Sequential(), {}

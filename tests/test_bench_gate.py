@@ -154,3 +154,4 @@ def test_numpy_seconds_is_measured(monkeypatch):
     slowed = common.numpy_seconds(s, fpbench.Sequential())
     assert slowed >= 0.02 / common.PROBE_STEPS * s.seq_len > fast
     assert common.numpy_seconds(dataclasses.replace(s, seq_len=1600), fpbench.Sequential()) == 2 * slowed
+    assert common.numpy_seconds(s, fpbench.Native()) == slowed  # a baseline's reference: the recurrence
