@@ -62,6 +62,7 @@ from backends.jax import (
     jnp,
     lax,
 )
+from fpbench.backend import GradOutput
 from fpbench.cells import Cell
 from fpbench.solvers import ChunkLayout
 
@@ -189,13 +190,13 @@ def grad_implicit(
     g,
 ):
     """The forward, then the chunked adjoint (:func:`_adjoint`) and the parameter products.
-    Returns ``(states, res, k, dparams, dx, ds0, res_b, k_b)``."""
+    Returns a :class:`~fpbench.backend.GradOutput`."""
     w = _layouts(params)
     S, res, k = fixed_point(cell, lay, reruns, stop_early, slots, x, s0, w, tol, damping, cap)
     gi = _input_projection(x, w)
     lam, res_b, k_b = _adjoint(cell, lay, reruns, stop_early, slots, S, s0, gi, w, tol, cap, g)
     dparams, dx, ds0 = _param_products(cell, S, s0, x, gi, lam, w)
-    return S, res, k, dparams, dx, ds0, res_b, k_b
+    return GradOutput(S, res, k, dparams, dx, ds0, res_b, k_b)
 
 
 def grad_unrolled(
@@ -214,7 +215,7 @@ def grad_unrolled(
 ):
     """``jax.vjp`` through the iterations that ran (:func:`backends.jax._unrolled_iterate`; the
     cap is static here, the scan's length, so the runtime ``_cap`` is unused).
-    Returns ``(states, res, k, dparams, dx, ds0, res_b, k_b)`` (no backward iterations)."""
+    Returns a :class:`~fpbench.backend.GradOutput` (no backward iterations)."""
 
     def forward(x, s0, params):
         update, init = chunked_update(_native_step(cell, params), x, s0, lay, reruns, stop_early, tol)
@@ -223,4 +224,4 @@ def grad_unrolled(
 
     S, vjp, (res, k) = jax.vjp(forward, x, s0, params, has_aux=True)
     dx, ds0, dparams = vjp(g)
-    return (S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))
+    return GradOutput(S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))

@@ -30,7 +30,7 @@ vectorises without reassociating sums (we compile with ``fastmath=False``).
 The damped solvers (ELK, quasi-ELK) solve their step for the *correction* ``delta = H_new - Y``
 to the current iterate ``Y``: ``min sum_t |delta_t - A_t delta_{t-1} - e_t|^2 + damping
 |delta_t|^2`` with ``e_t = F(Y)_t - Y_t``, which has the same minimiser as the problem in
-DESIGN §1 but a right-hand side that vanishes at the fixed point (so rounding in the solve
+docs/design.md ("ELK") but a right-hand side that vanishes at the fixed point (so rounding in the solve
 does not stop convergence). Its normal equations are block tridiagonal; their forward
 elimination is the Kalman filter in information form, and the back substitution is the
 Rauch-Tung-Striebel smoother (see :func:`damped_full`).
@@ -42,11 +42,12 @@ import numpy as np
 from numba import njit, prange, types
 from numba.core.extending import overload
 
-ELMAN = 0
-GRU = 1
-LSTM = 2
-CELL_IDS = {"elman": ELMAN, "gru": GRU, "lstm": LSTM}
-"""Cell name -> kernel cell id: the one table of the cells these kernels implement."""
+CELL_IDS: dict[str, int] = {"elman": 0, "gru": 1, "lstm": 2}
+"""Cell name (of :data:`fpbench.CELLS`) -> kernel cell id: the one table of the cells these
+kernels implement, each with a row function and a branch of :func:`_cell`. The ids are
+written here, not derived from another module, because the kernels are cached
+(``cache=True``) by this file's contents: a global read from elsewhere could go stale."""
+ELMAN, GRU, LSTM = CELL_IDS["elman"], CELL_IDS["gru"], CELL_IDS["lstm"]
 
 # error_model="numpy": IEEE division (inf/NaN, no ZeroDivisionError branch), which lets
 # LLVM vectorise loops that divide.
@@ -366,7 +367,7 @@ def cell_rows(cell, gi, whhT, bhh, t0, step, live, every, nc, cur, nxt, gh, c, d
 # The transition of one row from the structured coefficients, specialised at compile time
 # on whether it is full (``A_i: (S, S)`` transposed) or diagonal (``A_i: (S,)``), and
 # ``f -= A_i sp`` with it. Coefficient rows are taken as 1-D views before the loops:
-# indexing ``c[g, p, j]`` in the inner loop costs 10-20% of a linearisation.
+# indexing ``c[g, p, j]`` in the inner loop is markedly slower.
 
 
 def _transition(c, d, whhT, A_i, v, f, sub):
@@ -381,11 +382,10 @@ def _sub_apply(A_i, v, f):
 
 @njit(inline="always", **_JIT)
 def _one_part_transition(c, d, whhT, A_i, v, f, sub):
-    """The full transition of a one-part cell of one or three gates (Elman, GRU), each row
+    """The full transition of a one-part cell of one or three gate blocks (Elman, GRU), each row
     of ``A_i`` in one vectorisable pass, and, if ``sub``, ``f -= A_i v`` row by row. The
     diagonal ``d`` is added in a pass of its own, skipped when it is zero: a scalar update
-    between two row loops stops LLVM vectorising them (Elman's linearisation took 1.5x as
-    long)."""
+    between two row loops stops LLVM vectorising them."""
     G, H = c.shape[0], c.shape[2]
     c0 = c[0, 0]
     if G == 1:
@@ -448,7 +448,9 @@ def _transition_ov(c, d, whhT, A_i, v, f, sub):
 
         def full(c, d, whhT, A_i, v, f, sub):
             G, P = c.shape[0], c.shape[1]
-            if P == 1 and (G == 1 or G == 3):  # Elman, GRU: one vectorisable pass per row
+            # one-part cells of one or three gate blocks (the shapes _one_part_transition
+            # unrolls; a shape, not a cell: any such cell takes it) get one pass per row
+            if P == 1 and (G == 1 or G == 3):
                 _one_part_transition(c, d, whhT, A_i, v, f, sub)
             else:
                 _many_part_transition(c, d, whhT, A_i)

@@ -21,7 +21,7 @@ Forward (:class:`ChunkedSolve`). The windows run through the cell's own
 ``torch.nn.LSTM`` returns only the last ``c``, so the c sequence is recovered from the ``h``
 sequence as the Native solver does (``_LSTM.native_states``). The module is used at every
 size: the backend's own sequential loop (one ``addmm`` plus in-place gate maths per window
-position, on the folded batch) was measured no faster on CPU, even at a tiny hidden size.
+position, on the folded batch) is no faster on CPU, even at a tiny hidden size.
 
 Gradients. ``backward="implicit"`` (:class:`ChunkedImplicitGrad`, ``"implicit: chunked
 adjoint"``): the forward above, then the adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at
@@ -54,6 +54,7 @@ from backends.torch import (
     _param_products,
     _shifted,
 )
+from fpbench.backend import GradOutput
 from fpbench.solvers import Chunked, ChunkLayout, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
 
@@ -156,7 +157,7 @@ class ChunkedSolve:
 
 class ChunkedImplicitGrad:
     """The implicit backward (module docstring). Calling it returns the gradient program's
-    tuple ``(states, residuals, k, dparams, dx, ds0, backward residuals, backward k)``."""
+    :class:`~fpbench.backend.GradOutput`."""
 
     def __init__(self, problem: Problem, solver: Chunked, device: torch.device, cotangent: np.ndarray):
         with torch.inference_mode():
@@ -188,14 +189,14 @@ class ChunkedImplicitGrad:
         lam, res, k = chunked_iterations(job.folds, run, torch.zeros_like(job.s0), job.tol, job.cap)
         return lam.flip(0), res, k
 
-    def __call__(self) -> tuple:
+    def __call__(self) -> GradOutput:
         m = self.m
         S, res, k = self.job()
         gi = m.gi()
         Sp = _shifted(S, m.s0)
         gh = m.gh(Sp)
         lam, res_b, k_b = self.adjoint(S, gi, gh)
-        return S, res, k, *_param_products(m, Sp, gi, gh, lam), res_b, k_b
+        return GradOutput(S, res, k, *_param_products(m, Sp, gi, gh, lam), res_b, k_b)
 
 
 def _lstm_states_diff(m: _GradModel, h: torch.Tensor, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
@@ -213,17 +214,16 @@ def _lstm_states_diff(m: _GradModel, h: torch.Tensor, x: torch.Tensor, h0: torch
     return torch.cat([h, c], -1)
 
 
-def chunked_unrolled(problem: Problem, solver: Chunked, m: _GradModel) -> Callable[[], tuple]:
-    """The unrolled backward (module docstring): a gradient program returning ``(states,
-    residuals, k, dparams, dx, ds0, *m.none)``."""
+def chunked_unrolled(problem: Problem, solver: Chunked, m: _GradModel) -> Callable[[], GradOutput]:
+    """The unrolled backward (module docstring): a gradient program (no backward iterations)."""
     device = m.x.device
     module = _nn_module(problem, device)
     kern_cls = _kernels_for(problem.spec.cell)
     folds = Folds(solver.layout(m.T), device)
     cap = iteration_cap(solver, m.T)
-    lstm = m.S != m.H
+    lstm = problem.spec.model.has_cell_state
 
-    def run() -> tuple:
+    def run() -> GradOutput:
         with torch.enable_grad(), warnings.catch_warnings():
             # (cuDNN: the leaves are not its flattened weight block; compacting them is fine)
             warnings.filterwarnings("ignore", message="RNN module weights are not part")
@@ -238,6 +238,6 @@ def chunked_unrolled(problem: Problem, solver: Chunked, m: _GradModel) -> Callab
 
             S, res, k = chunked_iterations(folds, windows, m.s0, solver.tol, cap)
             dparams, dx, ds0 = m.autograd(S)
-        return (S.detach(), res, k, dparams, dx, ds0, *m.none)
+        return GradOutput(S.detach(), res, k, dparams, dx, ds0, *m.none)
 
     return run

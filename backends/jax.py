@@ -8,11 +8,11 @@ before any loop.
 
 The cell maths is not written here: every program evaluates the shared cells of
 :mod:`fpbench.cells` (``activate``, ``linearise``, ``step``) in :data:`xp`, ``jax.numpy``
-whose ``matmul`` runs at ``Precision.HIGHEST``. ``_CELLS`` is the backend's one table of
-cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. The state is
+whose ``matmul`` runs at ``Precision.HIGHEST``, so every cell of :data:`fpbench.CELLS` runs
+here with no table of its own. The state is
 ``s`` of size ``S = parts * H`` (``[h, c]`` for lstm) and programs return the full states
-``(T, B, S)``. Solvers are chosen by their traits (``_program``): the names
-``"sequential"`` / ``"native"``, then ``iterative``, ``transition`` and ``damping``.
+``(T, B, S)``. Solvers are chosen by their traits (``_program``): ``kind``
+(``"sequential"`` / ``"native"`` / ``"iterative"``), then ``transition`` and ``damping``.
 
 - Iterative solvers: a ``lax.while_loop`` whose carry is
   ``(S, k, residuals[slots], done)``, so tolerance and divergence checks never leave
@@ -47,7 +47,7 @@ cells (elman, gru, lstm); a cell missing from it raises ``UnsupportedError``. Th
   ``tol``.
 - Sequential: ``lax.scan`` over the precomputed ``gi``. Native: ``lax.scan`` of the plain
   ``cell.step`` computing ``W_ih x_t`` inside each step, as a user writes an RNN in JAX (the
-  ``jax.lax.scan`` baseline of DESIGN §4).
+  ``jax.lax.scan`` baseline of docs/design.md, "Baselines").
 
 Gradients (``prepare_grad``, :mod:`fpbench.grad`), one AOT-compiled program each, taking the
 parameters in torch layout so autodiff returns them in that layout:
@@ -58,8 +58,8 @@ parameters in torch layout so autodiff returns them in that layout:
   stopped (a ``while_loop`` is not reverse-differentiable; :func:`_unrolled_iterate`, which
   Chunked's unrolled backward uses too). A scan stores its body's intermediates for every
   step of its length, run or skipped, so above 64 iterations the scan is over checkpointed
-  chunks of ``ceil(sqrt(cap))`` iterations (:func:`unrolled_chunks`): to tolerance at
-  T = 2048 it keeps ~90 iterations' worth instead of 2048.
+  chunks of ``ceil(sqrt(cap))`` iterations (:func:`unrolled_chunks`): about
+  ``2 sqrt(cap)`` iterations' worth instead of ``cap``.
 - ``backward="implicit"``: the forward ``while_loop``, then the adjoint
   ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at the returned states: a reverse
   ``associative_scan`` over the transposed full Jacobians for ``transition == "full"``
@@ -84,9 +84,11 @@ Process-wide settings, and how float64 avoids them:
 - Threads: XLA's CPU client sizes its intra-op thread pool from the environment variable
   ``PJRT_NPROC`` when it is created, and ``--xla_cpu_multi_thread_eigen`` in ``XLA_FLAGS``
   lets matmuls use that pool. (``intra_op_parallelism_threads`` is *not* an ``XLA_FLAGS``
-  flag: XLA ignores it there.) Before importing JAX, this module sets both from
-  ``FPBENCH_THREADS`` (default ``os.cpu_count()``) unless the user already set them; they
-  only take effect if JAX's CPU client was not created yet, which ``info()`` reports.
+  flag: XLA ignores it there.) Importing this module changes neither: the backend's first
+  use (``devices()``, ``prepare``, ``info()``; :func:`_start`) sets both from
+  ``FPBENCH_THREADS`` (default ``os.cpu_count()``) unless the user already set them, creates
+  JAX's clients, and restores the environment. They only take effect if JAX's CPU client
+  was not created yet, which ``info()`` reports.
 - Float32 matmul precision: every product passes ``precision=lax.Precision.HIGHEST``, so
   on GPU float32 is true float32, never TF32/bf16 passes (on CPU it changes nothing). This
   is per operation; the global ``jax_default_matmul_precision`` is left alone.
@@ -98,6 +100,7 @@ Process-wide settings, and how float64 avoids them:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -110,12 +113,13 @@ from typing import Any
 from fpbench.backend import (
     Backend,
     BackendUnavailableError,
+    GradHost,
+    GradOutput,
     Prepared,
     UnsupportedError,
     requested_threads,
 )
 from fpbench.cells import CELLS, Cell, input_projection
-from fpbench.grad import GradHost
 from fpbench.memory import unrolled_items
 from fpbench.solvers import TRANSITIONS, Chunked, Jacobi, Solver, iteration_cap
 from fpbench.spec import Problem, RNNSpec
@@ -138,16 +142,48 @@ def _configure_xla_env(threads: int) -> bool:
     return not xla_bridge.backends_are_initialized()
 
 
-# XLA reads these when its CPU client is created, so set them before JAX can create it.
-_THREADS = requested_threads()
-_THREADS_APPLIED = _configure_xla_env(_THREADS)
-
-import jax  # noqa: E402
+import jax  # noqa: E402  (importing JAX creates no client; the first device query does)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
+_started: tuple[int, bool, str] | None = None
+
+
+def _start() -> tuple[int, bool, str]:
+    """Create JAX's clients with fpbench's thread settings, once per process (every method
+    of :class:`JaxBackend` calls it first): ``PJRT_NPROC`` and ``XLA_FLAGS`` are set for
+    ``FPBENCH_THREADS`` (:func:`_configure_xla_env`) while the clients are created, then the
+    caller's environment is restored. Returns ``(threads, whether they took effect, the
+    XLA_FLAGS used)``; they do not take effect when the caller's own JAX code created the
+    clients first."""
+    global _started
+    if _started is None:
+        threads = requested_threads()
+        saved = {k: os.environ.get(k) for k in ("PJRT_NPROC", "XLA_FLAGS")}
+        try:
+            applied = _configure_xla_env(threads)
+            flags = os.environ.get("XLA_FLAGS", "")
+            jax.devices()  # creates the clients, which read the environment now
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        _started = threads, applied, flags
+    return _started
+
+
 _HIGHEST = lax.Precision.HIGHEST
+
+if not getattr(GradOutput, "_fpbench_jax_pytree", False):  # the gradient programs return it
+    jax.tree_util.register_dataclass(
+        GradOutput,
+        data_fields=[f.name for f in dataclasses.fields(GradOutput) if f.name != "backward_method"],
+        meta_fields=["backward_method"],
+    )
+    GradOutput._fpbench_jax_pytree = True  # type: ignore[attr-defined]
 
 
 def _enable_persistent_cache() -> str:
@@ -186,13 +222,11 @@ class _FullPrecisionNumpy:
 xp = _FullPrecisionNumpy()
 _mm = xp.matmul
 
-_CELLS: dict[str, Cell] = {name: CELLS[name] for name in ("elman", "gru", "lstm")}
-"""The cells this backend runs: each is the shared class itself, evaluated in :data:`xp`."""
-
 
 def _cell_of(name: str) -> Cell:
+    """The shared cell itself (:data:`fpbench.CELLS`), evaluated in :data:`xp`: every cell runs."""
     try:
-        return _CELLS[name]
+        return CELLS[name]
     except KeyError:
         raise UnsupportedError(f"the jax backend has no cell {name!r}") from None
 
@@ -206,7 +240,7 @@ def _structured_apply(c: jax.Array, d: jax.Array, wh: jax.Array, s: jax.Array) -
     product the step computed anyway), ``s (..., P*H)`` the state. Returns ``(..., P*H)``."""
     g, P, H = c.shape[-3:]
     # Sums written out over the (few) gates and parts: XLA's CPU fusion of a reshape and
-    # a reduction over the gate axis took 2.4x the old hand-written GRU linearisation.
+    # a reduction over the gate axis is much slower (reports/ holds the speed ratios).
     parts = [
         sum(c[..., k, p, :] * wh[..., k * H : (k + 1) * H] for k in range(g))
         + sum(d[..., p, q, :] * s[..., q * H : (q + 1) * H] for q in range(P))
@@ -326,8 +360,7 @@ def _max_change(new: jax.Array, old: jax.Array) -> jax.Array:
     the sum of ``new``, which is also NaN when ``new`` holds infinities of both signs (a
     diverged solve either way). Written so, XLA fuses the difference into the ``max``
     reduction and reads ``new`` once more for the sum; a NaN test on ``|new - old|`` itself
-    writes that array out and reads it twice (Jacobi on Elman, H = 64, T = 4096: 1.08x the
-    time of the plain ``max``, this form 1.01-1.03x).
+    would write that array out and read it twice.
     """
     return jnp.where(jnp.isnan(jnp.sum(new)), jnp.nan, jnp.max(jnp.abs(new - old)))
 
@@ -424,7 +457,7 @@ def _solve(A: jax.Array, R: jax.Array) -> jax.Array:
 
     Its reverse-mode derivative is the solve's own adjoint (:func:`_solve_bwd`), not autodiff
     through the loop, which would keep all ``n`` intermediate ``n x (n + r)`` matrices of
-    every call: the unrolled backward of ELK kept ~8 S^3 items per row and iteration.
+    every call (of the order of ``S^3`` items per row and iteration in ELK's unrolled backward).
 
     Not ``jnp.linalg.solve`` / ``lu_factor``: on the CPU those are LAPACK custom calls that
     jaxlib spreads over XLA's intra-op thread pool and waits for *on* a thread of that pool;
@@ -593,7 +626,7 @@ def _grad_autodiff(forward: Callable, x, s0, params, g):
     """``jax.vjp`` of ``forward(x, s0, w) -> states`` (Native, Sequential: BPTT)."""
     S, vjp = jax.vjp(lambda x, s0, p: forward(x, s0, _layouts(p))[0], x, s0, params)
     dx, ds0, dparams = vjp(g)
-    return (S, *_no_iterations(S.dtype), dparams, dx, ds0, *_no_iterations(S.dtype))
+    return GradOutput(S, *_no_iterations(S.dtype), dparams, dx, ds0, *_no_iterations(S.dtype))
 
 
 UNROLLED_LINEARISED_SCALE = 8
@@ -669,7 +702,7 @@ def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, p
 
     S, vjp, (res, k) = jax.vjp(forward, x, s0, params, has_aux=True)
     dx, ds0, dparams = vjp(g)
-    return (S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))
+    return GradOutput(S, res, k, dparams, dx, ds0, *_no_iterations(S.dtype))
 
 
 def _grad_implicit(
@@ -711,7 +744,7 @@ def _grad_implicit(
 
         lam, res_b, k_b = _iterate(update, jnp.zeros_like(g), slots, tol, jnp.minimum(cap, g.shape[0]))
     dparams, dx, ds0 = _param_products(cell, S, s0, x, gi, lam, w)
-    return (S, res, k, dparams, dx, ds0, res_b, k_b)
+    return GradOutput(S, res, k, dparams, dx, ds0, res_b, k_b)
 
 
 _BACKWARD_METHODS = {
@@ -733,10 +766,10 @@ def _chunked_traits(cell: Cell, solver: Solver, seq_len: int, unrolled: bool = F
 
 def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, str]:
     """The gradient program of ``solver`` and the name of its backward, by its traits:
-    ``(x, s0, params[, tol, damping], g) -> (states, res, k, dparams, dx, ds0, res_b, k_b)``."""
-    if solver.name == "sequential":
+    ``(x, s0, params[, tol, damping], g) -> GradOutput``."""
+    if solver.kind == "sequential":
         return partial(_grad_autodiff, partial(_sequential, cell)), "bptt"
-    if solver.name == "native":
+    if solver.kind == "native":
         return partial(_grad_autodiff, partial(_native, cell)), "autograd"
     if solver.iterative and solver.transition == "window":
         from . import _jax_chunked as chunked
@@ -759,6 +792,7 @@ def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, s
 
 
 def _device(device: str) -> jax.Device:
+    _start()
     try:
         return jax.devices(device)[0]
     except RuntimeError as e:
@@ -843,9 +877,9 @@ def _runtime_scalars(solver: Solver, spec: RNNSpec, dev: jax.Device) -> tuple[ja
 
 def _program(cell: Cell, solver: Solver, seq_len: int) -> Callable:
     """The program of ``solver``, chosen by its traits: ``(x, s0, w[, tol, damping]) -> out``."""
-    if solver.name == "sequential":
+    if solver.kind == "sequential":
         return partial(_sequential, cell)
-    if solver.name == "native":
+    if solver.kind == "native":
         return partial(_native, cell)
     if solver.iterative and solver.transition == "window":
         from . import _jax_chunked as chunked
@@ -882,6 +916,7 @@ class JaxBackend(Backend):
         return sum(unrolled_chunks(cap)), scale * items
 
     def devices(self) -> list[str]:
+        _start()
         found = ["cpu"]
         try:
             if jax.devices("gpu"):
@@ -919,17 +954,8 @@ class JaxBackend(Backend):
             args = (*args, jax.device_put(np.asarray(cotangent, spec.dtype), dev))
             run = _compile(fn, args, spec.dtype)
 
-        def to_host(out) -> GradHost:
-            S, res, k, dparams, dx, ds0, res_b, k_b = out
-            return GradHost(
-                states=np.asarray(S),
-                residuals=np.asarray(res)[: int(k)] if solver.iterative else np.empty(0),
-                params={name: np.asarray(v) for name, v in dparams.items()},
-                x=np.asarray(dx),
-                s0=np.asarray(ds0),
-                backward_residuals=np.asarray(res_b)[: int(k_b)],
-                backward_method=method,
-            )
+        def to_host(out: GradOutput) -> GradHost:
+            return out.to_host(np.asarray, method)
 
         return Prepared(run, to_host)
 
@@ -950,12 +976,13 @@ class JaxBackend(Backend):
             return _compile(floor, args, spec.dtype)
 
     def info(self) -> dict[str, str]:
-        threads = str(_THREADS) if _THREADS_APPLIED else f"{_THREADS} (not applied: JAX started first)"
+        n, applied, flags = _start()
+        threads = str(n) if applied else f"{n} (not applied: JAX started first)"
         return {
             "jax": jax.__version__,
             "jax_threads": threads,
-            "PJRT_NPROC": os.environ.get("PJRT_NPROC", ""),
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+            "PJRT_NPROC": os.environ.get("PJRT_NPROC", "") or (str(n) if applied else ""),
+            "XLA_FLAGS": flags,
             "jax_compilation_cache": _CACHE_DIR,
             "jax_devices": ", ".join(str(d) for d in jax.devices()),
         }

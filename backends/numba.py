@@ -55,7 +55,7 @@ as above; unrolled (:func:`_backward_unrolled_chunked`) backpropagates through e
 the forward recorded, each window recomputed and differentiated by the BPTT kernel.
 
 Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
-NUMBA_NUM_THREADS))``, applied once, when the backend is first used, on Numba's
+NUMBA_NUM_THREADS))``, applied once, when the backend first prepares a solve, on Numba's
 ``workqueue`` threading layer (:data:`THREADING_LAYER`) unless ``NUMBA_THREADING_LAYER``
 chooses another. Numba would otherwise pick GNU OpenMP (``omp``) where it finds it, whose
 threads spin while they wait: on a machine where other processes share the cores its
@@ -65,22 +65,32 @@ fork server: ``benchmarks/common.py``). ``fpbench info`` shows the layer in use.
 
 BLAS threads: the products go to SciPy's OpenBLAS, whose worker threads by default keep
 spinning for a long while after each call and take the cores from Numba's threads in the
-``prange`` kernels that follow (measured on 2 cores: Newton 6x and Jacobi 2.3x slower).
-This module therefore sets ``OPENBLAS_THREAD_TIMEOUT=4`` (the shortest spin) unless it is
-already set; OpenBLAS reads it when SciPy's BLAS is loaded, i.e. when this backend first
-compiles or loads its kernels (a process that loaded SciPy's BLAS earlier keeps its own
-setting). ``fpbench info`` shows the value.
+``prange`` kernels that follow (reports/ holds what that costs).
+The backend therefore sets ``OPENBLAS_THREAD_TIMEOUT=4`` (the shortest spin) unless it is
+already set, when it first prepares a solve (:func:`_kernels`; importing the module or
+querying ``devices()`` sets nothing); OpenBLAS reads it when SciPy's BLAS is loaded, i.e.
+when this backend first compiles or loads its kernels (a process that loaded SciPy's BLAS
+earlier keeps its own setting). ``fpbench info`` shows the value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
+from fpbench.backend import (
+    Backend,
+    BackendUnavailableError,
+    GradHost,
+    GradOutput,
+    Prepared,
+    UnsupportedError,
+    requested_threads,
+)
 from fpbench.solvers import Iterative, Solver, iteration_cap
 from fpbench.spec import Problem, RNNSpec
 
@@ -89,22 +99,34 @@ _threads_applied = False
 THREADING_LAYER = "workqueue"
 """Numba's threading layer unless ``NUMBA_THREADING_LAYER`` names one (module docstring)."""
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see the module docstring
+
+def threading_layer() -> str:
+    """The threading layer the kernels run on (:data:`THREADING_LAYER` unless
+    ``NUMBA_THREADING_LAYER`` names one), known before any thread starts."""
+    return os.environ.get("NUMBA_THREADING_LAYER", THREADING_LAYER)
+
+
+def _require_numba() -> None:
+    """Raise :class:`BackendUnavailableError` unless numba and SciPy import (nothing else)."""
+    try:
+        import numba  # noqa: F401
+        import scipy  # noqa: F401  numba's np.dot calls SciPy's BLAS
+    except ImportError as e:
+        raise BackendUnavailableError(f"backend 'numba' is unavailable: {e}") from e
 
 
 def _kernels():
-    """The kernel module, importing numba (and applying the thread count) on first use."""
+    """The kernel module, for a solve being prepared: on first use, sets the BLAS spin
+    (module docstring) before the kernels load SciPy's BLAS, and applies the thread count."""
     global _threads_applied
-    try:
-        import numba
-        import scipy  # noqa: F401  numba's np.dot calls SciPy's BLAS
+    _require_numba()
+    import numba
 
-        from backends import _numba_kernels
-    except ImportError as e:
-        raise BackendUnavailableError(f"backend 'numba' is unavailable: {e}") from e
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see the module docstring
+    from backends import _numba_kernels
+
     if not _threads_applied:
-        if "NUMBA_THREADING_LAYER" not in os.environ:  # see the module docstring
-            numba.config.THREADING_LAYER = THREADING_LAYER
+        numba.config.THREADING_LAYER = threading_layer()  # see the module docstring
         numba.set_num_threads(min(requested_threads(), numba.config.NUMBA_NUM_THREADS))
         _threads_applied = True
     return _numba_kernels
@@ -164,7 +186,7 @@ class NumbaBackend(Backend):
         return (iteration_cap(solver, spec.seq_len), spec.state_size) if unrolled else (0, 0)
 
     def devices(self) -> list[str]:
-        _kernels()
+        _require_numba()
         return ["cpu"]
 
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
@@ -196,9 +218,11 @@ class NumbaBackend(Backend):
         unrolled = solver.iterative and solver.backward == "unrolled"
         forward = _forward(K, a, solver, iterates if unrolled else None)
 
-        def run() -> tuple[Any, ...]:
-            s, residuals = forward()
-            return (s, residuals, *backward(s))
+        def run() -> GradOutput:
+            s, residuals = forward()  # (the backward's output, completed by the forward's)
+            return dataclasses.replace(
+                backward(s), states=s[1:], residuals=residuals, iterations=len(residuals)
+            )
 
         run()  # compile (or load from cache) and warm up
         return Prepared(run, _grad_to_host)
@@ -249,7 +273,7 @@ def _forward(
         run = (_chunked_run if solver.transition == "window" else _iterative_run)(K, a, solver, record)
         cap = iteration_cap(solver, a.T)
         return lambda: run(cap)
-    if solver.name == "sequential":  # Chunked's group code on one chunk (_numba_chunked)
+    if solver.kind == "sequential":  # Chunked's group code on one chunk (_numba_chunked)
         KC = _chunked_kernels()
         s, op = a.state_buffer(), _forward_op(a)
         work = tuple(w[0] for w in KC.group_buffers(1, a.B, a.S, a.gi.shape[1], a.gi.dtype))
@@ -436,7 +460,8 @@ def _backward(
             "bias_ih": w_ih_aug[:, -1].copy(),
             "bias_hh": db_hh,
         }
-        return params, (dgi_total @ wih).reshape(T, B, -1), ds0, res_b.copy(), method
+        dx = (dgi_total @ wih).reshape(T, B, -1)
+        return GradOutput(None, empty, 0, params, dx, ds0, res_b.copy(), len(res_b), method)
 
     if solver.iterative and solver.backward == "unrolled" and solver.transition == "window":
         return _backward_unrolled_chunked(K, KG, a, solver, g, whh, iterates, result)
@@ -471,7 +496,7 @@ def _backward(
 
         return backward_unrolled
 
-    if solver.name == "sequential":
+    if solver.kind == "sequential":
         method = "bptt"
         scratch = (np.empty((B, gH), dtype=dt), np.empty((B, gH), dtype=dt), np.empty((B, S), dtype=dt))
 
@@ -792,10 +817,5 @@ def _backward_unrolled_linearised(
     return backward
 
 
-def _grad_to_host(out: tuple[Any, ...]):
-    from fpbench.grad import GradHost
-
-    s, residuals, params, dx, ds0, res_b, method = out
-    return GradHost(
-        s[1:].copy(), residuals.copy(), params, dx, ds0, backward_residuals=res_b, backward_method=method
-    )
+def _grad_to_host(out: GradOutput) -> GradHost:
+    return out.to_host(np.array)  # (copies: the next run overwrites the buffers)

@@ -1,15 +1,15 @@
 """The PyTorch backend (``"torch"``): every solver for every cell, on ``cpu`` and ``cuda``.
 
-Cells. :data:`CELL_KERNELS` maps each cell name to its torch implementation; a cell
-without an entry raises ``UnsupportedError``. An entry runs the shared cell maths of
-:mod:`fpbench.cells` with ``xp = torch`` (``activate``, the structured ``linearise``), and
-overrides only what measurably pays: elman and gru keep hand-tuned, preallocated, in-place
-kernels for the step and its linearisation (the shared versions, which allocate and use
-the overflow-free tanh-form sigmoid, made quasi-Newton about 5% (elman) and 30% (gru)
-slower; a unit test holds them equal to the shared maths), while lstm runs the shared
-maths throughout and adds only what ``torch.nn.LSTM``'s interface needs.
-Solvers are chosen by their traits (``transition``, ``damping``, ``iterative``, and the
-names ``"sequential"`` / ``"native"``), never by class.
+Cells. Every cell runs the shared cell maths of :mod:`fpbench.cells` with ``xp = torch``
+(``activate``, the structured ``linearise``: :class:`_Kernels`); :data:`CELL_KERNELS` holds
+the overrides that measurably pay: elman and gru keep hand-tuned, preallocated, in-place
+kernels for the step and its linearisation (the shared versions allocate and use the
+overflow-free tanh-form sigmoid; a unit test holds them equal to the shared maths), while
+lstm adds only what ``torch.nn.LSTM``'s interface needs. Native and Chunked run the cell's
+``torch.nn`` module (``Cell.torch_module``); a cell without one raises ``UnsupportedError``
+there.
+Solvers are chosen by their traits (``kind``, ``transition``, ``damping``), never by class
+or name.
 
 Layout and buffers. ``prepare`` moves the problem to the device and preallocates the
 buffers a solve needs. The state ``s`` (``h``; ``[h, c]`` of size ``S = 2H`` for lstm)
@@ -110,11 +110,14 @@ device-resident data (leaves, module and buffers built and warmed in ``prepare_g
   the forward's iterations (the nn module called with the parameter leaves).
 
 Threads. ``torch.set_num_threads(FPBENCH_THREADS or os.cpu_count())`` is applied once,
-when the backend is first used, and reported by :meth:`TorchBackend.info`.
+when the backend first prepares a solve, a gradient or the iteration floor (never by a
+query: ``devices()`` and ``info()`` leave the caller's setting alone), and reported by
+:meth:`TorchBackend.info`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -122,9 +125,16 @@ from typing import Any
 
 import numpy as np
 
-from fpbench.backend import Backend, BackendUnavailableError, Prepared, UnsupportedError, requested_threads
+from fpbench.backend import (
+    Backend,
+    BackendUnavailableError,
+    GradHost,
+    GradOutput,
+    Prepared,
+    UnsupportedError,
+    requested_threads,
+)
 from fpbench.cells import Cell
-from fpbench.grad import GradHost
 from fpbench.solvers import Solver, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
 
@@ -185,6 +195,10 @@ def _nn_module(problem: Problem, device: torch.device) -> torch.nn.Module:
     """``torch.nn.<cell.torch_module>`` (``RNN``, ``GRU``, ``LSTM``: oneDNN on CPU, cuDNN on
     CUDA) with the problem's parameters, in its dtype, its weights flattened for cuDNN."""
     s = problem.spec
+    if s.model.torch_module is None:
+        raise UnsupportedError(
+            f"torch has no torch.nn module for cell {s.cell!r} (Native and Chunked use one)"
+        )
     module = getattr(torch.nn, s.model.torch_module)(s.input_size, s.hidden_size)
     module = module.to(device=device, dtype=getattr(torch, s.dtype))
     with torch.no_grad():
@@ -284,7 +298,7 @@ class _Elman(_Kernels):
 
     def linearise(self, s: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         """The shared ``Elman.linearise``, in place into a preallocated ``f``, and with
-        ``d = None`` for its zero ``d`` (the shared version cost quasi-Newton ~5%)."""
+        ``d = None`` for its zero ``d`` (the shared version allocates both)."""
         if not hasattr(self, "f"):
             self.f = self._empty(self.rows, self.H)
         torch.mm(s, self.w_hhT, out=U)
@@ -331,8 +345,8 @@ class _GRU(_Kernels):
 
     def linearise(self, s: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The shared ``GRU.linearise``, hand-tuned: the in-place gates of :meth:`apply` and
-        the coefficients regrouped (quasi-Newton measured about 1.3x slower with the shared
-        version, which recomputes the gates with the overflow-free tanh-form sigmoid)."""
+        the coefficients regrouped (the shared version recomputes the gates with the
+        overflow-free tanh-form sigmoid)."""
         if not hasattr(self, "f"):
             self.f = self._empty(self.rows, self.H)
         torch.mm(s, self.w_hhT, out=U)
@@ -384,15 +398,12 @@ class _LSTM(_Kernels):
 
 
 CELL_KERNELS: dict[str, type[_Kernels]] = {"elman": _Elman, "gru": _GRU, "lstm": _LSTM}
-"""Cell name -> its torch implementation: the one table of cells (a cell without an entry
-raises :class:`~fpbench.UnsupportedError`)."""
+"""Cell name -> its hand-tuned torch implementation; every other cell of
+:data:`fpbench.CELLS` runs the shared maths (:class:`_Kernels`)."""
 
 
 def _kernels_for(cell: str) -> type[_Kernels]:
-    try:
-        return CELL_KERNELS[cell]
-    except KeyError:
-        raise UnsupportedError(f"backend 'torch' does not implement cell {cell!r}") from None
+    return CELL_KERNELS.get(cell, _Kernels)
 
 
 def _transition(
@@ -780,10 +791,11 @@ class TorchBackend(Backend):
 
     def devices(self) -> list[str]:
         _require_torch()
-        _apply_threads()
         return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
     def _device(self, device: str) -> torch.device:
+        """The device of a solve about to be prepared (which applies the thread count)."""
+        _apply_threads()
         available = self.devices()
         if device not in available:
             raise BackendUnavailableError(
@@ -794,9 +806,9 @@ class TorchBackend(Backend):
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
         dev = self._device(device)
         _kernels_for(problem.spec.cell)  # an unknown cell fails here, before any work
-        if solver.name == "native":
+        if solver.kind == "native":
             run, to_host = self._native(problem, dev)
-        elif solver.name == "sequential" or (solver.iterative and solver.transition in TRANSITIONS):
+        elif solver.kind == "sequential" or (solver.iterative and solver.transition in TRANSITIONS):
             full = solver.transition == "full"
             every = self.check_every or (1 if full else CHECK_EVERY.get(dev.type, 8))
             with torch.inference_mode():
@@ -862,10 +874,10 @@ class TorchBackend(Backend):
         spec = problem.spec
         kern_cls = _kernels_for(spec.cell)  # an unknown cell fails here, before any work
         method = ""
-        if solver.name == "sequential":
+        if solver.kind == "sequential":
             m = _GradModel(problem, dev, cotangent)
             fn, method = _grad_bptt(m), "bptt"
-        elif solver.name == "native":
+        elif solver.kind == "native":
             m = _GradModel(problem, dev, cotangent)
             fn, method = _grad_native(problem, m, dev), "autograd"
         elif solver.iterative and solver.transition in TRANSITIONS:
@@ -901,21 +913,13 @@ class TorchBackend(Backend):
                 _synchronize(dev)
             return out
 
-        def to_host(out: tuple) -> Any:
-            S, res, k, dparams, dx, ds0, res_b, k_b = out
-            if solver.name == "native":
+        def to_host(out: GradOutput) -> GradHost:
+            if solver.kind == "native":
                 with torch.inference_mode(), _ieee_fp32():
                     kern = kern_cls(problem, dev, rows, rows)
-                    S = kern.native_states(S, m.x.detach().reshape(rows, -1), m.s0.detach())
-            return GradHost(
-                states=_host(S),
-                residuals=_host(res[: int(k)]) if solver.iterative else np.empty(0),
-                params={name: _host(v) for name, v in dparams.items()},
-                x=_host(dx),
-                s0=_host(ds0),
-                backward_residuals=_host(res_b[: int(k_b)]),
-                backward_method=method,
-            )
+                    S = kern.native_states(out.states, m.x.detach().reshape(rows, -1), m.s0.detach())
+                out = dataclasses.replace(out, states=S)
+            return out.to_host(_host, method)
 
         run()  # warm-up
         return Prepared(run, to_host)
@@ -944,7 +948,11 @@ class TorchBackend(Backend):
         _require_torch()
         info = {
             "torch": torch.__version__,
-            "torch_threads": str(_apply_threads()),
+            "torch_threads": str(
+                _threads
+                or f"{torch.get_num_threads()} (fpbench applies "
+                f"{requested_threads()} when it first prepares a solve)"
+            ),
             "torch_interop_threads": str(torch.get_num_interop_threads()),
         }
         if torch.cuda.is_available():
@@ -956,8 +964,8 @@ class TorchBackend(Backend):
 
 # --- gradients: the backward pass of every solver (fpbench.grad) --------------------------
 #
-# Each gradient program is a zero-argument callable on device-resident data returning
-# ``(states (T, B, S), residuals, k, dparams, dx, ds0, backward residuals, backward k)``.
+# Each gradient program is a zero-argument callable on device-resident data returning a
+# fpbench.backend.GradOutput.
 
 _BACKWARD_METHODS = {
     "none": "implicit: jacobi on the adjoint",
@@ -1182,7 +1190,7 @@ class _ImplicitGrad:
         job.scan(job.A, job.b)
         return b_bm.transpose(0, 1).flip(0)
 
-    def __call__(self) -> tuple:
+    def __call__(self) -> GradOutput:
         job, m, solver = self.job, self.m, self.solver
         S, res, k = job.iterate()
         gi = m.gi()
@@ -1212,7 +1220,7 @@ class _ImplicitGrad:
                     return self._reverse_scan(d_next, b).clone()
 
             lam, res_b, k_b = _adjoint_iterations(update, g, self.cap_b, solver.tol, self.every)
-        return S, res, k, *_param_products(m, Sp, gi, gh, lam), res_b, k_b
+        return GradOutput(S, res, k, *_param_products(m, Sp, gi, gh, lam), res_b, k_b)
 
 
 def _param_products(
@@ -1233,10 +1241,10 @@ def _param_products(
     return dparams, torch.matmul(dgi, m.params["weight_ih"]), dprev[0]
 
 
-def _grad_bptt(m: _GradModel) -> Callable[[], tuple]:
+def _grad_bptt(m: _GradModel) -> Callable[[], GradOutput]:
     """BPTT: autograd through a sequential loop of the shared ``cell.step``."""
 
-    def run() -> tuple:
+    def run() -> GradOutput:
         with torch.enable_grad():
             gi = m.gi()
             s, outs = m.s0, []
@@ -1245,12 +1253,12 @@ def _grad_bptt(m: _GradModel) -> Callable[[], tuple]:
                 outs.append(s)
             S = torch.stack(outs)
             dparams, dx, ds0 = m.autograd(S)
-        return (S.detach(), *m.none, dparams, dx, ds0, *m.none)
+        return GradOutput(S.detach(), *m.none, dparams, dx, ds0, *m.none)
 
     return run
 
 
-def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], tuple]:
+def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], GradOutput]:
     """Autograd through the iterations the solver runs, written functionally with the shared
     cell maths (Newton's linear recurrences by the functional associative scan, ELK's by
     :func:`_kalman_smoother_diff`); it stops as the forward does (the decision itself is
@@ -1258,7 +1266,7 @@ def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], tuple]:
     cap = iteration_cap(solver, m.T)
     tol = solver.tol
 
-    def run() -> tuple:
+    def run() -> GradOutput:
         res = torch.zeros(max(cap, 1), dtype=m.g.dtype, device=m.g.device)
         with torch.enable_grad():
             update = m.update(solver, m.gi())
@@ -1273,12 +1281,12 @@ def _grad_unrolled(m: _GradModel, solver: Solver) -> Callable[[], tuple]:
                 if not np.isfinite(r) or (tol is not None and r <= tol):
                     break
             dparams, dx, ds0 = m.autograd(S)
-        return (S.detach(), res, k, dparams, dx, ds0, *m.none)
+        return GradOutput(S.detach(), res, k, dparams, dx, ds0, *m.none)
 
     return run
 
 
-def _grad_native(problem: Problem, m: _GradModel, device: torch.device) -> Callable[[], tuple]:
+def _grad_native(problem: Problem, m: _GradModel, device: torch.device) -> Callable[[], GradOutput]:
     """Autograd through ``torch.nn.<cell.torch_module>`` (the loss on ``h`` only)."""
     s = problem.spec
     module = _nn_module(problem, device)
@@ -1286,11 +1294,11 @@ def _grad_native(problem: Problem, m: _GradModel, device: torch.device) -> Calla
     kern_cls = _kernels_for(s.cell)
     H = s.hidden_size
 
-    def run() -> tuple:
+    def run() -> GradOutput:
         with torch.enable_grad():
             h, _ = module(m.x, kern_cls.native_hx(m.s0, H))
             grads = torch.autograd.grad(h, [m.x, m.s0, *weights], m.g[..., :H])
         dx, ds0, *dp = grads
-        return (h.detach(), *m.none, dict(zip(PARAM_NAMES, dp, strict=True)), dx, ds0, *m.none)
+        return GradOutput(h.detach(), *m.none, dict(zip(PARAM_NAMES, dp, strict=True)), dx, ds0, *m.none)
 
     return run

@@ -167,7 +167,7 @@ def _arrays(host: GradHost, spec: fpbench.RNNSpec) -> dict[str, np.ndarray]:
     s0 = np.asarray(host.s0, dtype=np.float64)
     out = {k: np.asarray(v, dtype=np.float64) for k, v in host.params.items()}
     out.update(x=np.asarray(host.x, dtype=np.float64), h0=s0[:, :H])
-    if spec.model.parts == 2:
+    if spec.model.has_cell_state:
         out["c0"] = s0[:, H:]
     return out
 

@@ -146,7 +146,7 @@ def first_step(
 
     impl, dev = common.backend(target)
     common.check_fits(target, spec, solver)
-    est = 3 * common.numpy_seconds(spec, Sequential() if solver.name == "native" else solver)
+    est = 3 * common.numpy_seconds(spec, Sequential() if solver.kind == "native" else solver)
     if impl.name == "numpy" and est > common.NUMPY_TARGET_SECONDS:
         raise NotImplementedError(f"{target} is the float64 oracle, not a contender: ~{est:.0f} s per step")
     if task_name not in tasks.TASKS:
@@ -186,7 +186,7 @@ def first_step(
     if diverged or not np.isfinite(loss):
         raise AssertionError(f"{label}: non-finite loss or gradient")
     if impl.name != "numpy":
-        ref_solver = Sequential() if solver.name == "native" else solver
+        ref_solver = Sequential() if solver.kind == "native" else solver
 
         def numpy_step() -> dict[str, np.ndarray]:
             ref_loss, ref_grads, *_ = loss_and_grads("numpy", "cpu", problem.astype("float64"), ref_solver)
@@ -279,7 +279,7 @@ def gated_train(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver, task
     """
     first_step(target, spec, solver, task)  # n/a and the gate
     if target.startswith("numpy"):
-        ref = Sequential() if solver.name == "native" else solver
+        ref = Sequential() if solver.kind == "native" else solver
         est = 3 * steps * common.numpy_seconds(spec, ref)
         if est > NUMPY_TRAIN_SECONDS:
             raise NotImplementedError(f"{target}: ~{est:.0f} s of float64 training")

@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -124,11 +125,9 @@ def _warm_numba() -> None:
     Only where the threading layer survives a fork (:data:`FORK_SAFE_NUMBA_LAYERS`; the Numba
     backend picks ``workqueue`` unless ``NUMBA_THREADING_LAYER`` is set).
     """
-    import numba
-
-    fpbench.get_backend("numba").devices()  # applies the backend's layer and thread count
-    if numba.config.THREADING_LAYER not in FORK_SAFE_NUMBA_LAYERS:
-        return  # (checked before any kernel starts the layer's threads here)
+    layer = importlib.import_module(type(fpbench.get_backend("numba")).__module__).threading_layer()
+    if layer not in FORK_SAFE_NUMBA_LAYERS:
+        return  # (decided before any kernel starts the layer's threads in this process)
     grad_grid = grids.current_grad()
     cells = {
         *GRID.cells, *GRID.product_cells, *GRID.accuracy_cells, *(GRID.budget_cells or ()),
@@ -379,30 +378,78 @@ def solver(name: str, budget: grids.Budget, seq_len: int, dtype: str = grids.DTY
     return fpbench.make_solver(base, max_iters=budget, **fields)
 
 
-def numpy_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
-    """Rough wall time of the NumPy reference running ``solver`` (measured on 2 cores).
+PROBE_STEPS = 8
+"""Time steps of the short timed run :func:`numpy_seconds` measures the reference on."""
+PROBE_MAX_HIDDEN = 32
+"""Above this hidden size the probe runs at this size and its time is scaled up by the
+step's arithmetic (:func:`_step_work`), so an estimate never costs more than a few seconds."""
+TOL_ITERATIONS = 32
+"""The iterations a ``"tol"`` run is assumed to take."""
 
-    Per time step and iteration: the sequential loop ~30 us; Jacobi is vectorised
-    (~0.3 ns per multiply-add); quasi-Newton's diagonal scan is a Python loop (~100 us);
-    Newton's loop with ``(B, H, H)`` Jacobians ~1 ms for a GRU at H = 64. A ``"tol"``
-    run is assumed to take 32 iterations.
-    """
-    T, B, H, I, g = spec.seq_len, spec.batch, spec.hidden_size, spec.input_size, spec.gates
+
+def _step_work(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
+    """The arithmetic of one step of one iteration of the reference, up to a constant: what
+    scales a probe at a smaller hidden size up to ``spec``'s."""
+    B, H, I, g, S = spec.batch, spec.hidden_size, spec.input_size, spec.gates, spec.state_size
+    work = B * g * H * (H + I)  # the cell's products: every solver evaluates the cell
+    if solver.iterative and solver.transition == "full":
+        work += B * g * S * S  # the Jacobian, and its products
+        if solver.damping:
+            work += B * S**3  # the smoother's S x S solves
+    return float(work)
+
+
+def _probe_seconds_per_step(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
+    """Seconds of one step of one iteration of the NumPy reference running ``solver`` on
+    ``spec``'s sizes, measured on a short run (:data:`PROBE_STEPS` steps, one iteration),
+    scaled from :data:`PROBE_MAX_HIDDEN` above it (:func:`_step_work`); once per process for
+    each probe (:func:`_timed_probe`)."""
+    hidden = min(spec.hidden_size, PROBE_MAX_HIDDEN)
+    probe = dataclasses.replace(spec, seq_len=PROBE_STEPS, hidden_size=hidden, dtype="float64", seed=0)
+    probe = dataclasses.replace(probe, input_size=min(spec.input_size, probe.hidden_size))
+    if not solver.iterative:  # a baseline's reference is the recurrence, step by step
+        solver = fpbench.Sequential()
+    else:
+        fields = {"max_iters": 1, "tol": None}
+        if solver.transition == "window":  # Chunked's iteration is the recurrence: Sequential's step
+            solver, fields = fpbench.Sequential(), {}
+        solver = dataclasses.replace(solver, **fields) if fields else solver
+    seconds = _timed_probe(probe, solver) / PROBE_STEPS
+    return seconds * _step_work(spec, solver) / _step_work(probe, solver)
+
+
+_probes: dict[tuple[fpbench.RNNSpec, fpbench.Solver], float] = {}
+
+
+def _timed_probe(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
+    """The best of three timed runs of the reference (the first also warms up), cached."""
+    key = (spec, dataclasses.replace(solver, backward="implicit") if solver.iterative else solver)
+    if key not in _probes:
+        problem = fpbench.make_problem(spec)
+        run = fpbench.get_backend("numpy").prepare(problem, key[1], "cpu").run
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t0)
+        _probes[key] = best
+    return _probes[key]
+
+
+def numpy_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
+    """Estimated wall time of the NumPy reference running ``solver`` on ``spec``: the
+    seconds per step and iteration measured on a short run of the reference on this machine
+    (:func:`_probe_seconds_per_step`), times the steps and iterations of the real run (a
+    ``"tol"`` run: :data:`TOL_ITERATIONS`; Chunked: the steps of its windows)."""
+    T = spec.seq_len
+    per_step = _probe_seconds_per_step(spec, solver)
     if not solver.iterative:
-        return T * 3e-5
-    if solver.transition == "window":  # Chunked: the recurrence's Python loop over its windows
+        return T * per_step
+    if solver.transition == "window":  # Chunked: the recurrence over its windows, each iteration
         lay = solver.layout(T)
-        return fpbench.iteration_cap(solver, T) * (T + lay.chunks * lay.overlap) * 3e-5
-    iters = min(T, 32) if solver.tol is not None else solver.max_iters
-    S = spec.state_size
-    per_step = {
-        "none": 3e-10 * B * g * H * (H + I),
-        "diagonal": 1e-4,
-        "full": 1e-3 * (g / 3) * (S / 64) ** 2,
-    }[solver.transition]
-    if solver.damping:  # the Kalman smoother: S x S solves per step (full), a few passes (diagonal)
-        per_step *= 3.0 if solver.transition == "diagonal" else 1.0 + S / 16
-    return iters * T * max(per_step, 1e-6)
+        return fpbench.iteration_cap(solver, T) * (T + lay.chunks * lay.overlap) * per_step
+    iters = min(T, TOL_ITERATIONS) if solver.tol is not None else fpbench.iteration_cap(solver, T)
+    return iters * T * per_step
 
 
 def _host_memory() -> int:

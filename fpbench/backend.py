@@ -4,7 +4,10 @@ A backend turns ``(problem, solver, device)`` into a :class:`Prepared` solve: da
 already moved to the device, JIT compilation already done. ``Prepared.run()`` is the
 zero-argument callable benchmarks time: it runs the whole solve on the device and
 returns only when the device is done. ``Prepared.to_host`` turns what ``run`` returned
-into host NumPy arrays, outside any timed region.
+into host NumPy arrays, outside any timed region: ``(states, residuals)`` for a solve, a
+:class:`GradHost` for a gradient. A backend's gradient program returns a
+:class:`GradOutput` (its own arrays), which :meth:`GradOutput.to_host` turns into the
+:class:`GradHost`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -74,13 +77,84 @@ class Prepared:
     Attributes:
         run: zero-argument callable; runs the solve on device-resident data and
             synchronises before returning an opaque, backend-native value.
-        to_host: maps that value to ``(states (T, B, S), residuals (n_iters,))`` NumPy
-            arrays: the full states (``S = H``; ``2H`` for ``lstm``, ``[h, c]``), and exactly
-            one residual per iteration that ran.
+        to_host: maps that value to host NumPy arrays: for a solve (:meth:`Backend.prepare`)
+            ``(states (T, B, S), residuals (n_iters,))``: the full states (``S = H``; ``2H``
+            for ``lstm``, ``[h, c]``), and exactly one residual per iteration that ran; for a
+            gradient (:meth:`Backend.prepare_grad`) a :class:`GradHost`.
     """
 
     run: Callable[[], Any]
-    to_host: Callable[[Any], tuple[np.ndarray, np.ndarray]]
+    to_host: Callable[[Any], tuple[np.ndarray, np.ndarray] | GradHost]
+
+
+@dataclass(frozen=True)
+class GradHost:
+    """What a backend's prepared gradient returns to the host (NumPy arrays).
+
+    Attributes:
+        states: ``(T, B, S)`` full forward states (``[h, c]`` for ``lstm``).
+        residuals: forward residuals, one per iteration that ran (empty for sequential).
+        params: ``dL/dparam`` for ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``.
+        x: ``(T, B, I)`` ``dL/dx``.
+        s0: ``(B, S)`` ``dL/ds0`` (``[dL/dh0, dL/dc0]`` for ``lstm``).
+        backward_residuals: residuals of the backward iterations (empty where the backward
+            is a direct solve: BPTT, autograd, a reverse scan).
+        backward_method: what ran backwards: the reference's names are ``"bptt"``,
+            ``"unrolled"``, ``"implicit: exact reverse solve"``, ``"implicit: jacobi on the
+            adjoint"``, ``"implicit: diagonal-preconditioned adjoint iterations"``; backends
+            name their own (``"autograd"``, ``"implicit: reverse scan"``, ...).
+    """
+
+    states: np.ndarray
+    residuals: np.ndarray
+    params: dict[str, np.ndarray]
+    x: np.ndarray
+    s0: np.ndarray
+    backward_residuals: np.ndarray = field(default_factory=lambda: np.empty(0))
+    backward_method: str = ""
+
+
+@dataclass(frozen=True)
+class GradOutput:
+    """What a backend's gradient program returns, in the backend's own arrays (device
+    tensors, JAX arrays or NumPy), before :meth:`to_host`.
+
+    Attributes:
+        states: ``(T, B, S)`` full forward states.
+        residuals: the forward residual buffer; its first ``iterations`` entries are real.
+        iterations: forward iterations that ran (an int, or a device scalar).
+        params: ``dL/dparam`` by name (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``).
+        x: ``(T, B, I)`` ``dL/dx``.
+        s0: ``(B, S)`` ``dL/ds0``.
+        backward_residuals: the backward residual buffer; its first ``backward_iterations``
+            entries are real.
+        backward_iterations: backward iterations that ran (0 for a direct backward).
+        backward_method: the backward's name where the program knows it only when it runs
+            (else :meth:`to_host` is given it).
+    """
+
+    states: Any
+    residuals: Any
+    iterations: Any
+    params: dict[str, Any]
+    x: Any
+    s0: Any
+    backward_residuals: Any
+    backward_iterations: Any
+    backward_method: str = ""
+
+    def to_host(self, host: Callable[[Any], np.ndarray], method: str = "") -> GradHost:
+        """The host copy: ``host(array)`` makes a NumPy copy of one of this backend's arrays;
+        ``method`` names the backward (default: :attr:`backward_method`)."""
+        return GradHost(
+            states=host(self.states),
+            residuals=host(self.residuals)[: int(self.iterations)],
+            params={name: host(v) for name, v in self.params.items()},
+            x=host(self.x),
+            s0=host(self.s0),
+            backward_residuals=host(self.backward_residuals)[: int(self.backward_iterations)],
+            backward_method=method or self.backward_method,
+        )
 
 
 class Backend(ABC):
@@ -123,7 +197,7 @@ class Backend(ABC):
         """Like :meth:`prepare`, for the forward solve *and* its backward pass (the VJP of
         ``L = sum(cotangent * states)``); see :mod:`fpbench.grad` for the semantics of each
         solver and backward mode. ``run()`` computes both on device-resident data and
-        synchronises; ``to_host(out)`` returns a :class:`fpbench.grad.GradHost`.
+        synchronises; ``to_host(out)`` returns a :class:`GradHost`.
 
         Args:
             cotangent: ``(T, B, S)`` in the spec's dtype, on the *full* state (``S = H``;

@@ -1,8 +1,11 @@
 """The cells: one class per cell holds everything cell-specific, written once.
 
 A cell is a map ``s' = f(s, x)`` on its *state* ``s``: ``h`` for ``elman`` and ``gru``, the
-pair ``(h, c)`` stacked as ``s = [h, c]`` (size ``2H``) for ``lstm``. ``parts`` is the number
-of H-sized parts of the state (1 or 2); the first part is always ``h``.
+pair ``(h, c)`` stacked as ``s = [h, c]`` (size ``2H``) for ``lstm``. A cell declares its
+state's H-sized parts in ``state_parts`` (``("h",)`` or ``("h", "c")``: the first part is
+always ``h``, and a second one is the *cell state* ``c`` that ``Problem.c0``,
+``Result.cell_states`` and ``GradResult.c0`` carry); ``parts`` and ``has_cell_state`` are
+derived from it, and nothing else infers them.
 
 The maths is written once, against an array namespace ``xp`` that NumPy, JAX and PyTorch
 all satisfy (``xp.tanh``, ``xp.matmul``, ``xp.concatenate``, ``xp.stack``, ``xp.zeros_like``,
@@ -27,8 +30,10 @@ whole sequence) and ``gh = W_hh h + b_hh`` (:func:`hidden_preactivation`), both
 - :meth:`Cell.vjp_preact`: the vector-Jacobian product through ``activate``:
   ``(ds, dgi, dgh)`` for a cotangent ``ds'`` (used by the gradients).
 
-Adding a cell is one class here, registered in :data:`CELLS`, plus one entry in each
-backend's cell table (a backend without one raises ``UnsupportedError``).
+Adding a cell is one class here, registered in :data:`CELLS`. The NumPy reference, JAX and
+torch run it from this maths alone (torch's ``Native`` and ``Chunked`` need a ``torch.nn``
+module with the same layout: ``torch_module``, None when there is none); Numba needs a
+row function in ``backends/_numba_kernels.py`` (without one it raises ``UnsupportedError``).
 """
 
 from __future__ import annotations
@@ -63,10 +68,25 @@ class Cell(ABC):
     name: ClassVar[str]
     gates: ClassVar[int]
     """Gate blocks stacked in ``weight_ih`` / ``weight_hh`` (torch order)."""
+    state_parts: ClassVar[tuple[str, ...]] = ("h",)
+    """The H-sized parts of the state, in order: ``("h",)`` or ``("h", "c")``."""
     parts: ClassVar[int] = 1
-    """H-sized parts of the state: 1 (``h``) or 2 (``h, c``)."""
-    torch_module: ClassVar[str]
-    """The ``torch.nn`` module with the same parameter layout (the external oracle)."""
+    """``len(state_parts)`` (derived when the class is defined)."""
+    has_cell_state: ClassVar[bool] = False
+    """Whether the state carries a cell state ``c`` after ``h`` (derived from ``state_parts``)."""
+    torch_module: ClassVar[str | None] = None
+    """The ``torch.nn`` module with the same parameter layout (the external oracle, and the
+    torch backend's ``Native`` and ``Chunked``), or None when torch has none."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.state_parts not in (("h",), ("h", "c")):
+            raise TypeError(
+                f"{cls.__name__}.state_parts must be ('h',) or ('h', 'c') (the parts Problem and "
+                f"Result carry), got {cls.state_parts!r}"
+            )
+        cls.parts = len(cls.state_parts)
+        cls.has_cell_state = "c" in cls.state_parts
 
     def state_size(self, hidden_size: int) -> int:
         """``S = parts * H``, the length of the state vector."""
@@ -189,8 +209,7 @@ class GRU(Cell):
         r, z, n, hn = self._gates(xp, s, gi, gh)
         a = (1.0 - z) * (1.0 - n * n)  # d h' / d (n's preactivation)
         # Stacked over gates from (..., 1, H) parts, not stacked and then given the P axis:
-        # XLA (CPU) then wrote the stack out twice, 24 MB each per quasi-Newton iteration at
-        # T = 4096, B = 8, H = 64 (1.09x the time of the hand-written diagonal before cells.py).
+        # XLA's CPU fusion writes the latter's stack out twice per iteration.
         parts = [a * hn * r * (1.0 - r), (s - n) * z * (1.0 - z), a * r]
         c = xp.stack([part[..., None, :] for part in parts], -3)
         return (1.0 - z) * n + z * s, c, z[..., None, None, :]
@@ -211,7 +230,7 @@ class LSTM(Cell):
 
     name = "lstm"
     gates = 4
-    parts = 2
+    state_parts = ("h", "c")
     torch_module = "LSTM"
 
     @staticmethod
@@ -262,15 +281,3 @@ class LSTM(Cell):
 
 CELLS: dict[str, Cell] = {cell.name: cell for cell in (Elman(), GRU(), LSTM())}
 """Cell name -> its (stateless) instance: the one table of cells."""
-
-
-def get_cell(name: str) -> Cell:
-    """The cell called ``name``.
-
-    Raises:
-        ValueError: unknown name; the message lists the known cells.
-    """
-    try:
-        return CELLS[name]
-    except KeyError:
-        raise ValueError(f"unknown cell {name!r}; choose one of {sorted(CELLS)}") from None

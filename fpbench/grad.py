@@ -5,7 +5,7 @@ vector-Jacobian product, so any loss reduces to it). ``grad`` returns ``dL/dpara
 layout), ``dL/dx``, ``dL/dh0`` (and ``dL/dc0`` for ``lstm``), with the diagnostics of the
 forward and the backward pass.
 
-Semantics, per solver (DESIGN §1):
+Semantics, per solver (docs/design.md, "Gradients"):
 
 - ``Sequential``: BPTT, the adjoint recurrence run backwards in time (exact).
 - ``Native``: the framework's autograd through ``torch.nn.RNN/GRU/LSTM`` / ``lax.scan`` (exact).
@@ -15,8 +15,9 @@ Semantics, per solver (DESIGN §1):
   returned states: the adjoint ``lambda_t = g_t + J_{t+1}^T lambda_{t+1}`` solved backwards
   in time in parallel, then the parameter gradients as batched products over all t.
 
-Backend contract: :meth:`fpbench.Backend.prepare_grad` returns a ``Prepared`` whose
-``to_host`` gives a :class:`GradHost` (host NumPy arrays, full states ``(T, B, S)``). The
+Backend contract (:mod:`fpbench.backend`): :meth:`fpbench.Backend.prepare_grad` returns a
+``Prepared`` whose ``to_host`` gives a :class:`~fpbench.backend.GradHost` (host NumPy arrays,
+full states ``(T, B, S)``). The
 implicit backward of each solver, as the NumPy reference (:mod:`fpbench.reference_grad`, the
 oracle) computes it and every backend must match:
 
@@ -36,41 +37,15 @@ differentiated). Validation lives in :func:`grad`: backends receive a checked co
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import GradHost
 from .registry import checked_target, run_timed
 from .result import DivergenceWarning, make_result
 from .solvers import Solver
 from .spec import Problem, RNNSpec
-
-
-@dataclass(frozen=True)
-class GradHost:
-    """What a backend's prepared gradient returns to the host (NumPy arrays).
-
-    Attributes:
-        states: ``(T, B, S)`` full forward states (``[h, c]`` for ``lstm``).
-        residuals: forward residuals, one per iteration that ran (empty for sequential).
-        params: ``dL/dparam`` for ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``.
-        x: ``(T, B, I)`` ``dL/dx``.
-        s0: ``(B, S)`` ``dL/ds0`` (``[dL/dh0, dL/dc0]`` for ``lstm``).
-        backward_residuals: residuals of the backward iterations (empty where the backward
-            is a direct solve: BPTT, autograd, a reverse scan).
-        backward_method: what ran backwards: the reference's names are ``"bptt"``,
-            ``"unrolled"``, ``"implicit: exact reverse solve"``, ``"implicit: jacobi on the
-            adjoint"``, ``"implicit: diagonal-preconditioned adjoint iterations"``; backends
-            name their own (``"autograd"``, ``"implicit: reverse scan"``, ...).
-    """
-
-    states: np.ndarray
-    residuals: np.ndarray
-    params: dict[str, np.ndarray]
-    x: np.ndarray
-    s0: np.ndarray
-    backward_residuals: np.ndarray = field(default_factory=lambda: np.empty(0))
-    backward_method: str = ""
 
 
 @dataclass(frozen=True)
@@ -256,7 +231,7 @@ def make_grad_result(
         backward=backward,
         loss=loss,
         cell_states=fwd.cell_states,
-        c0=s0[:, H:] if spec.model.parts == 2 else None,
+        c0=s0[:, H:] if spec.model.has_cell_state else None,
         backend=backend,
         device=device,
         solver=str(solver),

@@ -25,7 +25,8 @@ INPUT_SIZE = 32
 DTYPE = "float32"
 CONTRACTION = 0.9
 SEED = 0
-"""Fixed problem settings of every suite (DESIGN §5): B, I, dtype, rho, seed."""
+"""Fixed problem settings of every suite (docs/design.md, "Benchmark protocol"): B, I,
+dtype, rho, seed."""
 
 TOL = "tol"
 """The ``max_iters`` value meaning: run to tolerance :data:`TOLERANCE` with a budget of T."""

@@ -28,8 +28,8 @@ from .reference import sequential, shifted
 from .spec import Problem
 
 CHUNK_BYTES = 2**20
-"""Jacobians are formed for about this many bytes of time steps at once (measured fastest:
-a few steps at a time stay in cache)."""
+"""Jacobians are formed for about this many bytes of time steps at once (a few steps at a
+time stay in cache)."""
 
 
 def _jacobians(cell: str, params: Mapping[str, np.ndarray], s: np.ndarray, gi: np.ndarray) -> np.ndarray:
@@ -48,8 +48,8 @@ def lyapunov(problem: Problem, steps: int | None = None, seed: int = 0) -> float
     positive: chaotic, so float32 states cannot match the float64 ones over long
     sequences, and the fixed-point solvers need many iterations. The initial transient
     (the vector aligning with the most expanding direction) is included, so short
-    sequences give a rough value. Cost: one ``(B, H, H)`` Jacobian per step, about 1 ms
-    for a GRU at B = 8, H = 64, so ``steps`` bounds it for long sequences.
+    sequences give a rough value. Cost: one ``(B, H, H)`` Jacobian per step, so ``steps``
+    bounds it for long sequences.
 
     Args:
         problem: the problem.

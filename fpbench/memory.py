@@ -135,7 +135,7 @@ def autodiff_kept(spec: RNNSpec, solver: Solver) -> tuple[int, int]:
     ``4 S^2`` items a row, for a full transition, and nothing else."""
     if not solver.iterative:
         per_row = unrolled_items(spec, Jacobi(1))
-        if solver.name == "sequential":
+        if solver.kind == "sequential":
             per_row += -(-AUTOGRAD_STEP_BYTES // (4 * spec.batch))
         return 1, per_row
     if solver.backward != "unrolled":

@@ -1,7 +1,7 @@
 """The NumPy float64 reference: the oracle every backend is tested against.
 
 Clear before fast: straight time loops where the maths is a time loop, and the same
-iteration structure as DESIGN §1. Whatever the spec's dtype, it computes in float64.
+iteration structure as docs/design.md describes. Whatever the spec's dtype, it computes in float64.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .backend import Backend, Prepared, UnsupportedError
 from .cells import input_projection
-from .solvers import Chunked, Iterative, Solver, iteration_cap
-from .spec import Problem, RNNSpec
+from .solvers import Chunked, Iterative, iteration_cap
+from .spec import Problem
 
 
 def _setup(problem: Problem):
@@ -292,35 +291,3 @@ def fixed_point(problem: Problem, solver: Iterative) -> tuple[np.ndarray, np.nda
     update = jacobi if solver.transition == "none" else newton
     with np.errstate(over="ignore", invalid="ignore"):
         return iterate(update, np.zeros(gi.shape[:2] + s0.shape[-1:]), solver)
-
-
-class NumpyBackend(Backend):
-    """The reference as a backend (``"numpy"``, device ``"cpu"``), always float64."""
-
-    name = "numpy"
-    compute_dtype = "float64"
-
-    def backward_kept(self, spec: RNNSpec, solver: Solver) -> tuple[int, int]:
-        """The unrolled backward (:func:`~fpbench.reference_grad.unrolled_jacobi`,
-        ``unrolled_chunked``) keeps every iterate (``S`` items a row) and recomputes the rest;
-        the others keep nothing beyond the common working set."""
-        unrolled = solver.iterative and solver.backward == "unrolled"
-        return (iteration_cap(solver, spec.seq_len), spec.state_size) if unrolled else (0, 0)
-
-    def devices(self) -> list[str]:
-        return ["cpu"]
-
-    def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
-        if solver.name == "sequential":
-            return Prepared(lambda: (sequential(problem), np.empty(0)), tuple)
-        if solver.iterative:
-            return Prepared(lambda: fixed_point(problem, solver), tuple)
-        raise UnsupportedError(f"the numpy reference does not implement solver {solver.name!r}")
-
-    def prepare_grad(self, problem: Problem, solver: Solver, device: str, cotangent: np.ndarray) -> Prepared:
-        from .reference_grad import prepare_grad  # (it imports this module)
-
-        return prepare_grad(problem, solver, cotangent)
-
-    def info(self) -> dict[str, str]:
-        return {"numpy": np.__version__}

@@ -18,7 +18,7 @@ lambda_t)``,
 
 and ``J_t^T v = ds + [dgh W_hh, 0]`` (the direct dependence plus the path through ``gh``).
 
-Per solver (:func:`backward`; the names are :attr:`fpbench.grad.GradHost.backward_method`):
+Per solver (:func:`backward`; the names are :attr:`fpbench.backend.GradHost.backward_method`):
 
 - ``Sequential``: ``"bptt"`` — the adjoint recurrence run backwards, one step at a time.
 - iterative, ``backward="implicit"``: the same adjoint at the *returned* states (the
@@ -57,9 +57,8 @@ import dataclasses
 
 import numpy as np
 
-from .backend import Prepared, UnsupportedError
+from .backend import GradHost, Prepared, UnsupportedError
 from .cells import Cell, hidden_preactivation
-from .grad import GradHost
 from .reference import Run, _setup, chunked, fixed_point, iterate, linear_recurrence, sequential, shifted
 from .solvers import Chunked, Iterative, Solver
 from .spec import Problem
@@ -257,7 +256,7 @@ def unrolled_chunked(m: _Model, g: np.ndarray, solver: Chunked):
 
 def check_supported(solver: Solver) -> None:
     """Raise :class:`fpbench.UnsupportedError` where the reference has no backward pass."""
-    if not (solver.name == "sequential" or solver.iterative):
+    if not (solver.kind == "sequential" or solver.iterative):
         raise UnsupportedError(f"the numpy reference has no backward pass for solver {solver.name!r}")
     if solver.iterative and solver.backward == "unrolled" and solver.transition in ("full", "diagonal"):
         raise UnsupportedError(
@@ -270,7 +269,7 @@ def backward(problem: Problem, solver: Solver, cotangent: np.ndarray) -> GradHos
     """Forward and backward in float64 for ``cotangent (T, B, S)`` (module docstring)."""
     m = _Model(problem)
     g = np.asarray(cotangent, dtype=np.float64)
-    if solver.name == "sequential":
+    if solver.kind == "sequential":
         states = sequential(problem)
         lam = adjoint_sequential(m, states, g)
         return GradHost(states, np.empty(0), *param_products(m, states, lam), backward_method="bptt")

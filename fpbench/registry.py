@@ -24,7 +24,7 @@ from .solvers import Solver
 from .spec import Problem
 
 BACKENDS: dict[str, str] = {
-    "numpy": "fpbench.reference:NumpyBackend",
+    "numpy": "fpbench.reference_backend:NumpyBackend",
     "torch": "backends.torch:TorchBackend",
     "jax": "backends.jax:JaxBackend",
     "numba": "backends.numba:NumbaBackend",

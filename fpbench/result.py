@@ -147,7 +147,7 @@ def make_result(
     fp_residual = fixed_point_residual(problem, states)
     fp_tol = convergence_tol(solver, spec.dtype, states)
     converged = not diverged and fp_residual <= fp_tol
-    cell_states = states[..., H:] if spec.model.parts == 2 else None
+    cell_states = states[..., H:] if spec.model.has_cell_state else None
     if diverged:
         warnings.warn(
             f"{backend}:{device} {solver} diverged (non-finite states or residuals)",

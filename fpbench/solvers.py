@@ -7,7 +7,12 @@ residual of that iteration is ``max |H_new - H_old|``. With ``tol=None`` exactly
 whose residual is ``<= tol``. Either way it stops after an iteration whose residual is
 not finite (NaN or +inf: diverged).
 
-Backends, estimates and benchmarks branch on a solver's *traits*, never on its class:
+Backends, estimates and benchmarks branch on a solver's *traits*, never on its class or
+name:
+
+- ``kind``: ``"sequential"`` (the recurrence, step by step), ``"native"`` (the framework's
+  own RNN) or ``"iterative"`` (a fixed-point solver with a budget); the first two are the
+  *baselines* (:attr:`Solver.baseline`);
 
 - ``transition``: the matrix of the linear recurrence one iteration solves,
   ``h_t = A_t h_{t-1} + b_t`` — ``"none"`` (``A = 0``: Jacobi), ``"full"`` (the Jacobian:
@@ -18,7 +23,10 @@ Backends, estimates and benchmarks branch on a solver's *traits*, never on its c
   damped iteration solves the damped least-squares problem by a Kalman smoother.
 
 So ``ELK`` is Newton's transition with damping, and a subclass can never be silently
-run as its parent.
+run as its parent. The traits are checked when a class is defined (a known ``kind``; a
+``transition`` exactly for the iterative kind) and when a solver is constructed (a damping
+> 0 only with a linearised transition, ``"full"`` or ``"diagonal"``: Jacobi's and Chunked's
+iterations have no damped form, and would otherwise run undamped).
 
 Jacobi, Newton and QuasiNewton (and ELK with damping 0) are exact after T iterations
 (states t <= k are exact after k), and Chunked after as many iterations as it has chunks,
@@ -36,8 +44,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+KINDS: tuple[str, ...] = ("sequential", "native", "iterative")
+"""The kinds of solver (module docstring); every kind but ``"iterative"`` is a baseline."""
 TRANSITIONS: tuple[str, ...] = ("none", "full", "diagonal")
 """The linearising transitions (Jacobi, Newton, quasi-Newton and their damped forms)."""
+DAMPABLE: tuple[str, ...] = ("full", "diagonal")
+"""The transitions whose step has a damped (Kalman smoother) form."""
 BACKWARDS: tuple[str, ...] = ("implicit", "unrolled")
 """Backward modes of iterative solvers (``fpbench.grad``): the implicit-function-theorem
 gradient at the returned states, or the exact gradient of the iterations that ran."""
@@ -48,9 +60,30 @@ class Solver:
     """Base of every solver configuration (abstract: use a subclass)."""
 
     name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    """``"sequential"``, ``"native"`` or ``"iterative"`` (module docstring)."""
     iterative: ClassVar[bool] = False
+    """``kind == "iterative"`` (derived when the class is defined)."""
     transition: ClassVar[str | None] = None
-    """``"none"``, ``"full"`` or ``"diagonal"`` for iterative solvers (module docstring)."""
+    """``"none"``, ``"full"``, ``"diagonal"`` or ``"window"`` for iterative solvers, None for
+    the baselines (module docstring)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind not in KINDS:
+            raise TypeError(f"{cls.__name__}.kind must be one of {list(KINDS)}, got {cls.kind!r}")
+        cls.iterative = cls.kind == "iterative"
+        allowed = (*TRANSITIONS, "window", None) if cls.iterative else (None,)
+        if cls.transition not in allowed:
+            raise TypeError(
+                f"{cls.__name__}.transition must be one of {list(allowed)} for a solver of kind "
+                f"{cls.kind!r}, got {cls.transition!r}"
+            )
+
+    @property
+    def baseline(self) -> bool:
+        """True for the sequential baselines (``kind`` ``"sequential"`` or ``"native"``)."""
+        return not self.iterative
 
     @property
     def damping(self) -> float:
@@ -88,6 +121,7 @@ class Sequential(Solver):
     """The recurrence itself, t = 1..T: exact, T dependent steps."""
 
     name: ClassVar[str] = "sequential"
+    kind: ClassVar[str] = "sequential"
 
 
 @dataclass(frozen=True)
@@ -100,6 +134,7 @@ class Native(Solver):
     """
 
     name: ClassVar[str] = "native"
+    kind: ClassVar[str] = "native"
 
 
 @dataclass(frozen=True)
@@ -109,7 +144,7 @@ class Iterative(Solver):
     NumPy scalars are accepted and stored as Python ``int`` / ``float``.
     """
 
-    iterative: ClassVar[bool] = True
+    kind: ClassVar[str] = "iterative"
     max_iters: int = 64
     tol: float | None = None
     backward: str = field(default="implicit", kw_only=True)
@@ -135,6 +170,18 @@ class Iterative(Solver):
             isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0
         ):
             raise ValueError(f"{type(self).__name__}.tol must be None or a finite number >= 0, got {t!r}")
+        if self.transition is None:
+            raise TypeError(f"{type(self).__name__} is abstract: it declares no transition")
+        self._check_damping()
+
+    def _check_damping(self) -> None:
+        """A damping > 0 needs a transition with a damped step (:data:`DAMPABLE`)."""
+        if self.damping > 0 and self.transition not in DAMPABLE:
+            raise ValueError(
+                f"{type(self).__name__}: damping={self.damping!r} needs a linearised transition "
+                f"({' or '.join(map(repr, DAMPABLE))}); transition {self.transition!r} has no damped "
+                f"step and would run undamped"
+            )
 
     def __str__(self) -> str:
         extra = "".join(
@@ -174,22 +221,23 @@ class QuasiNewton(Iterative):
 
 
 @dataclass(frozen=True)
-class _Damped(Iterative):
-    """An iterative solver with Levenberg-Marquardt damping (abstract)."""
+class Damped(Iterative):
+    """An iterative solver with a Levenberg-Marquardt ``damping`` field (abstract: a subclass
+    declares a transition in :data:`DAMPABLE`)."""
 
     damping: float = 0.1  # type: ignore[assignment]  (a field here, a property on Solver)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _check_damping(self) -> None:
         if isinstance(self.damping, numbers.Real) and not isinstance(self.damping, (bool, int)):
             object.__setattr__(self, "damping", float(self.damping))  # NumPy scalars too
         d = self.damping
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d < 0:
             raise ValueError(f"{type(self).__name__}.damping must be a finite number >= 0, got {d!r}")
+        super()._check_damping()
 
 
 @dataclass(frozen=True)
-class ELK(_Damped):
+class ELK(Damped):
     """ELK (Gonzalez et al. 2024): Newton's linearisation, then the damped least-squares
     step ``min_H sum_t |h_t - A_t h_{t-1} - b_t|^2 + damping * sum_t |h_t - h_t^(i)|^2``,
     solved exactly as a Kalman smoother (dynamics noise 1, the iterate observed with
@@ -200,7 +248,7 @@ class ELK(_Damped):
 
 
 @dataclass(frozen=True)
-class QuasiELK(_Damped):
+class QuasiELK(Damped):
     """Quasi-ELK: ELK with the diagonal Jacobian (elementwise Kalman smoothers).
     ``damping = 0`` is QuasiNewton."""
 

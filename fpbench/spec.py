@@ -157,7 +157,7 @@ class Problem:
         if extra:
             raise ValueError(f"Problem.params has unknown entries {sorted(extra)}")
         arrays = {"x": self.x, "h0": self.h0, **self.params}
-        if s.model.parts == 2:
+        if s.model.has_cell_state:
             expected["c0"] = (s.batch, H)
             arrays["c0"] = self.c0
             if self.c0 is None:
@@ -276,7 +276,7 @@ def make_problem(spec: RNNSpec) -> Problem:
     }
     x = rng.standard_normal((spec.seq_len, spec.batch, I))
     h0 = rng.uniform(-0.5, 0.5, size=(spec.batch, H))
-    c0 = rng.uniform(-0.5, 0.5, size=(spec.batch, H)) if spec.model.parts == 2 else None
+    c0 = rng.uniform(-0.5, 0.5, size=(spec.batch, H)) if spec.model.has_cell_state else None
     dt = spec.dtype
     with np.errstate(over="ignore"):  # checked just below
         cast = {k: v.astype(dt) for k, v in params.items()}

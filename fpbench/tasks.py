@@ -234,7 +234,7 @@ def zero_state_problem(spec: RNNSpec, x: np.ndarray, params) -> Problem:
     dt = spec.dtype
     s = dataclasses.replace(spec, batch=x.shape[1])
     h0 = np.zeros((x.shape[1], spec.hidden_size), dtype=dt)
-    c0 = h0.copy() if spec.model.parts == 2 else None
+    c0 = h0.copy() if spec.model.has_cell_state else None
     cast = {k: np.asarray(v, dtype=dt) for k, v in params.items()}
     return Problem(s, np.asarray(x, dtype=dt), h0, cast, c0)
 

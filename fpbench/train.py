@@ -204,11 +204,6 @@ class TrainResult:
         hit = np.flatnonzero(self.losses <= loss)
         return int(hit[0]) + 1 if hit.size else None
 
-    def seconds_to(self, loss: float) -> float | None:
-        """Sum of :attr:`step_seconds` over :meth:`steps_to` steps (None if never)."""
-        n = self.steps_to(loss)
-        return None if n is None else float(np.sum(self.step_seconds[:n]))
-
 
 def trailing_mean(losses: np.ndarray, window: int = 1) -> np.ndarray:
     """The mean of the last ``window`` losses at each step (fewer at the start), ``(steps,)``:

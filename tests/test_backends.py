@@ -11,7 +11,7 @@ from problems import PROBLEMS, spec
 import fpbench
 from fpbench.testing import assert_close
 
-CELLS = ["elman", "gru", "lstm"]
+CELLS = list(fpbench.CELLS)
 DTYPES = ["float32", "float64"]
 SOLVERS = {
     "sequential": fpbench.Sequential(),
@@ -83,7 +83,7 @@ def test_matches_reference(target, cell, dtype, solver_id, problem_id):
     problem = fpbench.make_problem(spec(problem_id, cell, dtype))
     solver = SOLVERS[solver_id]
     got, ref = solve_both(target, problem, solver)
-    if cell == "lstm":  # the fixed point is over (h, c): both are checked
+    if fpbench.CELLS[cell].has_cell_state:  # the fixed point is over (h, c): both are checked
         assert got.cell_states.shape == ref.cell_states.shape == got.states.shape
         assert_close(f"{target} {cell} {solver} c", got.cell_states, ref.cell_states, dtype)
     else:

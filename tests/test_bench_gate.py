@@ -78,7 +78,7 @@ def test_gate_of_every_target_reads_one_reference(memo, monkeypatch):
         real = getattr(fpbench.reference, name)
 
         def counted(*args, _name=name, _real=real):
-            counts[_name] += 1
+            counts[_name] += args[0].spec == prob.spec  # (not numpy_seconds' short timed probes)
             return _real(*args)
 
         monkeypatch.setattr(fpbench.reference, name, counted)
@@ -131,3 +131,27 @@ def test_a_problem_of_its_own_is_never_shared(memo):
     np.testing.assert_array_equal(common.exact_states(own), fpbench.reference.sequential(own))
     assert list(memo.iterdir()) == []
     assert not np.array_equal(common.exact_states(prob), common.exact_states(own))
+
+
+def test_numpy_seconds_is_measured(monkeypatch):
+    """The estimate that decides which NumPy combinations are n/a comes from a timed run of
+    the reference on this machine, not from constants: a slower reference, a larger estimate."""
+    import time
+
+    import fpbench.reference_backend as rb
+
+    s = fpbench.RNNSpec(cell="gru", input_size=4, hidden_size=4, seq_len=800, batch=2)
+    monkeypatch.setattr(common, "_probes", {})
+    fast = common.numpy_seconds(s, fpbench.Sequential())
+    real = rb.sequential
+
+    def slow(problem):
+        time.sleep(0.02)
+        return real(problem)
+
+    monkeypatch.setattr(rb, "sequential", slow)
+    monkeypatch.setattr(common, "_probes", {})
+    slowed = common.numpy_seconds(s, fpbench.Sequential())
+    assert slowed >= 0.02 / common.PROBE_STEPS * s.seq_len > fast
+    assert common.numpy_seconds(dataclasses.replace(s, seq_len=1600), fpbench.Sequential()) == 2 * slowed
+    assert common.numpy_seconds(s, fpbench.Native()) == slowed  # a baseline's reference: the recurrence

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import fpbench
 from fpbench.reference import fixed_point, sequential
 
-CELLS = ["elman", "gru", "lstm"]
+CELLS = list(fpbench.CELLS)
 
 
 def problem_of(cell, T=23, B=2, H=5, I=3, rho=0.8, seed=0):

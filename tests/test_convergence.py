@@ -130,7 +130,7 @@ def test_ordinary_solves_still_converge(target, dtype, cell, name):
     solver = _converging_solvers(7, TOLS[dtype])[name]
     r = _solve(target, p, solver)
     floor = RESIDUAL_FLOOR_ULPS * np.finfo(dtype).eps * max(1.0, float(np.abs(r.states).max()))
-    if cell == "lstm":
+    if fpbench.CELLS[cell].has_cell_state:
         floor = max(floor, RESIDUAL_FLOOR_ULPS * np.finfo(dtype).eps * float(np.abs(r.cell_states).max()))
     assert r.fixed_point_tol == pytest.approx(max(getattr(solver, "tol", None) or 0.0, floor))
     assert r.fixed_point_residual <= r.fixed_point_tol
@@ -146,7 +146,7 @@ def test_grad_forward_reports_the_true_residual():
     assert fpbench.grad(p, fpbench.Newton(6)).forward.converged
 
 
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_fixed_point_residual_is_one_jacobi_sweep(monkeypatch, cell):
     """The blocked, vectorised residual equals its definition step by step, in one block
     and in blocks of one step each, and is 0 at the exact states."""

@@ -16,7 +16,7 @@ import fpbench
 from fpbench.reference import fixed_point, sequential, truncated
 from fpbench.testing import assert_grad_close, grad_errors
 
-CELLS = ["elman", "gru", "lstm"]
+CELLS = list(fpbench.CELLS)
 DTYPES = ["float32", "float64"]
 
 
@@ -89,7 +89,7 @@ def torch_module_grad(problem, cotangent):
             getattr(module, f"{k}_l0").copy_(torch.tensor(np.asarray(v, np.float64)))
     leaf = {k: torch.tensor(v, requires_grad=True) for k, v in inputs_of(problem).items()}
     h0 = leaf["h0"][None]
-    state = (h0, leaf["c0"][None]) if s.cell == "lstm" else h0
+    state = (h0, leaf["c0"][None]) if s.model.has_cell_state else h0
     out, _ = module(leaf["x"], state)
     (out * torch.from_numpy(np.asarray(cotangent, np.float64))).sum().backward()
     grads = {k: getattr(module, f"{k}_l0").grad.numpy() for k in problem.params}
@@ -232,7 +232,7 @@ def test_result_shapes_dtypes_and_default_cotangent(cell):
     s = problem.spec
     assert g.states.shape == (*g.x.shape[:2], s.hidden_size) and g.x.shape == problem.x.shape
     assert g.h0.shape == (s.batch, s.hidden_size)
-    assert (g.c0 is not None) == (g.cell_states is not None) == (cell == "lstm")
+    assert (g.c0 is not None) == (g.cell_states is not None) == fpbench.CELLS[cell].has_cell_state
     for k, v in g.params.items():
         assert v.shape == problem.params[k].shape and v.dtype == np.float32
     assert g.x.dtype == g.h0.dtype == g.states.dtype == np.float32

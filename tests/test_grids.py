@@ -262,3 +262,19 @@ def test_progress_never_counts_backwards(tmp_path):
         line = p.line(text)
         shown.append(int(line.split()[2].split("/")[0]))
     assert shown == sorted(shown) and shown[-1] == 12, shown
+
+
+def test_grid_tables_match_the_registries():
+    """fpbench/grids.py is loaded by path and append-only, so it spells its names out; they
+    must still be the package's tables (cells, the registry's solvers and baselines), never a
+    drifting copy."""
+    import fpbench
+    from fpbench.report.store import BASELINES
+    from fpbench.solvers import SOLVERS
+
+    assert set(grids.CELLS) <= set(fpbench.CELLS)  # (a new cell joins the grids when chosen)
+    assert set(grids.BASELINES) == set(BASELINES) == {n for n, c in SOLVERS.items() if not c.iterative}
+    for grid in grids.GRIDS.values():
+        assert set(grid.cells) <= set(fpbench.CELLS), grid
+        for name in (*grid.solvers, *grid.accuracy_solvers):
+            assert grids.solver_fields(name)[0] in SOLVERS, name

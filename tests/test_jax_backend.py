@@ -49,12 +49,12 @@ def test_float32_ignores_a_caller_x64_setting(backend):
 def test_info_reports_threads_flags_and_cache(backend):
     info = backend.info()
     assert info["jax"] == jax.__version__
-    assert info["jax_threads"].split()[0] == str(jax_backend._THREADS)
+    assert info["jax_threads"].split()[0] == str(jax_backend._start()[0])
     assert "xla_cpu_multi_thread_eigen" in info["XLA_FLAGS"]
     assert info["PJRT_NPROC"] and info["jax_compilation_cache"]
 
 
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_iteration_floor_computes_one_cell_step_per_row(backend, cell):
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", cell, "float64"))
     s = problem.spec
@@ -334,7 +334,7 @@ def test_chunked_layouts_match_the_reference(T, chunks, overlap, max_iters, tol)
         np.testing.assert_allclose(got.arrays()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_one_chunk_is_the_native_scan(cell):
     """chunks=1: one window from s0 over the whole sequence by Native's step: the same
     operations, so the same bits."""

@@ -52,7 +52,7 @@ GRAD_RTOL = {"float32": 1e-4, "float64": 1e-10}  # rel_rms of every gradient
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("solver_id", GRAD_SOLVERS)
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_grad_matches_reference(cell, solver_id, dtype):
     """The hand-written backward (BPTT, reverse scan, adjoint iterations) against the
     float64 reference backward of the same solver: same method, same iteration count."""
@@ -86,7 +86,7 @@ UNROLLED_LINEARISED = {
 
 
 @pytest.mark.parametrize("solver_id", list(UNROLLED_LINEARISED))
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_grad_unrolled_newton_type_is_autodiffs_gradient(cell, solver_id):
     """Numba's hand-written unrolled backward of the linearising solvers (second derivatives
     by complex step) against torch's autograd through the same iterations, in float64, on a
@@ -110,7 +110,7 @@ def test_grad_unrolled_newton_type_is_autodiffs_gradient(cell, solver_id):
 
 @settings(max_examples=20, deadline=None)
 @given(
-    cell=st.sampled_from(["elman", "gru", "lstm"]),
+    cell=st.sampled_from(list(fpbench.CELLS)),
     solver_name=st.sampled_from(["newton", "quasi_newton", "elk", "quasi_elk"]),
     T=st.integers(1, 12),
     B=st.integers(1, 3),
@@ -138,7 +138,7 @@ def test_grad_unrolled_newton_type_holds_for_random_problems(
         np.testing.assert_allclose(got.arrays()[name], value, rtol=1e-8, atol=1e-10, err_msg=name)
 
 
-@pytest.mark.parametrize("name", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("name", list(fpbench.CELLS))
 def test_complex_step_tangents_match_central_differences(name):
     """The cells' coefficient derivatives along a direction (complex step) against central
     differences of the real coefficients."""
@@ -164,7 +164,7 @@ def test_complex_step_tangents_match_central_differences(name):
         np.testing.assert_allclose(t, (p - m) / 2e-6, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_grad_unrolled_jacobi_is_the_truncated_models_gradient(cell):
     """Unrolled Jacobi on Numba against the reference's backpropagation through the sweeps,
     on a problem where k = 4 sweeps are far from converged (so the truncation matters)."""
@@ -192,7 +192,7 @@ def _chunked_problem(cell, T=37, B=2, H=6, dtype="float64", rho=0.8):
     return fpbench.make_problem(spec)
 
 
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_chunked_one_chunk_is_sequential_bit_for_bit(cell):
     """chunks=1 runs the Sequential kernel's step on the one chunk: the same bits."""
     problem = _chunked_problem(cell, dtype="float32")
@@ -200,7 +200,7 @@ def test_chunked_one_chunk_is_sequential_bit_for_bit(cell):
     one = fpbench.solve(problem, fpbench.Chunked(5, chunks=1, overlap=3), backend="numba")
     assert one.iterations == 1 and one.converged
     np.testing.assert_array_equal(one.states, seq.states)
-    if cell == "lstm":
+    if fpbench.CELLS[cell].has_cell_state:
         np.testing.assert_array_equal(one.cell_states, seq.cell_states)
 
 

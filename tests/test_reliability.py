@@ -86,6 +86,7 @@ class _Damped(fpbench.Iterative):
     """A solver that is not exact after T iterations (as a damped Newton, ELK, would be)."""
 
     name: ClassVar[str] = "damped"
+    transition: ClassVar[str] = "full"
     exact_after_seq_len: ClassVar[bool] = False
 
 
@@ -460,7 +461,7 @@ def test_non_contiguous_input_is_accepted(target, solver):
 
 # -- issue 25, item 6: the crashes -----------------------------------------------------------
 
-CELLS = ["elman", "gru", "lstm"]
+CELLS = list(fpbench.CELLS)
 
 
 @pytest.mark.parametrize("op", ["solve", "grad"])

@@ -1,5 +1,8 @@
 """Solver configurations: traits, fields, and rebuilding a solver from its name."""
 
+import dataclasses
+from typing import ClassVar
+
 import pytest
 
 import fpbench
@@ -65,3 +68,39 @@ def test_every_registered_solver_declares_its_traits():
         assert cls.name == name
         if cls.iterative:
             assert cls.transition in ("none", "full", "diagonal", "window")
+
+
+def test_solver_kinds_are_declared():
+    kinds = {name: cls.kind for name, cls in fpbench.solvers.SOLVERS.items()}
+    assert kinds["sequential"] == "sequential" and kinds["native"] == "native"
+    assert {k for n, k in kinds.items() if n not in ("sequential", "native")} == {"iterative"}
+    assert fpbench.Sequential().baseline and fpbench.Native().baseline
+    assert not fpbench.Jacobi(2).baseline and fpbench.Jacobi(2).iterative
+
+
+def test_trait_combinations_are_checked_when_defined_and_constructed():
+    @dataclasses.dataclass(frozen=True)
+    class DampedJacobi(fpbench.solvers.Damped):
+        name: ClassVar[str] = "damped_jacobi"
+        transition: ClassVar[str] = "none"
+
+    with pytest.raises(ValueError, match="transition 'none' has no damped step"):
+        DampedJacobi(4, damping=0.5)
+    assert DampedJacobi(4, damping=0.0).damping == 0.0  # undamped is Jacobi itself
+    with pytest.raises(TypeError, match="kind must be one of"):
+
+        class Odd(fpbench.Solver):
+            kind: ClassVar[str] = "parallel"
+
+    with pytest.raises(TypeError, match="transition must be one of"):
+
+        class Typo(fpbench.Iterative):
+            transition: ClassVar[str] = "diag"
+
+    with pytest.raises(TypeError, match="transition must be one of"):
+
+        class SequentialNewton(fpbench.Sequential):
+            transition: ClassVar[str] = "full"
+
+    with pytest.raises(TypeError, match="abstract"):
+        fpbench.solvers.Damped(4)

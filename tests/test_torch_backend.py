@@ -4,6 +4,7 @@ check, the float32 precision guard, the thread setting and Chunked's folded wind
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from fpbench.testing import assert_close, assert_grad_close
 
 torch = pytest.importorskip("torch")
 tb = pytest.importorskip("backends.torch")
+REPO = Path(__file__).resolve().parent.parent
+TINY = fpbench.RNNSpec(cell="elman", seq_len=4, batch=1, input_size=2, hidden_size=2)
 
 
 @pytest.mark.parametrize("full", [True, False], ids=["full", "diagonal"])
@@ -78,21 +81,26 @@ def test_float32_precision_guard_restores_caller_settings():
 
 
 def test_threads_come_from_fpbench_threads():
+    """Applied when a solve is prepared; a query (devices, available_backends, info) leaves
+    the caller's thread count alone."""
     code = (
-        "import torch, fpbench; b = fpbench.get_backend('torch'); b.devices(); "
+        "import torch, fpbench; torch.set_num_threads(2); b = fpbench.get_backend('torch'); "
+        "fpbench.available_backends(); b.devices(); b.info(); print(torch.get_num_threads()); "
+        "p = fpbench.make_problem(fpbench.RNNSpec(cell='elman', seq_len=4, batch=1, input_size=2, "
+        "hidden_size=2)); fpbench.solve(p, fpbench.Sequential(), 'torch'); "
         "print(torch.get_num_threads(), b.info()['torch_threads'])"
     )
-    env = {**os.environ, "FPBENCH_THREADS": "1"}
+    env = {**os.environ, "FPBENCH_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["1", "1"]
+    assert proc.stdout.split() == ["2", "1", "1"]
 
 
 def test_bad_fpbench_threads_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(tb, "_threads", None)  # as if first used now
     monkeypatch.setenv("FPBENCH_THREADS", "zero")
     with pytest.raises(ValueError, match="FPBENCH_THREADS must be a positive integer"):
-        tb.TorchBackend().devices()
+        tb.TorchBackend().prepare(fpbench.make_problem(TINY), fpbench.Sequential(), "cpu")
 
 
 @pytest.mark.parametrize("damping", [0.0, 0.05, 1.0, 30.0])
@@ -141,17 +149,21 @@ def test_native_lstm_recovers_the_cell_states(dtype):
     assert_close("native lstm c", got.cell_states, expected, dtype)
 
 
-def test_cell_without_an_entry_is_unsupported(monkeypatch):
+def test_cell_without_an_entry_runs_the_shared_maths(monkeypatch):
+    """CELL_KERNELS holds only hand-tuned overrides: without gru's, every solver (and the
+    floor) runs the shared cell maths and still matches the reference."""
     monkeypatch.delitem(tb.CELL_KERNELS, "gru")
+    assert tb._kernels_for("gru") is tb._Kernels
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", "gru", "float64"))
-    for solver in (fpbench.Native(), fpbench.Sequential(), fpbench.Jacobi(2), fpbench.ELK(2)):
-        with pytest.raises(fpbench.UnsupportedError, match="cell 'gru'"):
-            tb.TorchBackend().prepare(problem, solver, "cpu")
-    with pytest.raises(fpbench.UnsupportedError, match="cell 'gru'"):
-        tb.TorchBackend().iteration_floor(problem, "cpu")
+    exact = fpbench.reference_states(problem)
+    for solver in (fpbench.Native(), fpbench.Sequential(), fpbench.Jacobi(7), fpbench.Newton(7)):
+        assert_close(
+            f"shared maths {solver}", fpbench.solve(problem, solver, "torch").states, exact, "float64"
+        )
+    tb.TorchBackend().iteration_floor(problem, "cpu")()
 
 
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_cell_kernels_match_the_shared_cell_maths(cell):
     """The table's (possibly hand-tuned) apply and linearise equal fpbench.cells'."""
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", cell, "float64"))
@@ -192,7 +204,7 @@ def _small(cell: str, T: int) -> fpbench.Problem:
     [(1, 3, 2), (5, 8, 1), (10, 3, 0), (10, 4, 7), (11, 4, 2), (13, 5, 30)],
     ids=lambda v: str(v),
 )
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_chunked_fold_matches_reference(cell, T, chunks, overlap):
     """The fold with padding (T not divisible by the chunks, more chunks than steps, an
     overlap longer than a chunk or the sequence), every budget, with and without tol:
@@ -209,12 +221,12 @@ def test_chunked_fold_matches_reference(cell, T, chunks, overlap):
             assert got.converged == ref.converged, solver
         np.testing.assert_allclose(got.residuals, ref.residuals, rtol=1e-9, atol=1e-12)
         assert_close(f"chunked {solver}", got.states, ref.states, "float64")
-        if cell == "lstm":
+        if fpbench.CELLS[cell].has_cell_state:
             assert_close(f"chunked {solver} c", got.cell_states, ref.cell_states, "float64")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_chunked_one_chunk_is_sequential(cell, dtype):
     """chunks = 1: one window, the whole sequence from s0, so the exact states in one
     iteration (to rounding: the nn module against the backend's own sequential loop)."""
@@ -223,12 +235,12 @@ def test_chunked_one_chunk_is_sequential(cell, dtype):
     seq = fpbench.solve(problem, fpbench.Sequential(), backend="torch")
     assert got.iterations == 1 and got.converged
     assert_close("chunks=1 vs sequential", got.states, seq.states, dtype)
-    if cell == "lstm":
+    if fpbench.CELLS[cell].has_cell_state:
         assert_close("chunks=1 vs sequential c", got.cell_states, seq.cell_states, dtype)
 
 
 @pytest.mark.parametrize("backward", ["implicit", "unrolled"])
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_chunked_exact_budget_gradient_is_bptt(cell, backward):
     """A budget of as many iterations as chunks makes both backwards the exact gradient:
     the chunked adjoint is exact after that many iterations too, and the unrolled

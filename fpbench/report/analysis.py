@@ -190,7 +190,7 @@ def gaps(frame: pd.DataFrame) -> pd.DataFrame:
 def contraction_bound(k: np.ndarray, rho: float) -> np.ndarray:
     """Jacobi error bound for elman after k iterations, up to the state-norm factor: ρ^k.
 
-    The full bound (DESIGN §1) is ρ^k · max_t ‖h_{t−k}‖, and ‖h‖ ≤ √H for tanh states.
+    The full bound (docs/design.md, "Truncation") is ρ^k · max_t ‖h_{t−k}‖, and ‖h‖ ≤ √H for tanh states.
     """
     return np.power(float(rho), np.asarray(k, dtype=float))
 

@@ -58,22 +58,6 @@ SOLVER_STYLES: dict[str, tuple[str, str]] = {
 """One (line style, marker) per solver in every figure (the Chunked configurations share a
 star)."""
 
-SOLVER_COLOURS: dict[str, str] = {
-    "sequential": "#7f7f7f",
-    "native": "#000000",
-    "jacobi": "#ff7f0e",
-    "newton": "#9467bd",
-    "quasi_newton": "#8c564b",
-    "elk": "#e377c2",
-    "quasi_elk": "#17becf",
-    "chunked_p2_o64": "#2ca02c",
-    "chunked_p8_o64": "#006400",
-    "chunked_p64_o16": "#98df8a",
-    "chunked_p8_o256": "#556b2f",
-}
-"""One colour per solver, where a figure colours by solver (the Chunked configurations in
-greens)."""
-
 _SPARE = ["#bcbd22", "#17becf", "#e377c2", "#8c564b", "#9467bd", "#ff7f0e"]
 _SPARE_STYLES = [("-", "h"), ("--", "*"), (":", "p"), ("-.", "<")]
 
@@ -88,10 +72,6 @@ def backend_colour(backend: str) -> str:
 
 def solver_style(solver: str) -> tuple[str, str]:
     return SOLVER_STYLES.get(solver) or _SPARE_STYLES[_stable(solver, len(_SPARE_STYLES))]
-
-
-def solver_colour(solver: str) -> str:
-    return SOLVER_COLOURS.get(solver) or _SPARE[_stable(solver, len(_SPARE))]
 
 
 def _styles(labels: list[str]) -> dict[str, dict]:

@@ -25,8 +25,7 @@ import pandas as pd
 
 from . import analysis, figures, fmt
 from .page import Section, Table
-
-BASELINES = ("sequential", "native")
+from .store import BASELINES
 
 
 def _labelled(rows: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -54,8 +54,6 @@ PROBLEM_EXTRA_COLUMNS = ("input_size", "dtype")
 """The problem's settings no suite sweeps as an asv parameter: every row gets them, with the
 rest of its whole problem, from :func:`fpbench.grids.suite_problem` (:func:`fill_problem`)."""
 
-STATUSES = ("ok", "n/a", "failed")
-
 COLUMNS = (
     "machine",
     "commit",

@@ -27,13 +27,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..solvers import SOLVERS
+
 SIDE_LOG = "fpbench-{commit}.log"
 SIDE_SWEEPS = "fpbench-{commit}.sweeps"
 SIDE_CURVES = "fpbench-{commit}.curves"
 CURVES_ENV = "FPBENCH_CURVES_FILE"
 
-BASELINES = ("sequential", "native")
-"""Sequential solvers: the baselines a parallel solver's speedup is measured against."""
+BASELINES: tuple[str, ...] = tuple(name for name, cls in SOLVERS.items() if not cls.iterative)
+"""The baselines' names (the registry's solvers of a baseline kind): what a parallel
+solver's speedup is measured against."""
 
 GATE_PREFIX = "fpbench gate passed:"
 """How the benchmarks' correctness gate reports a passed check on stderr (asv's
