@@ -1,0 +1,364 @@
+"""One sequence over several devices or processes: the sharded solve, written once.
+
+:func:`solve_sharded` splits the time axis ``T`` into ``shards`` contiguous pieces of ``T / N``
+steps, one per device (JAX: ``shard_map`` over a one-axis mesh, :mod:`backends._jax_sharded`)
+or per process (torch: ``torch.distributed``, :mod:`backends._torch_distributed`). Every shard
+runs the *same* iteration as the single-device solver on its own steps, so the states, the
+number of iterations and the residual trace equal the single-device solve's to the dtype's
+rounding. The cell maths is :mod:`fpbench.cells`, evaluated in the engine's array namespace.
+
+What crosses between shards, per iteration (``B`` sequences, state size ``S``):
+
+- ``Jacobi``: one ``(B, S)`` state, the left neighbour's last state (point to point), then
+  the residual (one scalar, all-reduce max).
+- ``Newton`` / ``QuasiNewton`` (the two-level scan): the left neighbour's last state; each
+  shard linearises its steps and scans them into its prefix maps; the shards all-gather every
+  shard's composed affine map ``(A_chunk (B, S, S) or (B, S), b_chunk (B, S))``; every shard
+  runs the length-N scan of those maps from ``s0`` to its incoming state and applies it to its
+  prefix maps locally; then the residual.
+- ``Chunked``: iteration 1 needs nothing (each shard also holds the ``overlap`` input steps
+  before its first step, a halo placed once with the data); a rerun needs the left
+  neighbour's last state for the shard's first chunk; then the residual.
+
+The engine supplies the few collective operations (:class:`Comm`); the updates here are
+written against them and an array namespace ``xp``, once for both engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from .backend import UnsupportedError
+from .cells import Cell
+from .result import Result, make_result
+from .solvers import Chunked, Solver, iteration_cap
+from .spec import Problem
+
+Array = Any  # a JAX or torch array
+
+SHARDED_ENGINES: tuple[str, ...] = ("jax", "torch")
+"""Backends with a sharded form."""
+SHARDED_SOLVERS: tuple[str, ...] = ("jacobi", "newton", "quasi_newton", "chunked")
+"""Solvers with a sharded form (by name; the damped ELK family has none)."""
+DEFAULT_TIMEOUT_S = 300.0
+"""How long a torch rank waits on one communication before the run fails."""
+
+
+class Comm(Protocol):
+    """What an engine provides to the sharded updates, inside one shard."""
+
+    xp: Any
+    """The array namespace the cells are evaluated in."""
+    shards: int
+
+    def index(self) -> Any:
+        """This shard's position 0..N-1 (an int, or a traced scalar under ``shard_map``)."""
+
+    def from_left(self, last: Array, s0: Array) -> Array:
+        """The left neighbour's ``last (B, S)``; ``s0`` on shard 0 (point to point)."""
+
+    def all_gather(self, a: Array) -> Array:
+        """Every shard's ``a``, stacked: ``(N, *a.shape)``."""
+
+    def change(self, new: Array, old: Array, axes: tuple[int, ...] | None = None) -> Array:
+        """This shard's ``max |new - old|`` over ``axes`` (None: all), NaN where ``new``
+        holds a NaN."""
+
+    def const(self, a: np.ndarray) -> Array:
+        """A host array as the engine's (on this shard's device, floats in its dtype)."""
+
+    def max(self, r: Array) -> Array:
+        """The largest ``r`` over all shards, NaN when any is NaN."""
+
+    def scan(self, compose: Callable, elems: tuple[Array, Array]) -> tuple[Array, Array]:
+        """The inclusive prefix composition along axis 0 of ``elems`` (an associative scan)."""
+
+    def recur(self, step: Callable[[Array, Array], Array], u: Array, xs: Array) -> Array:
+        """``u <- step(u, xs[i])`` for i = 0..W-1 from ``u (N', S)``: the ``(W, N', S)`` states."""
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """How a sharded solve splits ``T``, and the per-shard index data of ``Chunked``.
+
+    Attributes:
+        seq_len: T.
+        shards: N.
+        steps: ``T / N``, the steps each shard holds.
+        halo: input steps held before a shard's first step (Chunked's ``overlap``; 0 otherwise).
+        chunks: Chunked's chunks per shard (0 for the other solvers).
+        length: Chunked's steps per chunk (0 for the other solvers).
+    """
+
+    seq_len: int
+    shards: int
+    steps: int
+    halo: int
+    chunks: int
+    length: int
+
+    @classmethod
+    def of(cls, seq_len: int, solver: Solver, shards: int) -> ShardPlan:
+        """Check that ``solver`` on ``seq_len`` steps splits over ``shards``.
+
+        Raises:
+            ValueError: ``shards`` is not an integer >= 1, exceeds T, does not divide T, or
+                (Chunked) the chunks do not fall evenly on the shards.
+            UnsupportedError: the solver has no sharded form.
+        """
+        if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1:
+            raise ValueError(f"shards must be an integer >= 1, got {shards!r}")
+        shards = int(shards)
+        if solver.name not in SHARDED_SOLVERS or solver.damping:
+            raise UnsupportedError(
+                f"solver {solver} has no sharded form; sharded solvers: {list(SHARDED_SOLVERS)}"
+            )
+        if shards > seq_len:
+            raise ValueError(f"shards={shards} is more than the {seq_len} steps of the sequence (T)")
+        if seq_len % shards:
+            raise ValueError(f"shards={shards} must divide the sequence length T={seq_len}")
+        steps = seq_len // shards
+        if not isinstance(solver, Chunked):
+            return cls(seq_len, shards, steps, 0, 0, 0)
+        lay = solver.layout(seq_len)
+        if lay.length * lay.chunks != seq_len or lay.chunks % shards:
+            raise ValueError(
+                f"sharded Chunked needs equal chunks, a whole number per shard: T={seq_len} "
+                f"gives {lay.chunks} chunks of {lay.length} steps (the last "
+                f"{seq_len - lay.length * (lay.chunks - 1)}) on shards={shards}; choose chunks "
+                f"dividing T and a multiple of shards"
+            )
+        return cls(seq_len, shards, steps, solver.overlap, lay.chunks // shards, lay.length)
+
+    def bounds(self, p: int) -> tuple[int, int]:
+        """Shard ``p``'s steps ``start .. stop - 1``."""
+        return p * self.steps, (p + 1) * self.steps
+
+    def local_inputs(self, x: np.ndarray, p: int) -> np.ndarray:
+        """Shard ``p``'s inputs with their halo: ``x (T, B, I)`` -> ``(halo + T / N, B, I)``,
+        the ``halo`` steps before its first step in front (zeros before step 0: never read)."""
+        a, b = self.bounds(p)
+        front = x[max(0, a - self.halo) : a]
+        pad = np.zeros((self.halo - len(front), *x.shape[1:]), x.dtype)
+        return np.concatenate([pad, front, x[a:b]])
+
+    def warm_index(self, solver: Chunked, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shard ``p``'s part of Chunked's first iteration, from the global layout's
+        :meth:`~fpbench.solvers.ChunkLayout.gather_index`: ``(steps (W, m), pos (T/N,),
+        cold (m,))``: the halo-extended local input each window position reads, the window
+        position whose output is each local step, and whether a window starts from ``s0``."""
+        lay = solver.layout(self.seq_len)
+        steps, pos, _ = lay.gather_index(0, True)
+        a, b = self.bounds(p)
+        cols = slice(p * self.chunks, (p + 1) * self.chunks)
+        # positions past the shard's last step are padding whose outputs are dropped
+        local = np.minimum(steps[:, cols], b - 1) - (a - self.halo)
+        cold = np.array(lay.warm_starts[cols]) == 0
+        return local, pos[a:b], cold
+
+
+def _apply(xp: Any, A: Array, v: Array, full: bool) -> Array:
+    """``A v`` for full ``A (..., S, S)`` or diagonal ``A (..., S)``, broadcasting."""
+    return xp.matmul(A, v[..., None])[..., 0] if full else A * v
+
+
+def _compose(xp: Any, full: bool) -> Callable:
+    """``(A1, b1) then (A2, b2) = (A2 A1, A2 b1 + b2)``, full or diagonal ``A``."""
+
+    def compose(earlier, later):
+        (A1, b1), (A2, b2) = earlier, later
+        return (xp.matmul(A2, A1) if full else A2 * A1), _apply(xp, A2, b1, full) + b2
+
+    return compose
+
+
+def linear_update(
+    cell: Cell, transition: str, params: dict[str, Array], gi: Array, s0: Array, first: Array, comm: Comm
+) -> Callable[[Array], tuple[Array, Array]]:
+    """One iteration of Jacobi, Newton or QuasiNewton on this shard's steps:
+    ``S (L, B, S) -> (S_new (L, B, S), global residual)``.
+
+    Args:
+        cell: the cell.
+        transition: ``"none"``, ``"full"`` or ``"diagonal"``.
+        params: the cell's parameters in torch layout, in the engine's arrays.
+        gi: ``(L, B, gH)`` this shard's input projections.
+        s0: ``(B, S)`` the initial state.
+        first: ``(L, 1, 1)`` 1 at the sequence's first step (on shard 0), 0 elsewhere: there
+            ``s_0`` is known, so the step's transition is zero and its offset is ``f(s_0)``.
+        comm: the engine's collectives.
+    """
+    xp = comm.xp
+    full = transition == "full"
+    compose = _compose(xp, full)
+    jacobian = {"full": cell.jacobian, "diagonal": cell.jacobian_diag}.get(transition)
+
+    def update(S: Array) -> tuple[Array, Array]:
+        Sp = xp.concatenate([comm.from_left(S[-1], s0)[None], S[:-1]])
+        f = cell.step(xp, params, Sp, gi)
+        if jacobian is None:
+            S_new = f
+        else:
+            A = jacobian(xp, params, Sp, gi)
+            A = A * (1.0 - (first[..., None] if full else first))
+            PA, Pb = comm.scan(compose, (A, f - _apply(xp, A, Sp, full)))
+            GA, Gb = comm.all_gather(PA[-1]), comm.all_gather(Pb[-1])
+            carries, carry = [], s0
+            for q in range(comm.shards):  # the scan over shards, length N
+                carries.append(carry)
+                carry = _apply(xp, GA[q], carry, full) + Gb[q]
+            S_new = _apply(xp, PA, xp.stack(carries)[comm.index()], full) + Pb
+        return S_new, comm.max(comm.change(S_new, S))
+
+    return update
+
+
+def chunked_update(
+    cell: Cell,
+    plan: ShardPlan,
+    params: dict[str, Array],
+    gi_ext: Array,
+    warm: tuple[Array, Array, Array],
+    s0: Array,
+    tol: Array | None,
+    comm: Comm,
+) -> tuple[Callable[[Array], tuple[Array, Array]], Callable[[Array], tuple[Array, Array]]]:
+    """Chunked's two iterations on this shard's ``m`` chunks: ``(first, rerun)``, each
+    ``U (L, B, S) -> (U_new, global residual)``.
+
+    ``first`` runs every chunk over its warm window (from the halo-extended projections
+    ``gi_ext (halo + L, B, gH)`` gathered by ``warm = (steps (W, m), pos (L,), cold (m,))`` of
+    :meth:`ShardPlan.warm_index`); ``rerun`` reruns every chunk from its left neighbour's last
+    state (the shard's first chunk from the left shard's; the sequence's first chunk keeps
+    its states), with ``tol`` (None: no early stop) applied afterwards as a mask, as the
+    single-device backends do.
+    """
+    xp = comm.xp
+    m, n, h = plan.chunks, plan.length, plan.halo
+    B, S = s0.shape
+    steps, pos, cold = warm
+    gi = gi_ext[h:]
+    chunk = comm.const(np.arange(plan.steps) // n)  # a local step's chunk
+
+    def step(u: Array, g: Array) -> Array:
+        return cell.step(xp, params, u, g)
+
+    def first(U: Array) -> Array:
+        u = xp.where(cold[:, None, None], s0, xp.zeros_like(s0)).reshape(m * B, S)
+        xs = gi_ext[steps].reshape(steps.shape[0], m * B, -1)
+        new = comm.recur(step, u, xs).reshape(-1, m, B, S)[pos, chunk]
+        return new, comm.max(comm.change(new, U))
+
+    # the sequence's first chunk (shard 0's chunk 0) never reruns: it keeps its states
+    frozen = comm.const((np.arange(m) == 0)[None, :, None, None]) * (comm.index() == 0)
+
+    def rerun(U: Array) -> Array:
+        old = xp.swapaxes(U.reshape(m, n, B, S), 0, 1)  # (n, m, B, S)
+        sources = xp.concatenate([comm.from_left(U[-1], s0)[None], old[-1, :-1]])
+        xs = xp.swapaxes(gi.reshape(m, n, B, -1), 0, 1).reshape(n, m * B, -1)
+        new = comm.recur(step, sources.reshape(m * B, S), xs).reshape(n, m, B, S)
+        if tol is not None:  # keep new values up to and including the first step that moved <= tol
+            hit = (comm.change(new, old, (2, 3)) <= tol) * 1
+            new = xp.where((xp.cumsum(hit, 0) - hit == 0)[..., None, None], new, old)
+        new = xp.where(frozen > 0, old, new)
+        new = xp.swapaxes(new, 0, 1).reshape(plan.steps, B, S)
+        return new, comm.max(comm.change(new, U))
+
+    return first, rerun
+
+
+def check_sharded(problem: Problem, solver: Solver, backend: str, shards: int) -> ShardPlan:
+    """The checks of :func:`solve_sharded` that need no engine: the plan, or an error."""
+    name = backend.partition(":")[0] if isinstance(backend, str) else backend
+    if name not in SHARDED_ENGINES:
+        raise UnsupportedError(f"backend {backend!r} has no sharded form; sharded backends: {list(SHARDED_ENGINES)}")
+    return ShardPlan.of(problem.spec.seq_len, solver, shards)
+
+
+def solve_sharded(
+    problem: Problem,
+    solver: Solver,
+    backend: str = "jax",
+    device: str | None = None,
+    shards: int = 2,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Result:
+    """Solve ``problem`` with ``T`` split over ``shards`` devices (JAX) or processes (torch).
+
+    The result equals ``fpbench.solve(problem, solver, backend, device)`` (states,
+    iterations, residual trace) to the dtype's rounding; see the module docstring for what
+    crosses between shards.
+
+    - ``backend="jax"``: one process, ``shards`` JAX devices of kind ``device`` under
+      ``shard_map``: GPUs, or on a CPU XLA host devices, which exist only when
+      ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` is set before JAX is imported.
+      On several hosts, call ``jax.distributed.initialize`` first in every process.
+    - ``backend="torch"``: ``shards`` processes started by ``torch.multiprocessing.spawn``
+      over ``torch.distributed`` on the loopback address (``gloo`` on ``"cpu"``, ``nccl`` on
+      ``"cuda"``, one GPU a rank). A rank that dies fails the run; one that hangs fails it
+      after ``timeout`` seconds (the process group's timeout).
+
+    Args:
+        problem: the problem; ``T`` must be a multiple of ``shards``.
+        solver: ``Jacobi``, ``Newton``, ``QuasiNewton`` or ``Chunked`` (whose chunks must be
+            equal and a multiple of ``shards``).
+        backend: ``"jax"`` or ``"torch"`` (or ``"jax:gpu"``, ``"torch:cuda"``).
+        device: ``"cpu"`` (default), ``"gpu"`` (jax) or ``"cuda"`` (torch).
+        shards: N >= 1.
+        timeout: seconds a torch rank waits on a communication (ignored by jax).
+    Returns:
+        A :class:`~fpbench.Result` whose ``device`` reads e.g. ``"cpu x4"``.
+    Raises:
+        ValueError: bad ``shards`` (not >= 1, more than T, not dividing T; uneven chunks).
+        UnsupportedError: a backend or solver without a sharded form.
+        BackendUnavailableError: fewer than ``shards`` devices (the message says how to get
+            more).
+        ShardFailure: a torch rank died, hung past ``timeout`` or raised.
+    """
+    from .registry import checked_target
+
+    plan = check_sharded(problem, solver, backend, shards)
+    impl, dev = checked_target(problem, solver, backend, device, 1)
+    states, residuals = prepare_sharded(problem, solver, impl.name, dev, plan, timeout).run_to_host()
+    return make_result(states, residuals, solver, problem, impl.name, f"{dev} x{plan.shards}")
+
+
+class ShardFailure(RuntimeError):
+    """A shard (a torch rank) died, hung past the timeout, or raised."""
+
+
+@dataclass(frozen=True)
+class ShardedRun:
+    """A prepared sharded solve.
+
+    Attributes:
+        run: zero-argument callable: one solve, synchronised; returns an opaque value.
+        to_host: that value -> ``(states (T, B, S), residuals (k,))`` NumPy arrays.
+        timed: ``repeats -> seconds of each of that many solves`` (the engine measures, for
+            torch inside the ranks between barriers).
+    """
+
+    run: Callable[[], Any]
+    to_host: Callable[[Any], tuple[np.ndarray, np.ndarray]]
+    timed: Callable[[int], list[float]]
+
+    def run_to_host(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.to_host(self.run())
+
+
+def prepare_sharded(
+    problem: Problem, solver: Solver, backend: str, device: str, plan: ShardPlan, timeout: float = DEFAULT_TIMEOUT_S
+) -> ShardedRun:
+    """The engine's prepared sharded solve (compiled, data placed, for jax)."""
+    cap = iteration_cap(solver, plan.seq_len)
+    if backend == "jax":
+        from backends._jax_sharded import prepare
+
+        return prepare(problem, solver, device, plan, cap)
+    from backends._torch_distributed import prepare
+
+    return prepare(problem, solver, device, plan, cap, timeout)
