@@ -76,7 +76,7 @@ class _Comm:
         return lax.scan(body, u, xs)[1]
 
     def const(self, a: np.ndarray) -> jax.Array:
-        return jnp.asarray(a, self.dtype if a.dtype.kind in "fb" else None)
+        return jnp.asarray(a, self.dtype if a.dtype.kind == "f" else None)
 
 
 def _shard_body(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, x, s0, params, tol, warm):

@@ -254,7 +254,7 @@ def chunked_update(
         return new, comm.max(comm.change(new, U))
 
     # the sequence's first chunk (shard 0's chunk 0) never reruns: it keeps its states
-    frozen = comm.const((np.arange(m) == 0)[None, :, None, None]) * (comm.index() == 0)
+    frozen = comm.const((np.arange(m) == 0)[None, :, None, None] * 1.0) * (comm.index() == 0)
 
     def rerun(U: Array) -> Array:
         old = xp.swapaxes(U.reshape(m, n, B, S), 0, 1)  # (n, m, B, S)

@@ -1,0 +1,292 @@
+"""The sharded solve in torch: :mod:`fpbench.sharding`'s updates over ``torch.distributed``.
+
+One process per shard (rank), started by ``torch.multiprocessing.spawn``, joined in one
+process group on the loopback address (``gloo`` on CPU, ``nccl`` on CUDA with one GPU a
+rank). Rank p holds steps ``p T / N .. (p + 1) T / N - 1`` (and Chunked's input halo). Per
+iteration the left neighbour's last state arrives point to point (``isend`` / ``irecv``),
+the chunk summaries of the Newton family by ``all_gather``, the residual by ``all_reduce``
+(max). Each rank uses ``FPBENCH_THREADS / N`` threads (at least one), so N ranks share the
+cores the single-process solve has.
+
+Faults: the process group's ``timeout`` bounds every communication, so a rank that hangs
+makes its neighbours raise; ``spawn``'s join sees a rank that raised or died and terminates
+the others; :class:`fpbench.sharding.ShardFailure` names what happened.
+
+To run the ranks yourself, across hosts (``torchrun --nnodes=... --nproc-per-node=...``),
+call :func:`solve_rank` in every process: it reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``
+and ``MASTER_PORT`` from the environment that ``torchrun`` sets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fpbench.backend import BackendUnavailableError, requested_threads
+from fpbench.cells import CELLS, input_projection
+from fpbench.sharding import ShardedRun, ShardFailure, ShardPlan, chunked_update, linear_update
+from fpbench.solvers import Chunked, Solver
+from fpbench.spec import Problem
+
+FAULTS: tuple[str, ...] = ("exit", "hang", "raise")
+"""Faults :func:`prepare` can inject into one rank (tests): die, hang, raise."""
+
+
+class _Comm:
+    """:class:`fpbench.sharding.Comm` of one rank in a ``torch.distributed`` process group."""
+
+    def __init__(self, rank: int, shards: int, dtype: Any, device: Any) -> None:
+        import torch
+
+        self.xp = torch
+        self.rank, self.shards, self.dtype, self.device = rank, shards, dtype, device
+
+    def index(self) -> int:
+        return self.rank
+
+    def from_left(self, last, s0):
+        import torch.distributed as dist
+
+        waits = []
+        if self.rank < self.shards - 1:
+            waits.append(dist.isend(last.contiguous(), self.rank + 1))
+        got = s0
+        if self.rank > 0:
+            got = last.new_empty(last.shape)
+            waits.append(dist.irecv(got, self.rank - 1))
+        for w in waits:
+            w.wait()
+        return got
+
+    def all_gather(self, a):
+        import torch
+        import torch.distributed as dist
+
+        out = [a.new_empty(a.shape) for _ in range(self.shards)]
+        dist.all_gather(out, a.contiguous())
+        return torch.stack(out)
+
+    def change(self, new, old, axes=None):
+        d = (new - old).abs()  # amax / max propagate NaN
+        return d.max() if axes is None else d.amax(dim=axes)
+
+    def max(self, r):
+        import torch
+        import torch.distributed as dist
+
+        both = torch.stack([torch.isnan(r).to(r.dtype), torch.nan_to_num(r, nan=-torch.inf)])
+        dist.all_reduce(both, op=dist.ReduceOp.MAX)
+        return torch.where(both[0] > 0, torch.nan, both[1])
+
+    def scan(self, compose, elems):
+        from backends.torch import _associative_scan  # over axis 1
+
+        out = _associative_scan(compose, [e.movedim(0, 1) for e in elems])
+        return tuple(o.movedim(1, 0) for o in out)
+
+    def recur(self, step, u, xs):
+        import torch
+
+        out = []
+        for x in xs:
+            u = step(u, x)
+            out.append(u)
+        return torch.stack(out)
+
+    def const(self, a: np.ndarray):
+        import torch
+
+        dtype = self.dtype if a.dtype.kind == "f" else None
+        return torch.tensor(a, dtype=dtype, device=self.device)  # a copy: host arrays may be read-only
+
+
+def _solve(comm: _Comm, problem: Problem, solver: Solver, plan: ShardPlan, cap: int):
+    """This rank's solve: ``(states (L, B, S), residuals list)``."""
+    import torch
+
+    spec, p = problem.spec, comm.rank
+    cell = CELLS[spec.cell]
+    params = {k: comm.const(np.asarray(v, spec.dtype)) for k, v in problem.params.items()}
+    s0 = comm.const(np.asarray(problem.s0, spec.dtype))
+    gi = input_projection(params, comm.const(plan.local_inputs(np.asarray(problem.x, spec.dtype), p)), torch)
+    U = torch.zeros((plan.steps, *s0.shape), dtype=s0.dtype, device=s0.device)
+    if isinstance(solver, Chunked):
+        steps, pos, cold = plan.warm_index(solver, p)
+        warm = comm.const(steps), comm.const(pos), comm.const(cold)
+        updates = chunked_update(cell, plan, params, gi, warm, s0, solver.tol, comm)
+    else:
+        first = np.zeros((plan.steps, 1, 1))
+        first[0] = p == 0
+        update = linear_update(cell, solver.transition, params, gi, s0, comm.const(first), comm)
+        updates = (update, update)
+    residuals = []
+    for i in range(cap):
+        U, r = updates[min(i, 1)](U)
+        residuals.append(float(r))
+        if not np.isfinite(residuals[-1]) or (solver.tol is not None and residuals[-1] <= solver.tol):
+            break
+    return U, residuals
+
+
+def _inject(fault: str) -> None:
+    if fault == "exit":
+        os._exit(3)
+    if fault == "hang":
+        time.sleep(10**6)
+    raise RuntimeError("injected fault")
+
+
+Job = tuple[Problem, Solver, ShardPlan, int]
+"""One solve of a launch: ``(problem, solver, plan, iteration cap)``."""
+
+
+def solve_rank(
+    jobs: list[Job],
+    device: str,
+    shards: int,
+    timeout: float,
+    rank: int | None = None,
+    init_method: str = "env://",
+    repeats: int = 1,
+    fault: tuple[int, str] | None = None,
+) -> list[tuple[np.ndarray, list[float], list[float]]]:
+    """Join the process group of ``shards`` ranks as ``rank`` (default ``$RANK``), solve this
+    rank's steps of every job ``repeats`` times, and leave the group. Returns, per job,
+    ``(states (L, B, S), residuals, seconds of each solve between barriers)``."""
+    import torch
+    import torch.distributed as dist
+
+    from backends.torch import _ieee_fp32
+
+    rank = int(os.environ["RANK"]) if rank is None else rank
+    cuda = device == "cuda"
+    dev = torch.device(f"cuda:{rank % max(1, torch.cuda.device_count())}" if cuda else "cpu")
+    torch.set_num_threads(max(1, requested_threads() // shards))
+    dist.init_process_group(
+        "nccl" if cuda else "gloo",
+        init_method=init_method,
+        rank=rank,
+        world_size=shards,
+        timeout=timedelta(seconds=timeout),
+    )
+    try:
+        if fault is not None and fault[0] == rank:
+            _inject(fault[1])
+        out = []
+        with _ieee_fp32():
+            for problem, solver, plan, cap in jobs:
+                comm = _Comm(rank, shards, getattr(torch, problem.spec.dtype), dev)
+                seconds = []
+                for _ in range(repeats):
+                    dist.barrier()
+                    t0 = time.perf_counter()
+                    states, residuals = _solve(comm, problem, solver, plan, cap)
+                    if cuda:
+                        torch.cuda.synchronize(dev)
+                    dist.barrier()
+                    seconds.append(time.perf_counter() - t0)
+                out.append((states.cpu().numpy(), residuals, seconds))
+        return out
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawned(rank: int, out: str, port: int, args: tuple, repeats: int, fault) -> None:
+    """The entry point of a spawned rank: solve, then write its results under ``out``."""
+    results = solve_rank(*args, rank=rank, init_method=f"tcp://127.0.0.1:{port}", repeats=repeats, fault=fault)
+    for j, (states, residuals, seconds) in enumerate(results):
+        np.save(Path(out) / f"states_{j}_{rank}.npy", states)
+        if rank == 0:
+            np.save(Path(out) / f"residuals_{j}.npy", np.asarray(residuals, np.float64))
+            np.save(Path(out) / f"seconds_{j}.npy", np.asarray(seconds, np.float64))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(
+    jobs: list[Job],
+    device: str,
+    shards: int,
+    timeout: float,
+    repeats: int = 1,
+    fault: tuple[int, str] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray, list[float]]]:
+    """Spawn ``shards`` ranks on this host once, run every job in them, and collect, per
+    job, ``(states (T, B, S), residuals, seconds of each of ``repeats`` solves)``. Several
+    jobs share one start-up of the ranks (tests, the scaling benchmark).
+
+    Raises:
+        ShardFailure: a rank died, raised, or timed out on a communication.
+    """
+    import torch.multiprocessing as mp
+
+    if fault is not None and fault[1] not in FAULTS:
+        raise ValueError(f"fault must be one of {list(FAULTS)}, got {fault[1]!r}")
+    with tempfile.TemporaryDirectory(prefix="fpbench-shard-") as out:
+        args = (jobs, device, shards, timeout)
+        try:
+            mp.spawn(_spawned, (out, _free_port(), args, repeats, fault), nprocs=shards, join=True)
+        except mp.ProcessExitedException as e:
+            raise ShardFailure(
+                f"rank {e.error_index} of {shards} died (exit code {e.exit_code}); the run was stopped"
+            ) from None
+        except mp.ProcessRaisedException as e:
+            last = str(e).strip().splitlines()[-1]
+            raise ShardFailure(
+                f"rank {e.error_index} of {shards} failed ({last}); a rank that waits on a "
+                f"dead or hung neighbour fails after timeout={timeout:g} s"
+            ) from None
+        d = Path(out)
+        return [
+            (
+                np.concatenate([np.load(d / f"states_{j}_{p}.npy") for p in range(shards)]),
+                np.load(d / f"residuals_{j}.npy"),
+                list(np.load(d / f"seconds_{j}.npy")),
+            )
+            for j in range(len(jobs))
+        ]
+
+
+def prepare(
+    problem: Problem, solver: Solver, device: str, plan: ShardPlan, cap: int, timeout: float
+) -> ShardedRun:
+    """A sharded solve over ``plan.shards`` spawned ranks. Nothing stays resident between
+    calls: ``run()`` spawns the ranks and solves once; ``timed(repeats)`` spawns them once
+    and returns the seconds of each of ``repeats`` solves, measured inside the ranks between
+    barriers (process start-up excluded).
+
+    Raises:
+        BackendUnavailableError: ``device="cuda"`` with fewer GPUs than shards.
+    """
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < plan.shards:
+            raise BackendUnavailableError(
+                f"shards={plan.shards} needs {plan.shards} CUDA devices (one a rank), "
+                f"this machine has {torch.cuda.device_count()}"
+            )
+
+    jobs = [(problem, solver, plan, cap)]
+
+    def run() -> Any:
+        return launch(jobs, device, plan.shards, timeout)[0]
+
+    def to_host(out: Any) -> tuple[np.ndarray, np.ndarray]:
+        return out[0], out[1]
+
+    def timed(repeats: int) -> list[float]:
+        return launch(jobs, device, plan.shards, timeout, repeats)[0][2]
+
+    return ShardedRun(run, to_host, timed)

@@ -1,0 +1,159 @@
+"""The sharded solve (fpbench.sharding): sharded equals unsharded, in both engines; faults end
+the run with an error in bounded time; bad input gets a clear error.
+
+JAX runs in a subprocess, because its host device count (``XLA_FLAGS``) is fixed when JAX
+starts; torch runs its ranks with ``gloo`` on the loopback address, several solves per start
+of the ranks (their start-up is most of the cost).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fpbench
+from fpbench.sharding import ShardFailure, ShardPlan, solve_sharded
+from fpbench.solvers import iteration_cap
+from fpbench.testing import assert_close
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SOLVERS = {
+    "jacobi": fpbench.Jacobi(5),
+    "newton": fpbench.Newton(4),
+    "quasi_newton": fpbench.QuasiNewton(8, tol=1e-6),
+    "chunked": fpbench.Chunked(8, chunks=8, overlap=3),
+    "chunked_tol": fpbench.Chunked(8, tol=1e-5, chunks=4, overlap=1),
+}
+
+
+CASES = [("gru", "float64", name, shards) for name in SOLVERS for shards in (2, 4)] + [
+    ("lstm", "float32", name, 2) for name in ("newton", "chunked_tol")
+]
+"""The JAX cases: (cell, dtype, solver, shards)."""
+
+
+def problem_of(cell="gru", dtype="float64", T=16):
+    spec = fpbench.RNNSpec(
+        cell=cell, input_size=3, hidden_size=4, seq_len=T, batch=2, dtype=dtype, contraction=0.8, seed=1
+    )
+    return fpbench.make_problem(spec)
+
+
+def full(result):
+    """``(T, B, S)``: h, and c for lstm."""
+    if result.cell_states is None:
+        return result.states
+    return np.concatenate([result.states, result.cell_states], -1)
+
+
+def assert_same_solve(name, states, residuals, iterations, ref, dtype):
+    """Sharded equals unsharded: the states, the iterations and the residual trace."""
+    assert iterations == ref.iterations, f"{name}: {iterations} iterations, unsharded {ref.iterations}"
+    assert_close(f"{name} states", states, full(ref), dtype)
+    assert_close(f"{name} residuals", np.asarray(residuals), np.asarray(ref.residuals), dtype)
+
+
+JAX_CHILD = """
+import json, sys
+import numpy as np
+import fpbench
+from fpbench.sharding import solve_sharded
+from tests.test_shard import CASES, SOLVERS, problem_of, full
+out = []
+for cell, dtype, name, shards in CASES:
+    r = solve_sharded(problem_of(cell, dtype), SOLVERS[name], "jax", shards=shards)
+    out.append(dict(cell=cell, dtype=dtype, solver=name, shards=shards, device=r.device,
+                    states=full(r).tolist(), residuals=r.residuals, iterations=r.iterations))
+print(json.dumps(out))
+"""
+
+
+def test_jax_sharded_equals_unsharded():
+    """Each solver on 2 and 4 XLA host devices equals the single-device JAX solve."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run(
+        [sys.executable, "-c", JAX_CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) == len(CASES)
+    for row in rows:
+        ref = fpbench.solve(problem_of(row["cell"], row["dtype"]), SOLVERS[row["solver"]], "jax")
+        name = f"jax {row['cell']} {row['solver']} shards={row['shards']}"
+        assert row["device"] == f"cpu x{row['shards']}"
+        assert_same_solve(name, np.array(row["states"]), row["residuals"], row["iterations"], ref, row["dtype"])
+
+
+def test_torch_sharded_equals_unsharded():
+    """Each solver on 2 gloo ranks equals the single-process torch solve (one start-up)."""
+    from backends._torch_distributed import launch
+
+    cases = [(cell, dtype, name) for cell, dtype in (("gru", "float64"), ("lstm", "float32")) for name in SOLVERS]
+    jobs = []
+    for cell, dtype, name in cases:
+        problem, solver = problem_of(cell, dtype), SOLVERS[name]
+        jobs.append((problem, solver, ShardPlan.of(16, solver, 2), iteration_cap(solver, 16)))
+    for (cell, dtype, name), job, (states, residuals, _) in zip(cases, jobs, launch(jobs, "cpu", 2, 60.0)):
+        ref = fpbench.solve(job[0], job[1], "torch")
+        assert_same_solve(f"torch {cell} {name}", states, residuals, len(residuals), ref, dtype)
+
+
+def test_torch_solve_sharded_returns_a_result():
+    """The public entry point, through torch: a checked Result with the shards in its device."""
+    problem = problem_of("elman", "float64", T=8)
+    r = solve_sharded(problem, fpbench.Newton(8), "torch", shards=2)
+    ref = fpbench.solve(problem, fpbench.Newton(8), "torch")
+    assert r.device == "cpu x2" and r.converged and not r.diverged
+    assert_same_solve("torch elman newton", full(r), r.residuals, r.iterations, ref, "float64")
+
+
+@pytest.mark.parametrize("fault", ["exit", "hang"])
+def test_a_dead_or_hung_rank_ends_the_run(fault):
+    """A rank that dies, or hangs before its first exchange, fails the whole run within the
+    communication timeout (plus start-up), never a hang."""
+    from backends._torch_distributed import launch
+
+    problem, solver = problem_of(T=8), fpbench.Jacobi(4)
+    job = (problem, solver, ShardPlan.of(8, solver, 2), 4)
+    t0 = time.perf_counter()
+    with pytest.raises(ShardFailure, match=r"rank \d of 2 (died|failed)"):
+        launch([job], "cpu", 2, timeout=3.0, fault=(1, fault))
+    assert time.perf_counter() - t0 < 90
+
+
+@pytest.mark.parametrize(
+    ("shards", "solver", "T", "error", "match"),
+    [
+        (17, fpbench.Jacobi(2), 16, ValueError, "more than the 16 steps"),
+        (3, fpbench.Jacobi(2), 16, ValueError, "must divide the sequence length T=16"),
+        (0, fpbench.Jacobi(2), 16, ValueError, "shards must be an integer >= 1"),
+        (4, fpbench.Chunked(2, chunks=2), 16, ValueError, "a whole number per shard"),
+        (2, fpbench.Chunked(2, chunks=3), 16, ValueError, "equal chunks"),
+        (2, fpbench.ELK(2), 16, fpbench.UnsupportedError, "no sharded form"),
+        (2, fpbench.Sequential(), 16, fpbench.UnsupportedError, "no sharded form"),
+    ],
+)
+def test_bad_input_names_the_limit(shards, solver, T, error, match):
+    with pytest.raises(error, match=match):
+        solve_sharded(problem_of(T=T), solver, "jax", shards=shards)
+
+
+def test_a_backend_without_a_sharded_form():
+    with pytest.raises(fpbench.UnsupportedError, match="backend 'numba' has no sharded form"):
+        solve_sharded(problem_of(), fpbench.Jacobi(2), "numba", shards=2)
+
+
+def test_more_shards_than_jax_devices():
+    """In a process whose JAX has fewer host devices than shards, the error says how to get them."""
+    from backends.jax import jax
+
+    have = len(jax.devices("cpu"))
+    T = 2 * (have + 1)
+    with pytest.raises(fpbench.BackendUnavailableError, match="xla_force_host_platform_device_count"):
+        solve_sharded(problem_of(T=T), fpbench.Jacobi(2), "jax", shards=have + 1)
