@@ -17,6 +17,7 @@ same program runs over them (not testable on one machine).
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any
 
@@ -124,13 +125,13 @@ def _mesh(device: str, shards: int) -> jax.sharding.Mesh:
         devices = []
     if len(devices) < shards:
         how = (
-            "set XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX is imported"
+            f"set XLA_FLAGS=--xla_force_host_platform_device_count={shards} (or call "
+            f"backends._jax_sharded.use_host_devices({shards})) before JAX first uses a device"
             if device == "cpu"
             else "use a machine with more GPUs, or several hosts with jax.distributed.initialize"
         )
         raise BackendUnavailableError(
-            f"shards={shards} needs {shards} jax {device} devices, this process has "
-            f"{len(devices)}: {how}"
+            f"shards={shards} needs {shards} jax {device} devices, this process has {len(devices)}: {how}"
         )
     return jax.sharding.Mesh(np.array(devices[:shards]), (AXIS,))
 
@@ -176,18 +177,28 @@ def prepare(problem: Problem, solver: Solver, device: str, plan: ShardPlan, cap:
     def run() -> Any:
         return jax.block_until_ready(compiled(*args))
 
+    def timed(repeats: int) -> tuple[Any, list[float]]:
+        seconds, out = [], None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = run()
+            seconds.append(time.perf_counter() - t0)
+        return out, seconds
+
     def to_host(out: Any) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(out[0], dtype=spec.dtype), np.asarray(out[1])[: int(out[2])]
 
-    def timed(repeats: int) -> list[float]:
-        import time
+    run()  # warm
+    return ShardedRun(timed, to_host)
 
-        seconds = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run()
-            seconds.append(time.perf_counter() - t0)
-        return seconds
 
-    run()
-    return ShardedRun(run, to_host, timed)
+def use_host_devices(n: int) -> bool:
+    """Ask XLA for ``n`` CPU host devices (``jax_num_cpu_devices``), as
+    ``--xla_force_host_platform_device_count=n`` does; it can only take effect before JAX's
+    CPU client exists (the first use of a device). Returns whether it could."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return len(jax.devices("cpu")) >= n
+    jax.config.update("jax_num_cpu_devices", n)
+    return True

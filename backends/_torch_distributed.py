@@ -200,7 +200,9 @@ def solve_rank(
 
 def _spawned(rank: int, out: str, port: int, args: tuple, repeats: int, fault) -> None:
     """The entry point of a spawned rank: solve, then write its results under ``out``."""
-    results = solve_rank(*args, rank=rank, init_method=f"tcp://127.0.0.1:{port}", repeats=repeats, fault=fault)
+    results = solve_rank(
+        *args, rank=rank, init_method=f"tcp://127.0.0.1:{port}", repeats=repeats, fault=fault
+    )
     for j, (states, residuals, seconds) in enumerate(results):
         np.save(Path(out) / f"states_{j}_{rank}.npy", states)
         if rank == 0:
@@ -262,9 +264,9 @@ def prepare(
     problem: Problem, solver: Solver, device: str, plan: ShardPlan, cap: int, timeout: float
 ) -> ShardedRun:
     """A sharded solve over ``plan.shards`` spawned ranks. Nothing stays resident between
-    calls: ``run()`` spawns the ranks and solves once; ``timed(repeats)`` spawns them once
-    and returns the seconds of each of ``repeats`` solves, measured inside the ranks between
-    barriers (process start-up excluded).
+    calls: ``timed(repeats)`` spawns the ranks, solves ``repeats`` times and returns the last
+    solve's ``(states, residuals)`` with the seconds of each solve, measured inside the ranks
+    between barriers (process start-up excluded).
 
     Raises:
         BackendUnavailableError: ``device="cuda"`` with fewer GPUs than shards.
@@ -280,13 +282,8 @@ def prepare(
 
     jobs = [(problem, solver, plan, cap)]
 
-    def run() -> Any:
-        return launch(jobs, device, plan.shards, timeout)[0]
+    def timed(repeats: int) -> tuple[Any, list[float]]:
+        states, residuals, seconds = launch(jobs, device, plan.shards, timeout, repeats)[0]
+        return (states, residuals), seconds
 
-    def to_host(out: Any) -> tuple[np.ndarray, np.ndarray]:
-        return out[0], out[1]
-
-    def timed(repeats: int) -> list[float]:
-        return launch(jobs, device, plan.shards, timeout, repeats)[0][2]
-
-    return ShardedRun(run, to_host, timed)
+    return ShardedRun(timed, lambda out: out)

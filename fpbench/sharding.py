@@ -275,7 +275,9 @@ def check_sharded(problem: Problem, solver: Solver, backend: str, shards: int) -
     """The checks of :func:`solve_sharded` that need no engine: the plan, or an error."""
     name = backend.partition(":")[0] if isinstance(backend, str) else backend
     if name not in SHARDED_ENGINES:
-        raise UnsupportedError(f"backend {backend!r} has no sharded form; sharded backends: {list(SHARDED_ENGINES)}")
+        raise UnsupportedError(
+            f"backend {backend!r} has no sharded form; sharded backends: {list(SHARDED_ENGINES)}"
+        )
     return ShardPlan.of(problem.spec.seq_len, solver, shards)
 
 
@@ -336,22 +338,27 @@ class ShardedRun:
     """A prepared sharded solve.
 
     Attributes:
-        run: zero-argument callable: one solve, synchronised; returns an opaque value.
-        to_host: that value -> ``(states (T, B, S), residuals (k,))`` NumPy arrays.
-        timed: ``repeats -> seconds of each of that many solves`` (the engine measures, for
-            torch inside the ranks between barriers).
+        timed: ``repeats -> (the last solve's output, seconds of each solve)``: ``repeats``
+            synchronised solves, timed by the engine (jax: around each call of the compiled
+            program; torch: inside the ranks, between barriers, process start-up excluded).
+        to_host: an output -> ``(states (T, B, S), residuals (k,))`` NumPy arrays.
     """
 
-    run: Callable[[], Any]
+    timed: Callable[[int], tuple[Any, list[float]]]
     to_host: Callable[[Any], tuple[np.ndarray, np.ndarray]]
-    timed: Callable[[int], list[float]]
 
     def run_to_host(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.to_host(self.run())
+        """One solve: ``(states (T, B, S), residuals (k,))``."""
+        return self.to_host(self.timed(1)[0])
 
 
 def prepare_sharded(
-    problem: Problem, solver: Solver, backend: str, device: str, plan: ShardPlan, timeout: float = DEFAULT_TIMEOUT_S
+    problem: Problem,
+    solver: Solver,
+    backend: str,
+    device: str,
+    plan: ShardPlan,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> ShardedRun:
     """The engine's prepared sharded solve (compiled, data placed, for jax)."""
     cap = iteration_cap(solver, plan.seq_len)

@@ -87,19 +87,24 @@ def test_jax_sharded_equals_unsharded():
         ref = fpbench.solve(problem_of(row["cell"], row["dtype"]), SOLVERS[row["solver"]], "jax")
         name = f"jax {row['cell']} {row['solver']} shards={row['shards']}"
         assert row["device"] == f"cpu x{row['shards']}"
-        assert_same_solve(name, np.array(row["states"]), row["residuals"], row["iterations"], ref, row["dtype"])
+        assert_same_solve(
+            name, np.array(row["states"]), row["residuals"], row["iterations"], ref, row["dtype"]
+        )
 
 
 def test_torch_sharded_equals_unsharded():
     """Each solver on 2 gloo ranks equals the single-process torch solve (one start-up)."""
     from backends._torch_distributed import launch
 
-    cases = [(cell, dtype, name) for cell, dtype in (("gru", "float64"), ("lstm", "float32")) for name in SOLVERS]
+    cases = [
+        (cell, dtype, name) for cell, dtype in (("gru", "float64"), ("lstm", "float32")) for name in SOLVERS
+    ]
     jobs = []
     for cell, dtype, name in cases:
         problem, solver = problem_of(cell, dtype), SOLVERS[name]
         jobs.append((problem, solver, ShardPlan.of(16, solver, 2), iteration_cap(solver, 16)))
-    for (cell, dtype, name), job, (states, residuals, _) in zip(cases, jobs, launch(jobs, "cpu", 2, 60.0)):
+    results = launch(jobs, "cpu", 2, 60.0)
+    for (cell, dtype, name), job, (states, residuals, _) in zip(cases, jobs, results, strict=True):
         ref = fpbench.solve(job[0], job[1], "torch")
         assert_same_solve(f"torch {cell} {name}", states, residuals, len(residuals), ref, dtype)
 
