@@ -167,7 +167,8 @@ def solve_rank(
 
     rank = int(os.environ["RANK"]) if rank is None else rank
     cuda = device == "cuda"
-    dev = torch.device(f"cuda:{rank % max(1, torch.cuda.device_count())}" if cuda else "cpu")
+    local = int(os.environ.get("LOCAL_RANK", rank))  # torchrun: the rank on this host
+    dev = torch.device(f"cuda:{local % max(1, torch.cuda.device_count())}" if cuda else "cpu")
     torch.set_num_threads(max(1, requested_threads() // shards))
     dist.init_process_group(
         "nccl" if cuda else "gloo",

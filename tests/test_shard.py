@@ -162,3 +162,29 @@ def test_more_shards_than_jax_devices():
     T = 2 * (have + 1)
     with pytest.raises(fpbench.BackendUnavailableError, match="xla_force_host_platform_device_count"):
         solve_sharded(problem_of(T=T), fpbench.Jacobi(2), "jax", shards=have + 1)
+
+
+def test_scaling_table_speedup_and_efficiency():
+    """The report's scaling numbers: strong efficiency t(1) / (N t(N)), weak t(1) / t(N)."""
+    import pandas as pd
+
+    from fpbench.report.shard_section import scaling_table
+
+    rows = [
+        dict(group=g, metric="track_solve_seconds", status="ok", machine="m", target="jax:cpu", solver="newton")
+        | dict(shards=n, seq_len=T, value=v)
+        for g, n, T, v in [
+            ("ShardStrong", 1, 64, 4.0),
+            ("ShardStrong", 2, 64, 2.5),
+            ("ShardStrong", 4, 64, 2.0),
+            ("ShardWeak", 1, 16, 1.0),
+            ("ShardWeak", 2, 32, 1.25),
+        ]
+    ]
+    rows.append(rows[-1] | dict(shards=4, seq_len=64, status="failed", value=float("nan")))
+    table = scaling_table(pd.DataFrame(rows)).set_index(["group", "shards"])
+    assert table.loc[("ShardStrong", 2), "ideal"] == 2.0
+    assert table.loc[("ShardStrong", 4), "efficiency"] == 0.5
+    assert table.loc[("ShardWeak", 2), "efficiency"] == 0.8
+    assert ("ShardWeak", 4) not in table.index  # a failed gate gives no number
+    assert scaling_table(pd.DataFrame(rows).drop(columns="shards")).empty
