@@ -27,7 +27,8 @@ import numpy as np
 from backends.jax import _cell_of, _iterate, _max_change, jax, jnp, lax, xp
 from fpbench.backend import BackendUnavailableError
 from fpbench.cells import Cell, input_projection
-from fpbench.sharding import ShardedRun, ShardPlan, chunked_update, linear_update
+from fpbench.grad import GradHost
+from fpbench.sharding import REVERSE, ShardedRun, ShardPlan, chunked_update, linear_update, newton_adjoint
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem
 
@@ -53,8 +54,15 @@ class _Comm:
         got = lax.ppermute(last, AXIS, [(i, i + 1) for i in range(self.shards - 1)])
         return jnp.where(self.index() == 0, s0, got)
 
+    def from_right(self, first: jax.Array, default: jax.Array) -> jax.Array:
+        got = lax.ppermute(first, AXIS, [(i + 1, i) for i in range(self.shards - 1)])
+        return jnp.where(self.index() == self.shards - 1, default, got)
+
     def all_gather(self, a: jax.Array) -> jax.Array:
         return lax.all_gather(a, AXIS)
+
+    def sum(self, a: jax.Array) -> jax.Array:
+        return lax.psum(a, AXIS)
 
     def change(self, new: jax.Array, old: jax.Array, axes: tuple[int, ...] | None = None) -> jax.Array:
         if axes is None:
@@ -80,11 +88,20 @@ class _Comm:
         return jnp.asarray(a, self.dtype if a.dtype.kind == "f" else None)
 
 
-def _shard_body(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, x, s0, params, tol, warm):
+def _shard_body(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, x, s0, params, tol, warm, *g):
     """One shard's solve: ``x (1, halo + L, B, I)``, ``warm`` its Chunked index blocks.
-    Returns ``(states (L, B, S), residuals (cap,), k)``."""
+    Returns ``(states (L, B, S), residuals (cap,), k)``; with a cotangent ``g (L, B, S)``,
+    then also the implicit gradient ``(dparams, dx (L, B, I), ds0)``."""
     comm = _Comm(plan.shards, s0.dtype)
     gi = input_projection(params, x[0], xp)
+    S, res, k = _forward(cell, solver, plan, cap, comm, gi, s0, params, tol, warm)
+    if not g:
+        return S, res, k
+    return S, res, k, *newton_adjoint(cell, params, gi, x[0], s0, S, g[0], comm)
+
+
+def _forward(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, comm: _Comm, gi, s0, params, tol, warm):
+    """The forward iterations of :func:`_shard_body`."""
     if isinstance(solver, Chunked):
         stop_early = solver.tol is not None
         first, rerun = chunked_update(
@@ -145,8 +162,17 @@ def _warm_blocks(solver: Solver, plan: ShardPlan) -> tuple[np.ndarray, ...]:
     return tuple(np.stack([b[i] for b in blocks]) for i in range(3))
 
 
-def prepare(problem: Problem, solver: Solver, device: str, plan: ShardPlan, cap: int) -> ShardedRun:
-    """Place the problem on the mesh, compile the sharded program and warm it."""
+def prepare(
+    problem: Problem,
+    solver: Solver,
+    device: str,
+    plan: ShardPlan,
+    cap: int,
+    cotangent: np.ndarray | None = None,
+) -> ShardedRun:
+    """Place the problem on the mesh, compile the sharded program and warm it; with a
+    ``cotangent (T, B, S)``, the program also computes the implicit gradient and ``to_host``
+    gives a :class:`~fpbench.grad.GradHost`."""
     spec = problem.spec
     cell = _cell_of(spec.cell)
     mesh = _mesh(device, plan.shards)
@@ -158,8 +184,8 @@ def prepare(problem: Problem, solver: Solver, device: str, plan: ShardPlan, cap:
     mapped = jax.shard_map(
         body,
         mesh=mesh,
-        in_specs=(Pt, rep, rep, rep, tuple(Pt for _ in warm)),
-        out_specs=(Pt, rep, rep),
+        in_specs=(Pt, rep, rep, rep, tuple(Pt for _ in warm)) + ((Pt,) if cotangent is not None else ()),
+        out_specs=(Pt, rep, rep) + ((rep, Pt, rep) if cotangent is not None else ()),
     )
     with jax.enable_x64(spec.dtype == "float64"):
         x = np.stack([plan.local_inputs(problem.x, p) for p in range(plan.shards)])
@@ -172,6 +198,8 @@ def prepare(problem: Problem, solver: Solver, device: str, plan: ShardPlan, cap:
             jax.device_put(tol, replicated),
             tuple(jax.device_put(w, along_t) for w in warm),
         )
+        if cotangent is not None:
+            args += (jax.device_put(np.asarray(cotangent, spec.dtype), along_t),)
         compiled = jax.jit(mapped).lower(*args).compile()
 
     def run() -> Any:
@@ -185,8 +213,14 @@ def prepare(problem: Problem, solver: Solver, device: str, plan: ShardPlan, cap:
             seconds.append(time.perf_counter() - t0)
         return out, seconds
 
-    def to_host(out: Any) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(out[0], dtype=spec.dtype), np.asarray(out[1])[: int(out[2])]
+    def to_host(out: Any) -> Any:
+        states, residuals = np.asarray(out[0], dtype=spec.dtype), np.asarray(out[1])[: int(out[2])]
+        if cotangent is None:
+            return states, residuals
+        params = {k: np.asarray(v) for k, v in out[3].items()}
+        return GradHost(
+            states, residuals, params, np.asarray(out[4]), np.asarray(out[5]), backward_method=REVERSE
+        )
 
     run()  # warm
     return ShardedRun(timed, to_host)

@@ -31,7 +31,16 @@ import numpy as np
 
 from fpbench.backend import BackendUnavailableError, requested_threads
 from fpbench.cells import CELLS, input_projection
-from fpbench.sharding import ShardedRun, ShardFailure, ShardPlan, chunked_update, linear_update
+from fpbench.grad import GradHost
+from fpbench.sharding import (
+    REVERSE,
+    ShardedRun,
+    ShardFailure,
+    ShardPlan,
+    chunked_update,
+    linear_update,
+    newton_adjoint,
+)
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem
 
@@ -64,6 +73,27 @@ class _Comm:
         for w in waits:
             w.wait()
         return got
+
+    def from_right(self, first, default):
+        import torch.distributed as dist
+
+        waits = []
+        if self.rank > 0:
+            waits.append(dist.isend(first.contiguous(), self.rank - 1))
+        got = default
+        if self.rank < self.shards - 1:
+            got = first.new_empty(first.shape)
+            waits.append(dist.irecv(got, self.rank + 1))
+        for w in waits:
+            w.wait()
+        return got
+
+    def sum(self, a):
+        import torch.distributed as dist
+
+        a = a.contiguous().clone()
+        dist.all_reduce(a, op=dist.ReduceOp.SUM)
+        return a
 
     def all_gather(self, a):
         import torch
@@ -107,15 +137,18 @@ class _Comm:
         return torch.tensor(a, dtype=dtype, device=self.device)  # a copy: host arrays may be read-only
 
 
-def _solve(comm: _Comm, problem: Problem, solver: Solver, plan: ShardPlan, cap: int):
-    """This rank's solve: ``(states (L, B, S), residuals list)``."""
+def _solve(comm: _Comm, job: Job) -> dict[str, Any]:
+    """This rank's part of a job: ``states (L, B, S)`` and ``residuals``, and with a
+    cotangent the implicit gradient: ``dx (L, B, I)``, ``s0 (B, S)`` and ``params.<name>``."""
     import torch
 
+    problem, solver, plan, cap, cotangent = job
     spec, p = problem.spec, comm.rank
     cell = CELLS[spec.cell]
     params = {k: comm.const(np.asarray(v, spec.dtype)) for k, v in problem.params.items()}
     s0 = comm.const(np.asarray(problem.s0, spec.dtype))
-    gi = input_projection(params, comm.const(plan.local_inputs(np.asarray(problem.x, spec.dtype), p)), torch)
+    x = comm.const(plan.local_inputs(np.asarray(problem.x, spec.dtype), p))
+    gi = input_projection(params, x, torch)
     U = torch.zeros((plan.steps, *s0.shape), dtype=s0.dtype, device=s0.device)
     if isinstance(solver, Chunked):
         steps, pos, cold = plan.warm_index(solver, p)
@@ -132,7 +165,13 @@ def _solve(comm: _Comm, problem: Problem, solver: Solver, plan: ShardPlan, cap: 
         residuals.append(float(r))
         if not np.isfinite(residuals[-1]) or (solver.tol is not None and residuals[-1] <= solver.tol):
             break
-    return U, residuals
+    out = {"states": U, "residuals": torch.tensor(residuals, dtype=torch.float64)}
+    if cotangent is not None:
+        a, b = plan.bounds(p)
+        g = comm.const(np.asarray(cotangent[a:b], spec.dtype))
+        dparams, dx, ds0 = newton_adjoint(cell, params, gi, x, s0, U, g, comm)
+        out |= {"dx": dx, "s0": ds0, **{f"params.{k}": v for k, v in dparams.items()}}
+    return out
 
 
 def _inject(fault: str) -> None:
@@ -143,8 +182,9 @@ def _inject(fault: str) -> None:
     raise RuntimeError("injected fault")
 
 
-Job = tuple[Problem, Solver, ShardPlan, int]
-"""One solve of a launch: ``(problem, solver, plan, iteration cap)``."""
+Job = tuple[Problem, Solver, ShardPlan, int, "np.ndarray | None"]
+"""One solve of a launch: ``(problem, solver, plan, iteration cap, cotangent)``; with a full
+``cotangent (T, B, S)`` (not None) also its implicit gradient (Newton)."""
 
 
 def solve_rank(
@@ -156,10 +196,11 @@ def solve_rank(
     init_method: str = "env://",
     repeats: int = 1,
     fault: tuple[int, str] | None = None,
-) -> list[tuple[np.ndarray, list[float], list[float]]]:
+) -> list[dict[str, np.ndarray]]:
     """Join the process group of ``shards`` ranks as ``rank`` (default ``$RANK``), solve this
-    rank's steps of every job ``repeats`` times, and leave the group. Returns, per job,
-    ``(states (L, B, S), residuals, seconds of each solve between barriers)``."""
+    rank's steps of every job ``repeats`` times, and leave the group. Returns, per job, this
+    rank's arrays (:func:`_solve`: ``states (L, B, S)``, ``residuals``, gradients) and
+    ``seconds``, of each solve between barriers."""
     import torch
     import torch.distributed as dist
 
@@ -182,18 +223,19 @@ def solve_rank(
             _inject(fault[1])
         out = []
         with _ieee_fp32():
-            for problem, solver, plan, cap in jobs:
-                comm = _Comm(rank, shards, getattr(torch, problem.spec.dtype), dev)
+            for job in jobs:
+                comm = _Comm(rank, shards, getattr(torch, job[0].spec.dtype), dev)
                 seconds = []
                 for _ in range(repeats):
                     dist.barrier()
                     t0 = time.perf_counter()
-                    states, residuals = _solve(comm, problem, solver, plan, cap)
+                    arrays = _solve(comm, job)
                     if cuda:
                         torch.cuda.synchronize(dev)
                     dist.barrier()
                     seconds.append(time.perf_counter() - t0)
-                out.append((states.cpu().numpy(), residuals, seconds))
+                host = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
+                out.append(host | {"seconds": np.asarray(seconds)})
         return out
     finally:
         dist.destroy_process_group()
@@ -204,11 +246,8 @@ def _spawned(rank: int, out: str, port: int, args: tuple, repeats: int, fault) -
     results = solve_rank(
         *args, rank=rank, init_method=f"tcp://127.0.0.1:{port}", repeats=repeats, fault=fault
     )
-    for j, (states, residuals, seconds) in enumerate(results):
-        np.save(Path(out) / f"states_{j}_{rank}.npy", states)
-        if rank == 0:
-            np.save(Path(out) / f"residuals_{j}.npy", np.asarray(residuals, np.float64))
-            np.save(Path(out) / f"seconds_{j}.npy", np.asarray(seconds, np.float64))
+    for j, arrays in enumerate(results):
+        np.savez(Path(out) / f"job{j}_rank{rank}.npz", **arrays)
 
 
 def _free_port() -> int:
@@ -224,10 +263,11 @@ def launch(
     timeout: float,
     repeats: int = 1,
     fault: tuple[int, str] | None = None,
-) -> list[tuple[np.ndarray, np.ndarray, list[float]]]:
+) -> list[dict[str, np.ndarray]]:
     """Spawn ``shards`` ranks on this host once, run every job in them, and collect, per
-    job, ``(states (T, B, S), residuals, seconds of each of ``repeats`` solves)``. Several
-    jobs share one start-up of the ranks (tests, the scaling benchmark).
+    job, ``states (T, B, S)``, ``residuals``, ``seconds`` (of each of ``repeats`` solves)
+    and, for a job with a cotangent, ``dx (T, B, I)``, ``s0 (B, S)`` and ``params.<name>``.
+    Several jobs share one start-up of the ranks (tests, the scaling benchmark).
 
     Raises:
         ShardFailure: a rank died, raised, or timed out on a communication.
@@ -250,19 +290,22 @@ def launch(
                 f"rank {e.error_index} of {shards} failed ({last}); a rank that waits on a "
                 f"dead or hung neighbour fails after timeout={timeout:g} s"
             ) from None
-        d = Path(out)
-        return [
-            (
-                np.concatenate([np.load(d / f"states_{j}_{p}.npy") for p in range(shards)]),
-                np.load(d / f"residuals_{j}.npy"),
-                list(np.load(d / f"seconds_{j}.npy")),
-            )
-            for j in range(len(jobs))
-        ]
+        results = []
+        for j in range(len(jobs)):
+            ranks = [dict(np.load(Path(out) / f"job{j}_rank{p}.npz")) for p in range(shards)]
+            joined = {k: np.concatenate([r[k] for r in ranks]) for k in ("states", "dx") if k in ranks[0]}
+            results.append(ranks[0] | joined)  # the rest is the same on every rank
+        return results
 
 
 def prepare(
-    problem: Problem, solver: Solver, device: str, plan: ShardPlan, cap: int, timeout: float
+    problem: Problem,
+    solver: Solver,
+    device: str,
+    plan: ShardPlan,
+    cap: int,
+    timeout: float,
+    cotangent: np.ndarray | None = None,
 ) -> ShardedRun:
     """A sharded solve over ``plan.shards`` spawned ranks. Nothing stays resident between
     calls: ``timed(repeats)`` spawns the ranks, solves ``repeats`` times and returns the last
@@ -281,10 +324,18 @@ def prepare(
                 f"this machine has {torch.cuda.device_count()}"
             )
 
-    jobs = [(problem, solver, plan, cap)]
+    jobs: list[Job] = [(problem, solver, plan, cap, cotangent)]
 
     def timed(repeats: int) -> tuple[Any, list[float]]:
-        states, residuals, seconds = launch(jobs, device, plan.shards, timeout, repeats)[0]
-        return (states, residuals), seconds
+        out = launch(jobs, device, plan.shards, timeout, repeats)[0]
+        return out, list(out["seconds"])
 
-    return ShardedRun(timed, lambda out: out)
+    def to_host(out: dict[str, np.ndarray]) -> Any:
+        if cotangent is None:
+            return out["states"], out["residuals"]
+        params = {k.removeprefix("params."): v for k, v in out.items() if k.startswith("params.")}
+        return GradHost(
+            out["states"], out["residuals"], params, out["dx"], out["s0"], backward_method=REVERSE
+        )
+
+    return ShardedRun(timed, to_host)

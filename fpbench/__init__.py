@@ -19,7 +19,7 @@ from .registry import (
     timed_solve,
 )
 from .result import DivergenceWarning, Result
-from .sharding import ShardFailure, solve_sharded
+from .sharding import ShardFailure, grad_sharded, solve_sharded
 from .solvers import (
     ELK,
     Chunked,
@@ -77,6 +77,7 @@ __all__ = [
     "estimate_memory",
     "get_backend",
     "grad",
+    "grad_sharded",
     "iteration_cap",
     "lyapunov",
     "make_problem",

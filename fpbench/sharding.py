@@ -34,6 +34,7 @@ import numpy as np
 
 from .backend import UnsupportedError
 from .cells import Cell
+from .grad import GradResult
 from .result import Result, make_result
 from .solvers import Chunked, Solver, iteration_cap
 from .spec import Problem
@@ -61,8 +62,14 @@ class Comm(Protocol):
     def from_left(self, last: Array, s0: Array) -> Array:
         """The left neighbour's ``last (B, S)``; ``s0`` on shard 0 (point to point)."""
 
+    def from_right(self, first: Array, default: Array) -> Array:
+        """The right neighbour's ``first``; ``default`` on shard N - 1 (point to point)."""
+
     def all_gather(self, a: Array) -> Array:
         """Every shard's ``a``, stacked: ``(N, *a.shape)``."""
+
+    def sum(self, a: Array) -> Array:
+        """``a`` summed over the shards (all-reduce)."""
 
     def change(self, new: Array, old: Array, axes: tuple[int, ...] | None = None) -> Array:
         """This shard's ``max |new - old|`` over ``axes`` (None: all), NaN where ``new``
@@ -194,7 +201,6 @@ def linear_update(
     """
     xp = comm.xp
     full = transition == "full"
-    compose = _compose(xp, full)
     jacobian = {"full": cell.jacobian, "diagonal": cell.jacobian_diag}.get(transition)
 
     def update(S: Array) -> tuple[Array, Array]:
@@ -205,16 +211,72 @@ def linear_update(
         else:
             A = jacobian(xp, params, Sp, gi)
             A = A * (1.0 - (first[..., None] if full else first))
-            PA, Pb = comm.scan(compose, (A, f - _apply(xp, A, Sp, full)))
-            GA, Gb = comm.all_gather(PA[-1]), comm.all_gather(Pb[-1])
-            carries, carry = [], s0
-            for q in range(comm.shards):  # the scan over shards, length N
-                carries.append(carry)
-                carry = _apply(xp, GA[q], carry, full) + Gb[q]
-            S_new = _apply(xp, PA, xp.stack(carries)[comm.index()], full) + Pb
+            S_new = linear_solve(comm, A, f - _apply(xp, A, Sp, full), s0, full)
         return S_new, comm.max(comm.change(S_new, S))
 
     return update
+
+
+def linear_solve(comm: Comm, A: Array, b: Array, carry: Array, full: bool, reverse: bool = False) -> Array:
+    """The two-level scan: ``h_i = A_i h_{i-1} + b_i`` over every shard's steps from ``carry``
+    before the first step (``reverse``: ``h_i = A_i h_{i+1} + b_i`` from ``carry`` after the
+    last step). Each shard scans its own steps into prefix maps, the shards all-gather every
+    shard's composed map, each runs the length-N scan of those from ``carry`` to its incoming
+    state and applies it to its prefix maps.
+
+    Args:
+        A: ``(L, B, S, S)`` (``full``) or ``(L, B, S)`` transitions of this shard's steps.
+        b: ``(L, B, S)`` offsets.
+        carry: ``(B, S)``.
+    Returns:
+        ``(L, B, S)`` this shard's ``h``.
+    """
+    xp = comm.xp
+    if reverse:
+        A, b = xp.flip(A, (0,)), xp.flip(b, (0,))
+    PA, Pb = comm.scan(_compose(xp, full), (A, b))
+    GA, Gb = comm.all_gather(PA[-1]), comm.all_gather(Pb[-1])
+    carries: list[Any] = [None] * comm.shards
+    for q in reversed(range(comm.shards)) if reverse else range(comm.shards):  # the scan over shards
+        carries[q] = carry
+        carry = _apply(xp, GA[q], carry, full) + Gb[q]
+    h = _apply(xp, PA, xp.stack(carries)[comm.index()], full) + Pb
+    return xp.flip(h, (0,)) if reverse else h
+
+
+def newton_adjoint(
+    cell: Cell, params: dict[str, Array], gi: Array, x: Array, s0: Array, S: Array, g: Array, comm: Comm
+) -> tuple[dict[str, Array], Array, Array]:
+    """The implicit gradient at this shard's converged states ``S (L, B, S)`` for the cotangent
+    ``g (L, B, S)``: the adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` solved exactly by the
+    reverse two-level scan (:func:`linear_solve`; ``J_{t+1}`` of a shard's last step is the
+    right neighbour's first, sent point to point), then the parameter products of one batched
+    VJP, summed over the shards.
+
+    Returns:
+        ``(dparams (all-reduced), dx (L, B, I) of this shard's steps, ds0 (B, S))``.
+    """
+    xp = comm.xp
+    H = params["weight_hh"].shape[-1]
+    Sp = xp.concatenate([comm.from_left(S[-1], s0)[None], S[:-1]])
+    Jt = xp.swapaxes(cell.jacobian(xp, params, Sp, gi), -1, -2)
+    A = xp.concatenate([Jt[1:], comm.from_right(Jt[0], xp.zeros_like(Jt[0]))[None]])
+    lam = linear_solve(comm, A, g, xp.zeros_like(s0), True, reverse=True)
+    gh = xp.matmul(Sp[..., :H], params["weight_hh"].T) + params["bias_hh"]
+    ds, dgi, dgh = cell.vjp_preact(xp, Sp, gi, gh, lam)
+    dprev = ds + xp.concatenate([xp.matmul(dgh, params["weight_hh"]), xp.zeros_like(ds[..., H:])], -1)
+
+    def flat(a: Array) -> Array:
+        return a.reshape(-1, a.shape[-1])
+
+    dparams = {
+        "weight_ih": comm.sum(xp.matmul(flat(dgi).T, flat(x))),
+        "weight_hh": comm.sum(xp.matmul(flat(dgh).T, flat(Sp[..., :H]))),
+        "bias_ih": comm.sum(flat(dgi).sum(0)),
+        "bias_hh": comm.sum(flat(dgh).sum(0)),
+    }
+    ds0 = comm.sum(dprev[0] * ((comm.index() == 0) * 1.0))
+    return dparams, xp.matmul(dgi, params["weight_ih"]), ds0
 
 
 def chunked_update(
@@ -359,13 +421,63 @@ def prepare_sharded(
     device: str,
     plan: ShardPlan,
     timeout: float = DEFAULT_TIMEOUT_S,
+    cotangent: np.ndarray | None = None,
 ) -> ShardedRun:
-    """The engine's prepared sharded solve (compiled, data placed, for jax)."""
+    """The engine's prepared sharded solve (compiled, data placed, for jax); with a full
+    ``cotangent (T, B, S)`` also its implicit gradient (``to_host`` gives a ``GradHost``)."""
     cap = iteration_cap(solver, plan.seq_len)
     if backend == "jax":
         from backends._jax_sharded import prepare
 
-        return prepare(problem, solver, device, plan, cap)
+        return prepare(problem, solver, device, plan, cap, cotangent)
     from backends._torch_distributed import prepare
 
-    return prepare(problem, solver, device, plan, cap, timeout)
+    return prepare(problem, solver, device, plan, cap, timeout, cotangent)
+
+
+REVERSE = "implicit: sharded reverse scan"
+"""The backward method of the sharded Newton gradient."""
+
+SHARDED_GRADIENTS: tuple[str, ...] = ("newton",)
+"""Solvers whose ``backward="implicit"`` gradient has a sharded form."""
+
+
+def grad_sharded(
+    problem: Problem,
+    solver: Solver,
+    backend: str = "jax",
+    device: str | None = None,
+    shards: int = 2,
+    cotangent: np.ndarray | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> GradResult:
+    """:func:`fpbench.grad` with ``T`` split over ``shards`` devices or processes, as
+    :func:`solve_sharded`: the sharded forward, then the implicit gradient at its states,
+    equal to the single-device gradient to the dtype's rounding. For ``Newton`` the adjoint
+    ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` is solved exactly by the two-level scan run in
+    reverse (each shard sends its first step's Jacobian to its left neighbour, then the
+    shards all-gather their composed maps, as in the forward); the parameter gradients are
+    each shard's batched products, summed over the shards (all-reduce).
+
+    Args:
+        cotangent: ``(T, B, H)`` on the states ``h_t`` (None: :func:`fpbench.default_cotangent`).
+        Others: as :func:`solve_sharded`.
+    Returns:
+        A :class:`~fpbench.GradResult` (backward method ``"implicit: sharded reverse scan"``).
+    Raises:
+        UnsupportedError: a solver or ``backward`` without a sharded gradient.
+        As :func:`solve_sharded` and :func:`fpbench.grad` otherwise.
+    """
+    from .grad import full_cotangent, make_grad_result
+    from .registry import checked_target
+
+    plan = check_sharded(problem, solver, backend, shards)
+    if solver.name not in SHARDED_GRADIENTS or getattr(solver, "backward", None) != "implicit":
+        raise UnsupportedError(
+            f"{solver} has no sharded gradient; sharded gradients: backward='implicit' of "
+            f"{list(SHARDED_GRADIENTS)}"
+        )
+    impl, dev = checked_target(problem, solver, backend, device, 1, grad=True)
+    g = full_cotangent(problem, cotangent)
+    run = prepare_sharded(problem, solver, impl.name, dev, plan, timeout, g)
+    return make_grad_result(run.run_to_host(), problem, solver, g, impl.name, f"{dev} x{plan.shards}")

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import fpbench
-from fpbench.sharding import ShardFailure, ShardPlan, solve_sharded
+from fpbench.grad import full_cotangent
+from fpbench.sharding import ShardFailure, ShardPlan, grad_sharded, solve_sharded
 from fpbench.solvers import iteration_cap
 from fpbench.testing import assert_close
 
@@ -31,6 +32,9 @@ SOLVERS = {
     "chunked_tol": fpbench.Chunked(8, tol=1e-5, chunks=4, overlap=1),
 }
 
+
+GRAD_SOLVER = fpbench.Newton(16, tol=1e-8)
+"""The solver of the sharded gradient tests (implicit backward)."""
 
 CASES = [("gru", "float64", name, shards) for name in SOLVERS for shards in (2, 4)] + [
     ("lstm", "float32", name, 2) for name in ("newton", "chunked_tol")
@@ -63,33 +67,48 @@ JAX_CHILD = """
 import json, sys
 import numpy as np
 import fpbench
-from fpbench.sharding import solve_sharded
-from tests.test_shard import CASES, SOLVERS, problem_of, full
+from fpbench.sharding import grad_sharded, solve_sharded
+from tests.test_shard import CASES, GRAD_SOLVER, SOLVERS, problem_of, full
 out = []
 for cell, dtype, name, shards in CASES:
     r = solve_sharded(problem_of(cell, dtype), SOLVERS[name], "jax", shards=shards)
     out.append(dict(cell=cell, dtype=dtype, solver=name, shards=shards, device=r.device,
                     states=full(r).tolist(), residuals=r.residuals, iterations=r.iterations))
-print(json.dumps(out))
+grads = []
+for shards in (2, 4):
+    r = grad_sharded(problem_of("gru", "float64"), GRAD_SOLVER, "jax", shards=shards)
+    grads.append({k: v.tolist() for k, v in r.arrays().items()} | dict(method=r.backward.method))
+print(json.dumps(dict(solves=out, grads=grads)))
 """
 
 
+def assert_same_grad(name, arrays, ref, dtype):
+    """A sharded gradient equals the single-device one, every array."""
+    for k, expected in ref.arrays().items():
+        assert_close(f"{name} d{k}", np.asarray(arrays[k]), expected, dtype)
+
+
 def test_jax_sharded_equals_unsharded():
-    """Each solver on 2 and 4 XLA host devices equals the single-device JAX solve."""
+    """Each solver on 2 and 4 XLA host devices equals the single-device JAX solve, and so
+    does Newton's implicit gradient."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run(
         [sys.executable, "-c", JAX_CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = found["solves"]
     assert len(rows) == len(CASES)
     for row in rows:
         ref = fpbench.solve(problem_of(row["cell"], row["dtype"]), SOLVERS[row["solver"]], "jax")
         name = f"jax {row['cell']} {row['solver']} shards={row['shards']}"
         assert row["device"] == f"cpu x{row['shards']}"
-        assert_same_solve(
-            name, np.array(row["states"]), row["residuals"], row["iterations"], ref, row["dtype"]
-        )
+        states = np.array(row["states"])
+        assert_same_solve(name, states, row["residuals"], row["iterations"], ref, row["dtype"])
+    ref = fpbench.grad(problem_of("gru", "float64"), GRAD_SOLVER, "jax")
+    for shards, arrays in zip((2, 4), found["grads"], strict=True):
+        assert arrays["method"] == "implicit: sharded reverse scan"
+        assert_same_grad(f"jax grad shards={shards}", arrays, ref, "float64")
 
 
 def test_torch_sharded_equals_unsharded():
@@ -102,11 +121,20 @@ def test_torch_sharded_equals_unsharded():
     jobs = []
     for cell, dtype, name in cases:
         problem, solver = problem_of(cell, dtype), SOLVERS[name]
-        jobs.append((problem, solver, ShardPlan.of(16, solver, 2), iteration_cap(solver, 16)))
-    results = launch(jobs, "cpu", 2, 60.0)
-    for (cell, dtype, name), job, (states, residuals, _) in zip(cases, jobs, results, strict=True):
+        jobs.append((problem, solver, ShardPlan.of(16, solver, 2), iteration_cap(solver, 16), None))
+    grad_problem = problem_of("lstm", "float32")
+    cotangent = full_cotangent(grad_problem, None)
+    grad_job = (grad_problem, GRAD_SOLVER, ShardPlan.of(16, GRAD_SOLVER, 2), 16, cotangent)
+    *results, grad_out = launch([*jobs, grad_job], "cpu", 2, 60.0)
+    for (cell, dtype, name), job, out in zip(cases, jobs, results, strict=True):
         ref = fpbench.solve(job[0], job[1], "torch")
-        assert_same_solve(f"torch {cell} {name}", states, residuals, len(residuals), ref, dtype)
+        residuals = out["residuals"]
+        assert_same_solve(f"torch {cell} {name}", out["states"], residuals, len(residuals), ref, dtype)
+    ref = fpbench.grad(grad_problem, GRAD_SOLVER, "torch")
+    H = grad_problem.spec.hidden_size
+    arrays = {k.removeprefix("params."): v for k, v in grad_out.items()}
+    arrays |= {"x": grad_out["dx"], "h0": grad_out["s0"][:, :H], "c0": grad_out["s0"][:, H:]}
+    assert_same_grad("torch lstm grad", arrays, ref, "float32")
 
 
 def test_torch_solve_sharded_returns_a_result():
@@ -125,7 +153,7 @@ def test_a_dead_or_hung_rank_ends_the_run(fault):
     from backends._torch_distributed import launch
 
     problem, solver = problem_of(T=8), fpbench.Jacobi(4)
-    job = (problem, solver, ShardPlan.of(8, solver, 2), 4)
+    job = (problem, solver, ShardPlan.of(8, solver, 2), 4, None)
     t0 = time.perf_counter()
     with pytest.raises(ShardFailure, match=r"rank \d of 2 (died|failed)"):
         launch([job], "cpu", 2, timeout=3.0, fault=(1, fault))
@@ -147,6 +175,14 @@ def test_a_dead_or_hung_rank_ends_the_run(fault):
 def test_bad_input_names_the_limit(shards, solver, T, error, match):
     with pytest.raises(error, match=match):
         solve_sharded(problem_of(T=T), solver, "jax", shards=shards)
+
+
+@pytest.mark.parametrize(
+    "solver", [fpbench.Jacobi(4), fpbench.Newton(4, backward="unrolled"), fpbench.Chunked(4, chunks=4)]
+)
+def test_a_gradient_without_a_sharded_form(solver):
+    with pytest.raises(fpbench.UnsupportedError, match="has no sharded gradient"):
+        grad_sharded(problem_of(), solver, "jax", shards=2)
 
 
 def test_a_backend_without_a_sharded_form():
@@ -171,7 +207,9 @@ def test_scaling_table_speedup_and_efficiency():
     from fpbench.report.shard_section import scaling_table
 
     rows = [
-        dict(group=g, metric="track_solve_seconds", status="ok", machine="m", target="jax:cpu", solver="newton")
+        dict(
+            group=g, metric="track_solve_seconds", status="ok", machine="m", target="jax:cpu", solver="newton"
+        )
         | dict(shards=n, seq_len=T, value=v)
         for g, n, T, v in [
             ("ShardStrong", 1, 64, 4.0),

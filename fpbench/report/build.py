@@ -20,10 +20,10 @@ from . import analysis, figures, fmt
 from .fmt import number as fmt_num
 from .fmt import seconds as fmt_seconds
 from .grad_sections import grad_sections
-from .shard_section import shard_sections
 from .load import BASELINES, ResultSet, load_results
 from .output import OutputFolder, safe_name
 from .page import Details, Image, Section, Table, Text, write_csv, write_html, write_markdown
+from .shard_section import shard_sections
 
 FIXED_BY_GROUP = {
     "SeqLen": {"hidden_size": "seq_lens_hidden"},
