@@ -28,7 +28,17 @@ from backends.jax import _cell_of, _iterate, _max_change, jax, jnp, lax, xp
 from fpbench.backend import BackendUnavailableError
 from fpbench.cells import Cell, input_projection
 from fpbench.grad import GradHost
-from fpbench.sharding import REVERSE, ShardedRun, ShardPlan, chunked_update, linear_update, newton_adjoint
+from fpbench.sharding import (
+    CHUNKED_ADJOINT,
+    REVERSE,
+    ShardedRun,
+    ShardPlan,
+    chunked_adjoint,
+    chunked_update,
+    linear_update,
+    newton_adjoint,
+    param_products,
+)
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem
 
@@ -88,41 +98,52 @@ class _Comm:
         return jnp.asarray(a, self.dtype if a.dtype.kind == "f" else None)
 
 
-def _shard_body(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, x, s0, params, tol, warm, *g):
+def _shard_body(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, x, s0, params, tol, warm, *grad):
     """One shard's solve: ``x (1, halo + L, B, I)``, ``warm`` its Chunked index blocks.
-    Returns ``(states (L, B, S), residuals (cap,), k)``; with a cotangent ``g (L, B, S)``,
-    then also the implicit gradient ``(dparams, dx (L, B, I), ds0)``."""
+    Returns ``(states (L, B, S), residuals (cap,), k)``; with ``grad = (g (L, B, S),
+    *reversed warm blocks)``, then also the implicit gradient ``(dparams, dx (L, B, I), ds0,
+    backward residuals (cap,), their count)``."""
     comm = _Comm(plan.shards, s0.dtype)
+    h = plan.halo
     gi = input_projection(params, x[0], xp)
-    S, res, k = _forward(cell, solver, plan, cap, comm, gi, s0, params, tol, warm)
-    if not g:
-        return S, res, k
-    return S, res, k, *newton_adjoint(cell, params, gi, x[0], s0, S, g[0], comm)
-
-
-def _forward(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, comm: _Comm, gi, s0, params, tol, warm):
-    """The forward iterations of :func:`_shard_body`."""
+    stop_early = solver.tol is not None
     if isinstance(solver, Chunked):
-        stop_early = solver.tol is not None
-        first, rerun = chunked_update(
-            cell, plan, params, gi, tuple(w[0] for w in warm), s0, tol if stop_early else None, comm
+        step = partial(cell.step, xp, params)
+        updates = chunked_update(
+            step, plan, gi, tuple(w[0] for w in warm), s0, tol if stop_early else None, comm
         )
-
-        def update(state):
-            U, i = state
-            if cap == 1:
-                U_new, r = first(U)
-            else:
-                U_new, r = lax.cond(i == 0, first, rerun, U)
-            return (U_new, i + 1), r
-
-        init = (_varying(jnp.zeros((plan.steps, *s0.shape), s0.dtype)), jnp.int32(0))
-        (S, _), res, k = _iterate(update, init, cap, tol)
+        S, res, k = _chunked_loop(*updates, jnp.zeros((plan.steps, *s0.shape), s0.dtype), cap, tol)
+    else:
+        L = plan.steps
+        first_step = ((jnp.arange(L) == 0) & (comm.index() == 0)).astype(s0.dtype)[:, None, None]
+        update = linear_update(cell, solver.transition, params, gi, s0, first_step, comm)
+        S, res, k = _iterate(update, _varying(jnp.zeros((L, *s0.shape), s0.dtype)), cap, tol)
+    if not grad:
         return S, res, k
-    L = plan.steps
-    first_step = ((jnp.arange(L) == 0) & (comm.index() == 0)).astype(s0.dtype)[:, None, None]
-    update = linear_update(cell, solver.transition, params, gi, s0, first_step, comm)
-    return _iterate(update, _varying(jnp.zeros((L, *s0.shape), s0.dtype)), cap, tol)
+    g = grad[0]
+    if not isinstance(solver, Chunked):
+        res_b, k_b = jnp.zeros(1, res.dtype), jnp.int32(0)
+        return S, res, k, *newton_adjoint(cell, params, gi, x[0], s0, S, g, comm), res_b, k_b
+    warm_r = tuple(w[0] for w in grad[1:])
+    first, rerun = chunked_adjoint(
+        cell, plan, params, gi[h:], S, g, warm_r, tol if stop_early else None, comm
+    )
+    lam, res_b, k_b = _chunked_loop(first, rerun, jnp.zeros(g.shape, g.dtype), cap, tol)
+    Sp = jnp.concatenate([comm.from_left(S[-1], s0)[None], S[:-1]])
+    return S, res, k, *param_products(cell, params, gi[h:], x[0][h:], Sp, lam[::-1], comm), res_b, k_b
+
+
+def _chunked_loop(first, rerun, init, cap: int, tol):
+    """Chunked's iterations from ``init``: ``first``, then ``rerun`` (a ``lax.cond`` on the
+    iteration count), under :func:`backends.jax._iterate`."""
+
+    def update(state):
+        U, i = state
+        U_new, r = first(U) if cap == 1 else lax.cond(i == 0, first, rerun, U)
+        return (U_new, i + 1), r
+
+    (U, _), res, k = _iterate(update, (_varying(init), jnp.int32(0)), cap, tol)
+    return U, res, k
 
 
 def _varying(a: jax.Array) -> jax.Array:
@@ -153,12 +174,14 @@ def _mesh(device: str, shards: int) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.array(devices[:shards]), (AXIS,))
 
 
-def _warm_blocks(solver: Solver, plan: ShardPlan) -> tuple[np.ndarray, ...]:
+def _warm_blocks(solver: Solver, plan: ShardPlan, reverse: bool = False) -> tuple[np.ndarray, ...]:
     """Chunked's per-shard index data, stacked over shards: ``(steps (N, W, m), pos (N, L),
-    cold (N, m))``; empty blocks for the other solvers."""
+    cold (N, m))`` (``reverse``: of the time-reversed sequence, whose shard p is N - 1 - p);
+    empty blocks for the other solvers."""
     if not isinstance(solver, Chunked):
         return ()
-    blocks = [plan.warm_index(solver, p) for p in range(plan.shards)]
+    N = plan.shards
+    blocks = [plan.warm_index(solver, N - 1 - p if reverse else p) for p in range(N)]
     return tuple(np.stack([b[i] for b in blocks]) for i in range(3))
 
 
@@ -180,12 +203,13 @@ def prepare(
     along_t = jax.sharding.NamedSharding(mesh, Pt)
     replicated = jax.sharding.NamedSharding(mesh, rep)
     warm = _warm_blocks(solver, plan)
+    grad = () if cotangent is None else (cotangent, *_warm_blocks(solver, plan, reverse=True))
     body = partial(_shard_body, cell, solver, plan, cap)
     mapped = jax.shard_map(
         body,
         mesh=mesh,
-        in_specs=(Pt, rep, rep, rep, tuple(Pt for _ in warm)) + ((Pt,) if cotangent is not None else ()),
-        out_specs=(Pt, rep, rep) + ((rep, Pt, rep) if cotangent is not None else ()),
+        in_specs=(Pt, rep, rep, rep, tuple(Pt for _ in warm), *(Pt for _ in grad)),
+        out_specs=(Pt, rep, rep) + ((rep, Pt, rep, rep, rep) if grad else ()),
     )
     with jax.enable_x64(spec.dtype == "float64"):
         x = np.stack([plan.local_inputs(problem.x, p) for p in range(plan.shards)])
@@ -198,8 +222,7 @@ def prepare(
             jax.device_put(tol, replicated),
             tuple(jax.device_put(w, along_t) for w in warm),
         )
-        if cotangent is not None:
-            args += (jax.device_put(np.asarray(cotangent, spec.dtype), along_t),)
+        args += tuple(jax.device_put(a, along_t) for a in grad)
         compiled = jax.jit(mapped).lower(*args).compile()
 
     def run() -> Any:
@@ -218,9 +241,9 @@ def prepare(
         if cotangent is None:
             return states, residuals
         params = {k: np.asarray(v) for k, v in out[3].items()}
-        return GradHost(
-            states, residuals, params, np.asarray(out[4]), np.asarray(out[5]), backward_method=REVERSE
-        )
+        method = CHUNKED_ADJOINT if isinstance(solver, Chunked) else REVERSE
+        res_b = np.asarray(out[6])[: int(out[7])]
+        return GradHost(states, residuals, params, np.asarray(out[4]), np.asarray(out[5]), res_b, method)
 
     run()  # warm
     return ShardedRun(timed, to_host)

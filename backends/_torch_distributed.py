@@ -23,7 +23,9 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +35,16 @@ from fpbench.backend import BackendUnavailableError, requested_threads
 from fpbench.cells import CELLS, input_projection
 from fpbench.grad import GradHost
 from fpbench.sharding import (
+    CHUNKED_ADJOINT,
     REVERSE,
     ShardedRun,
     ShardFailure,
     ShardPlan,
+    chunked_adjoint,
     chunked_update,
     linear_update,
     newton_adjoint,
+    param_products,
 )
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem
@@ -137,41 +142,65 @@ class _Comm:
         return torch.tensor(a, dtype=dtype, device=self.device)  # a copy: host arrays may be read-only
 
 
+def _warm(comm: _Comm, plan: ShardPlan, solver: Chunked, p: int) -> tuple[Any, Any, Any]:
+    """Shard ``p``'s Chunked index data (:meth:`ShardPlan.warm_index`) as tensors."""
+    return tuple(comm.const(a) for a in plan.warm_index(solver, p))
+
+
+def _iterate(updates: tuple[Callable, Callable], U, cap: int, tol: float | None) -> tuple[Any, Any]:
+    """``updates[0]``, then ``updates[1]`` until ``cap`` iterations, a residual ``<= tol`` or a
+    non-finite one (every rank sees the same all-reduced residual, so all stop together).
+    Returns ``(U, residuals float64 tensor)``."""
+    import torch
+
+    residuals: list[float] = []
+    for i in range(cap):
+        U, r = updates[min(i, 1)](U)
+        residuals.append(float(r))
+        if not np.isfinite(residuals[-1]) or (tol is not None and residuals[-1] <= tol):
+            break
+    return U, torch.tensor(residuals, dtype=torch.float64)
+
+
 def _solve(comm: _Comm, job: Job) -> dict[str, Any]:
     """This rank's part of a job: ``states (L, B, S)`` and ``residuals``, and with a
-    cotangent the implicit gradient: ``dx (L, B, I)``, ``s0 (B, S)`` and ``params.<name>``."""
+    cotangent the implicit gradient: ``dx (L, B, I)``, ``s0 (B, S)``, ``params.<name>`` and
+    ``backward_residuals``."""
     import torch
 
     problem, solver, plan, cap, cotangent = job
-    spec, p = problem.spec, comm.rank
+    spec, p, N, h = problem.spec, comm.rank, plan.shards, plan.halo
     cell = CELLS[spec.cell]
     params = {k: comm.const(np.asarray(v, spec.dtype)) for k, v in problem.params.items()}
     s0 = comm.const(np.asarray(problem.s0, spec.dtype))
     x = comm.const(plan.local_inputs(np.asarray(problem.x, spec.dtype), p))
     gi = input_projection(params, x, torch)
-    U = torch.zeros((plan.steps, *s0.shape), dtype=s0.dtype, device=s0.device)
+    zeros = torch.zeros((plan.steps, *s0.shape), dtype=s0.dtype, device=s0.device)
     if isinstance(solver, Chunked):
-        steps, pos, cold = plan.warm_index(solver, p)
-        warm = comm.const(steps), comm.const(pos), comm.const(cold)
-        updates = chunked_update(cell, plan, params, gi, warm, s0, solver.tol, comm)
+        step = partial(cell.step, torch, params)
+        updates = chunked_update(step, plan, gi, _warm(comm, plan, solver, p), s0, solver.tol, comm)
     else:
         first = np.zeros((plan.steps, 1, 1))
         first[0] = p == 0
         update = linear_update(cell, solver.transition, params, gi, s0, comm.const(first), comm)
         updates = (update, update)
-    residuals = []
-    for i in range(cap):
-        U, r = updates[min(i, 1)](U)
-        residuals.append(float(r))
-        if not np.isfinite(residuals[-1]) or (solver.tol is not None and residuals[-1] <= solver.tol):
-            break
-    out = {"states": U, "residuals": torch.tensor(residuals, dtype=torch.float64)}
-    if cotangent is not None:
-        a, b = plan.bounds(p)
-        g = comm.const(np.asarray(cotangent[a:b], spec.dtype))
+    U, residuals = _iterate(updates, zeros, cap, solver.tol)
+    out = {"states": U, "residuals": residuals}
+    if cotangent is None:
+        return out
+    a, b = plan.bounds(p)
+    g = comm.const(np.asarray(cotangent[a:b], spec.dtype))
+    if isinstance(solver, Chunked):
+        warm_r = _warm(comm, plan, solver, N - 1 - p)
+        adjoint = chunked_adjoint(cell, plan, params, gi[h:], U, g, warm_r, solver.tol, comm)
+        lam, res_b = _iterate(adjoint, zeros, cap, solver.tol)
+        Sp = torch.cat([comm.from_left(U[-1], s0)[None], U[:-1]])
+        dparams, dx, ds0 = param_products(cell, params, gi[h:], x[h:], Sp, lam.flip(0), comm)
+    else:
         dparams, dx, ds0 = newton_adjoint(cell, params, gi, x, s0, U, g, comm)
-        out |= {"dx": dx, "s0": ds0, **{f"params.{k}": v for k, v in dparams.items()}}
-    return out
+        res_b = torch.zeros(0, dtype=torch.float64)
+    grads = {"dx": dx, "s0": ds0, "backward_residuals": res_b}
+    return out | grads | {f"params.{k}": v for k, v in dparams.items()}
 
 
 def _inject(fault: str) -> None:
@@ -334,8 +363,8 @@ def prepare(
         if cotangent is None:
             return out["states"], out["residuals"]
         params = {k.removeprefix("params."): v for k, v in out.items() if k.startswith("params.")}
-        return GradHost(
-            out["states"], out["residuals"], params, out["dx"], out["s0"], backward_method=REVERSE
-        )
+        method = CHUNKED_ADJOINT if isinstance(solver, Chunked) else REVERSE
+        res_b = out["backward_residuals"]
+        return GradHost(out["states"], out["residuals"], params, out["dx"], out["s0"], res_b, method)
 
     return ShardedRun(timed, to_host)

@@ -257,14 +257,31 @@ def newton_adjoint(
         ``(dparams (all-reduced), dx (L, B, I) of this shard's steps, ds0 (B, S))``.
     """
     xp = comm.xp
-    H = params["weight_hh"].shape[-1]
     Sp = xp.concatenate([comm.from_left(S[-1], s0)[None], S[:-1]])
     Jt = xp.swapaxes(cell.jacobian(xp, params, Sp, gi), -1, -2)
     A = xp.concatenate([Jt[1:], comm.from_right(Jt[0], xp.zeros_like(Jt[0]))[None]])
     lam = linear_solve(comm, A, g, xp.zeros_like(s0), True, reverse=True)
-    gh = xp.matmul(Sp[..., :H], params["weight_hh"].T) + params["bias_hh"]
-    ds, dgi, dgh = cell.vjp_preact(xp, Sp, gi, gh, lam)
-    dprev = ds + xp.concatenate([xp.matmul(dgh, params["weight_hh"]), xp.zeros_like(ds[..., H:])], -1)
+    return param_products(cell, params, gi, x, Sp, lam, comm)
+
+
+def _vjp(cell: Cell, params: dict[str, Array], prev: Array, gi: Array, lam: Array, xp: Any):
+    """The VJP of the steps ``f(prev, gi)`` for the cotangent ``lam`` on their outputs:
+    ``(J^T lam (..., S), dgi (..., gH), dgh (..., gH))``."""
+    H = params["weight_hh"].shape[-1]
+    gh = xp.matmul(prev[..., :H], params["weight_hh"].T) + params["bias_hh"]
+    ds, dgi, dgh = cell.vjp_preact(xp, prev, gi, gh, lam)
+    back = ds + xp.concatenate([xp.matmul(dgh, params["weight_hh"]), xp.zeros_like(ds[..., H:])], -1)
+    return back, dgi, dgh
+
+
+def param_products(
+    cell: Cell, params: dict[str, Array], gi: Array, x: Array, Sp: Array, lam: Array, comm: Comm
+) -> tuple[dict[str, Array], Array, Array]:
+    """Everything from this shard's adjoint ``lam (L, B, S)`` at the previous states
+    ``Sp (L, B, S)`` of its steps: ``(dparams summed over the shards, dx (L, B, I), ds0)``."""
+    xp = comm.xp
+    H = params["weight_hh"].shape[-1]
+    dprev, dgi, dgh = _vjp(cell, params, Sp, gi, lam, xp)
 
     def flat(a: Array) -> Array:
         return a.reshape(-1, a.shape[-1])
@@ -279,39 +296,107 @@ def newton_adjoint(
     return dparams, xp.matmul(dgi, params["weight_ih"]), ds0
 
 
-def chunked_update(
+class _Reversed:
+    """A :class:`Comm` in reversed time: shard p is shard N - 1 - p, and the left neighbour
+    is the right one."""
+
+    def __init__(self, comm: Comm) -> None:
+        self.comm, self.xp, self.shards = comm, comm.xp, comm.shards
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.comm, name)
+
+    def index(self) -> Any:
+        return self.shards - 1 - self.comm.index()
+
+    def from_left(self, last: Array, s0: Array) -> Array:
+        return self.comm.from_right(last, s0)
+
+    def from_right(self, first: Array, default: Array) -> Array:
+        return self.comm.from_left(first, default)
+
+
+def _right_halo(comm: Comm, Z: Array, h: int) -> Array:
+    """The ``h`` rows after this shard's ``Z (L, ...)`` on the shards to its right (zeros
+    past the sequence's end): ``ceil(h / L)`` point-to-point hops."""
+    xp, blocks, cur = comm.xp, [], Z
+    for _ in range(-(-h // Z.shape[0])):
+        cur = comm.from_right(cur, xp.zeros_like(cur))
+        blocks.append(cur)
+    return xp.concatenate(blocks)[:h] if blocks else Z[:0]
+
+
+def chunked_adjoint(
     cell: Cell,
     plan: ShardPlan,
     params: dict[str, Array],
-    gi_ext: Array,
+    gi: Array,
+    S: Array,
+    g: Array,
+    warm: tuple[Array, Array, Array],
+    tol: Array | None,
+    comm: Comm,
+) -> tuple[Callable, Callable]:
+    """Chunked's iterations on the adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at this
+    shard's states ``S (L, B, S)``, as the single-device solver runs them: the chunk layout
+    of the time-reversed sequence (every window's overlap lies later in time, reruns restart
+    from the right neighbour). Everything is in reversed local time: the shard's steps
+    flipped, its inputs ``(g_t, S_t, gi_{t+1}, t < T - 1)`` concatenated with the ``halo``
+    steps after it (from the shards to its right: the only exchange besides the reruns').
+
+    Args:
+        gi: ``(L, B, gH)`` this shard's input projections.
+        g: ``(L, B, S)`` this shard's cotangent.
+        warm: :meth:`ShardPlan.warm_index` of reversed shard ``N - 1 - p``.
+    Returns:
+        ``(first, rerun)``: the two iterations (``chunked_update``) on the reversed adjoint,
+        from a zero ``(L, B, S)`` iterate; flip their result back.
+    """
+    xp, rev = comm.xp, _Reversed(comm)
+    L, n = plan.steps, g.shape[-1]
+    gi_next = xp.concatenate([gi[1:], comm.from_right(gi[0], xp.zeros_like(gi[0]))[None]])
+    last = comm.const((np.arange(L)[:, None, None] == L - 1) * 1.0) * (comm.index() == comm.shards - 1)
+    has_next = 1.0 - last * xp.ones_like(g[..., :1])
+    Z = xp.concatenate([g, S, gi_next, has_next], -1)
+    Z = xp.concatenate([Z, _right_halo(comm, Z, plan.halo)])
+    zs = xp.flip(Z, (0,))  # reversed: the halo first
+
+    def step(lam: Array, z: Array) -> Array:
+        back = _vjp(cell, params, z[..., n : 2 * n], z[..., 2 * n : -1], lam, xp)[0]
+        return z[..., :n] + z[..., -1:] * back
+
+    return chunked_update(step, plan, zs, warm, xp.zeros_like(g[0]), tol, rev)
+
+
+def chunked_update(
+    step: Callable[[Array, Array], Array],
+    plan: ShardPlan,
+    xs_ext: Array,
     warm: tuple[Array, Array, Array],
     s0: Array,
     tol: Array | None,
     comm: Comm,
 ) -> tuple[Callable[[Array], tuple[Array, Array]], Callable[[Array], tuple[Array, Array]]]:
-    """Chunked's two iterations on this shard's ``m`` chunks: ``(first, rerun)``, each
-    ``U (L, B, S) -> (U_new, global residual)``.
+    """Chunked's two iterations of the recurrence ``u_t = step(u_{t-1}, xs_t)`` on this
+    shard's ``m`` chunks: ``(first, rerun)``, each ``U (L, B, S) -> (U_new, global residual)``.
 
-    ``first`` runs every chunk over its warm window (from the halo-extended projections
-    ``gi_ext (halo + L, B, gH)`` gathered by ``warm = (steps (W, m), pos (L,), cold (m,))`` of
+    ``first`` runs every chunk over its warm window (from the halo-extended inputs
+    ``xs_ext (halo + L, B, F)`` gathered by ``warm = (steps (W, m), pos (L,), cold (m,))`` of
     :meth:`ShardPlan.warm_index`); ``rerun`` reruns every chunk from its left neighbour's last
     state (the shard's first chunk from the left shard's; the sequence's first chunk keeps
     its states), with ``tol`` (None: no early stop) applied afterwards as a mask, as the
-    single-device backends do.
+    single-device backends do. ``s0 (B, S)`` is the state before the sequence.
     """
     xp = comm.xp
     m, n, h = plan.chunks, plan.length, plan.halo
     B, S = s0.shape
     steps, pos, cold = warm
-    gi = gi_ext[h:]
+    xs_own = xs_ext[h:]
     chunk = comm.const(np.arange(plan.steps) // n)  # a local step's chunk
-
-    def step(u: Array, g: Array) -> Array:
-        return cell.step(xp, params, u, g)
 
     def first(U: Array) -> Array:
         u = xp.where(cold[:, None, None], s0, xp.zeros_like(s0)).reshape(m * B, S)
-        xs = gi_ext[steps].reshape(steps.shape[0], m * B, -1)
+        xs = xs_ext[steps].reshape(steps.shape[0], m * B, -1)
         new = comm.recur(step, u, xs).reshape(-1, m, B, S)[pos, chunk]
         return new, comm.max(comm.change(new, U))
 
@@ -321,7 +406,7 @@ def chunked_update(
     def rerun(U: Array) -> Array:
         old = xp.swapaxes(U.reshape(m, n, B, S), 0, 1)  # (n, m, B, S)
         sources = xp.concatenate([comm.from_left(U[-1], s0)[None], old[-1, :-1]])
-        xs = xp.swapaxes(gi.reshape(m, n, B, -1), 0, 1).reshape(n, m * B, -1)
+        xs = xp.swapaxes(xs_own.reshape(m, n, B, -1), 0, 1).reshape(n, m * B, -1)
         new = comm.recur(step, sources.reshape(m * B, S), xs).reshape(n, m, B, S)
         if tol is not None:  # keep new values up to and including the first step that moved <= tol
             hit = (comm.change(new, old, (2, 3)) <= tol) * 1
@@ -438,7 +523,10 @@ def prepare_sharded(
 REVERSE = "implicit: sharded reverse scan"
 """The backward method of the sharded Newton gradient."""
 
-SHARDED_GRADIENTS: tuple[str, ...] = ("newton",)
+CHUNKED_ADJOINT = "implicit: chunked adjoint"
+"""The backward method of the sharded Chunked gradient (the single-device one's name)."""
+
+SHARDED_GRADIENTS: tuple[str, ...] = ("newton", "chunked")
 """Solvers whose ``backward="implicit"`` gradient has a sharded form."""
 
 
@@ -453,17 +541,24 @@ def grad_sharded(
 ) -> GradResult:
     """:func:`fpbench.grad` with ``T`` split over ``shards`` devices or processes, as
     :func:`solve_sharded`: the sharded forward, then the implicit gradient at its states,
-    equal to the single-device gradient to the dtype's rounding. For ``Newton`` the adjoint
-    ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` is solved exactly by the two-level scan run in
-    reverse (each shard sends its first step's Jacobian to its left neighbour, then the
-    shards all-gather their composed maps, as in the forward); the parameter gradients are
-    each shard's batched products, summed over the shards (all-reduce).
+    equal to the single-device gradient to the dtype's rounding. The adjoint is
+    ``lam_t = g_t + J_{t+1}^T lam_{t+1}``:
+
+    - ``Newton``: solved exactly by the two-level scan run in reverse (each shard sends its
+      first step's Jacobian to its left neighbour, then the shards all-gather their composed
+      maps, as in the forward);
+    - ``Chunked``: by Chunked's own iterations on the time-reversed adjoint, as the
+      single-device backward (:func:`chunked_adjoint`; the same backward residuals).
+
+    The parameter gradients are each shard's batched products, summed over the shards
+    (all-reduce).
 
     Args:
         cotangent: ``(T, B, H)`` on the states ``h_t`` (None: :func:`fpbench.default_cotangent`).
         Others: as :func:`solve_sharded`.
     Returns:
-        A :class:`~fpbench.GradResult` (backward method ``"implicit: sharded reverse scan"``).
+        A :class:`~fpbench.GradResult` (backward method ``"implicit: sharded reverse scan"``
+        for Newton, ``"implicit: chunked adjoint"`` for Chunked).
     Raises:
         UnsupportedError: a solver or ``backward`` without a sharded gradient.
         As :func:`solve_sharded` and :func:`fpbench.grad` otherwise.

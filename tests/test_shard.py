@@ -33,8 +33,11 @@ SOLVERS = {
 }
 
 
-GRAD_SOLVER = fpbench.Newton(16, tol=1e-8)
-"""The solver of the sharded gradient tests (implicit backward)."""
+GRAD_SOLVERS = {
+    "newton": fpbench.Newton(16, tol=1e-8),
+    "chunked": fpbench.Chunked(2, chunks=4, overlap=6),  # overlap > T / 4: a two-hop halo
+}
+"""The solvers of the sharded gradient tests (implicit backward)."""
 
 CASES = [("gru", "float64", name, shards) for name in SOLVERS for shards in (2, 4)] + [
     ("lstm", "float32", name, 2) for name in ("newton", "chunked_tol")
@@ -68,24 +71,34 @@ import json, sys
 import numpy as np
 import fpbench
 from fpbench.sharding import grad_sharded, solve_sharded
-from tests.test_shard import CASES, GRAD_SOLVER, SOLVERS, problem_of, full
+from tests.test_shard import CASES, GRAD_SOLVERS, SOLVERS, problem_of, full
 out = []
 for cell, dtype, name, shards in CASES:
     r = solve_sharded(problem_of(cell, dtype), SOLVERS[name], "jax", shards=shards)
     out.append(dict(cell=cell, dtype=dtype, solver=name, shards=shards, device=r.device,
                     states=full(r).tolist(), residuals=r.residuals, iterations=r.iterations))
 grads = []
-for shards in (2, 4):
-    r = grad_sharded(problem_of("gru", "float64"), GRAD_SOLVER, "jax", shards=shards)
-    grads.append({k: v.tolist() for k, v in r.arrays().items()} | dict(method=r.backward.method))
+for name, solver in GRAD_SOLVERS.items():
+    for shards in (2, 4):
+        r = grad_sharded(problem_of("gru", "float64"), solver, "jax", shards=shards)
+        grads.append({k: v.tolist() for k, v in r.arrays().items()}
+                     | dict(solver=name, shards=shards, backward=r.backward.residuals))
 print(json.dumps(dict(solves=out, grads=grads)))
 """
 
 
-def assert_same_grad(name, arrays, ref, dtype):
-    """A sharded gradient equals the single-device one, every array."""
+def assert_same_grad(name, arrays, backward_residuals, ref, dtype):
+    """A sharded gradient equals the single-device one: every array, and the residuals of
+    the backward iterations (Chunked's adjoint; none for Newton's reverse scan)."""
     for k, expected in ref.arrays().items():
         assert_close(f"{name} d{k}", np.asarray(arrays[k]), expected, dtype)
+    assert len(backward_residuals) == len(ref.backward.residuals)
+    assert_close(
+        f"{name} backward residuals",
+        np.asarray(backward_residuals),
+        np.asarray(ref.backward.residuals),
+        dtype,
+    )
 
 
 def test_jax_sharded_equals_unsharded():
@@ -105,10 +118,11 @@ def test_jax_sharded_equals_unsharded():
         assert row["device"] == f"cpu x{row['shards']}"
         states = np.array(row["states"])
         assert_same_solve(name, states, row["residuals"], row["iterations"], ref, row["dtype"])
-    ref = fpbench.grad(problem_of("gru", "float64"), GRAD_SOLVER, "jax")
-    for shards, arrays in zip((2, 4), found["grads"], strict=True):
-        assert arrays["method"] == "implicit: sharded reverse scan"
-        assert_same_grad(f"jax grad shards={shards}", arrays, ref, "float64")
+    assert len(found["grads"]) == 2 * len(GRAD_SOLVERS)
+    for arrays in found["grads"]:
+        ref = fpbench.grad(problem_of("gru", "float64"), GRAD_SOLVERS[arrays["solver"]], "jax")
+        name = f"jax {arrays['solver']} grad shards={arrays['shards']}"
+        assert_same_grad(name, arrays, arrays["backward"], ref, "float64")
 
 
 def test_torch_sharded_equals_unsharded():
@@ -124,17 +138,21 @@ def test_torch_sharded_equals_unsharded():
         jobs.append((problem, solver, ShardPlan.of(16, solver, 2), iteration_cap(solver, 16), None))
     grad_problem = problem_of("lstm", "float32")
     cotangent = full_cotangent(grad_problem, None)
-    grad_job = (grad_problem, GRAD_SOLVER, ShardPlan.of(16, GRAD_SOLVER, 2), 16, cotangent)
-    *results, grad_out = launch([*jobs, grad_job], "cpu", 2, 60.0)
-    for (cell, dtype, name), job, out in zip(cases, jobs, results, strict=True):
+    grad_jobs = [
+        (grad_problem, s, ShardPlan.of(16, s, 2), iteration_cap(s, 16), cotangent)
+        for s in GRAD_SOLVERS.values()
+    ]
+    results = launch([*jobs, *grad_jobs], "cpu", 2, 60.0)
+    for (cell, dtype, name), job, out in zip(cases, jobs, results, strict=False):
         ref = fpbench.solve(job[0], job[1], "torch")
         residuals = out["residuals"]
         assert_same_solve(f"torch {cell} {name}", out["states"], residuals, len(residuals), ref, dtype)
-    ref = fpbench.grad(grad_problem, GRAD_SOLVER, "torch")
     H = grad_problem.spec.hidden_size
-    arrays = {k.removeprefix("params."): v for k, v in grad_out.items()}
-    arrays |= {"x": grad_out["dx"], "h0": grad_out["s0"][:, :H], "c0": grad_out["s0"][:, H:]}
-    assert_same_grad("torch lstm grad", arrays, ref, "float32")
+    for (name, solver), out in zip(GRAD_SOLVERS.items(), results[len(jobs) :], strict=True):
+        ref = fpbench.grad(grad_problem, solver, "torch")
+        arrays = {k.removeprefix("params."): v for k, v in out.items()}
+        arrays |= {"x": out["dx"], "h0": out["s0"][:, :H], "c0": out["s0"][:, H:]}
+        assert_same_grad(f"torch lstm {name} grad", arrays, out["backward_residuals"], ref, "float32")
 
 
 def test_torch_solve_sharded_returns_a_result():
@@ -178,7 +196,13 @@ def test_bad_input_names_the_limit(shards, solver, T, error, match):
 
 
 @pytest.mark.parametrize(
-    "solver", [fpbench.Jacobi(4), fpbench.Newton(4, backward="unrolled"), fpbench.Chunked(4, chunks=4)]
+    "solver",
+    [
+        fpbench.Jacobi(4),
+        fpbench.QuasiNewton(4),
+        fpbench.Newton(4, backward="unrolled"),
+        fpbench.Chunked(4, chunks=4, backward="unrolled"),
+    ],
 )
 def test_a_gradient_without_a_sharded_form(solver):
     with pytest.raises(fpbench.UnsupportedError, match="has no sharded gradient"):
