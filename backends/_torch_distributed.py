@@ -13,8 +13,9 @@ makes its neighbours raise; ``spawn``'s join sees a rank that raised or died and
 the others; :class:`fpbench.sharding.ShardFailure` names what happened.
 
 To run the ranks yourself, across hosts (``torchrun --nnodes=... --nproc-per-node=...``),
-call :func:`solve_rank` in every process: it reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``
-and ``MASTER_PORT`` from the environment that ``torchrun`` sets.
+call :func:`solve_rank` in every process with the same jobs: it joins the group through
+``init_method="env://"`` (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, which
+``torchrun`` sets; ``LOCAL_RANK`` picks the GPU) and returns this rank's part of each job.
 """
 
 from __future__ import annotations

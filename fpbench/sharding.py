@@ -20,6 +20,11 @@ What crosses between shards, per iteration (``B`` sequences, state size ``S``):
   before its first step, a halo placed once with the data); a rerun needs the left
   neighbour's last state for the shard's first chunk; then the residual.
 
+Gradients (:func:`grad_sharded`, ``backward="implicit"``): Newton's adjoint by the same
+two-level scan run in reverse (:func:`newton_adjoint`), Chunked's by its iterations on the
+time-reversed adjoint (:func:`chunked_adjoint`); the parameter products of each shard are
+summed over the shards (:func:`param_products`).
+
 The engine supplies the few collective operations (:class:`Comm`); the updates here are
 written against them and an array namespace ``xp``, once for both engines.
 """

@@ -250,3 +250,29 @@ def test_scaling_table_speedup_and_efficiency():
     assert table.loc[("ShardWeak", 2), "efficiency"] == 0.8
     assert ("ShardWeak", 4) not in table.index  # a failed gate gives no number
     assert scaling_table(pd.DataFrame(rows).drop(columns="shards")).empty
+
+
+def test_scaling_suites_problem_is_what_they_build():
+    """The report's problem of a scaling row (``suite_problem``) is the one the suite solves,
+    every swept N splits every T and Chunked configuration of the grid, and the scaling
+    suites stay out of the main job."""
+    from benchmarks import bench_shard
+    from fpbench import grids
+
+    current = grids.grid_name()
+    for name, sg in grids.SHARD_GRIDS.items():
+        for shards in sg.shards:
+            params = {"solver": sg.solvers[0], "shards": shards}
+            strong = grids.suite_problem(name, "ShardStrong", params)
+            weak = grids.suite_problem(name, "ShardWeak", params)
+            assert (strong["seq_len"], weak["seq_len"]) == (sg.strong_seq_len, sg.weak_steps * shards)
+            assert (weak["cell"], weak["hidden_size"], weak["batch"]) == (sg.cell, sg.hidden_size, sg.batch)
+            if name == current:
+                assert bench_shard.ShardStrong().seq_len(shards) == strong["seq_len"]
+                assert bench_shard.ShardWeak().seq_len(shards) == weak["seq_len"]
+            for solver in sg.solvers:
+                base, fields = grids.solver_fields(solver)
+                for T in (strong["seq_len"], weak["seq_len"]):
+                    ShardPlan.of(T, fpbench.make_solver(base, max_iters=T, **fields), shards)
+    assert grids.GRIDS["shard"].suites == ("ShardStrong", "ShardWeak")
+    assert not {"ShardStrong", "ShardWeak"} & set(grids.GRIDS["main"].suites)
