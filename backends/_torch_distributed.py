@@ -5,8 +5,7 @@ process group on the loopback address (``gloo`` on CPU, ``nccl`` on CUDA with on
 rank). Rank p holds steps ``p T / N .. (p + 1) T / N - 1`` (and Chunked's input halo). Per
 iteration the left neighbour's last state arrives point to point (``isend`` / ``irecv``),
 the chunk summaries of the Newton family by ``all_gather``, the residual by ``all_reduce``
-(max). Each rank uses ``FPBENCH_THREADS / N`` threads (at least one), so N ranks share the
-cores the single-process solve has.
+(max). Each rank computes with one thread (:data:`RANK_THREADS`).
 
 Faults: the process group's ``timeout`` bounds every communication, so a rank that hangs
 makes its neighbours raise; ``spawn``'s join sees a rank that raised or died and terminates
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from fpbench.backend import BackendUnavailableError, requested_threads
+from fpbench.backend import BackendUnavailableError
 from fpbench.cells import CELLS, input_projection
 from fpbench.grad import GradHost
 from fpbench.sharding import (
@@ -49,6 +48,11 @@ from fpbench.sharding import (
 )
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem
+
+RANK_THREADS = 1
+"""Intra-op threads of a rank: one, as ``torchrun`` sets ``OMP_NUM_THREADS=1`` by default. A
+rank is the unit of parallelism (a core, or a GPU); a rank's per-step operations are small,
+and several threads a rank oversubscribe the cores the other ranks use."""
 
 FAULTS: tuple[str, ...] = ("exit", "hang", "raise")
 """Faults :func:`prepare` can inject into one rank (tests): die, hang, raise."""
@@ -240,7 +244,7 @@ def solve_rank(
     cuda = device == "cuda"
     local = int(os.environ.get("LOCAL_RANK", rank))  # torchrun: the rank on this host
     dev = torch.device(f"cuda:{local % max(1, torch.cuda.device_count())}" if cuda else "cpu")
-    torch.set_num_threads(max(1, requested_threads() // shards))
+    torch.set_num_threads(RANK_THREADS)
     dist.init_process_group(
         "nccl" if cuda else "gloo",
         init_method=init_method,
