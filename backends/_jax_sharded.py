@@ -28,17 +28,8 @@ from backends.jax import _cell_of, _iterate, _max_change, jax, jnp, lax, xp
 from fpbench.backend import BackendUnavailableError
 from fpbench.cells import Cell, input_projection
 from fpbench.grad import GradHost
-from fpbench.sharding import (
-    CHUNKED_ADJOINT,
-    REVERSE,
-    ShardedRun,
-    ShardPlan,
-    chunked_adjoint,
-    chunked_update,
-    linear_update,
-    newton_adjoint,
-    param_products,
-)
+from fpbench.shard_maths import chunked_adjoint, chunked_update, linear_update, newton_adjoint, param_products
+from fpbench.sharding import CHUNKED_ADJOINT, REVERSE, ShardedRun, ShardPlan
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem
 
