@@ -739,8 +739,9 @@ def suite_problem(grid: str, suite: str, params: dict[str, Any]) -> dict[str, An
     sg = SHARD_GRIDS.get(grid, SHARD_GRIDS["quick"])
     shard = {"cell": sg.cell, "hidden_size": sg.hidden_size, "batch": sg.batch, "max_iters": TOL}
     fixed["ShardStrong"] = {**shard, "seq_len": sg.strong_seq_len}
-    if isinstance(params.get("shards"), int):
-        fixed["ShardWeak"] = {**shard, "seq_len": sg.weak_steps * params["shards"]}
+    shards = params.get("shards")  # an int, or a float in a frame column with gaps
+    if isinstance(shards, (int, float)) and not isinstance(shards, bool) and shards == int(shards):
+        fixed["ShardWeak"] = {**shard, "seq_len": sg.weak_steps * int(shards)}
     given = {k: v for k, v in params.items() if k in PROBLEM_COLUMNS and v is not None}
     if suite in fixed:
         out = {**base, **fixed[suite], **given}

@@ -104,6 +104,22 @@ def shard_sections(frame: pd.DataFrame, figs: Any) -> list[Section]:
             f"Sharded solve, {what}: time a solve against the number of shards N (dashed: ideal "
             "from N = 1) and efficiency (1 = ideal)."
         )
+        more = part[part["shards"].gt(1)]
+        if not more.empty:
+            best = more.loc[more["efficiency"].idxmax()]
+            faster = f"{int(more['speedup'].gt(1).sum())} of {len(more)} sharded configurations"
+            section.blocks.append(
+                Text(
+                    f"**{what[0].upper() + what[1:]}**: the best efficiency is {best['efficiency']:.2f} "
+                    f"(`{best['target']}` {best['solver']}, N = {best['shards']}); "
+                    + (
+                        f"{faster} ran faster than at N = 1."
+                        if group == "ShardStrong"
+                        else f"{int(more['efficiency'].ge(0.9).sum())} of {len(more)} sharded "
+                        "configurations kept within 10% of their N = 1 time."
+                    )
+                )
+            )
         fig = scaling_figure(part, caption.split(":")[0])
         section.blocks += figs.add(f"shard-{group}", fig, caption, frame[frame["group"].eq(group)])
         shown = part.assign(seconds=part["seconds"].map("{:.4g}".format))
