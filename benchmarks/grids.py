@@ -68,3 +68,9 @@ TRAIN_BASELINES = _grids.TRAIN_BASELINES
 TRAIN_GRIDS = _grids.TRAIN_GRIDS
 TrainGrid = _grids.TrainGrid
 current_train = _grids.current_train
+
+# sharded scaling (bench_shard.py)
+SHARDS = _grids.SHARDS
+SHARD_GRIDS = _grids.SHARD_GRIDS
+ShardGrid = _grids.ShardGrid
+current_shard = _grids.current_shard

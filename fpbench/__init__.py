@@ -19,6 +19,7 @@ from .registry import (
     timed_solve,
 )
 from .result import DivergenceWarning, Result
+from .sharding import ShardFailure, grad_sharded, solve_sharded
 from .solvers import (
     ELK,
     Chunked,
@@ -65,6 +66,7 @@ __all__ = [
     "RNNSpec",
     "Result",
     "Sequential",
+    "ShardFailure",
     "Solver",
     "TrainResult",
     "UnsupportedError",
@@ -75,6 +77,7 @@ __all__ = [
     "estimate_memory",
     "get_backend",
     "grad",
+    "grad_sharded",
     "iteration_cap",
     "lyapunov",
     "make_problem",
@@ -82,6 +85,7 @@ __all__ = [
     "reference_states",
     "selected_targets",
     "solve",
+    "solve_sharded",
     "timed_grad",
     "timed_solve",
     "train",

@@ -313,6 +313,11 @@ GRIDS: dict[str, Grid] = {
     ),
 }
 
+# The sharded solve's scaling (benchmarks/bench_shard.py, SHARD_GRIDS below), on its own: its
+# torch ranks start a process each, so it stays out of `main`'s minutes (`fpbench sweep --grid
+# shard`). Its other suites' values are quick's; `fpbench sweep` runs only the two below.
+GRIDS["shard"] = Grid(**{**GRIDS["quick"].__dict__, "name": "shard", "suites": ("ShardStrong", "ShardWeak")})
+
 GRID_NAMES: tuple[str, ...] = tuple(GRIDS)
 """Grid names in definition order (append-only: an index here is a stable grid id)."""
 
@@ -637,6 +642,68 @@ def _train_solver(method: str) -> dict[str, str]:
     return {"solver": method, "backward": "implicit"}
 
 
+# -- Sharding (benchmarks/bench_shard.py): appended; append-only like everything above ----------
+
+SHARDS: tuple[int, ...] = (1, 2, 4)
+"""The numbers of shards N the scaling suites sweep."""
+
+
+@dataclass(frozen=True)
+class ShardGrid:
+    """The scaling suites' sweep within one named grid (same names as :data:`GRIDS`): the
+    sharded solve (:func:`fpbench.sharding.solve_sharded`) on N = ``shards`` devices (jax:
+    XLA host devices on a CPU) or processes (torch: ``gloo`` ranks), every iterative solver
+    to tolerance (``"tol"``), input size, dtype, rho and seed as every suite's.
+
+    Attributes:
+        cell, hidden_size, batch: the problem.
+        strong_seq_len: ``ShardStrong``'s T, whatever N (strong scaling: T / N steps a shard).
+        weak_steps: ``ShardWeak``'s steps a shard (weak scaling: T = N * weak_steps).
+        solvers: grid solver names with a sharded form (a Chunked configuration's chunks must
+            be a multiple of every N and divide every T).
+        shards: the N swept.
+        targets: the ``backend:device`` targets.
+    """
+
+    cell: str
+    hidden_size: int
+    batch: int
+    strong_seq_len: int
+    weak_steps: int
+    solvers: tuple[str, ...]
+    shards: tuple[int, ...] = SHARDS
+    targets: tuple[str, ...] = ("jax:cpu", "torch:cpu")
+
+
+SHARD_GRIDS: dict[str, ShardGrid] = {
+    # CI smoke: one solver, one engine, N = 1 and 2.
+    "quick": ShardGrid(
+        cell="gru",
+        hidden_size=8,
+        batch=4,
+        strong_seq_len=256,
+        weak_steps=128,
+        solvers=("newton",),
+        shards=(1, 2),
+        targets=("jax:cpu",),
+    ),
+    "shard": ShardGrid(
+        cell="gru",
+        hidden_size=8,
+        batch=8,
+        strong_seq_len=2048,
+        weak_steps=512,
+        solvers=("jacobi", "newton", "quasi_newton", "chunked_p8_o64"),
+    ),
+}
+
+
+def current_shard() -> ShardGrid:
+    """The scaling sweep of the grid ``FPBENCH_GRID`` selects (``quick``'s for a grid that has
+    none)."""
+    return SHARD_GRIDS.get(grid_name(), SHARD_GRIDS["quick"])
+
+
 def suite_problem(grid: str, suite: str, params: dict[str, Any]) -> dict[str, Any]:
     """The whole problem, solver and budget of one combination of the asv suite ``suite`` run
     under the named grid: its asv parameters ``params`` (which win), and what the suite holds
@@ -695,6 +762,12 @@ def suite_problem(grid: str, suite: str, params: dict[str, Any]) -> dict[str, An
             "input_size": TRAIN_TEXT_INPUT_SIZE,
         },
     }
+    sg = SHARD_GRIDS.get(grid, SHARD_GRIDS["quick"])
+    shard = {"cell": sg.cell, "hidden_size": sg.hidden_size, "batch": sg.batch, "max_iters": TOL}
+    fixed["ShardStrong"] = {**shard, "seq_len": sg.strong_seq_len}
+    shards = params.get("shards")  # an int, or a float in a frame column with gaps
+    if isinstance(shards, (int, float)) and not isinstance(shards, bool) and shards == int(shards):
+        fixed["ShardWeak"] = {**shard, "seq_len": sg.weak_steps * int(shards)}
     given = {k: v for k, v in params.items() if k in PROBLEM_COLUMNS and v is not None}
     if suite in fixed:
         out = {**base, **fixed[suite], **given}

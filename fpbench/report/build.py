@@ -23,6 +23,7 @@ from .grad_sections import grad_sections
 from .load import BASELINES, ResultSet, load_results
 from .output import OutputFolder, safe_name
 from .page import Details, Image, Section, Table, Text, write_csv, write_html, write_markdown
+from .shard_section import shard_sections
 
 FIXED_BY_GROUP = {
     "SeqLen": {"hidden_size": "seq_lens_hidden"},
@@ -888,6 +889,7 @@ def build_report(
             _accuracy_section(frame, figs),
             _overlap_section(frame, figs),
             *grad_sections(frame, figs, result.curves),  # backward, then training
+            *shard_sections(frame, figs),  # the sharded solve's scaling
             _memory_section(frame, figs),  # costs
             _cold_section(frame, figs),
             _gaps_section(result.frame, result.skipped),

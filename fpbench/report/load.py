@@ -47,6 +47,7 @@ PARAM_COLUMNS = (
     "method",  # the training suites (with "budget")
     "budget",
     "overlap",  # ChunkedOverlap
+    "shards",  # ShardStrong, ShardWeak
 )
 """asv parameter names of the benchmark contract, in contract order (append-only)."""
 
@@ -266,7 +267,7 @@ def fill_problem(frame: pd.DataFrame) -> pd.DataFrame:
     for column in (*grids.PROBLEM_COLUMNS, "grid", "group"):
         if column not in frame:
             frame[column] = None
-    params = [c for c in grids.PROBLEM_COLUMNS if c in PARAM_COLUMNS] + ["method"]
+    params = [c for c in grids.PROBLEM_COLUMNS if c in PARAM_COLUMNS] + ["method", "shards"]
     found: dict[tuple, dict[str, Any]] = {}
     filled: dict[str, list[Any]] = {c: frame[c].tolist() for c in grids.PROBLEM_COLUMNS}
     for i, row in enumerate(frame[["grid", "group", *params]].itertuples(index=False, name=None)):
