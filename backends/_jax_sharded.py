@@ -25,9 +25,8 @@ import numpy as np
 
 # backends.jax first: it sets XLA's thread flags before JAX is imported.
 from backends.jax import _cell_of, _iterate, _max_change, jax, jnp, lax, xp
-from fpbench.backend import BackendUnavailableError
+from fpbench.backend import BackendUnavailableError, GradHost
 from fpbench.cells import Cell, input_projection
-from fpbench.grad import GradHost
 from fpbench.shard_maths import chunked_adjoint, chunked_update, linear_update, newton_adjoint, param_products
 from fpbench.sharding import CHUNKED_ADJOINT, REVERSE, ShardedRun, ShardPlan
 from fpbench.solvers import Chunked, Solver
@@ -108,7 +107,7 @@ def _shard_body(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, x, s0, pa
         L = plan.steps
         first_step = ((jnp.arange(L) == 0) & (comm.index() == 0)).astype(s0.dtype)[:, None, None]
         update = linear_update(cell, solver.transition, params, gi, s0, first_step, comm)
-        S, res, k = _iterate(update, _varying(jnp.zeros((L, *s0.shape), s0.dtype)), cap, tol)
+        S, res, k = _iterate(update, _varying(jnp.zeros((L, *s0.shape), s0.dtype)), cap, tol, cap)
     if not grad:
         return S, res, k
     g = grad[0]
@@ -133,7 +132,7 @@ def _chunked_loop(first, rerun, init, cap: int, tol):
         U_new, r = first(U) if cap == 1 else lax.cond(i == 0, first, rerun, U)
         return (U_new, i + 1), r
 
-    (U, _), res, k = _iterate(update, (_varying(init), jnp.int32(0)), cap, tol)
+    (U, _), res, k = _iterate(update, (_varying(init), jnp.int32(0)), cap, tol, cap)
     return U, res, k
 
 
