@@ -122,3 +122,18 @@ def test_gaps_group_by_reason_and_name_an_absent_target_once(tmp_path):
     write_markdown([section], "t", "s", tmp_path / "s.md")
     md = (tmp_path / "s.md").read_text()
     assert "<details" not in md and "**n/a: 4 combinations, 2 reason(s)**" in md
+
+
+def test_a_report_without_comparisons_draws_no_headline_and_names_only_what_it_has():
+    """Results that compare no parallel solve with a baseline (a sharded-scaling sweep, say)
+    draw no "No verdict" headline above their own sections, and the subtitle lists only the
+    kinds of solver they hold (no "baselines: ." with nothing after it)."""
+    from fpbench.report.build import _headline_section, _solvers_line
+    from fpbench.report.load import COLUMNS
+
+    rows = [{"suite": "ShardStrong", "solver": s, "status": "ok", "value": 0.1} for s in ("jacobi", "newton")]
+    frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    assert _headline_section(frame, None).blocks == []
+    assert _solvers_line(frame) == "Parallel solvers: jacobi, newton. "
+    assert _solvers_line(pd.DataFrame({"solver": ["sequential"]})) == "baselines: sequential. "
+    assert _solvers_line(pd.DataFrame({"solver": [None]})) == ""

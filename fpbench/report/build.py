@@ -171,6 +171,27 @@ def _headline_figures(sp: pd.DataFrame, figs: _Figures) -> list[Image]:
     return blocks
 
 
+NO_VERDICT = (
+    "**No verdict**: no parallel solve and sequential baseline were both measured on the same "
+    "machine and device (run `fpbench sweep`, whose default grid `main` measures both over T, H and B)."
+)
+"""The page of results that compare nothing (and hold nothing else)."""
+
+
+def _solvers_line(frame: pd.DataFrame) -> str:
+    """``Parallel solvers: ...; baselines: ... .`` naming only the kinds the results hold."""
+    solvers = set(frame["solver"].dropna())
+    parts = [
+        f"{label}: {', '.join(sorted(names))}"
+        for label, names in (
+            ("Parallel solvers", solvers - set(BASELINES)),
+            ("baselines", solvers & set(BASELINES)),
+        )
+        if names
+    ]
+    return "; ".join(parts) + ". " if parts else ""
+
+
 def _headline_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     """The answer first, on the page's first screen: for each machine, device and cell, a
     verdict; per parallel solver where it beats the best sequential baseline, its best
@@ -178,14 +199,7 @@ def _headline_section(frame: pd.DataFrame, figs: _Figures) -> Section:
     section = Section("Headline: where does a parallel solver beat the best sequential baseline?")
     sp = analysis.family_speedups(frame)
     ok = sp[sp["status"].eq("ok") & sp["speedup"].notna()] if not sp.empty else sp
-    if ok.empty:
-        section.blocks.append(
-            Text(
-                "**No verdict**: no parallel solve and sequential baseline were both measured on the same "
-                "machine and device (run `fpbench sweep`, whose default grid `main` measures both over "
-                "T, H and B)."
-            )
-        )
+    if ok.empty:  # not drawn, unless the page would have nothing else (build_report)
         return section
     head = analysis.headline(sp)
     for (machine, device, cell), _ in head.groupby(["machine", "device", "cell"], sort=True):
@@ -895,7 +909,11 @@ def build_report(
             _gaps_section(result.frame, result.skipped),
             _provenance_section(result, result.frame),
         ]
-    sections = [sections[0], *(s for s in sections[1:] if s.blocks)]  # a section without data is not drawn
+    headline = sections[0]
+    sections = [s for s in sections if s.blocks]  # a section without data is not drawn
+    if not sections:
+        headline.blocks.append(Text(NO_VERDICT))
+        sections = [headline]
     not_run = not_run_text(result.frame)
     if not_run is not None:  # the page's last line
         sections[-1].blocks.append(not_run)
@@ -906,9 +924,8 @@ def build_report(
         f"{'Machine' if len(names) == 1 else 'Machines'} {', '.join(f'`{n}`' for n in names)}"
         + (f" ({', '.join(devices)})" if devices else "")
         + f": {counts.get('ok', 0)} measured, {counts.get('n/a', 0)} n/a, {counts.get('failed', 0)} failed. "
-        f"Parallel solvers: {', '.join(sorted(set(frame['solver'].dropna()) - set(BASELINES)))}; "
-        f"baselines: {', '.join(sorted(set(frame['solver'].dropna()) & set(BASELINES)))}. "
-        "Times are medians of asv's samples; shaded bands are interquartile ranges. Commit, grid, threads "
+        + _solvers_line(frame)
+        + "Times are medians of asv's samples; shaded bands are interquartile ranges. Commit, grid, threads "
         "and versions: see Provenance."
     )
     from .store import interrupted_note  # first on the page: the results come from a stopped sweep
