@@ -55,13 +55,14 @@ as above; unrolled (:func:`_backward_unrolled_chunked`) backpropagates through e
 the forward recorded, each window recomputed and differentiated by the BPTT kernel.
 
 Threads: ``numba.set_num_threads(min(FPBENCH_THREADS or os.cpu_count(),
-NUMBA_NUM_THREADS))``, applied once, when the backend first prepares a solve, on Numba's
-``workqueue`` threading layer (:data:`THREADING_LAYER`) unless ``NUMBA_THREADING_LAYER``
-chooses another. Numba would otherwise pick GNU OpenMP (``omp``) where it finds it, whose
-threads spin while they wait: on a machine where other processes share the cores its
-kernels ran several times slower than on ``workqueue`` (``reports/`` has the comparison), and
-a process that forks after starting them cannot run a parallel kernel in the child (asv's
-fork server: ``benchmarks/common.py``). ``fpbench info`` shows the layer in use.
+NUMBA_NUM_THREADS))``, applied once, when the backend first prepares a solve, on the
+threading layer Numba chooses (GNU OpenMP's ``omp`` where it is installed) unless
+``NUMBA_THREADING_LAYER`` names one. ``omp`` is the faster on an otherwise idle machine;
+its threads spin while they wait, so where other processes share the cores ``workqueue``
+is several times faster, and only ``workqueue`` and ``tbb`` let a process that started
+the threads fork a child that runs parallel kernels (asv's fork server warms the kernels
+there only then: ``benchmarks/common.py``). ``reports/vm/numba_threading_layer.md`` has
+the comparison; ``fpbench info`` shows the layer in use.
 
 BLAS threads: the products go to SciPy's OpenBLAS, whose worker threads by default keep
 spinning for a long while after each call and take the cores from Numba's threads in the
@@ -96,14 +97,13 @@ from fpbench.spec import Problem, RNNSpec
 
 _threads_applied = False
 
-THREADING_LAYER = "workqueue"
-"""Numba's threading layer unless ``NUMBA_THREADING_LAYER`` names one (module docstring)."""
-
 
 def threading_layer() -> str:
-    """The threading layer the kernels run on (:data:`THREADING_LAYER` unless
-    ``NUMBA_THREADING_LAYER`` names one), known before any thread starts."""
-    return os.environ.get("NUMBA_THREADING_LAYER", THREADING_LAYER)
+    """The threading layer configured for the kernels (``NUMBA_THREADING_LAYER``; ``"default"``:
+    Numba's choice), known before any thread starts (module docstring)."""
+    import numba
+
+    return str(numba.config.THREADING_LAYER)
 
 
 def _require_numba() -> None:
@@ -126,7 +126,6 @@ def _kernels():
     from backends import _numba_kernels
 
     if not _threads_applied:
-        numba.config.THREADING_LAYER = threading_layer()  # see the module docstring
         numba.set_num_threads(min(requested_threads(), numba.config.NUMBA_NUM_THREADS))
         _threads_applied = True
     return _numba_kernels

@@ -122,8 +122,8 @@ def _warm_numba() -> None:
 
     Tiny solves and gradients of every cell x solver (x backward mode) of the grid, in its
     dtype: a kernel's compiled signature depends on dtypes and array layouts, not on sizes.
-    Only where the threading layer survives a fork (:data:`FORK_SAFE_NUMBA_LAYERS`; the Numba
-    backend picks ``workqueue`` unless ``NUMBA_THREADING_LAYER`` is set).
+    Only where the threading layer survives a fork (:data:`FORK_SAFE_NUMBA_LAYERS`, chosen by
+    ``NUMBA_THREADING_LAYER``): on Numba's default choice nothing is run here.
     """
     layer = importlib.import_module(type(fpbench.get_backend("numba")).__module__).threading_layer()
     if layer not in FORK_SAFE_NUMBA_LAYERS:
