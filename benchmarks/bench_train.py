@@ -27,6 +27,7 @@ fpbench without ``fpbench.train``, and a NumPy run too slow to be worth it are n
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -108,18 +109,10 @@ def train_spec(seq_len: int, hidden_size: int, contraction: float = grids.CONTRA
 
 
 def text_spec() -> fpbench.RNNSpec:
-    """The ``TrainText`` spec: the grid's ``text_seq_len`` and ``text_hidden``, one-hot
-    characters in."""
-    return fpbench.RNNSpec(
-        cell=train_grids.CELL,
-        input_size=grids.TRAIN_TEXT_INPUT_SIZE,
-        hidden_size=TG.text_hidden,
-        seq_len=TG.text_seq_len,
-        batch=train_grids.BATCH,
-        dtype=grids.DTYPE,
-        contraction=grids.CONTRACTION,
-        seed=grids.SEED,
-    )
+    """The ``TrainText`` spec: :func:`train_spec` at the grid's ``text_seq_len`` and
+    ``text_hidden``, one-hot characters in."""
+    spec = train_spec(TG.text_seq_len, TG.text_hidden)
+    return dataclasses.replace(spec, input_size=grids.TRAIN_TEXT_INPUT_SIZE)
 
 
 _steps: dict[tuple[str, fpbench.RNNSpec, fpbench.Solver, str], Callable[[], Any]] = {}

@@ -142,13 +142,14 @@ def _residual_buffer(out) -> int:
 
 
 def test_residual_buffer_is_sized_by_the_cap(target):
-    """Stopped by tol after a few iterations, a budget of 10**6 allocates no 10**6 buffer."""
+    """Stopped by tol after a few iterations, a budget of 10**6 allocates no 10**6 buffer: at
+    most the cap (T = 7), which JAX rounds up to 64 slots so that budgets share a program."""
     p = fpbench.make_problem(TINY)
     name, device = target.split(":")
     solver = fpbench.Newton(max_iters=10**6, tol=1e-4)
     prepared = fpbench.get_backend(name).prepare(p, solver, device)
     out = prepared.run()
-    assert _residual_buffer(out) <= 7
+    assert _residual_buffer(out) <= (64 if name == "jax" else 7)
     _, residuals = prepared.to_host(out)
     assert 1 <= len(residuals) <= 7
 
