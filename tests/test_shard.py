@@ -250,6 +250,11 @@ def test_scaling_table_speedup_and_efficiency():
     assert table.loc[("ShardWeak", 2), "efficiency"] == 0.8
     assert ("ShardWeak", 4) not in table.index  # a failed gate gives no number
     assert scaling_table(pd.DataFrame(rows).drop(columns="shards")).empty
+    # the figure draws (it called a colour helper the report no longer has)
+    from fpbench.report.shard_section import scaling_figure
+
+    fig = scaling_figure(scaling_table(pd.DataFrame(rows)), "scaling")
+    assert fig is not None and len(fig.axes) >= 2
 
 
 def test_scaling_suites_problem_is_what_they_build():

@@ -49,13 +49,15 @@ def scaling_figure(table: pd.DataFrame, title: str) -> Any:
     if table.empty:
         return None
     targets = sorted(table["target"].unique())
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {s: cycle[i % len(cycle)] for i, s in enumerate(sorted(table["solver"].unique()))}
     fig, axes = figures._grid(2, len(targets))
     handles: dict = {}
     for j, target in enumerate(targets):
         top, bottom = axes[0, j], axes[1, j]
         for solver, g in table[table["target"].eq(target)].groupby("solver", sort=True):
             g = g.sort_values("shards")
-            colour = figures.solver_colour(solver)
+            colour = colours[solver]
             (h,) = top.plot(g["shards"], g["seconds"], "o-", color=colour, label=solver)
             handles.setdefault(solver, h)
             if g["ideal"].notna().any():
