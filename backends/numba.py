@@ -98,14 +98,6 @@ from fpbench.spec import Problem, RNNSpec
 _threads_applied = False
 
 
-def threading_layer() -> str:
-    """The threading layer configured for the kernels (``NUMBA_THREADING_LAYER``; ``"default"``:
-    Numba's choice), known before any thread starts (module docstring)."""
-    import numba
-
-    return str(numba.config.THREADING_LAYER)
-
-
 def _require_numba() -> None:
     """Raise :class:`BackendUnavailableError` unless numba and SciPy import (nothing else)."""
     try:

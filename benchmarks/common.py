@@ -125,8 +125,9 @@ def _warm_numba() -> None:
     Only where the threading layer survives a fork (:data:`FORK_SAFE_NUMBA_LAYERS`, chosen by
     ``NUMBA_THREADING_LAYER``): on Numba's default choice nothing is run here.
     """
-    layer = importlib.import_module(type(fpbench.get_backend("numba")).__module__).threading_layer()
-    if layer not in FORK_SAFE_NUMBA_LAYERS:
+    import numba  # (imported by the preload)
+
+    if numba.config.THREADING_LAYER not in FORK_SAFE_NUMBA_LAYERS:
         return  # (decided before any kernel starts the layer's threads in this process)
     grad_grid = grids.current_grad()
     cells = {
