@@ -26,9 +26,12 @@ the figure is the median over ``--rounds`` workers. The ratios:
    the same with ``"implicit"``, the linearising solvers to tolerance, per backend: what
    differentiating through the iterations costs over one adjoint solve (ELK and quasi-ELK
    on Numba only: autograd through their smoothers to tolerance runs for minutes). No target.
-7. ``against`` (only with ``--against DIR``): every solver's forward solve in this checkout
-   over the same solve in another checkout of fpbench (say ``git worktree add DIR <commit>``),
-   whose workers import fpbench from ``DIR``. Above 1 means this checkout is slower.
+7. ``against`` (only with ``--against DIR``): every solver's forward solve and gradient in
+   this checkout over the same in another checkout of fpbench (say ``git worktree add DIR
+   <commit>``), whose workers import fpbench from ``DIR``, GRU at T = ``--seq-len``, B = 8,
+   I = 32. Each worker times all of one backend's cases, their calls interleaved; the two
+   checkouts' workers alternate. Above 1 means this checkout is slower; the target is
+   within 5 %.
 8. ``chunked``: the fastest sequential baseline of any backend (Numba's and torch's
    ``Sequential``, ``torch.nn.GRU``, JAX's ``lax.scan``) over the fastest ``Chunked`` configuration of any
    backend, GRU, float32, I = H, T in {4096, 16384, 65536}, B in {1, 16}, H in {8, 32, 64}
@@ -49,6 +52,7 @@ of a ratio.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -56,7 +60,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +130,21 @@ def exact_states(problem: fpbench.Problem) -> np.ndarray:
     return exact
 
 
+def cached(key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``compute()``, a dict of arrays from the NumPy reference, kept in a temporary folder
+    under a hash of ``key`` for the other workers of the same point (every worker checks its
+    own answer; only the reference's is reused)."""
+    name = hashlib.sha256(key.encode()).hexdigest()[:24]
+    path = os.path.join(tempfile.gettempdir(), f"fpbench-oracle-{name}.npz")
+    if os.path.exists(path):
+        with np.load(path) as f:
+            return dict(f)
+    out = compute()
+    np.savez(path + ".tmp.npz", **out)
+    os.replace(path + ".tmp.npz", path)
+    return out
+
+
 def callable_of(case: Case):
     """The timed callable of ``case``, a solve only after its answer was checked."""
     problem = problem_of(case)
@@ -142,8 +163,13 @@ def callable_of(case: Case):
         from fpbench.testing import check_grad_close  # not in checkouts older than gradients
 
         got = fpbench.grad(problem, solver, backend=case.target)
-        exact = fpbench.grad(problem.astype("float64"), fpbench.Sequential())
-        ok, msg = check_grad_close(f"{case.target} {solver}", got.arrays(), exact.arrays(), "float32")
+        # a budget without tol stops short of the fixed point: its own float64 gradient
+        oracle = solver if solver.iterative and solver.tol is None else fpbench.Sequential()
+        exact = cached(
+            f"grad-{oracle}-{problem.spec}",
+            lambda: fpbench.grad(problem.astype("float64"), oracle).arrays(),
+        )
+        ok, msg = check_grad_close(f"{case.target} {solver}", got.arrays(), exact, "float32")
         if not ok:
             raise AssertionError(msg)
         cotangent = fpbench.default_cotangent(problem.spec)
@@ -156,9 +182,14 @@ def callable_of(case: Case):
         if not ok:
             raise AssertionError(msg)
         return prepared.run, float(np.max(np.abs(states - exact_states(problem))))
-    expected = (
-        fpbench.solve(problem, solver).states if solver.iterative else fpbench.reference_states(problem)
-    )
+    expected = cached(
+        f"states-{solver if solver.iterative else 'exact'}-{problem.spec}",
+        lambda: {
+            "states": fpbench.solve(problem, solver).states
+            if solver.iterative
+            else fpbench.reference_states(problem)
+        },
+    )["states"]
     ok, msg = check_close(f"{case.target} {solver}", states, expected, problem.spec.dtype)
     if not ok:
         raise AssertionError(msg)
@@ -182,6 +213,32 @@ def worker(case: Case, repeats: int) -> None:
     print(json.dumps({"median": statistics.median(samples), "error": error}))
 
 
+def worker_many(cases: list[Case], repeats: int) -> None:
+    """Print, as one JSON list, each case's median seconds over ``repeats`` calls, the cases'
+    calls interleaved (call 1 of every case, then call 2, ...) so that drift hits all alike;
+    a case whose check fails gives ``{"failed": ...}``, one its backend does not implement
+    ``{"na": ...}``."""
+    fns: list = []
+    for case in cases:
+        try:
+            fn = callable_of(case)
+            fns.append(fn[0] if isinstance(fn, tuple) else fn)
+        except AssertionError as e:
+            fns.append({"failed": str(e)})
+        except NotImplementedError as e:  # fpbench.UnsupportedError: the combination is n/a
+            fns.append({"na": str(e)})
+    live = [fn for fn in fns if callable(fn)]
+    for fn in live:
+        fn()  # warm-up
+    samples: dict[int, list[float]] = {id(fn): [] for fn in live}
+    for _ in range(repeats):
+        for fn in live:
+            t0 = time.perf_counter()
+            fn()
+            samples[id(fn)].append(time.perf_counter() - t0)
+    print(json.dumps([{"median": statistics.median(samples[id(fn)])} if callable(fn) else fn for fn in fns]))
+
+
 def run_worker(case: Case, repeats: int) -> dict:
     """One worker process for ``case``: its JSON reply (``median``, ``error``), or
     ``{"failed": message}`` when its check failed or the process exited abnormally."""
@@ -192,11 +249,78 @@ def run_worker(case: Case, repeats: int) -> dict:
         env["NUMBA_THREADING_LAYER"] = case.layer
     if case.tree is not None:
         env["PYTHONPATH"] = os.path.abspath(case.tree)
-    cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(case)), "--repeats", str(repeats)]
+    return _spawn(["--worker", json.dumps(asdict(case))], env, repeats)
+
+
+def _spawn(mode: list[str], env: dict[str, str], repeats: int) -> Any:
+    """Run this script as a worker (``mode``: ``--worker CASE`` or ``--worker-many CASES``)
+    and return its JSON reply, or ``{"failed": ...}`` when the process exited abnormally."""
+    cmd = [sys.executable, __file__, *mode, "--repeats", str(repeats)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         return {"failed": f"worker exited {out.returncode}: {out.stderr[-500:]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+AGAINST_SOLVERS: tuple[tuple[str, int | None, int, dict[str, int]], ...] = (
+    ("sequential", None, 64, {}),
+    ("native", None, 64, {}),
+    ("jacobi", 16, 64, {}),
+    ("newton", 4, 16, {}),
+    ("quasi_newton", 16, 64, {}),
+    ("elk", 4, 16, {}),
+    ("quasi_elk", 16, 64, {}),
+    ("chunked", 1, 64, {"chunks": 8, "overlap": 64}),
+)
+"""Table 7's solvers: ``(name, iterations, H, Chunked's fields)``, each iterative one run
+for exactly that budget (no tol), Chunked as the main job's ``chunked_p8_o64_k1``. Its
+gradients are checked against the float64 reference gradient of the same solver."""
+
+
+def against_cases(backend: str, seq_len: int, tree: str | None) -> list[Case]:
+    """Table 7's cases of one backend: every solver's forward solve and gradient (its
+    default, implicit, backward), GRU, T = ``seq_len``, B = 8, I = 32, float32."""
+    return [
+        Case(f"{backend}:cpu", kind, "gru", hidden, seq_len, solver, k, tree=tree, **chunks)
+        for solver, k, hidden, chunks in AGAINST_SOLVERS
+        for kind in ("solve", "grad")
+    ]
+
+
+def against_table(args: argparse.Namespace, available: list[str]) -> None:
+    """Table 7: every solver of every backend, forward and gradient, in this checkout over
+    another. Per backend and round, one worker of this checkout and one of the other each
+    time all cases (interleaved calls, :func:`worker_many`), alternating; the ratio is of
+    the medians over ``--rounds``. A ratio above 1 means this checkout is slower."""
+    print(f"\n7. this checkout / {args.against}, forward solve and gradient "
+          f"(GRU, T={args.seq_len}, B=8, I=32, float32); ms")  # fmt: skip
+    print(f"{'':36s} {'this':>10s} {'other':>10s} {'ratio':>7s}")
+    for name in args.backends.split(","):
+        if name not in available:
+            continue
+        sides = {tree: against_cases(name, args.seq_len, tree) for tree in (None, args.against)}
+        medians: dict[str | None, list[list[float]]] = {t: [[] for _ in c] for t, c in sides.items()}
+        notes: dict[int, str] = {}
+        for _ in range(args.rounds):
+            for tree, cases in sides.items():
+                env = dict(os.environ)
+                if tree is not None:
+                    env["PYTHONPATH"] = os.path.abspath(tree)
+                reply = _spawn(["--worker-many", json.dumps([asdict(c) for c in cases])], env, args.repeats)
+                if isinstance(reply, dict):  # the worker itself failed
+                    reply = [reply] * len(cases)
+                for i, r in enumerate(reply):
+                    if "median" in r:
+                        medians[tree][i].append(r["median"])
+                    else:
+                        notes.setdefault(i, "n/a" if "na" in r else "FAILED: " + r["failed"][:200])
+        for i, case in enumerate(sides[None]):
+            label = f"{name} {case.solver}({case.max_iters or '-'}) H={case.hidden} {case.kind}"
+            if i in notes:
+                print(f"{label:36s} {notes[i]}")
+                continue
+            ta, tb = (statistics.median(medians[t][i]) for t in sides)
+            print(f"{label:36s} {ta * 1e3:10.3f} {tb * 1e3:10.3f} {ta / tb:7.2f}")
 
 
 def measure(cases: list[Case], rounds: int, repeats: int) -> list[float | str]:
@@ -340,6 +464,7 @@ def main() -> None:
     parser.add_argument("--against", metavar="DIR", help="another checkout to compare every solver with")
     parser.add_argument("--backends", default="torch,jax,numba", help="backends of the floor table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-many", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only == "against" and not args.against:
         parser.error("--only against needs --against DIR")
@@ -347,6 +472,9 @@ def main() -> None:
         parser.error(f"--against {args.against}: no fpbench package in that folder")
     if args.worker:
         worker(Case(**json.loads(args.worker)), args.repeats)
+        return
+    if args.worker_many:
+        worker_many([Case(**c) for c in json.loads(args.worker_many)], args.repeats)
         return
 
     T, k = args.seq_len, 16
@@ -437,21 +565,7 @@ def main() -> None:
             args,
         )
     if args.against and args.only in (None, "against"):
-        rows = []
-        for name in args.backends.split(","):
-            if name not in available:
-                continue
-            for solver, k, hidden in (("jacobi", 16, 64), ("newton", 4, 16), ("quasi_newton", 16, 64)):
-                for cell in ("elman", "gru"):
-                    case = Case(f"{name}:cpu", "solve", cell, hidden, T, solver, k)
-                    other = replace(case, tree=args.against)
-                    rows.append((f"{name} {cell} {solver}({k}) H={hidden}", case, other))
-        table(
-            f"7. this checkout / {args.against}, forward solve (T={T}, B=8, I=32, float32); ms",
-            f"{'this':>10s} {'other':>10s} {'ratio':>7s}",
-            rows,
-            args,
-        )
+        against_table(args, available)
     if args.only in (None, "chunked"):
         chunked_table([int(t) for t in args.chunked_seq_lens.split(",")], args)
     if args.only in (None, "numba-layer") and "numba" in available:
