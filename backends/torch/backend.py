@@ -5,7 +5,7 @@ float32 guard, the device synchronisation and the copy to the host.
 Native. ``getattr(torch.nn, cell.torch_module)`` (``RNN``, ``GRU``, ``LSTM``; oneDNN on CPU,
 cuDNN on CUDA) is timed alone. ``torch.nn.LSTM`` returns every ``h_t`` but only the last
 ``c``; ``to_host`` (outside the timed call) recovers the c sequence exactly and in parallel
-in time (:class:`_LSTM`).
+in time (:class:`.kernels._LSTM`).
 
 Chunked (``transition == "window"``; :mod:`.chunked`, imported on first
 use). Each iteration folds its windows into the batch (``x[steps]`` viewed ``(W, n*B, I)``
