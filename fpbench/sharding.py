@@ -2,7 +2,7 @@
 
 :func:`solve_sharded` splits the time axis ``T`` into ``shards`` contiguous pieces of ``T / N``
 steps, one per device (JAX: ``shard_map`` over a one-axis mesh, :mod:`backends._jax_sharded`)
-or per process (torch: ``torch.distributed``, :mod:`backends._torch_distributed`). Every shard
+or per process (torch: ``torch.distributed``, :mod:`backends.torch.distributed`). Every shard
 runs the *same* iteration as the single-device solver on its own steps, so the states, the
 number of iterations and the residual trace equal the single-device solve's to the dtype's
 rounding. The cell maths is :mod:`fpbench.cells`, evaluated in the engine's array namespace.
@@ -228,7 +228,7 @@ def prepare_sharded(
         from backends._jax_sharded import prepare
 
         return prepare(problem, solver, device, plan, cap, cotangent)
-    from backends._torch_distributed import prepare
+    from backends.torch.distributed import prepare
 
     return prepare(problem, solver, device, plan, cap, timeout, cotangent)
 

@@ -127,7 +127,7 @@ def test_jax_sharded_equals_unsharded():
 
 def test_torch_sharded_equals_unsharded():
     """Each solver on 2 gloo ranks equals the single-process torch solve (one start-up)."""
-    from backends._torch_distributed import launch
+    from backends.torch.distributed import launch
 
     cases = [
         (cell, dtype, name) for cell, dtype in (("gru", "float64"), ("lstm", "float32")) for name in SOLVERS
@@ -168,7 +168,7 @@ def test_torch_solve_sharded_returns_a_result():
 def test_a_dead_or_hung_rank_ends_the_run(fault):
     """A rank that dies, or hangs before its first exchange, fails the whole run within the
     communication timeout (plus start-up), never a hang."""
-    from backends._torch_distributed import launch
+    from backends.torch.distributed import launch
 
     problem, solver = problem_of(T=8), fpbench.Jacobi(4)
     job = (problem, solver, ShardPlan.of(8, solver, 2), 4, None)

@@ -14,7 +14,9 @@ import fpbench
 from fpbench.testing import assert_close, assert_grad_close
 
 torch = pytest.importorskip("torch")
-tb = pytest.importorskip("backends.torch")
+backend, kalman, kernels, scan = (
+    pytest.importorskip(f"backends.torch.{m}") for m in ("backend", "kalman", "kernels", "scan")
+)
 REPO = Path(__file__).resolve().parent.parent
 TINY = fpbench.RNNSpec(cell="elman", seq_len=4, batch=1, input_size=2, hidden_size=2)
 
@@ -28,9 +30,9 @@ def test_scan_matches_sequential_recurrence(N, full):
     A = rng.uniform(-0.6, 0.6, size=(N, H, H) if full else (N, H))
     b = rng.standard_normal((N, H))
     expected = fpbench.reference.linear_recurrence(A[:, None], b[:, None], np.zeros((1, H)))[:, 0]
-    scan = tb._Scan(N, H, full, torch.float64, torch.device("cpu"))
+    scanner = scan._Scan(N, H, full, torch.float64, torch.device("cpu"))
     got = torch.tensor(b)
-    scan(torch.tensor(A), got)
+    scanner(torch.tensor(A), got)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -47,7 +49,7 @@ def test_check_interval_changes_nothing(cell, solver):
     problem = fpbench.make_problem(spec("T33-B2-H16-I4-rho0.5", cell, "float64"))
     outs = []
     for every in (1, 8):
-        prepared = tb.TorchBackend(check_every=every).prepare(problem, solver, "cpu")
+        prepared = backend.TorchBackend(check_every=every).prepare(problem, solver, "cpu")
         outs.append(prepared.to_host(prepared.run()))
     n = len(outs[0][1])
     assert n % 8 and n < solver.max_iters  # converged inside a block: frozen iterations ran
@@ -60,7 +62,7 @@ def test_check_interval_stops_on_nonfinite():
     x = good.x.copy()
     x[2, 1, 0] = np.nan
     bad = fpbench.Problem(good.spec, x, good.h0, good.params)
-    prepared = tb.TorchBackend(check_every=8).prepare(bad, fpbench.Jacobi(50, tol=1e-6), "cpu")
+    prepared = backend.TorchBackend(check_every=8).prepare(bad, fpbench.Jacobi(50, tol=1e-6), "cpu")
     _, residuals = prepared.to_host(prepared.run())
     assert len(residuals) == 1 and np.isnan(residuals[0])
 
@@ -70,7 +72,7 @@ def test_float32_precision_guard_restores_caller_settings():
     torch.set_float32_matmul_precision("high")
     torch.backends.cudnn.allow_tf32 = True
     try:
-        with tb._ieee_fp32():
+        with backend._ieee_fp32():
             assert torch.get_float32_matmul_precision() == "highest"
             assert torch.backends.cudnn.allow_tf32 is False
         assert torch.get_float32_matmul_precision() == "high"
@@ -97,10 +99,10 @@ def test_threads_come_from_fpbench_threads():
 
 
 def test_bad_fpbench_threads_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(tb, "_threads", None)  # as if first used now
+    monkeypatch.setattr(backend, "_threads", None)  # as if first used now
     monkeypatch.setenv("FPBENCH_THREADS", "zero")
     with pytest.raises(ValueError, match="FPBENCH_THREADS must be a positive integer"):
-        tb.TorchBackend().prepare(fpbench.make_problem(TINY), fpbench.Sequential(), "cpu")
+        backend.TorchBackend().prepare(fpbench.make_problem(TINY), fpbench.Sequential(), "cpu")
 
 
 @pytest.mark.parametrize("damping", [0.0, 0.05, 1.0, 30.0])
@@ -121,9 +123,9 @@ def test_parallel_kalman_smoother_matches_sequential(T, full, damping):
     A_bm, b_bm = np.swapaxes(A, 0, 1).copy(), np.swapaxes(b, 0, 1).copy()
     b_bm[:, 0] = fpbench.reference._apply(A[0], s0) + b[0]
     A_bm[:, 0] = 0.0
-    scan = tb._Scan(B * T, S, full, torch.float64, torch.device("cpu"))
-    got = tb._kalman_smoother(
-        torch.tensor(A_bm), torch.tensor(b_bm), torch.tensor(np.swapaxes(y, 0, 1)), damping, full, scan
+    scanner = scan._Scan(B * T, S, full, torch.float64, torch.device("cpu"))
+    got = kalman._kalman_smoother(
+        torch.tensor(A_bm), torch.tensor(b_bm), torch.tensor(np.swapaxes(y, 0, 1)), damping, full, scanner
     )
     np.testing.assert_allclose(got.transpose(0, 1).numpy(), expected, rtol=1e-10, atol=1e-10)
 
@@ -133,7 +135,7 @@ def test_associative_scan_is_an_inclusive_prefix(T):
     """Any length, with a non-commutative operator (2x2 products, later on the left)."""
     rng = np.random.default_rng(T)
     M = torch.tensor(rng.standard_normal((2, T, 2, 2)))
-    (got,) = tb._associative_scan(lambda a, b: [b[0] @ a[0]], [M])
+    (got,) = scan._associative_scan(lambda a, b: [b[0] @ a[0]], [M])
     expected = M.clone()
     for t in range(1, T):
         expected[:, t] = M[:, t] @ expected[:, t - 1]
@@ -152,15 +154,15 @@ def test_native_lstm_recovers_the_cell_states(dtype):
 def test_cell_without_an_entry_runs_the_shared_maths(monkeypatch):
     """CELL_KERNELS holds only hand-tuned overrides: without gru's, every solver (and the
     floor) runs the shared cell maths and still matches the reference."""
-    monkeypatch.delitem(tb.CELL_KERNELS, "gru")
-    assert tb._kernels_for("gru") is tb._Kernels
+    monkeypatch.delitem(kernels.CELL_KERNELS, "gru")
+    assert kernels._kernels_for("gru") is kernels._Kernels
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", "gru", "float64"))
     exact = fpbench.reference_states(problem)
     for solver in (fpbench.Native(), fpbench.Sequential(), fpbench.Jacobi(7), fpbench.Newton(7)):
         assert_close(
             f"shared maths {solver}", fpbench.solve(problem, solver, "torch").states, exact, "float64"
         )
-    tb.TorchBackend().iteration_floor(problem, "cpu")()
+    backend.TorchBackend().iteration_floor(problem, "cpu")()
 
 
 @pytest.mark.parametrize("cell", list(fpbench.CELLS))
@@ -168,7 +170,7 @@ def test_cell_kernels_match_the_shared_cell_maths(cell):
     """The table's (possibly hand-tuned) apply and linearise equal fpbench.cells'."""
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", cell, "float64"))
     s, H, rows = problem.spec, problem.spec.hidden_size, 7 * 3
-    kern = tb.CELL_KERNELS[cell](problem, torch.device("cpu"), rows, rows)
+    kern = kernels.CELL_KERNELS[cell](problem, torch.device("cpu"), rows, rows)
     x = torch.tensor(problem.x).view(rows, -1)
     states = torch.tensor(np.random.default_rng(1).uniform(-1, 1, size=(rows, s.state_size)))
     params = {k: torch.tensor(v) for k, v in problem.params.items()}
@@ -189,7 +191,7 @@ def test_cell_kernels_match_the_shared_cell_maths(cell):
         torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-12)
 
 
-# -- Chunked: the folded windows through torch.nn (backends._torch_chunked) ---------------------
+# -- Chunked: the folded windows through torch.nn (backends.torch.chunked) ---------------------
 
 
 def _small(cell: str, T: int) -> fpbench.Problem:

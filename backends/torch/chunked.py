@@ -1,5 +1,5 @@
 """The torch backend's :class:`~fpbench.solvers.Chunked` (``transition == "window"``),
-imported lazily by :mod:`backends.torch`.
+imported lazily by :mod:`.backend`.
 
 Fold. Every iteration runs its windows all at once: :meth:`ChunkLayout.gather_index
 <fpbench.solvers.ChunkLayout.gather_index>` gives the input step of every window position,
@@ -45,18 +45,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from backends.torch import (
-    _GradModel,
-    _Kernels,
-    _kernels_for,
-    _linear_recurrence_diff,
-    _nn_module,
-    _param_products,
-    _shifted,
-)
 from fpbench.backend import GradOutput
 from fpbench.solvers import Chunked, ChunkLayout, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
+
+from .grad import _GradModel, _param_products, _shifted
+from .kernels import _Kernels, _kernels_for, _nn_module
+from .scan import _linear_recurrence_diff
 
 WindowRunner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(steps (W, n), start states (n*B, S)) -> outputs (W, n*B, S)``: the recurrence run over

@@ -115,7 +115,7 @@ class _Comm:
         return torch.where(both[0] > 0, torch.nan, both[1])
 
     def scan(self, compose, elems):
-        from backends.torch import _associative_scan  # over axis 1
+        from .scan import _associative_scan  # over axis 1
 
         out = _associative_scan(compose, [e.movedim(0, 1) for e in elems])
         return tuple(o.movedim(1, 0) for o in out)
@@ -227,7 +227,7 @@ def solve_rank(
     import torch
     import torch.distributed as dist
 
-    from backends.torch import _ieee_fp32
+    from .backend import _ieee_fp32
 
     rank = int(os.environ["RANK"]) if rank is None else rank
     cuda = device == "cuda"
