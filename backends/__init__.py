@@ -1,5 +1,5 @@
-"""Framework backends of fpbench: one module per framework, each importing it lazily.
+"""Framework backends of fpbench: one module or package per framework, each importing it lazily.
 
-Each module defines a :class:`fpbench.Backend` subclass registered by name in
+Each defines a :class:`fpbench.Backend` subclass registered by name in
 ``fpbench.registry.BACKENDS``.
 """

@@ -33,7 +33,7 @@ whole sequence) and ``gh = W_hh h + b_hh`` (:func:`hidden_preactivation`), both
 Adding a cell is one class here, registered in :data:`CELLS`. The NumPy reference, JAX and
 torch run it from this maths alone (torch's ``Native`` and ``Chunked`` need a ``torch.nn``
 module with the same layout: ``torch_module``, None when there is none); Numba needs a
-row function in ``backends/_numba_kernels.py`` (without one it raises ``UnsupportedError``).
+row function in ``backends/numba/kernels_cells.py`` (without one it raises ``UnsupportedError``).
 """
 
 from __future__ import annotations

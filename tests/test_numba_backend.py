@@ -11,7 +11,8 @@ from fpbench.reference import linear_recurrence
 
 pytest.importorskip("numba")
 pytest.importorskip("scipy")
-K = pytest.importorskip("backends._numba_kernels")
+K = pytest.importorskip("backends.numba.kernels_cells")
+KS = pytest.importorskip("backends.numba.kernels_scan")
 
 
 @pytest.mark.parametrize("chunks", [1, 2, 3, 7, 40])
@@ -27,7 +28,7 @@ def test_chunked_scan_matches_sequential_recurrence(full, chunks):
     s[0] = h0
     # the kernel takes transposed Jacobians, weight as in the backend, and destroys A, b
     At = np.ascontiguousarray(np.swapaxes(A, -1, -2)) if full else A.copy()
-    K.linear_scan(At, b.copy(), s, float(H + 1) if full else 1.0, chunks)
+    KS.linear_scan(At, b.copy(), s, float(H + 1) if full else 1.0, chunks)
     np.testing.assert_allclose(s[1:], expected, rtol=1e-12, atol=1e-12)
 
 
@@ -142,7 +143,7 @@ def test_grad_unrolled_newton_type_holds_for_random_problems(
 def test_complex_step_tangents_match_central_differences(name):
     """The cells' coefficient derivatives along a direction (complex step) against central
     differences of the real coefficients."""
-    KG = pytest.importorskip("backends._numba_grad")
+    KG = pytest.importorskip("backends.numba.grad_kernels")
     rng = np.random.default_rng(3)
     H, N = 4, 6
     cell = K.CELL_IDS[name]

@@ -1,9 +1,9 @@
-"""Numba kernels of the numba backend's backward pass (imported lazily by :mod:`backends.numba`).
+"""Numba kernels of the numba backend's backward pass: coefficients, VJPs and adjoint steps.
 
 Notation as :mod:`fpbench.reference_grad`: row ``i = k*B + b`` of the flat ``(N, S)``
 arrays is step k of sequence b; the adjoint ``lam_k = dL/ds_k`` solves
 ``lam_{T-1} = g_{T-1}``, ``lam_k = g_k + J_{k+1}^T lam_{k+1}``. Everything is built from the
-cells' structured coefficients (``_numba_kernels._cell`` with ``coeffs=2``): with ``c[g, p]``
+cells' structured coefficients (``kernels_cells._cell`` with ``coeffs=2``): with ``c[g, p]``
 (``df_p/d gh_g``), ``ci[g, p]`` (``df_p/d gi_g``) and ``d[p, q]`` at row i, the VJP of step i
 for a cotangent ``v`` is
 
@@ -12,8 +12,9 @@ for a cotangent ``v`` is
 
 computed for all rows in parallel (:func:`vjp_rows`) plus one BLAS product ``dgh @ W_hh``.
 
-Cached kernels here call kernels of ``_numba_kernels``; numba's cache does not notice when
-that other file changes, so clear ``backends/__pycache__/_numba_grad*`` after editing it.
+Cached kernels here call kernels of ``kernels_cells`` and ``kernels_scan``; numba's cache
+does not notice when those files change, so clear ``backends/numba/__pycache__`` after
+editing them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from backends._numba_kernels import _JIT, _block, _cell, _transition
+from .kernels_cells import _JIT, _block, _cell
+from .kernels_scan import _transition
 
 
 @njit(parallel=True, **_JIT)
@@ -108,7 +110,7 @@ def adjoint_rows(C, Dd, CI, whh, g, t0, step, live, every, nc, cur, nxt, dgh, dg
     :func:`bptt` steps it: chunk q at reversed step ``tau`` (time ``t = T - 1 - tau``)
     maps ``cur = lam_{t+1}`` to ``nxt = lam_t = g_t + J_{t+1}^T lam_{t+1}`` (``g_{T-1}`` at
     ``tau = 0``), with ``tau = t0[q] + step`` and the arguments ``live, every`` of
-    :func:`backends._numba_kernels.cell_rows`.
+    :func:`backends.numba.kernels_cells.cell_rows`.
 
     ``C, CI: (N, G, P, H)``, ``Dd: (N, P, P, H)`` the coefficients of every step, ``whh (gH,
     H)``, ``g: (T, B, S)``; ``cur, nxt: (>= nc*B, S)`` (chunk q's rows ``q*B ..``);

@@ -1,6 +1,6 @@
 """Chunked's iterations on the numba backend (``solver.transition == "window"``): one
 parallel kernel per iteration, for the forward recurrence and for the adjoint recurrence
-of its implicit backward alike (imported lazily by :mod:`backends.numba`).
+of its implicit backward alike, and :class:`ChunkedIterations`, which drives them.
 
 Everything runs in the recurrence's own step order ``tau`` (the forward: time; the
 adjoint: time reversed) on a buffer ``u (T + 1, B, S)`` whose slab ``tau + 1`` holds step
@@ -8,7 +8,7 @@ tau's state and slab 0 the state before step 0 (``s0``; zero for the adjoint). A
 iteration splits the chunks it runs into one contiguous group per thread; a group's chunks
 advance together, one step of all of them per pass, so the step is a product over
 ``chunks-in-group x B`` rows, and it is the very step of the sequential kernel
-(:func:`backends._numba_kernels.cell_rows`; :func:`backends._numba_grad.adjoint_rows` for
+(:func:`backends.numba.kernels_cells.cell_rows`; :func:`backends.numba.grad_kernels.adjoint_rows` for
 the adjoint, BPTT's step). A group's states live in its own double buffer; a chunk's steps
 at or after its first step are written into ``u`` as they are computed, together with the
 largest change against what ``u`` held (the residual, and a rerun's ``tol`` stop). No fold
@@ -16,11 +16,11 @@ or gather copies: every chunk reads its own steps' inputs where they lie.
 
 Which op runs is picked at compile time from the op tuple (:func:`_advance`): the forward's
 ``(cell, G, gi (T, B, gH), whhT (H, gH), bhh (gH,))`` or the adjoint's ``(C, Dd, CI, whh
-(gH, H), g (T, B, S))`` (coefficients as in ``_numba_grad``).
+(gH, H), g (T, B, S))`` (coefficients as in ``grad_kernels``).
 
-Cached kernels here call kernels of ``_numba_kernels`` and ``_numba_grad``; numba's cache
-does not notice when those files change, so clear ``backends/__pycache__/_numba_chunked*``
-after editing them.
+Cached kernels here call kernels of ``kernels_cells`` and ``grad_kernels``; numba's cache
+does not notice when those files change, so clear ``backends/numba/__pycache__`` after
+editing them.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ import numpy as np
 from numba import njit, prange, types
 from numba.core.extending import overload
 
-from backends._numba_grad import adjoint_rows
-from backends._numba_kernels import _JIT, _block, _coeff_scratch, _nan_max, _reduce_max, cell_rows
 from fpbench.solvers import ChunkLayout
+
+from .grad_kernels import adjoint_rows
+from .kernels_cells import _JIT, _block, _coeff_scratch, _nan_max, _reduce_max, cell_rows
 
 
 def _op_scratch(op, S):
