@@ -1,0 +1,18 @@
+"""The solver algorithms, written once over a framework's primitives (:class:`Ops`).
+
+- :mod:`.ops`: :class:`Ops`, what a framework provides (its array namespace, a linear
+  solve and an associative scan), and the recurrent weights' layouts (:class:`Recurrent`);
+- :mod:`.structured`: the Jacobian from a cell's structured form (``J s``, ``J``, ``diag J``);
+- :mod:`.linear`: affine composition, the linear recurrence, ELK's Kalman smoother;
+- :mod:`.iteration`: one iteration of every iterative solver by its traits, the residual
+  and the stopping rule;
+- :mod:`.adjoint`: the implicit backward's adjoint and the parameter gradients.
+
+JAX runs these as they are; torch runs them in its differentiable paths (the gradients),
+and keeps in-place versions for its forward solve (``backends/torch/forward.py``,
+``kalman.py``), tested against these. Numba keeps fused kernels.
+"""
+
+from .ops import Ops, Recurrent
+
+__all__ = ["Ops", "Recurrent"]

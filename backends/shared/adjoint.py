@@ -1,0 +1,87 @@
+"""The implicit backward: the adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at the forward's
+states, parallel in time, and the gradients of the parameters, inputs and initial state.
+
+By transition: one reverse scan with the transposed Jacobians (``"full"``: Newton, ELK,
+exact), Jacobi on the adjoint (``"none"``), or diagonal-preconditioned adjoint iterations
+(``"diagonal"``: each an elementwise reverse scan); the iterations run to the forward's
+``tol`` and at most ``min(max_iters, T)`` times (T of them give the exact adjoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fpbench.cells import Cell
+
+from . import structured
+from .iteration import later, max_change
+from .linear import linear_recurrence
+from .ops import Ops, Recurrent
+
+Array = Any
+
+
+def vjp_steps(xp: Any, cell: Cell, Sp: Array, gi: Array, gh: Array, lam: Array, rec: Recurrent):
+    """The VJP of every step ``f(Sp_t, x_t)`` at once for cotangents ``lam (T, B, S)``:
+    ``(J_t^T lam_t (T, B, S), dgi (T, B, gH), dgh (T, B, gH))``; ``gh`` are the steps'
+    hidden preactivations ``W_hh h_{t-1} + b_hh``."""
+    ds, dgi, dgh = cell.vjp_preact(xp, Sp, gi, gh, lam)
+    H = rec.w_hh.shape[-1]
+    back = ds[..., :H] + xp.matmul(dgh, rec.w_hh)
+    return (back if ds.shape[-1] == H else xp.concatenate([back, ds[..., H:]], -1)), dgi, dgh
+
+
+def full_adjoint(ops: Ops, cell: Cell, Sp: Array, gi: Array, rec: Recurrent, g: Array) -> Array:
+    """The exact adjoint by one reverse scan over ``J_{t+1}^T``: ``lam (T, B, S)``."""
+    xp = ops.xp
+    wh = rec.hidden(xp, Sp)
+    _, c, d = cell.linearise(xp, Sp, gi, wh + rec.b_hh)
+    J = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c))
+    return linear_recurrence(ops, True, later(xp, xp.swapaxes(J, -1, -2)), g, reverse=True)
+
+
+def adjoint_update(
+    ops: Ops, cell: Cell, transition: str, Sp: Array, gi: Array, rec: Recurrent, g: Array
+) -> Callable[[Array], tuple[Array, Array]]:
+    """One adjoint iteration ``lam -> (lam_new, max |lam_new - lam|)`` for transition
+    ``"none"`` (Jacobi on the adjoint) or ``"diagonal"`` (``lam_t = g_t + D_{t+1} lam_{t+1} +
+    (J_{t+1} - D_{t+1})^T lam_{t+1}^old``, solved by an elementwise reverse scan)."""
+    xp = ops.xp
+    wh = rec.hidden(xp, Sp)
+    gh = wh + rec.b_hh
+
+    def jacobi(lam: Array) -> tuple[Array, Array]:
+        new = g + later(xp, vjp_steps(xp, cell, Sp, gi, gh, lam, rec)[0])
+        return new, max_change(xp, new, lam)
+
+    if transition == "none":
+        return jacobi
+    _, c, d = cell.linearise(xp, Sp, gi, gh)
+    diag = structured.diagonal(xp, c, d, rec.diag)
+    d_next = later(xp, diag)  # D_{t+1}
+
+    def preconditioned(lam: Array) -> tuple[Array, Array]:
+        b = g + later(xp, vjp_steps(xp, cell, Sp, gi, gh, lam, rec)[0] - diag * lam)
+        new = linear_recurrence(ops, False, d_next, b, reverse=True)
+        return new, max_change(xp, new, lam)
+
+    return preconditioned
+
+
+def param_products(
+    xp: Any, cell: Cell, Sp: Array, x: Array, gi: Array, lam: Array, rec: Recurrent, w_ih: Array
+) -> tuple[dict[str, Array], Array, Array]:
+    """``(dparams, dx (T, B, I), ds0 (B, S))`` from the adjoint ``lam (T, B, S)`` at the
+    previous states ``Sp`` and input projection ``gi``: one batched VJP of every step and
+    products over all (t, b); ``w_ih (gH, I)`` in torch layout."""
+    H = rec.w_hh.shape[-1]
+    dprev, dgi, dgh = vjp_steps(xp, cell, Sp, gi, rec.hidden(xp, Sp) + rec.b_hh, lam, rec)
+    dgi2, dgh2 = dgi.reshape(-1, dgi.shape[-1]), dgh.reshape(-1, dgh.shape[-1])
+    dparams = {
+        "weight_ih": xp.matmul(dgi2.T, x.reshape(-1, x.shape[-1])),
+        "weight_hh": xp.matmul(dgh2.T, Sp[..., :H].reshape(-1, H)),
+        "bias_ih": dgi2.sum(0),
+        "bias_hh": dgh2.sum(0),
+    }
+    return dparams, xp.matmul(dgi, w_ih), dprev[0]

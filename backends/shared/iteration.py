@@ -1,0 +1,109 @@
+"""One iteration of every iterative solver, by its traits, and when a run of them stops.
+
+An iteration maps the iterate ``S (T, B, S)`` (the states of steps ``1..T``) to the next:
+Jacobi applies the step to every previous state at once; Newton (``"full"``) and
+quasi-Newton (``"diagonal"``) linearise every step at the iterate and solve the linear
+recurrence ``s_t = A_t s_{t-1} + b_t`` with ``b_t = f(S_{t-1}) - A_t S_{t-1}`` by a parallel
+scan; with damping (ELK, quasi-ELK) the Kalman smoother solves the damped problem instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fpbench.cells import Cell
+
+from . import structured
+from .linear import kalman_smoother, linear_recurrence
+from .ops import Ops, Recurrent
+
+Array = Any
+
+
+def shifted(xp: Any, S: Array, s0: Array) -> Array:
+    """``(s0, S_1, ..., S_{T-1})``: the previous state of every step."""
+    return xp.concatenate([s0[None], S[:-1]])
+
+
+def later(xp: Any, v: Array) -> Array:
+    """``out_t = v_{t+1}`` (0 at the last step): what step t+1 sends back to step t."""
+    return xp.concatenate([v[1:], xp.zeros_like(v[:1])])
+
+
+def with_first(xp: Any, a: Array, first: Array) -> Array:
+    """``a`` with ``a[0] = first``, functionally."""
+    return xp.concatenate([first[None], a[1:]])
+
+
+def max_change(xp: Any, new: Array, old: Array) -> Array:
+    """``max |new - old|``, NaN when ``new`` holds a NaN, for a finite ``old``.
+
+    XLA's CPU ``max`` reduction drops NaNs (an all-NaN difference gives ``-inf``), so a
+    diverged solve would look converged; NumPy and torch give NaN. ``old`` is always finite
+    here (every run starts from zeros and stops at the first non-finite residual), so
+    ``|new - old|`` holds a NaN exactly when ``new`` does; the test is the sum of ``new``,
+    also NaN when ``new`` holds infinities of both signs. Written so, XLA fuses the
+    difference into the ``max`` and reads ``new`` once more for the sum.
+    """
+    return xp.where(xp.isnan(xp.sum(new)), xp.nan, xp.max(xp.abs(new - old)))
+
+
+def stopped(xp: Any, r: Array, tol: Array | float | None) -> Array:
+    """The stopping rule of every iterative run, forward and adjoint: stop after the first
+    residual ``r <= tol`` or the first non-finite one (a diverged run stops with or without
+    a ``tol``). ``tol`` None (or below 0, as JAX's runtime scalar encodes None) never stops
+    a finite run; the cap on iterations is the caller's."""
+    bad = ~xp.isfinite(r)
+    return bad if tol is None else bad | (r <= tol)
+
+
+def update(
+    ops: Ops,
+    cell: Cell,
+    transition: str,
+    damped: bool,
+    gi: Array,
+    s0: Array,
+    rec: Recurrent,
+    damping: Array | float,
+) -> Callable[[Array], tuple[Array, Array]]:
+    """One iteration ``S -> (S_new, max |S_new - S|)`` of the solver with these traits:
+    ``transition`` ``"none"`` (Jacobi), ``"full"`` (Newton) or ``"diagonal"`` (quasi-Newton);
+    ``damped``: the damped step by the Kalman smoother (ELK, quasi-ELK). ``gi (T, B, gH)``
+    is the input projection, ``s0 (B, S)`` the initial state."""
+    xp = ops.xp
+
+    def jacobi(S: Array) -> tuple[Array, Array]:
+        Sp = shifted(xp, S, s0)
+        S_new = cell.activate(xp, Sp, gi, rec.hidden(xp, Sp) + rec.b_hh)
+        return S_new, max_change(xp, S_new, S)
+
+    def newton(S: Array) -> tuple[Array, Array]:
+        # For t = 1, s_0 is known: b_1 = f(s_0) exactly and A_1 never enters the states.
+        Sp = shifted(xp, S, s0)
+        A, b = linearised(ops, cell, transition, Sp, gi, rec)
+        if damped:
+            A = with_first(xp, A, xp.zeros_like(A[0]))
+            S_new = kalman_smoother(ops, transition == "full", A, b, S, damping)
+        else:
+            S_new = linear_recurrence(ops, transition == "full", A, b)
+        return S_new, max_change(xp, S_new, S)
+
+    return jacobi if transition == "none" else newton
+
+
+def linearised(ops: Ops, cell: Cell, transition: str, Sp: Array, gi: Array, rec: Recurrent):
+    """The linearised steps at the previous states ``Sp``: ``(A, b)`` with ``A`` the
+    Jacobians (``"full"``, ``(T, B, S, S)``) or their diagonals (``(T, B, S)``) and
+    ``b_t = f(Sp_t) - A_t Sp_t``, except ``b_0 = f(s_0)``."""
+    xp = ops.xp
+    wh = rec.hidden(xp, Sp)
+    f, c, d = cell.linearise(xp, Sp, gi, wh + rec.b_hh)
+    if transition == "full":
+        A = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c))
+        b = f - structured.apply(xp, c, d, wh, Sp)
+    else:
+        A = structured.diagonal(xp, c, d, rec.diag)
+        b = f - A * Sp
+    return A, with_first(xp, b, f[0])

@@ -1,0 +1,61 @@
+"""What a framework provides to the shared algorithms: :class:`Ops`; and the layouts of the
+recurrent weights they read: :class:`Recurrent`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+Array = Any  # a JAX or torch array
+
+
+@dataclass(frozen=True)
+class Ops:
+    """A framework's primitives. Everything else the algorithms need comes from ``xp``, the
+    array namespace the cells use (``matmul``, ``concatenate``, ``swapaxes``, ``where``,
+    ``zeros_like``, ``isnan``, ``max``, ``abs``, ``sum``, operators and slicing).
+
+    Attributes:
+        xp: the array namespace (``jax.numpy`` with full-precision products, ``torch``).
+        solve: ``(M (..., n, n), R (..., n, r)) -> M^-1 R``.
+        scan: ``(op, elems, reverse) -> tuple``: the inclusive associative scan over axis 0
+            of a tuple of arrays for ``op(earlier, later)``; ``reverse`` scans from the end
+            (the same as flipping, scanning and flipping back).
+        eye: ``(n, like) -> (n, n)`` identity in ``like``'s dtype and device.
+    """
+
+    xp: Any
+    solve: Callable[[Array, Array], Array]
+    scan: Callable[[Callable, Sequence[Array], bool], tuple]
+    eye: Callable[[int, Array], Array]
+
+
+class Recurrent(NamedTuple):
+    """The recurrent weights in the layouts the algorithms read, from torch-layout
+    ``weight_hh (gH, H)`` and ``bias_hh (gH,)``.
+
+    Attributes:
+        w_hh: ``(gH, H)``, torch layout (the adjoint's ``dgh @ W_hh``).
+        w_hh_t: ``(H, gH)``: ``h @ w_hh_t`` is ``W_hh h`` for every gate.
+        b_hh: ``(gH,)``.
+        blocks: ``(g, H, H)``, the gate blocks ``W_g``.
+        diag: ``(g, H)``, their diagonals.
+    """
+
+    w_hh: Array
+    w_hh_t: Array
+    b_hh: Array
+    blocks: Array
+    diag: Array
+
+    @classmethod
+    def of(cls, xp: Any, weight_hh: Array, bias_hh: Array) -> Recurrent:
+        """The layouts from torch-layout weights (inside a program: a few transposes)."""
+        H = weight_hh.shape[-1]
+        blocks = weight_hh.reshape(-1, H, H)
+        return cls(weight_hh, weight_hh.T, bias_hh, blocks, xp.diagonal(blocks, 0, -2, -1))
+
+    def hidden(self, xp: Any, s: Array) -> Array:
+        """``W_hh h`` (no bias) of the ``h`` part of states ``s (..., S)``: ``(..., gH)``."""
+        return xp.matmul(s[..., : self.w_hh_t.shape[0]], self.w_hh_t)

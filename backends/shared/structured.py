@@ -1,0 +1,45 @@
+"""The Jacobian of a step from a cell's structured form (:meth:`fpbench.cells.Cell.linearise`):
+
+    J[p, q] = sum_g diag(c[g, p]) W_g [q == 0] + diag(d[p, q]),
+
+``c (..., g, P, H)``, ``d (..., P, P, H)``, ``W_g`` the gate blocks of ``W_hh``: ``J s``
+without forming ``J``, the full ``J`` (Newton, ELK) and its diagonal (quasi-Newton).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Array = Any
+
+
+def apply(xp: Any, c: Array, d: Array, wh: Array, s: Array) -> Array:
+    """``J s`` without forming ``J``: ``wh (..., gH)`` holds ``W_g h`` of every gate (the
+    product the step computed anyway), ``s (..., P*H)`` the state. Returns ``(..., P*H)``."""
+    g, P, H = c.shape[-3:]
+    # Sums written out over the (few) gates and parts: XLA's CPU fusion of a reshape and a
+    # reduction over the gate axis is much slower.
+    parts = [
+        sum(c[..., k, p, :] * wh[..., k * H : (k + 1) * H] for k in range(g))
+        + sum(d[..., p, q, :] * s[..., q * H : (q + 1) * H] for q in range(P))
+        for p in range(P)
+    ]
+    return parts[0] if P == 1 else xp.concatenate(parts, -1)
+
+
+def full(xp: Any, c: Array, d: Array, blocks: Array, eye: Array) -> Array:
+    """``J (..., P*H, P*H)``; ``blocks (g, H, H)`` are the ``W_g``, ``eye`` the ``H x H``
+    identity."""
+    g, P, H = c.shape[-3:]
+    gate = sum(c[..., k, :, :, None] * blocks[k] for k in range(g))  # (..., P, H, H)
+    diag = d[..., None] * eye  # (..., P, Q, H, H)
+    J = xp.concatenate([diag[..., :1, :, :] + gate[..., None, :, :], diag[..., 1:, :, :]], -3)
+    return xp.swapaxes(J, -3, -2).reshape(*J.shape[:-4], P * H, P * H)
+
+
+def diagonal(xp: Any, c: Array, d: Array, w_diag: Array) -> Array:
+    """``diag(J) (..., P*H)``, elementwise; ``w_diag (g, H)`` are the diagonals of the
+    ``W_g``. Only the ``h`` part (``p = q = 0``) sees the gates."""
+    g, P, _ = c.shape[-3:]
+    h_part = d[..., 0, 0, :] + sum(c[..., k, 0, :] * w_diag[k] for k in range(g))
+    return xp.concatenate([h_part] + [d[..., p, p, :] for p in range(1, P)], -1)
