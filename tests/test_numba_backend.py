@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 import fpbench
 from fpbench.reference import linear_recurrence
 
+pytestmark = pytest.mark.backend("numba")
+
 pytest.importorskip("numba")
 pytest.importorskip("scipy")
 K = pytest.importorskip("backends._numba_kernels")
@@ -138,15 +140,15 @@ def test_grad_unrolled_newton_type_holds_for_random_problems(
         np.testing.assert_allclose(got.arrays()[name], value, rtol=1e-8, atol=1e-10, err_msg=name)
 
 
-@pytest.mark.parametrize("name", list(fpbench.CELLS))
-def test_complex_step_tangents_match_central_differences(name):
+@pytest.mark.parametrize("cell", list(fpbench.CELLS))
+def test_complex_step_tangents_match_central_differences(cell):
     """The cells' coefficient derivatives along a direction (complex step) against central
     differences of the real coefficients."""
     KG = pytest.importorskip("backends._numba_grad")
     rng = np.random.default_rng(3)
     H, N = 4, 6
-    cell = K.CELL_IDS[name]
-    G, P = {"elman": (1, 1), "gru": (3, 1), "lstm": (4, 2)}[name]
+    G, P = {"elman": (1, 1), "gru": (3, 1), "lstm": (4, 2)}[cell]
+    cell = K.CELL_IDS[cell]
     gi, gh, ugi, ugh = (rng.standard_normal((N, G * H)) for _ in range(4))
     s, us = rng.standard_normal((N, P * H)), rng.standard_normal((N, P * H))
     bhh = rng.standard_normal(G * H)
