@@ -195,7 +195,9 @@ class Cell(ABC):
     def _linearise(self, xp: Any, params: Mapping[str, Array], s: Array, gi: Array) -> tuple[Array, Array]:
         return self.linearise(xp, s, gi, self._gh(xp, params, s))[1:]
 
-    def vjp(self, xp: Any, params: Mapping[str, Array], s: Array, gi: Array, g: Array) -> tuple[Array, Array, Array]:
+    def vjp(
+        self, xp: Any, params: Mapping[str, Array], s: Array, gi: Array, g: Array
+    ) -> tuple[Array, Array, Array]:
         """The VJP of :meth:`step` for a cotangent ``g (..., S)``: ``(J^T g (..., S), dgi,
         dgh)`` (``dgi``, ``dgh`` as :meth:`vjp_preact`; :meth:`recurrent_grads` sums them
         into the recurrent parameters' gradients)."""
@@ -508,9 +510,7 @@ class LSTMCIFGDiag(Cell):
         dc_new = g_c + g_h * o * (1.0 - tc * tc) + do_pre * p_o
         df_pre = dc_new * (c - gg) * f * (1.0 - f)
         dg_pre = dc_new * (1.0 - f) * (1.0 - gg * gg)
-        ds = xp.concatenate(
-            [df_pre * a_f + dg_pre * a_g + do_pre * a_o, dc_new * f + df_pre * p_f], -1
-        )
+        ds = xp.concatenate([df_pre * a_f + dg_pre * a_g + do_pre * a_o, dc_new * f + df_pre * p_f], -1)
         dgi = xp.concatenate([df_pre, dg_pre, do_pre], -1)
         dw = xp.concatenate([df_pre * h, dg_pre * h, do_pre * h, df_pre * c, do_pre * c_new], -1)
         return ds, dgi, dw

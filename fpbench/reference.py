@@ -190,6 +190,10 @@ def kalman_smoother(
     return out
 
 
+def _identity(v: np.ndarray) -> np.ndarray:
+    return v
+
+
 def to_units(v: np.ndarray, parts: int) -> np.ndarray:
     """A state ``(..., P H)`` (parts stacked) in unit-major layout ``(..., H, P)``, the layout
     a diagonal cell's per-unit Jacobian blocks (:meth:`fpbench.Cell.unit_jacobian`) act on."""
@@ -300,7 +304,7 @@ def fixed_point(problem: Problem, solver: Iterative) -> tuple[np.ndarray, np.nda
         jac, into, back = cell.unit_jacobian, (lambda v: to_units(v, cell.parts)), from_units
     else:
         jac = cell.jacobian if solver.transition == "full" else cell.jacobian_diag
-        into = back = lambda v: v  # noqa: E731
+        into = back = _identity
 
     def newton(H):
         Hp = shifted(H, s0)

@@ -17,6 +17,10 @@ lambda_t)``,
     dW_hh = sum_t dgh_t^T h_{t-1},   db_hh = sum_t dgh_t,   ds_0 = J_1^T lambda_1,
 
 and ``J_t^T v = ds + [dgh W_hh, 0]`` (the direct dependence plus the path through ``gh``).
+A diagonal cell (:attr:`fpbench.Cell.recurrence`) folds ``b_hh`` into ``gi`` and its
+``dgh`` is the per-row gradient of the vector ``weight_hh``: ``dW_hh = sum_t dgh_t``,
+``db_hh = sum_t dgi_t`` and ``J_t^T v = ds`` (:meth:`fpbench.Cell.vjp`,
+:meth:`fpbench.Cell.recurrent_grads` hold both cases).
 
 Per solver (:func:`backward`; the names are :attr:`fpbench.backend.GradHost.backward_method`):
 
@@ -87,7 +91,9 @@ class _Model:
     def _vjp(self, prev, gi, lam):
         return self.cell.vjp(np, self.params, prev, gi, lam)
 
-    def recurrent_grads(self, prev: np.ndarray, dgi: np.ndarray, dgh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def recurrent_grads(
+        self, prev: np.ndarray, dgi: np.ndarray, dgh: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(dW_hh, db_hh)`` of one VJP at previous states ``prev (..., S)``, summed."""
         return self.cell.recurrent_grads(prev[..., : self.H], dgi, dgh)
 

@@ -275,8 +275,9 @@ def make_problem(spec: RNNSpec) -> Problem:
     Weights and biases are drawn like PyTorch's default init, U(-1/sqrt(H), 1/sqrt(H));
     each H x H block of ``weight_hh`` is then rescaled to spectral norm
     ``spec.contraction`` (a diagonal cell's recurrent vectors each to max absolute value
-    ``spec.contraction``; its peepholes keep their draw). Inputs are standard normal, ``h0`` (and ``c0`` for ``lstm``,
-    drawn last) are U(-0.5, 0.5). Arrays are generated in float64 and cast to ``spec.dtype``.
+    ``spec.contraction``; its peepholes keep their draw). Inputs are standard normal, ``h0``
+    (and ``c0`` for ``lstm``, drawn last) are U(-0.5, 0.5). Arrays are generated in float64
+    and cast to ``spec.dtype``.
     """
     rng = np.random.default_rng(spec.seed)
     g, H, I = spec.gates, spec.hidden_size, spec.input_size

@@ -396,7 +396,7 @@ def test_grad_matches_reference(target, cell, dtype, solver_id, problem_id):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    cell=st.sampled_from(CELLS),
+    cell=st.sampled_from(TORCH_CELLS),
     T=st.integers(1, 16),
     B=st.integers(1, 3),
     H=st.integers(1, 7),
