@@ -1,7 +1,8 @@
 """The cells: one class per cell holds everything cell-specific, written once.
 
-A cell is a map ``s' = f(s, x)`` on its *state* ``s``: ``h`` for ``elman`` and ``gru``, the
-pair ``(h, c)`` stacked as ``s = [h, c]`` (size ``2H``) for ``lstm``. A cell declares its
+A cell is a map ``s' = f(s, x)`` on its *state* ``s``: ``h`` for ``elman``, ``gru`` and
+``gru_diag``, the pair ``(h, c)`` stacked as ``s = [h, c]`` (size ``2H``) for ``lstm`` and
+``lstm_cifg_diag``. A cell declares its
 state's H-sized parts in ``state_parts`` (``("h",)`` or ``("h", "c")``: the first part is
 always ``h``, and a second one is the *cell state* ``c`` that ``Problem.c0``,
 ``Result.cell_states`` and ``GradResult.c0`` carry); ``parts`` and ``has_cell_state`` are
@@ -45,6 +46,9 @@ Adding a cell is one class here, registered in :data:`CELLS`. The NumPy referenc
 torch run it from this maths alone (torch's ``Native`` and ``Chunked`` need a ``torch.nn``
 module with the same layout: ``torch_module``, None when there is none); Numba needs a
 row function in ``backends/_numba_kernels.py`` (without one it raises ``UnsupportedError``).
+A diagonal cell runs on the backends whose :attr:`fpbench.Backend.recurrences` list
+``"diagonal"`` (so far the NumPy reference only); the others refuse it with
+``UnsupportedError``.
 """
 
 from __future__ import annotations
@@ -83,6 +87,10 @@ def input_projection(params: Mapping[str, Array], x: Array, xp: Any = np) -> Arr
         ValueError: the parameters are a diagonal cell's (whose ``gi`` also holds ``b_hh``).
     """
     _dense_only(params, "input_projection")
+    return _project(xp, params, x)
+
+
+def _project(xp: Any, params: Mapping[str, Array], x: Array) -> Array:
     return xp.matmul(x, params["weight_ih"].T) + params["bias_ih"]
 
 
@@ -155,7 +163,7 @@ class Cell(ABC):
     def input_projection(self, xp: Any, params: Mapping[str, Array], x: Array) -> Array:
         """``gi``: ``x (..., I)`` -> ``(..., gH)``: ``x W_ih^T + b_ih``, plus ``b_hh`` for a
         diagonal cell (whose recurrence holds no bias)."""
-        gi = xp.matmul(x, params["weight_ih"].T) + params["bias_ih"]
+        gi = _project(xp, params, x)
         return gi + params["bias_hh"] if self.recurrence == "diagonal" else gi
 
     def recurrent_input(self, xp: Any, params: Mapping[str, Array], h: Array) -> Array:
@@ -164,7 +172,7 @@ class Cell(ABC):
         itself (the cell applies it elementwise, to ``h`` and through peepholes to ``c``)."""
         if self.recurrence == "diagonal":
             return params["weight_hh"]
-        return xp.matmul(h, params["weight_hh"].T) + params["bias_hh"]
+        return hidden_preactivation(params, h, xp)
 
     @abstractmethod
     def activate(self, xp: Any, s: Array, gi: Array, gh: Array) -> Array:

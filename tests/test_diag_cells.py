@@ -153,3 +153,14 @@ def test_other_backends_refuse_the_diagonal_cells_by_name(cell, backend):
         impl.prepare(p, fpbench.Jacobi(3), "cpu")
     with pytest.raises(fpbench.UnsupportedError, match=match):
         fpbench.grad(p, fpbench.Jacobi(3), backend=backend)
+
+
+def test_memory_estimate_counts_per_unit_jacobian_blocks():
+    """Newton on a diagonal cell holds (S, P) blocks a row, not S x S: the estimate says so."""
+    from fpbench.memory import jacobian_items
+
+    sizes = dict(input_size=4, hidden_size=256, seq_len=64, batch=2)
+    dense, diag = (fpbench.RNNSpec(cell=c, **sizes) for c in ("lstm", "lstm_cifg_diag"))
+    assert jacobian_items(dense) == 512 * 512 and jacobian_items(diag) == 512 * 2
+    newton = fpbench.Newton(4)
+    assert fpbench.estimate_memory(diag, newton) < fpbench.estimate_memory(dense, newton) / 50
