@@ -12,6 +12,7 @@ into host NumPy arrays, outside any timed region: ``(states, residuals)`` for a 
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -60,6 +61,24 @@ def requested_threads() -> int:
             f"({THREADS_PER_CORE_LIMIT} x the {cores} CPU cores of this machine)"
         )
     return int(raw) if raw else cores
+
+
+CELL_CHECKED: tuple[str, ...] = ("prepare", "prepare_grad", "iteration_floor")
+"""The :class:`Backend` methods, each taking the problem first, that refuse a cell the
+backend does not implement (:meth:`Backend.check_cell`)."""
+
+
+def _cell_checked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method(self, problem, ...)`` that first calls ``self.check_cell(problem)`` (a
+    ``problem`` that is not a :class:`Problem` is left to the method's own checks)."""
+
+    @functools.wraps(method)
+    def checked(self: Backend, problem: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(problem, Problem):
+            self.check_cell(problem)
+        return method(self, problem, *args, **kwargs)
+
+    return checked
 
 
 class BackendUnavailableError(LookupError):
@@ -168,6 +187,29 @@ class Backend(ABC):
     compute_dtype: ClassVar[str | None] = None
     """The dtype this backend computes in whatever the spec's (None: the spec's dtype);
     used by the memory estimate."""
+    recurrences: ClassVar[tuple[str, ...]] = ("dense",)
+    """The cell recurrences (:attr:`fpbench.Cell.recurrence`) this backend implements: a
+    backend that runs the diagonal cells says ``("dense", "diagonal")``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every :data:`CELL_CHECKED` method a backend defines first checks the problem's
+        cell (:meth:`check_cell`): the one place a backend's cell support is enforced,
+        whoever calls it (the registry, training, benchmarks, tests)."""
+        super().__init_subclass__(**kwargs)
+        for method in CELL_CHECKED:
+            if method in cls.__dict__:
+                setattr(cls, method, _cell_checked(cls.__dict__[method]))
+
+    def check_cell(self, problem: Problem) -> None:
+        """Raise :class:`UnsupportedError` when this backend does not implement the cell of
+        ``problem`` (its recurrence is not in :attr:`recurrences`)."""
+        cell = problem.spec.model
+        if cell.recurrence not in self.recurrences:
+            raise UnsupportedError(
+                f"backend {self.name!r} does not support cell {cell.name!r} yet: its "
+                f"{cell.recurrence} recurrence is not implemented in this backend (the numpy "
+                "reference runs it)"
+            )
 
     def backward_kept(self, spec: RNNSpec, solver: Solver) -> tuple[int, int]:
         """What the backward pass of ``solver`` keeps of the forward, for the memory

@@ -71,7 +71,7 @@ def lyapunov(problem: Problem, steps: int | None = None, seed: int = 0) -> float
         raise ValueError(f"steps must be None or an integer in [1, T={p.spec.seq_len}], got {steps!r}")
     states = sequential(p)
     prev = shifted(states, p.s0)[:T]
-    gi = cells.input_projection(p.params, p.x[:T])
+    gi = p.spec.model.input_projection(np, p.params, p.x[:T])
     v = np.random.default_rng(seed).standard_normal((B, S))
     v /= np.linalg.norm(v, axis=-1, keepdims=True)
     total = np.zeros(B)

@@ -13,7 +13,8 @@ time-batch rows, ``g`` gate blocks, ``S`` the state size (``H``; ``2H`` for ``ls
 - a full transition (Newton, ELK): plus its ``(T, B, S, S)`` Jacobians, several of which
   are alive at once in the parallel scan: ``4 * N * S * S`` items (``8 * N * S * S`` with
   damping: the Kalman smoother's covariances too). This term dominates: T = 4096, B = 8,
-  H = 256 in float32 is 32 GiB;
+  H = 256 in float32 is 32 GiB. A diagonal cell's Jacobian is its per-unit ``P x P``
+  blocks, ``S * P`` items a row instead of ``S * S`` (:func:`jacobian_items`);
 - Chunked: plus its first iteration's windows folded into a batch (inputs, projections
   and states of ``window * chunks * B`` rows);
 - iterative solvers: plus one float64 residual per iteration that can run
@@ -96,7 +97,7 @@ def estimate_memory(problem: Problem | RNNSpec, solver: Solver, dtype: str | Non
     N = T * B
     items = N * (I + 4 * g * H + 6 * S)
     if solver.transition == "full":
-        items += (8 if solver.damping else 4) * N * S * S
+        items += (8 if solver.damping else 4) * N * jacobian_items(spec)
     if solver.transition == "diagonal":
         items += 12 * N * S
     if solver.transition == "window":  # Chunked: the windows folded into a batch, and their outputs
@@ -106,15 +107,24 @@ def estimate_memory(problem: Problem | RNNSpec, solver: Solver, dtype: str | Non
     return items * itemsize + 8 * iteration_cap(solver, T)
 
 
+def jacobian_items(spec: RNNSpec) -> int:
+    """Items per row of one step's full Jacobian as the solvers hold it: ``S^2`` for a dense
+    cell, ``S * P`` for a diagonal one (its per-unit ``P x P`` blocks,
+    :meth:`fpbench.Cell.unit_jacobian`)."""
+    S = spec.state_size
+    return S * (spec.model.parts if spec.model.recurrence == "diagonal" else S)
+
+
 def unrolled_items(spec: RNNSpec, solver: Solver) -> int:
     """Items per row and kept iteration that autodiff records for an unrolled backward
     (module docstring, "Gradients"): ``8 S + 8 gH`` (Jacobi, Chunked, and one pass of a
     sequential BPTT), ``32 S + 12 gH`` (quasi-Newton), ``64 S + 16 gH`` (quasi-ELK),
-    ``8 S^2 + 32 S + 8 gH`` (Newton), ``64 S^2 + 32 S + 8 gH`` (ELK)."""
+    ``8 S^2 + 32 S + 8 gH`` (Newton), ``64 S^2 + 32 S + 8 gH`` (ELK), with ``S * P`` for
+    ``S^2`` for a diagonal cell (:func:`jacobian_items`)."""
     S, gH = spec.state_size, spec.gates * spec.hidden_size
     damped = solver.damping > 0
     if solver.transition == "full":
-        return (64 if damped else 8) * S * S + 32 * S + 8 * gH
+        return (64 if damped else 8) * jacobian_items(spec) + 32 * S + 8 * gH
     if solver.transition == "diagonal":
         return 64 * S + 16 * gH if damped else 32 * S + 12 * gH
     return 8 * S + 8 * gH
@@ -139,7 +149,7 @@ def autodiff_kept(spec: RNNSpec, solver: Solver) -> tuple[int, int]:
             per_row += -(-AUTOGRAD_STEP_BYTES // (4 * spec.batch))
         return 1, per_row
     if solver.backward != "unrolled":
-        return (1, 4 * spec.state_size**2) if solver.transition == "full" else (0, 0)
+        return (1, 4 * jacobian_items(spec)) if solver.transition == "full" else (0, 0)
     return iteration_cap(solver, spec.seq_len), unrolled_items(spec, solver)
 
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .cells import input_projection
 from .solvers import Chunked, Iterative, iteration_cap
 from .spec import Problem
 
@@ -18,7 +17,7 @@ from .spec import Problem
 def _setup(problem: Problem):
     """``(cell, params, s0 (B, S), gi (T, B, gH))`` of ``problem`` in float64."""
     p = problem.astype("float64")
-    return p.spec.model, p.params, p.s0, input_projection(p.params, p.x)
+    return p.spec.model, p.params, p.s0, p.spec.model.input_projection(np, p.params, p.x)
 
 
 def sequential(problem: Problem) -> np.ndarray:
@@ -107,7 +106,7 @@ def fixed_point_residual(problem: Problem, states: np.ndarray) -> float:
             S = np.asarray(states[a : a + block], dtype=np.float64)
             x = np.asarray(problem.x[a : a + block], dtype=np.float64).reshape(-1, I)
             before = np.concatenate([prev[None], S[:-1]]).reshape(-1, n)
-            F = cell.step(np, params, before, input_projection(params, x))
+            F = cell.step(np, params, before, cell.input_projection(np, params, x))
             worst.append(np.max(np.abs(F - S.reshape(-1, n))))
             prev = S[-1]
     return float(np.max(worst))
@@ -127,7 +126,9 @@ def linear_recurrence(A: np.ndarray, b: np.ndarray, h0: np.ndarray) -> np.ndarra
     """Solve ``h_t = A_t h_{t-1} + b_t`` sequentially.
 
     Args:
-        A: ``(T, B, S, S)`` full, or ``(T, B, S)`` diagonal transition matrices.
+        A: ``(T, B, S, S)`` full, or ``(T, B, S)`` diagonal transition matrices (or with
+            more leading axes: the per-unit blocks ``(T, B, H, P, P)`` of a diagonal cell
+            act on unit-major vectors ``(T, B, H, P)``, :func:`to_units`).
         b: ``(T, B, S)`` offsets.
         h0: ``(B, S)`` initial state.
     Returns:
@@ -149,14 +150,15 @@ def kalman_smoother(
     ``y_t`` with noise ``I / damping``). ``damping = 0`` gives :func:`linear_recurrence`.
 
     Args:
-        A: ``(T, B, S, S)`` full or ``(T, B, S)`` diagonal transitions.
+        A: ``(T, B, S, S)`` full or ``(T, B, S)`` diagonal transitions (or with more leading
+            axes, as :func:`linear_recurrence`: per-unit ``(T, B, H, P, P)`` blocks).
         b, y: ``(T, B, S)`` offsets and observations (the current iterate).
         h0: ``(B, S)`` known initial state.
     Returns:
         ``(T, B, S)`` smoothed means.
     """
-    T, _, S = b.shape
-    full = A.ndim == 4
+    T, S = b.shape[0], b.shape[-1]
+    full = A.ndim == b.ndim + 1
     eye = np.eye(S)
     m, P = h0, (np.zeros((*h0.shape, S)) if full else np.zeros_like(h0))
     means, covs, pred_means, pred_covs = [], [], [], []
@@ -186,6 +188,21 @@ def kalman_smoother(
             ms = means[t] + covs[t] * A[t + 1] / pred_covs[t + 1] * (ms - pred_means[t + 1])
         out[t] = ms
     return out
+
+
+def _identity(v: np.ndarray) -> np.ndarray:
+    return v
+
+
+def to_units(v: np.ndarray, parts: int) -> np.ndarray:
+    """A state ``(..., P H)`` (parts stacked) in unit-major layout ``(..., H, P)``, the layout
+    a diagonal cell's per-unit Jacobian blocks (:meth:`fpbench.Cell.unit_jacobian`) act on."""
+    return np.swapaxes(v.reshape(*v.shape[:-1], parts, -1), -1, -2)
+
+
+def from_units(v: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_units`: ``(..., H, P)`` -> ``(..., P H)``."""
+    return np.swapaxes(v, -1, -2).reshape(*v.shape[:-2], -1)
 
 
 def iterate(update: Callable[[np.ndarray], np.ndarray], H: np.ndarray, solver: Iterative):
@@ -269,6 +286,10 @@ def fixed_point(problem: Problem, solver: Iterative) -> tuple[np.ndarray, np.nda
     (``"diagonal"``) at ``H_{t-1}`` and ``b_t = f(H_{t-1}) - A_t H_{t-1}``, and solve it:
     exactly (Newton) or, with damping, by the Kalman smoother (ELK). ``"window"``: the
     recurrence on :class:`~fpbench.solvers.Chunked`'s windows (:func:`chunked`).
+
+    For a diagonal cell the full Jacobian is its per-unit blocks
+    (:meth:`~fpbench.Cell.unit_jacobian`), and the linear recurrence is solved on unit-major
+    states (:func:`to_units`): no ``S x S`` matrix is formed.
     """
     cell, params, s0, gi = _setup(problem)
     if solver.transition == "window":
@@ -278,15 +299,21 @@ def fixed_point(problem: Problem, solver: Iterative) -> tuple[np.ndarray, np.nda
     def jacobi(H):
         return cell.step(np, params, shifted(H, s0), gi)
 
+    units = solver.transition == "full" and cell.recurrence == "diagonal"
+    if units:
+        jac, into, back = cell.unit_jacobian, (lambda v: to_units(v, cell.parts)), from_units
+    else:
+        jac = cell.jacobian if solver.transition == "full" else cell.jacobian_diag
+        into = back = _identity
+
     def newton(H):
         Hp = shifted(H, s0)
         fH = cell.step(np, params, Hp, gi)
-        jac = cell.jacobian if solver.transition == "full" else cell.jacobian_diag
         A = jac(np, params, Hp, gi)
-        b = fH - _apply(A, Hp)
+        b = into(fH) - _apply(A, into(Hp))
         if solver.damping:
-            return kalman_smoother(A, b, H, s0, solver.damping)
-        return linear_recurrence(A, b, s0)
+            return back(kalman_smoother(A, b, into(H), into(s0), solver.damping))
+        return back(linear_recurrence(A, b, into(s0)))
 
     update = jacobi if solver.transition == "none" else newton
     with np.errstate(over="ignore", invalid="ignore"):

@@ -18,6 +18,7 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     compute_dtype = "float64"
+    recurrences = ("dense", "diagonal")
 
     def backward_kept(self, spec: RNNSpec, solver: Solver) -> tuple[int, int]:
         """The unrolled backward (:func:`~fpbench.reference_grad.unrolled_jacobi`,

@@ -17,6 +17,10 @@ lambda_t)``,
     dW_hh = sum_t dgh_t^T h_{t-1},   db_hh = sum_t dgh_t,   ds_0 = J_1^T lambda_1,
 
 and ``J_t^T v = ds + [dgh W_hh, 0]`` (the direct dependence plus the path through ``gh``).
+A diagonal cell (:attr:`fpbench.Cell.recurrence`) folds ``b_hh`` into ``gi`` and its
+``dgh`` is the per-row gradient of the vector ``weight_hh``: ``dW_hh = sum_t dgh_t``,
+``db_hh = sum_t dgi_t`` and ``J_t^T v = ds`` (:meth:`fpbench.Cell.vjp`,
+:meth:`fpbench.Cell.recurrent_grads` hold both cases).
 
 Per solver (:func:`backward`; the names are :attr:`fpbench.backend.GradHost.backward_method`):
 
@@ -58,7 +62,7 @@ import dataclasses
 import numpy as np
 
 from .backend import GradHost, Prepared, UnsupportedError
-from .cells import Cell, hidden_preactivation
+from .cells import Cell
 from .reference import Run, _setup, chunked, fixed_point, iterate, linear_recurrence, sequential, shifted
 from .solvers import Chunked, Iterative, Solver
 from .spec import Problem
@@ -72,7 +76,7 @@ class _Model:
         self.cell: Cell
         self.cell, self.params, self.s0, self.gi = _setup(problem)
         self.x = self.problem.x
-        self.H = self.params["weight_hh"].shape[-1]
+        self.H = self.problem.spec.hidden_size
 
     def vjp(self, prev: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The VJP of the steps ``f(prev_t, x_t)`` (all t at once) for the cotangent ``lam``
@@ -85,12 +89,13 @@ class _Model:
         return self._vjp(prev, self.gi[t], lam)[0]
 
     def _vjp(self, prev, gi, lam):
-        H = self.H
-        gh = hidden_preactivation(self.params, prev[..., :H])
-        ds, dgi, dgh = self.cell.vjp_preact(np, prev, gi, gh, lam)
-        dprev = ds.copy()
-        dprev[..., :H] += dgh @ self.params["weight_hh"]
-        return dprev, dgi, dgh
+        return self.cell.vjp(np, self.params, prev, gi, lam)
+
+    def recurrent_grads(
+        self, prev: np.ndarray, dgi: np.ndarray, dgh: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(dW_hh, db_hh)`` of one VJP at previous states ``prev (..., S)``, summed."""
+        return self.cell.recurrent_grads(prev[..., : self.H], dgi, dgh)
 
     def jacobian_diag(self, prev: np.ndarray) -> np.ndarray:
         """``diag(J_t)`` at the previous states ``prev (T, B, S)``: ``(T, B, S)``."""
@@ -102,13 +107,9 @@ def param_products(m: _Model, states: np.ndarray, lam: np.ndarray):
     ``(params, dx (T, B, I), ds0 (B, S))`` by one batched VJP over all t (module docstring)."""
     prev = shifted(states, m.s0)
     dprev, dgi, dgh = m.vjp(prev, lam)
-    params = {
-        "weight_ih": np.einsum("tbg,tbi->gi", dgi, m.x),
-        "weight_hh": np.einsum("tbg,tbh->gh", dgh, prev[..., : m.H]),
-        "bias_ih": dgi.sum((0, 1)),
-        "bias_hh": dgh.sum((0, 1)),
-    }
-    return params, dgi @ m.params["weight_ih"], dprev[0]
+    dW_hh, db_hh = m.recurrent_grads(prev, dgi, dgh)
+    params, dx = _input_side(m, dgi, dW_hh, db_hh)
+    return params, dx, dprev[0]
 
 
 def adjoint_sequential(m: _Model, states: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -175,8 +176,9 @@ def unrolled_jacobi(m: _Model, g: np.ndarray, solver: Iterative):
             prev = shifted(H, m.s0)
             dprev, dgi, dgh = m.vjp(prev, G)
             dgi_sum += dgi
-            dW_hh += np.einsum("tbg,tbh->gh", dgh, prev[..., : m.H])
-            db_hh += dgh.sum((0, 1))
+            dW, db = m.recurrent_grads(prev, dgi, dgh)
+            dW_hh += dW
+            db_hh += db
             ds0 += dprev[0]
             G = _later(dprev)  # dL/dH of the sweep's input (the first iterate is the constant 0)
     return (states, residuals, *_input_side(m, dgi_sum, dW_hh, db_hh), ds0)
@@ -244,8 +246,9 @@ def unrolled_chunked(m: _Model, g: np.ndarray, solver: Chunked):
                         mu = mu + G[t]
                     mu, dgi, dgh = m._vjp(prevs[t - first], m.gi[t], mu)
                     dgi_sum[t] += dgi
-                    dW_hh += dgh.T @ prevs[t - first][..., : m.H]
-                    db_hh += dgh.sum(0)
+                    dW, db = m.recurrent_grads(prevs[t - first], dgi, dgh)
+                    dW_hh += dW
+                    db_hh += db
                 if source == "s0":
                     ds0 += mu
                 elif source is not None:

@@ -174,7 +174,8 @@ def checked_target(
     ``grad``). Returns the backend instance and device.
 
     Raises:
-        TypeError, ValueError, BackendUnavailableError, InsufficientMemoryError.
+        TypeError, ValueError, BackendUnavailableError, InsufficientMemoryError,
+        UnsupportedError: the backend does not implement the problem's cell.
     """
     if not isinstance(problem, Problem):
         raise TypeError(
@@ -189,6 +190,7 @@ def checked_target(
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     impl, dev = resolve(backend, device)
+    impl.check_cell(problem)  # also for the sharded runs, which call no Backend method
     if dev == "cpu":  # the host's memory; on a GPU the framework reports its own OOM
         check_memory(problem, solver, impl.compute_dtype, f"{impl.name}:{dev}", grad, impl.name)
     return impl, dev

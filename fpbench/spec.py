@@ -36,8 +36,9 @@ class RNNSpec:
     """One RNN evaluation problem.
 
     Attributes:
-        cell: ``"elman"`` (``torch.nn.RNN`` with tanh), ``"gru"`` (``torch.nn.GRU``) or
-            ``"lstm"`` (``torch.nn.LSTM``): a name in :data:`fpbench.cells.CELLS`.
+        cell: ``"elman"`` (``torch.nn.RNN`` with tanh), ``"gru"`` (``torch.nn.GRU``),
+            ``"lstm"`` (``torch.nn.LSTM``), or ParaRNN's diagonal ``"gru_diag"`` and
+            ``"lstm_cifg_diag"``: a name in :data:`fpbench.cells.CELLS`.
         input_size: I, features per time step.
         hidden_size: H, state size.
         seq_len: T, number of time steps.
@@ -46,7 +47,10 @@ class RNNSpec:
         contraction: rho >= 0, the spectral norm ``W_hh`` is scaled to (for ``gru``
             each of the three gate blocks is scaled to it: a heuristic, since the GRU
             state map's Lipschitz constant also depends on the gates; likewise the four
-            blocks of ``lstm``).
+            blocks of ``lstm``). For the diagonal cells (``gru_diag``, ``lstm_cifg_diag``)
+            the same definition: each recurrent vector ``a_g`` is scaled to
+            ``max |a_g| = rho``, the spectral norm of ``diag(a_g)``; the peepholes of
+            ``lstm_cifg_diag`` are not scaled.
         seed: seed of the NumPy generator that makes every array.
 
     ``contraction`` is at most :func:`max_contraction` of the dtype (the largest finite
@@ -128,7 +132,8 @@ class Problem:
         x: ``(T, B, I)`` inputs, in ``spec.dtype``.
         h0: ``(B, H)`` initial state, in ``spec.dtype``.
         params: ``weight_ih (gH, I)``, ``weight_hh (gH, H)``, ``bias_ih (gH,)``,
-            ``bias_hh (gH,)`` with g gate blocks in torch order (GRU: r, z, n; LSTM: i, f, g, o).
+            ``bias_hh (gH,)`` with g gate blocks in torch order (GRU: r, z, n; LSTM: i, f, g, o);
+            a diagonal cell's ``weight_hh`` is a vector (:meth:`fpbench.Cell.param_shapes`).
         c0: ``(B, H)`` initial cell state for ``lstm``; None for the other cells.
     """
 
@@ -254,20 +259,37 @@ def _scale_spectral(w: np.ndarray, rho: float) -> np.ndarray:
     return w * scale if math.isfinite(scale) else (w / norm) * rho  # no overflow on the way
 
 
+def _scale_max(a: np.ndarray, rho: float) -> np.ndarray:
+    """``a`` scaled to ``max |a| = rho``: the spectral norm of ``diag(a)``."""
+    top = np.max(np.abs(a))
+    if not top > 0:
+        return a
+    with np.errstate(over="ignore"):
+        scale = rho / top
+    return a * scale if math.isfinite(scale) else (a / top) * rho  # no overflow on the way
+
+
 def make_problem(spec: RNNSpec) -> Problem:
     """Generate the problem for ``spec``: deterministic in the spec, NumPy only.
 
     Weights and biases are drawn like PyTorch's default init, U(-1/sqrt(H), 1/sqrt(H));
     each H x H block of ``weight_hh`` is then rescaled to spectral norm
-    ``spec.contraction``. Inputs are standard normal, ``h0`` (and ``c0`` for ``lstm``,
-    drawn last) are U(-0.5, 0.5). Arrays are generated in float64 and cast to ``spec.dtype``.
+    ``spec.contraction`` (a diagonal cell's recurrent vectors each to max absolute value
+    ``spec.contraction``; its peepholes keep their draw). Inputs are standard normal, ``h0``
+    (and ``c0`` for ``lstm``, drawn last) are U(-0.5, 0.5). Arrays are generated in float64
+    and cast to ``spec.dtype``.
     """
     rng = np.random.default_rng(spec.seed)
     g, H, I = spec.gates, spec.hidden_size, spec.input_size
     k = 1.0 / math.sqrt(H)
     w_ih = rng.uniform(-k, k, size=(g * H, I))
-    w_hh = rng.uniform(-k, k, size=(g * H, H))
-    w_hh = np.concatenate([_scale_spectral(b, spec.contraction) for b in np.split(w_hh, g)])
+    if spec.model.recurrence == "diagonal":
+        w_hh = rng.uniform(-k, k, size=((g + spec.model.peepholes) * H,))
+        scaled = [_scale_max(a, spec.contraction) for a in np.split(w_hh[: g * H], g)]
+        w_hh = np.concatenate([*scaled, w_hh[g * H :]])
+    else:
+        w_hh = rng.uniform(-k, k, size=(g * H, H))
+        w_hh = np.concatenate([_scale_spectral(b, spec.contraction) for b in np.split(w_hh, g)])
     params = {
         "weight_ih": w_ih,
         "weight_hh": w_hh,

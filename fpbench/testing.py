@@ -94,3 +94,17 @@ def assert_grad_close(
     ok, msg = check_grad_close(name, actual, expected, dtype)
     if not ok:
         raise AssertionError(msg)
+
+
+def cells_on(backend: str) -> list[str]:
+    """The cells of :data:`fpbench.CELLS` that ``backend`` implements (its
+    :attr:`~fpbench.Backend.recurrences`), for tests that draw a cell for one backend.
+
+    Raises:
+        BackendUnavailableError: unknown backend, or its framework is missing.
+    """
+    from .cells import CELLS
+    from .registry import get_backend
+
+    recurrences = get_backend(backend).recurrences
+    return [name for name, cell in CELLS.items() if cell.recurrence in recurrences]

@@ -6,7 +6,10 @@ import pytest
 import fpbench
 
 BAD_SPECS = {
-    "cell": ({"cell": "lstm9"}, r"cell must be one of \['elman', 'gru', 'lstm'\]"),
+    "cell": (
+        {"cell": "lstm9"},
+        r"cell must be one of \['elman', 'gru', 'gru_diag', 'lstm', 'lstm_cifg_diag'\]",
+    ),
     "hidden_size-zero": ({"hidden_size": 0}, "hidden_size must be a positive integer"),
     "input_size-negative": ({"input_size": -3}, "input_size must be a positive integer"),
     "seq_len-float": ({"seq_len": 2.5}, "seq_len must be a positive integer"),
@@ -147,7 +150,8 @@ UNCLEAR = {
     "spec-cell-list": (
         lambda p: fpbench.RNNSpec(cell=["gru"]),
         ValueError,
-        r"RNNSpec\.cell must be one of \['elman', 'gru', 'lstm'\], got \['gru'\]",
+        r"RNNSpec\.cell must be one of \['elman', 'gru', 'gru_diag', 'lstm', 'lstm_cifg_diag'\], "
+        r"got \['gru'\]",
     ),
     "make_solver-name-list": (
         lambda p: fpbench.make_solver(["jacobi"], 3),

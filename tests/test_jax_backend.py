@@ -8,6 +8,8 @@ import fpbench
 from fpbench import cells, reference
 from fpbench.testing import assert_close
 
+pytestmark = pytest.mark.backend("jax")
+
 jax = pytest.importorskip("jax")
 jax_backend = pytest.importorskip("backends.jax")
 

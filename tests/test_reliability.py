@@ -465,6 +465,7 @@ def test_non_contiguous_input_is_accepted(target, solver):
 CELLS = list(fpbench.CELLS)
 
 
+@pytest.mark.backend("jax")
 @pytest.mark.parametrize("op", ["solve", "grad"])
 @pytest.mark.parametrize("solver", [fpbench.ELK(4), fpbench.QuasiELK(4, tol=1e-9)], ids=lambda s: s.name)
 @pytest.mark.parametrize("cell", CELLS)

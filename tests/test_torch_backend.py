@@ -13,6 +13,8 @@ from problems import spec
 import fpbench
 from fpbench.testing import assert_close, assert_grad_close
 
+pytestmark = pytest.mark.backend("torch")
+
 torch = pytest.importorskip("torch")
 backend, kalman, kernels, scan = (
     pytest.importorskip(f"backends.torch.{m}") for m in ("backend", "kalman", "kernels", "scan")
