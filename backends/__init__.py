@@ -1,4 +1,4 @@
-"""Framework backends of fpbench: one module or package per framework, each importing it lazily.
+"""Framework backends of fpbench: one package per framework.
 
 Each defines a :class:`fpbench.Backend` subclass registered by name in
 ``fpbench.registry.BACKENDS``.

@@ -2,7 +2,7 @@
 
 Every update here runs inside one shard, on its own steps, against an array namespace
 ``xp`` (``jax.numpy`` or ``torch``) and the few collective operations the engine provides
-(:class:`Comm`: JAX inside ``shard_map``, :mod:`backends._jax_sharded`; torch over
+(:class:`Comm`: JAX inside ``shard_map``, :mod:`backends.jax.sharded`; torch over
 ``torch.distributed``, :mod:`backends.torch.distributed`). The cell maths is
 :mod:`fpbench.cells`. What each update sends between shards is in :mod:`fpbench.sharding`.
 """

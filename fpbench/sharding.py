@@ -1,7 +1,7 @@
 """One sequence over several devices or processes: the sharded solve, written once.
 
 :func:`solve_sharded` splits the time axis ``T`` into ``shards`` contiguous pieces of ``T / N``
-steps, one per device (JAX: ``shard_map`` over a one-axis mesh, :mod:`backends._jax_sharded`)
+steps, one per device (JAX: ``shard_map`` over a one-axis mesh, :mod:`backends.jax.sharded`)
 or per process (torch: ``torch.distributed``, :mod:`backends.torch.distributed`). Every shard
 runs the *same* iteration as the single-device solver on its own steps, so the states, the
 number of iterations and the residual trace equal the single-device solve's to the dtype's
@@ -225,7 +225,7 @@ def prepare_sharded(
     ``cotangent (T, B, S)`` also its implicit gradient (``to_host`` gives a ``GradHost``)."""
     cap = iteration_cap(solver, plan.seq_len)
     if backend == "jax":
-        from backends._jax_sharded import prepare
+        from backends.jax.sharded import prepare
 
         return prepare(problem, solver, device, plan, cap, cotangent)
     from backends.torch.distributed import prepare

@@ -11,7 +11,10 @@ from fpbench.testing import assert_close
 pytestmark = pytest.mark.backend("jax")
 
 jax = pytest.importorskip("jax")
-jax_backend = pytest.importorskip("backends.jax")
+backend_module = pytest.importorskip("backends.jax.backend")
+from backends.jax import kalman, runtime  # noqa: E402  (after the skip: JAX is installed)
+from backends.jax.forward import _max_change  # noqa: E402
+from backends.jax.grad import UNROLLED_CHECKPOINT_ABOVE, unrolled_chunks  # noqa: E402
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def test_float32_ignores_a_caller_x64_setting(backend):
 def test_info_reports_threads_flags_and_cache(backend):
     info = backend.info()
     assert info["jax"] == jax.__version__
-    assert info["jax_threads"].split()[0] == str(jax_backend._start()[0])
+    assert info["jax_threads"].split()[0] == str(runtime._start()[0])
     assert "xla_cpu_multi_thread_eigen" in info["XLA_FLAGS"]
     assert info["PJRT_NPROC"] and info["jax_compilation_cache"]
 
@@ -83,7 +86,7 @@ def test_parallel_kalman_smoother_matches_the_sequential_reference(full, damping
     A_dev = A.copy()
     A_dev[0] = 0.0
     with jax.enable_x64(True):
-        got = jax.jit(jax_backend._kalman_smoother, static_argnums=0)(full, A_dev, b_dev, y, damping)
+        got = jax.jit(kalman._kalman_smoother, static_argnums=0)(full, A_dev, b_dev, y, damping)
         got = np.asarray(got)
     # 1e-7: these transitions grow the filter's covariances by orders of magnitude over T, so
     # the smoother's gains are ill-conditioned solves; float64 rounding differs by ~1e-8
@@ -95,7 +98,6 @@ def test_parallel_kalman_smoother_matches_the_sequential_reference(full, damping
 def test_same_program_and_shapes_reuse_the_executable():
     """A second problem of the same shapes (new values: a training step) compiles nothing
     new and still computes with its own values."""
-    jax_backend = pytest.importorskip("backends.jax")
     solver = fpbench.Newton(max_iters=8, tol=1e-9)
     a = fpbench.make_problem(
         fpbench.RNNSpec(cell="gru", input_size=3, hidden_size=5, seq_len=8, batch=2, seed=1)
@@ -104,9 +106,9 @@ def test_same_program_and_shapes_reuse_the_executable():
         fpbench.RNNSpec(cell="gru", input_size=3, hidden_size=5, seq_len=8, batch=2, seed=2)
     )
     fpbench.solve(a, solver, backend="jax")
-    compiled = len(jax_backend._EXECUTABLES)
+    compiled = len(runtime._EXECUTABLES)
     got = fpbench.solve(b, solver, backend="jax")
-    assert len(jax_backend._EXECUTABLES) == compiled
+    assert len(runtime._EXECUTABLES) == compiled
     assert_close("reused executable", got.states, fpbench.reference_states(b), "float32")
 
 
@@ -133,7 +135,7 @@ def test_budgets_share_one_program_and_each_runs_its_own(make):
     for k in (2, 5, 16):
         solver = make(k)
         if k == 5:
-            compiled = len(jax_backend._EXECUTABLES)
+            compiled = len(runtime._EXECUTABLES)
         got = fpbench.solve(problem, solver, backend="jax")
         ref_states, ref_res = reference.fixed_point(problem, solver)
         assert got.iterations == len(ref_res) and len(ref_res) <= k
@@ -142,14 +144,14 @@ def test_budgets_share_one_program_and_each_runs_its_own(make):
         prepared = backend.prepare_grad(problem, solver, "cpu", ct)
         host = prepared.to_host(prepared.run())
         assert len(host.residuals) == got.iterations
-    assert len(jax_backend._EXECUTABLES) == compiled  # budgets 5 and 16 compiled nothing new
+    assert len(runtime._EXECUTABLES) == compiled  # budgets 5 and 16 compiled nothing new
 
 
 def test_kept_executables_are_bounded_and_most_recent_first(monkeypatch):
     """Every kept XLA executable holds memory mappings of its compiled code: kept without
     bound, a test session reached the kernel's ``vm.max_map_count`` and XLA aborted the
     process. The backend keeps the most recently used ``EXECUTABLES_KEPT`` only."""
-    monkeypatch.setattr(jax_backend, "EXECUTABLES_KEPT", 2)
+    monkeypatch.setattr(runtime, "EXECUTABLES_KEPT", 2)
     solver = fpbench.Jacobi(3)
     problems = [
         fpbench.make_problem(fpbench.RNNSpec(input_size=2, hidden_size=3, seq_len=t, batch=1))
@@ -157,10 +159,10 @@ def test_kept_executables_are_bounded_and_most_recent_first(monkeypatch):
     ]
     for p in problems:
         fpbench.solve(p, solver, backend="jax")
-    assert len(jax_backend._EXECUTABLES) == 2
-    kept = list(jax_backend._EXECUTABLES.values())
+    assert len(runtime._EXECUTABLES) == 2
+    kept = list(runtime._EXECUTABLES.values())
     fpbench.solve(problems[1], solver, backend="jax")  # a hit: reused, and now the most recent
-    assert list(jax_backend._EXECUTABLES.values()) == [kept[1], kept[0]]
+    assert list(runtime._EXECUTABLES.values()) == [kept[1], kept[0]]
 
 
 def test_small_solves_match_numpy_and_pivot():
@@ -171,7 +173,7 @@ def test_small_solves_match_numpy_and_pivot():
     A[0, 0, 0] = 0.0
     R = rng.normal(size=(3, 5, 4))
     with jax.enable_x64(True):
-        got = np.asarray(jax_backend._solve(jax.numpy.asarray(A), jax.numpy.asarray(R)))
+        got = np.asarray(kalman._solve(jax.numpy.asarray(A), jax.numpy.asarray(R)))
     np.testing.assert_allclose(got, np.linalg.solve(A, R), rtol=1e-10, atol=1e-12)
 
 
@@ -185,14 +187,14 @@ def test_damped_programs_have_no_lapack_custom_calls(backward):
     )
     solver = fpbench.ELK(3, damping=0.3, **({} if backward == "forward-only" else {"backward": backward}))
     texts = []
-    real = jax_backend._compile
+    real = backend_module._compile
 
     def spy(fn, args, dtype):
         texts.append(jax.jit(fn).lower(*args).as_text())
         return real(fn, args, dtype)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(jax_backend, "_compile", spy)
+        mp.setattr(backend_module, "_compile", spy)
         if backward == "forward-only":
             fpbench.solve(problem, solver, backend="jax")
         else:
@@ -201,10 +203,10 @@ def test_damped_programs_have_no_lapack_custom_calls(backward):
 
 
 def test_unrolled_chunks_cover_the_cap():
-    assert jax_backend.unrolled_chunks(1) == (1, 1)
-    assert jax_backend.unrolled_chunks(jax_backend.UNROLLED_CHECKPOINT_ABOVE) == (1, 64)
+    assert unrolled_chunks(1) == (1, 1)
+    assert unrolled_chunks(UNROLLED_CHECKPOINT_ABOVE) == (1, 64)
     for cap in (65, 70, 100, 2048, 4099):
-        chunks, length = jax_backend.unrolled_chunks(cap)
+        chunks, length = unrolled_chunks(cap)
         assert chunks * length >= cap > (chunks - 1) * length and length * length >= cap
         assert chunks + length <= 2 * np.sqrt(cap) + 2
 
@@ -223,7 +225,7 @@ def test_checkpointed_unrolled_gradient_matches_the_reference(solver_id):
         "to-tol": fpbench.Jacobi(100, tol=1e-8, backward="unrolled"),
         "fixed-70": fpbench.Jacobi(70, backward="unrolled"),
     }[solver_id]
-    assert jax_backend.unrolled_chunks(fpbench.iteration_cap(solver, 100))[0] > 1
+    assert unrolled_chunks(fpbench.iteration_cap(solver, 100))[0] > 1
     got = fpbench.grad(problem, solver, backend="jax")
     ref = fpbench.grad(problem, solver)
     assert got.forward.iterations == ref.forward.iterations
@@ -245,14 +247,14 @@ def test_unrolled_backward_to_tolerance_does_not_keep_every_capped_iteration():
     )
     solver = fpbench.Jacobi(T, tol=1e-4, backward="unrolled")
     plans = []
-    real = jax_backend._compile
+    real = backend_module._compile
 
     def spy(fn, args, dtype):
         plans.append(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
         return real(fn, args, dtype)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(jax_backend, "_compile", spy)
+        mp.setattr(backend_module, "_compile", spy)
         fpbench.grad(problem, solver, backend="jax")
     one_state_per_iteration = T * (T * B * H * 4)
     assert plans and max(plans) < one_state_per_iteration, (plans, one_state_per_iteration)
@@ -265,7 +267,7 @@ def test_solve_gradient_is_the_solve_adjoint():
     A = np.eye(n) * 3 + rng.normal(size=(4, n, n))
     R, W = rng.normal(size=(4, n, r)), rng.normal(size=(4, n, r))
     with jax.enable_x64(True):
-        dA, dR = jax.grad(lambda A, R: (W * jax_backend._solve(A, R)).sum(), argnums=(0, 1))(A, R)
+        dA, dR = jax.grad(lambda A, R: (W * kalman._solve(A, R)).sum(), argnums=(0, 1))(A, R)
     X = np.linalg.solve(A, R)
     R_bar = np.linalg.solve(np.swapaxes(A, -1, -2), W)
     np.testing.assert_allclose(dR, R_bar, rtol=1e-10)
@@ -279,7 +281,7 @@ def test_solve_backward_keeps_no_elimination_steps():
     n, r, batch = 16, 1, 256
     A = jax.numpy.eye(n, dtype="float32") + 0.01 * jax.numpy.ones((batch, n, n), "float32")
     R = jax.numpy.ones((batch, n, r), "float32")
-    grad = jax.jit(jax.grad(lambda A, R: jax_backend._solve(A, R).sum(), argnums=(0, 1)))
+    grad = jax.jit(jax.grad(lambda A, R: kalman._solve(A, R).sum(), argnums=(0, 1)))
     temp = grad.lower(A, R).compile().memory_analysis().temp_size_in_bytes
     one_elimination = batch * n * (n + r) * 4
     assert temp < n // 2 * one_elimination, (temp, one_elimination)
@@ -294,7 +296,7 @@ def test_max_change_is_exact_and_reports_a_nan_anywhere(dtype):
     new = rng.standard_normal((512, 8, 64)).astype(dtype)
     old = rng.standard_normal(new.shape).astype(dtype)
     with jax.enable_x64(dtype == "float64"):
-        change = jax.jit(jax_backend._max_change)
+        change = jax.jit(_max_change)
         assert change(new, old) == np.max(np.abs(new - old))
         for pos in [(0, 0, 0), (40, 1, 0), (300, 5, 17), (511, 7, 63)]:
             bad = new.copy()
@@ -304,7 +306,7 @@ def test_max_change_is_exact_and_reports_a_nan_anywhere(dtype):
             assert not np.isfinite(change(bad, old)), pos
 
 
-# -- Chunked: the windows folded into the batch (backends/_jax_chunked.py) -------------------
+# -- Chunked: the windows folded into the batch (backends/jax/chunked.py) -------------------
 
 
 @pytest.mark.parametrize(
@@ -356,9 +358,9 @@ def test_chunked_tol_stops_reruns_early_and_one_program_serves_every_tol():
     )
     loose, tight = (fpbench.Chunked(4, tol=t, chunks=4, overlap=1) for t in (1e-2, 1e-12))
     got = fpbench.solve(problem, loose, backend="jax")
-    compiled = len(jax_backend._EXECUTABLES)
+    compiled = len(runtime._EXECUTABLES)
     full = fpbench.solve(problem, tight, backend="jax")
-    assert len(jax_backend._EXECUTABLES) == compiled
+    assert len(runtime._EXECUTABLES) == compiled
     ref_states, ref_res = reference.fixed_point(problem, loose)
     np.testing.assert_allclose(got.residuals, ref_res, rtol=1e-9)
     np.testing.assert_allclose(got.states, ref_states[..., :4], rtol=0, atol=1e-12)
@@ -367,14 +369,14 @@ def test_chunked_tol_stops_reruns_early_and_one_program_serves_every_tol():
 
 def test_chunked_unrolled_over_checkpointed_iterations_matches_the_reference():
     """80 chunks: a cap above 64, so the unrolled backward runs over checkpointed chunks of
-    iterations (:func:`backends.jax._unrolled_iterate`), stopping early at tol."""
+    iterations (:func:`backends.jax.grad._unrolled_iterate`), stopping early at tol."""
     problem = fpbench.make_problem(
         fpbench.RNNSpec(
             cell="elman", input_size=2, hidden_size=3, seq_len=80, batch=2, contraction=0.6, dtype="float64"
         )
     )
     solver = fpbench.Chunked(100, tol=1e-9, chunks=80, overlap=1, backward="unrolled")
-    assert jax_backend.unrolled_chunks(fpbench.iteration_cap(solver, 80))[0] > 1
+    assert unrolled_chunks(fpbench.iteration_cap(solver, 80))[0] > 1
     got, ref = fpbench.grad(problem, solver, backend="jax"), fpbench.grad(problem, solver)
     assert got.forward.iterations == ref.forward.iterations < 80
     np.testing.assert_allclose(got.forward.residuals, ref.forward.residuals, rtol=1e-9, atol=1e-15)

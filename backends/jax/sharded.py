@@ -6,7 +6,7 @@ per-shard inputs ``(N, halo + T / N, B, I)`` (and Chunked's index arrays) are pl
 mapped function every shard sees its own block, the neighbour's state arrives by
 ``lax.ppermute``, chunk summaries by ``lax.all_gather``, the residual by ``lax.pmax`` (so
 every shard takes the same branch of the ``lax.while_loop``). The program is compiled ahead
-of time in :func:`prepare`, like every program of :mod:`backends.jax`.
+of time in :func:`prepare`, like every program of :mod:`backends.jax.backend`.
 
 Devices: on a CPU, XLA's host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``
 set before JAX is imported), which share the host's cores; on a GPU machine, the GPUs. On
@@ -21,16 +21,20 @@ import time
 from functools import partial
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-# backends.jax first: it sets XLA's thread flags before JAX is imported.
-from backends.jax import _cell_of, _iterate, _max_change, jax, jnp, lax, xp
 from fpbench.backend import BackendUnavailableError, GradHost
 from fpbench.cells import Cell, input_projection
 from fpbench.shard_maths import chunked_adjoint, chunked_update, linear_update, newton_adjoint, param_products
 from fpbench.sharding import CHUNKED_ADJOINT, REVERSE, ShardedRun, ShardPlan
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem
+
+from .forward import _iterate, _max_change
+from .maths import _cell_of, xp
 
 AXIS = "t"
 """The mesh axis along T."""
@@ -125,7 +129,7 @@ def _shard_body(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, x, s0, pa
 
 def _chunked_loop(first, rerun, init, cap: int, tol):
     """Chunked's iterations from ``init``: ``first``, then ``rerun`` (a ``lax.cond`` on the
-    iteration count), under :func:`backends.jax._iterate`."""
+    iteration count), under :func:`backends.jax.forward._iterate`."""
 
     def update(state):
         U, i = state
@@ -154,7 +158,7 @@ def _mesh(device: str, shards: int) -> jax.sharding.Mesh:
     if len(devices) < shards:
         how = (
             f"set XLA_FLAGS=--xla_force_host_platform_device_count={shards} (or call "
-            f"backends._jax_sharded.use_host_devices({shards})) before JAX first uses a device"
+            f"backends.jax.sharded.use_host_devices({shards})) before JAX first uses a device"
             if device == "cpu"
             else "use a machine with more GPUs, or several hosts with jax.distributed.initialize"
         )

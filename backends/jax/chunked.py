@@ -1,5 +1,5 @@
 """Chunked (``transition == "window"``) in the JAX backend: forward, implicit and unrolled
-backward, as programs that :mod:`backends.jax` compiles like every other solver's.
+backward, as programs that :mod:`backends.jax.backend` compiles like every other solver's.
 
 The windows of all chunks are folded into the batch: every input of the recurrence,
 ``(T, B, ...)``, is gathered by :meth:`fpbench.solvers.ChunkLayout.gather_index` (static
@@ -17,7 +17,7 @@ One iteration (:func:`chunked_update`), on the carry ``(U (T, B, S), i)``:
   including its first step whose change ``max |new - old|`` over ``(B, S)`` is ``<= tol``
   (NaN-aware), and its old values after it, as if its rerun had stopped there.
 
-The iterations run under :func:`backends.jax._iterate` (a ``lax.while_loop`` recording the
+The iterations run under :func:`backends.jax.forward._iterate` (a ``lax.while_loop`` recording the
 NaN-aware residuals, at most ``iteration_cap`` = ``min(max_iters, chunks)`` times); the two
 kinds of iteration are the branches of one ``lax.cond`` (no ``cond`` when the cap is 1).
 Static program arguments: the cell, the :class:`~fpbench.solvers.ChunkLayout`, whether a
@@ -32,9 +32,9 @@ Gradients:
   time-reversed sequence (:func:`chunked_update` on reversed inputs: the overlap lies to the
   right and reruns restart from the right neighbour), whose step is the cell's VJP with the
   hidden preactivations of all steps precomputed, its residuals reported as the backward's;
-  then the parameter products of :func:`backends.jax._param_products`.
+  then the parameter products of :func:`backends.jax.grad._param_products`.
 - unrolled: ``jax.vjp`` through the iterations that ran, the same update under
-  :func:`backends.jax._unrolled_iterate` (a scan with a done flag); the ``tol`` masks are
+  :func:`backends.jax.grad._unrolled_iterate` (a scan with a done flag); the ``tol`` masks are
   comparisons, so the stopping decisions are not differentiated.
 """
 
@@ -43,28 +43,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-# backends.jax first: it sets XLA's thread flags before JAX is imported (jax, jnp, lax from it).
-from backends.jax import (
-    _hidden_product,
-    _input_projection,
-    _iterate,
-    _later,
-    _layouts,
-    _max_change,
-    _native_step,
-    _no_iterations,
-    _param_products,
-    _unrolled_iterate,
-    _vjp_steps,
-    jax,
-    jnp,
-    lax,
-)
 from fpbench.backend import GradOutput
 from fpbench.cells import Cell
 from fpbench.solvers import ChunkLayout
+
+from .forward import _iterate, _max_change, _native_step
+from .grad import _no_iterations, _param_products, _unrolled_iterate, _vjp_steps
+from .maths import _hidden_product, _input_projection, _later, _layouts
 
 Step = Callable[[jax.Array, Any], jax.Array]
 """A recurrence step ``(u (N, S), inputs of one step: leaves (N, ...)) -> u (N, S)``."""
@@ -88,7 +78,7 @@ def _run(step: Step, u: jax.Array, xs: Any) -> jax.Array:
 
 def _moved(new: jax.Array, old: jax.Array) -> jax.Array:
     """Every window position's change ``max |new - old|`` over ``(B, S)``: ``(width, n, B, S)``
-    -> ``(width, n)``, NaN where ``new`` holds one (as :func:`backends.jax._max_change`)."""
+    -> ``(width, n)``, NaN where ``new`` holds one (as :func:`backends.jax.forward._max_change`)."""
     change = jnp.max(jnp.abs(new - old), axis=(2, 3))
     return jnp.where(jnp.isnan(jnp.sum(new, axis=(2, 3))), jnp.nan, change)
 
@@ -147,7 +137,7 @@ def fixed_point(
     cell: Cell, lay: ChunkLayout, reruns: bool, stop_early: bool, slots: int, x, s0, w, tol, damping, cap
 ):
     """The Chunked forward program (``damping`` unused): ``(states (T, B, S), residuals
-    (slots,), k)``, as :func:`backends.jax._fixed_point`."""
+    (slots,), k)``, as :func:`backends.jax.forward._fixed_point`."""
     update, init = chunked_update(_native_step(cell, w["torch"]), x, s0, lay, reruns, stop_early, tol)
     (S, _), res, k = _iterate(update, init, slots, tol, cap)
     return S, res, k
@@ -213,7 +203,7 @@ def grad_unrolled(
     _cap,
     g,
 ):
-    """``jax.vjp`` through the iterations that ran (:func:`backends.jax._unrolled_iterate`; the
+    """``jax.vjp`` through the iterations that ran (:func:`backends.jax.grad._unrolled_iterate`; the
     cap is static here, the scan's length, so the runtime ``_cap`` is unused).
     Returns a :class:`~fpbench.backend.GradOutput` (no backward iterations)."""
 
