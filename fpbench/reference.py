@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .solvers import Chunked, Iterative, iteration_cap
+from .solvers import Chunked, Iterative, iteration_cap, stopped
 from .spec import Problem
 
 
@@ -218,7 +218,7 @@ def iterate(update: Callable[[np.ndarray], np.ndarray], H: np.ndarray, solver: I
         r = float(np.max(np.abs(H_new - H)))
         residuals.append(r)
         H = H_new
-        if not np.isfinite(r) or (solver.tol is not None and r <= solver.tol):
+        if stopped(np, r, solver.tol):
             break
     return H, np.array(residuals)
 

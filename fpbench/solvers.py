@@ -400,6 +400,16 @@ def iteration_cap(solver: Solver, seq_len: int) -> int:
     return solver.max_iters if exact is None else min(solver.max_iters, exact)
 
 
+def stopped(xp: Any, r: Any, tol: Any) -> Any:
+    """The stopping rule of every iterative run, forward and adjoint, in every backend: stop
+    after the first residual ``r <= tol`` or the first non-finite one (a diverged run stops
+    with or without a ``tol``). ``tol`` None (or below 0, as JAX's runtime scalar encodes
+    None) never stops a finite run; the cap on iterations (:func:`iteration_cap`) is the
+    caller's. ``xp``: the array namespace of ``r`` (``numpy`` for a host float)."""
+    bad = ~xp.isfinite(r)
+    return bad if tol is None else bad | (r <= tol)
+
+
 SOLVERS: dict[str, type[Solver]] = {
     cls.name: cls for cls in (Sequential, Native, Jacobi, Newton, QuasiNewton, ELK, QuasiELK, Chunked)
 }

@@ -33,7 +33,7 @@ import numba
 import numpy as np
 
 from fpbench.backend import GradOutput, UnsupportedError
-from fpbench.solvers import Iterative, Solver, iteration_cap
+from fpbench.solvers import Iterative, Solver, iteration_cap, stopped
 from fpbench.spec import Problem
 
 from . import chunked
@@ -177,7 +177,7 @@ def _iterated_adjoint(w: StepVJP, solver: Iterative, lam: np.ndarray) -> tuple[s
             lam[:] = lam_new
             res[n] = r
             n += 1
-            if not np.isfinite(r) or r <= tol:
+            if stopped(np, r, tol):
                 break
         return res[:n]
 

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from fpbench.backend import UnsupportedError
-from fpbench.solvers import Iterative, Solver, iteration_cap
+from fpbench.solvers import Iterative, Solver, iteration_cap, stopped
 
 from . import chunked
 from .arrays import Arrays
@@ -103,7 +103,7 @@ def _iterative_run(
             r = float(update(old, 1 - old))
             residuals[n] = r
             old, n = 1 - old, n + 1
-            if not np.isfinite(r) or r <= tol:
+            if stopped(np, r, tol):
                 break
         return bufs[old], residuals[:n]
 

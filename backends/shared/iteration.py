@@ -13,12 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from fpbench.cells import Cell
+from fpbench.solvers import stopped
 
 from . import structured
 from .linear import kalman_smoother, linear_recurrence
 from .ops import Ops, Recurrent
 
 Array = Any
+
+__all__ = ["later", "linearised", "max_change", "shifted", "stopped", "update", "with_first"]
 
 
 def shifted(xp: Any, S: Array, s0: Array) -> Array:
@@ -47,15 +50,6 @@ def max_change(xp: Any, new: Array, old: Array) -> Array:
     difference into the ``max`` and reads ``new`` once more for the sum.
     """
     return xp.where(xp.isnan(xp.sum(new)), xp.nan, xp.max(xp.abs(new - old)))
-
-
-def stopped(xp: Any, r: Array, tol: Array | float | None) -> Array:
-    """The stopping rule of every iterative run, forward and adjoint: stop after the first
-    residual ``r <= tol`` or the first non-finite one (a diverged run stops with or without
-    a ``tol``). ``tol`` None (or below 0, as JAX's runtime scalar encodes None) never stops
-    a finite run; the cap on iterations is the caller's."""
-    bad = ~xp.isfinite(r)
-    return bad if tol is None else bad | (r <= tol)
 
 
 def update(
