@@ -14,7 +14,8 @@ device-resident data (leaves, module and buffers built and warmed in ``prepare_g
 - ``backward="implicit"``: the forward by the fast :class:`_Solve`, then the adjoint
   ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at its states, parallel in time
   (:mod:`backends.shared.adjoint`): one reverse scan over the transposed full Jacobians
-  (``"full"``: Newton, ELK; ``"implicit: reverse scan"``), Jacobi on the adjoint
+  (``"full"``: Newton, ELK; ``"implicit: reverse scan"``; the in-place :class:`_Scan`, the
+  fast path), Jacobi on the adjoint
   (``"none"``) or diagonal-preconditioned adjoint iterations, each an elementwise reverse
   scan (``"diagonal"``), to ``tol`` and at most ``min(max_iters, T)`` times, stopping as the
   forward does; then the shared parameter products, batched over all (t, b).
@@ -134,15 +135,31 @@ class _ImplicitGrad:
                 v.requires_grad_(False)
         self.cap_b = min(self.job.cap, problem.spec.seq_len)
 
+    def _reverse_scan(self, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``lam_t = A_t lam_{t+1} + b_t`` backwards in time (``A_{T-1}`` ignored), for
+        time-major ``A (T, B, S, S)`` and ``b (T, B, S)``: the forward :class:`_Scan` on
+        the time-reversed, batch-major sequences in the solve's own buffers."""
+        job = self.job
+        T, B, S = b.shape
+        A_bm = job.A.view(B, T, *job.A.shape[1:])
+        b_bm = job.b.view(B, T, S)
+        A_bm.copy_(A.flip(0).transpose(0, 1))
+        A_bm[:, 0] = 0.0  # restarts the composition for each sequence
+        b_bm.copy_(b.flip(0).transpose(0, 1))
+        job.scan(job.A, job.b)
+        return b_bm.transpose(0, 1).flip(0)
+
     def __call__(self) -> GradOutput:
         job, m, solver = self.job, self.m, self.solver
         S, res, k = job.iterate()
         gi, rec, g = m.gi(), m.rec(), m.g
         Sp = iteration.shifted(torch, S, m.s0)
-        # The adjoint's reverse scans are the shared functional ones: measured, they are no
-        # slower than the in-place _Scan on the solve's buffers (which needs flipped copies).
         if solver.transition == "full":
-            lam = adjoint.full_adjoint(OPS, m.cell, Sp, gi, rec, g)
+            # The fast path of shared.adjoint.full_adjoint: its reverse scan over the full
+            # Jacobians by the in-place _Scan in the solve's buffers, measured faster than the
+            # functional scan. The elementwise scans of "diagonal" are the shared ones,
+            # measured no slower.
+            lam = self._reverse_scan(adjoint.next_jacobians_t(OPS, m.cell, Sp, gi, rec), g)
             res_b, k_b = m.none
         else:
             update = adjoint.adjoint_update(OPS, m.cell, solver.transition, Sp, gi, rec, g)
