@@ -1,5 +1,6 @@
-"""What is specific to the torch backend: the parallel scan, the device-side convergence
-check, the float32 precision guard, the thread setting and Chunked's folded windows."""
+"""What is specific to the torch backend: the parallel scans (the in-place fast paths
+against the shared algorithms), the device-side convergence check, the float32 precision
+guard, the thread setting and Chunked's folded windows."""
 
 import os
 import subprocess
@@ -16,8 +17,8 @@ from fpbench.testing import assert_close, assert_grad_close
 pytestmark = pytest.mark.backend("torch")
 
 torch = pytest.importorskip("torch")
-backend, kalman, kernels, scan = (
-    pytest.importorskip(f"backends.torch.{m}") for m in ("backend", "kalman", "kernels", "scan")
+backend, kalman, kernels, ops, scan = (
+    pytest.importorskip(f"backends.torch.{m}") for m in ("backend", "kalman", "kernels", "ops", "scan")
 )
 REPO = Path(__file__).resolve().parent.parent
 TINY = fpbench.RNNSpec(cell="elman", seq_len=4, batch=1, input_size=2, hidden_size=2)
@@ -132,16 +133,46 @@ def test_parallel_kalman_smoother_matches_sequential(T, full, damping):
     np.testing.assert_allclose(got.transpose(0, 1).numpy(), expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("T", [1, 2, 5, 8, 13])
-def test_associative_scan_is_an_inclusive_prefix(T):
-    """Any length, with a non-commutative operator (2x2 products, later on the left)."""
+def test_associative_scan_is_an_inclusive_prefix(T, reverse):
+    """Any length, with a non-commutative operator (2x2 products, later on the left), over
+    axis 0 of time-major tensors; reversed, from the end."""
     rng = np.random.default_rng(T)
-    M = torch.tensor(rng.standard_normal((2, T, 2, 2)))
-    (got,) = scan._associative_scan(lambda a, b: [b[0] @ a[0]], [M])
-    expected = M.clone()
-    for t in range(1, T):
-        expected[:, t] = M[:, t] @ expected[:, t - 1]
+    M = torch.tensor(rng.standard_normal((T, 2, 2, 2)))
+    (got,) = ops.OPS.scan(lambda a, b: [b[0] @ a[0]], [M], reverse)
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    expected, acc = M.clone(), None
+    for t in order:
+        acc = M[t] if acc is None else M[t] @ acc
+        expected[t] = acc
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["full", "diagonal"])
+@pytest.mark.parametrize("T", [1, 6, 11])
+def test_in_place_fast_paths_are_the_shared_algorithms(T, full):
+    """The in-place :class:`_Scan` and ``_kalman_smoother`` (the forward's fast paths) give
+    the shared layer's ``linear_recurrence`` and ``kalman_smoother`` run with torch's OPS."""
+    from backends.shared import linear
+
+    rng = np.random.default_rng(T)
+    B, S = 2, 3
+    A = torch.tensor(rng.uniform(-0.6, 0.6, size=(T, B, S, S) if full else (T, B, S)))
+    A[0] = 0.0
+    b, y = (torch.tensor(rng.standard_normal((T, B, S))) for _ in range(2))
+
+    def batch_major(a: torch.Tensor) -> torch.Tensor:  # a copy: the fast paths overwrite it
+        return a.transpose(0, 1).contiguous().clone()
+
+    scanner = scan._Scan(B * T, S, full, torch.float64, torch.device("cpu"))
+    got = batch_major(b)
+    scanner(batch_major(A).view(B * T, *A.shape[2:]), got.view(B * T, S))
+    want = linear.linear_recurrence(ops.OPS, full, A, b)
+    np.testing.assert_allclose(got.transpose(0, 1).numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+    got = kalman._kalman_smoother(batch_major(A), batch_major(b), batch_major(y), 0.7, full, scanner)
+    want = linear.kalman_smoother(ops.OPS, full, A, b, y, 0.7)
+    np.testing.assert_allclose(got.transpose(0, 1).numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -8,9 +8,10 @@
   and the stopping rule;
 - :mod:`.adjoint`: the implicit backward's adjoint and the parameter gradients.
 
-JAX runs these as they are; torch runs them in its differentiable paths (the gradients),
-and keeps in-place versions for its forward solve (``backends/torch/forward.py``,
-``kalman.py``), tested against these. Numba keeps fused kernels.
+JAX runs these as they are; torch runs them in its differentiable paths (the gradients,
+``backends/torch/grad.py``) and keeps in-place versions for its forward solve
+(``backends/torch/forward.py``, ``scan.py``, ``kalman.py``: the last runs the shared filter
+and smoother gains, then its in-place scan), tested against these. Numba keeps fused kernels.
 """
 
 from .ops import Ops, Recurrent

@@ -34,11 +34,15 @@ def vjp_steps(xp: Any, cell: Cell, Sp: Array, gi: Array, gh: Array, lam: Array, 
 
 def full_adjoint(ops: Ops, cell: Cell, Sp: Array, gi: Array, rec: Recurrent, g: Array) -> Array:
     """The exact adjoint by one reverse scan over ``J_{t+1}^T``: ``lam (T, B, S)``."""
+    return linear_recurrence(ops, True, next_jacobians_t(ops, cell, Sp, gi, rec), g, reverse=True)
+
+
+def next_jacobians_t(ops: Ops, cell: Cell, Sp: Array, gi: Array, rec: Recurrent) -> Array:
+    """``J_{t+1}^T (T, B, S, S)`` (0 at the last step): the full adjoint's transitions."""
     xp = ops.xp
-    wh = rec.hidden(xp, Sp)
-    _, c, d = cell.linearise(xp, Sp, gi, wh + rec.b_hh)
+    _, c, d = cell.linearise(xp, Sp, gi, rec.hidden(xp, Sp) + rec.b_hh)
     J = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c))
-    return linear_recurrence(ops, True, later(xp, xp.swapaxes(J, -1, -2)), g, reverse=True)
+    return later(xp, xp.swapaxes(J, -1, -2))
 
 
 def adjoint_update(

@@ -71,15 +71,13 @@ def _filter_op(ops: Ops, full: bool) -> Callable:
         S = E1.shape[-1]
         M = ops.eye(S, E1) + xp.matmul(C1, J2)
         X = ops.solve(M, xp.concatenate([E1, C1, (e1 + mv(xp, C1, eta2))[..., None]], -1))
-        rhs = xp.concatenate([xp.matmul(J2, E1), (eta2 - mv(xp, J2, e1))[..., None]], -1)
-        Y = ops.solve(xp.swapaxes(M, -1, -2), rhs)
-        E1t = xp.swapaxes(E1, -1, -2)
+        Zt = xp.swapaxes(X[..., :S], -1, -2)  # E1^T M^-T: one factorisation serves both sides
         return (
             xp.matmul(E2, X[..., :S]),
             mv(xp, E2, X[..., 2 * S]) + e2,
             xp.matmul(xp.matmul(E2, X[..., S : 2 * S]), xp.swapaxes(E2, -1, -2)) + C2,
-            mv(xp, E1t, Y[..., S]) + eta1,
-            xp.matmul(E1t, Y[..., :S]) + J1,
+            mv(xp, Zt, eta2 - mv(xp, J2, e1)) + eta1,
+            xp.matmul(xp.matmul(Zt, J2), E1) + J1,
         )
 
     def diagonal_op(earlier, later):
@@ -101,27 +99,40 @@ def kalman_smoother(ops: Ops, full: bool, A: Array, b: Array, y: Array, damping:
     """ELK's damped step (module docstring): ``A`` with ``A[0] = 0``, ``b, y (T, ..., S)``
     with ``b[0] = f(s_0)``; ``damping`` a scalar (a runtime one in JAX). Returns the smoothed
     means ``(T, ..., S)``."""
+    G, g = smoother_recurrence(ops, full, A, b, *kalman_filter(ops, full, A, b, y, damping))
+    return linear_recurrence(ops, full, G, g, reverse=True)
+
+
+def kalman_filter(ops: Ops, full: bool, A: Array, b: Array, y: Array, damping: Array):
+    """The filter of :func:`kalman_smoother` by one associative scan: the filtered means
+    ``m (T, ..., S)`` and covariances ``P`` (shaped as ``A``)."""
     xp = ops.xp
     kappa = damping / (1.0 + damping)
     r = y - b
     if full:
         At = xp.swapaxes(A, -1, -2)
-        eye = ops.eye(A.shape[-1], A)
-        C = xp.broadcast_to((1.0 - kappa) * eye, A.shape)
+        C = xp.broadcast_to((1.0 - kappa) * ops.eye(A.shape[-1], A), A.shape)
         elems = ((1.0 - kappa) * A, b + kappa * r, C, kappa * mv(xp, At, r), kappa * xp.matmul(At, A))
-        _, m, P, _, _ = ops.scan(_filter_op(ops, True), elems, False)
-        F, Pt = A[1:], P[:-1]
-        FP = xp.matmul(F, xp.swapaxes(Pt, -1, -2))  # F P^T, P symmetric up to rounding
-        pred_cov = xp.matmul(FP, xp.swapaxes(F, -1, -2)) + eye
-        G = xp.swapaxes(ops.solve(pred_cov, FP), -1, -2)  # P F^T (F P F^T + I)^-1
-        g = m[:-1] - mv(xp, G, mv(xp, F, m[:-1]) + b[1:])
     else:
         C = xp.zeros_like(A) + (1.0 - kappa)
         elems = ((1.0 - kappa) * A, b + kappa * r, C, kappa * A * r, kappa * A * A)
-        _, m, P, _, _ = ops.scan(_filter_op(ops, False), elems, False)
-        F, Pt = A[1:], P[:-1]
+    _, m, P, _, _ = ops.scan(_filter_op(ops, full), elems, False)
+    return m, P
+
+
+def smoother_recurrence(ops: Ops, full: bool, A: Array, b: Array, m: Array, P: Array):
+    """The RTS smoother as the reverse affine recurrence ``m^s_t = G_t m^s_{t+1} + g_t``:
+    ``(G, g)`` shaped as ``(A, b)``, from the filtered ``m``, ``P``; ``G_{T-1} = 0``,
+    ``g_{T-1} = m_{T-1}``."""
+    xp = ops.xp
+    F, Pt = A[1:], P[:-1]
+    if full:
+        FP = xp.matmul(F, xp.swapaxes(Pt, -1, -2))  # F P^T, P symmetric up to rounding
+        pred_cov = xp.matmul(FP, xp.swapaxes(F, -1, -2)) + ops.eye(A.shape[-1], A)
+        G = xp.swapaxes(ops.solve(pred_cov, FP), -1, -2)  # P F^T (F P F^T + I)^-1
+        g = m[:-1] - mv(xp, G, mv(xp, F, m[:-1]) + b[1:])
+    else:
         G = Pt * F / (F * F * Pt + 1.0)
         g = m[:-1] - G * (F * m[:-1] + b[1:])
     G = xp.concatenate([G, xp.zeros_like(A[:1])])  # m^s_T = m_T (G is empty at T = 1)
-    g = xp.concatenate([g, m[-1:]])
-    return linear_recurrence(ops, full, G, g, reverse=True)
+    return G, xp.concatenate([g, m[-1:]])

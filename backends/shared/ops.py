@@ -13,8 +13,9 @@ Array = Any  # a JAX or torch array
 @dataclass(frozen=True)
 class Ops:
     """A framework's primitives. Everything else the algorithms need comes from ``xp``, the
-    array namespace the cells use (``matmul``, ``concatenate``, ``swapaxes``, ``where``,
-    ``zeros_like``, ``isnan``, ``max``, ``abs``, ``sum``, operators and slicing).
+    array namespace the cells use (``matmul``, ``einsum``, ``concatenate``, ``swapaxes``,
+    ``broadcast_to``, ``diagonal``, ``where``, ``zeros_like``, ``isnan``, ``isfinite``, ``max``,
+    ``abs``, ``sum``, operators and slicing).
 
     Attributes:
         xp: the array namespace (``jax.numpy`` with full-precision products, ``torch``).

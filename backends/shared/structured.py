@@ -30,9 +30,11 @@ def apply(xp: Any, c: Array, d: Array, wh: Array, s: Array) -> Array:
 def full(xp: Any, c: Array, d: Array, blocks: Array, eye: Array) -> Array:
     """``J (..., P*H, P*H)``; ``blocks (g, H, H)`` are the ``W_g``, ``eye`` the ``H x H``
     identity."""
-    g, P, H = c.shape[-3:]
-    gate = sum(c[..., k, :, :, None] * blocks[k] for k in range(g))  # (..., P, H, H)
+    P, H = c.shape[-2:]
+    gate = xp.einsum("...gpi,gij->...pij", c, blocks)  # (..., P, H, H): one contraction
     diag = d[..., None] * eye  # (..., P, Q, H, H)
+    if P == 1:  # (elman, gru): no block layout to assemble
+        return diag[..., 0, 0, :, :] + gate[..., 0, :, :]
     J = xp.concatenate([diag[..., :1, :, :] + gate[..., None, :, :], diag[..., 1:, :, :]], -3)
     return xp.swapaxes(J, -3, -2).reshape(*J.shape[:-4], P * H, P * H)
 

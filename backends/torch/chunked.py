@@ -45,13 +45,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from backends.shared import Recurrent, adjoint, iteration, linear
 from fpbench.backend import GradOutput
 from fpbench.solvers import Chunked, ChunkLayout, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
 
-from .grad import _GradModel, _param_products, _shifted
+from .grad import _GradModel
 from .kernels import _Kernels, _kernels_for, _nn_module
-from .scan import _linear_recurrence_diff
+from .ops import OPS
 
 WindowRunner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(steps (W, n), start states (n*B, S)) -> outputs (W, n*B, S)``: the recurrence run over
@@ -161,7 +162,7 @@ class ChunkedImplicitGrad:
             for v in self.m.leaves():
                 v.requires_grad_(False)
 
-    def adjoint(self, S: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor) -> tuple:
+    def adjoint(self, S: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor, rec: Recurrent) -> tuple:
         """``(lam (T, B, S), residuals, k)`` at the states ``S`` (``gi``, ``gh (T, B, gH)`` the
         preactivations of every step) by the chunked iterations on the reversed recurrence
         ``u_tau = g_t + J_{t+1}^T u_{tau-1}``, ``t = T - 1 - tau`` (``u_0 = g_{T-1}``)."""
@@ -177,7 +178,7 @@ class ChunkedImplicitGrad:
             live = (steps > 0)[..., None, None].expand(W, n, B, 1).reshape(W, n * B, 1)
             out = torch.empty_like(g)
             for j in range(W):
-                back = m.vjp(prev[j], gi_w[j], gh_w[j], lam)[0]
+                back = adjoint.vjp_steps(torch, m.cell, prev[j], gi_w[j], gh_w[j], lam, rec)[0]
                 lam = torch.add(g[j], torch.where(live[j], back, 0.0), out=out[j])
             return out
 
@@ -187,11 +188,10 @@ class ChunkedImplicitGrad:
     def __call__(self) -> GradOutput:
         m = self.m
         S, res, k = self.job()
-        gi = m.gi()
-        Sp = _shifted(S, m.s0)
-        gh = m.gh(Sp)
-        lam, res_b, k_b = self.adjoint(S, gi, gh)
-        return GradOutput(S, res, k, *_param_products(m, Sp, gi, gh, lam), res_b, k_b)
+        gi, rec = m.gi(), m.rec()
+        Sp = iteration.shifted(torch, S, m.s0)
+        lam, res_b, k_b = self.adjoint(S, gi, rec.hidden(torch, Sp) + rec.b_hh, rec)
+        return GradOutput(S, res, k, *m.param_products(Sp, gi, lam, rec), res_b, k_b)
 
 
 def _lstm_states_diff(m: _GradModel, h: torch.Tensor, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
@@ -199,14 +199,14 @@ def _lstm_states_diff(m: _GradModel, h: torch.Tensor, x: torch.Tensor, h0: torch
     ``torch.nn.LSTM`` returns for inputs ``x (W, N, I)`` and start states ``h0 (N, 2H)``,
     differentiably: ``c_t = f_t c_{t-1} + i_t g_t`` with the gates from ``h_{t-1}``, a diagonal
     linear recurrence solved by the functional associative scan."""
-    H, p = m.H, m.params
-    hp = torch.cat([h0[None, :, :H], h[:-1]])
+    H, p, rec = m.H, m.params, m.rec()
+    hp = iteration.shifted(torch, h, h0[:, :H])
     gi = torch.matmul(x, p["weight_ih"].t()) + p["bias_ih"]
-    f, _, d = m.cell.linearise(torch, torch.cat([hp, torch.zeros_like(hp)], -1), gi, m.gh(hp))
+    gh = rec.hidden(torch, hp) + rec.b_hh
+    f, _, d = m.cell.linearise(torch, torch.cat([hp, torch.zeros_like(hp)], -1), gi, gh)
     A, b = d[..., 1, 1, :], f[..., H:]  # c_t = A_t c_{t-1} + b_t
-    b = torch.cat([(b[0] + A[0] * h0[:, H:])[None], b[1:]])
-    c = _linear_recurrence_diff(A.transpose(0, 1), b.transpose(0, 1), False).transpose(0, 1)
-    return torch.cat([h, c], -1)
+    b = iteration.with_first(torch, b, b[0] + A[0] * h0[:, H:])
+    return torch.cat([h, linear.linear_recurrence(OPS, False, A, b)], -1)
 
 
 def chunked_unrolled(problem: Problem, solver: Chunked, m: _GradModel) -> Callable[[], GradOutput]:

@@ -115,10 +115,9 @@ class _Comm:
         return torch.where(both[0] > 0, torch.nan, both[1])
 
     def scan(self, compose, elems):
-        from .scan import _associative_scan  # over axis 1
+        from .ops import associative_scan
 
-        out = _associative_scan(compose, [e.movedim(0, 1) for e in elems])
-        return tuple(o.movedim(1, 0) for o in out)
+        return tuple(associative_scan(compose, elems))
 
     def recur(self, step, u, xs):
         import torch

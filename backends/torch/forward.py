@@ -1,5 +1,6 @@
-"""The forward solves: :class:`_Solve`, the device-resident data and preallocated buffers
-of one (problem, solver, device), its Jacobi and Newton/ELK iterations and the device-side
+"""The in-place fast path of :func:`backends.shared.iteration.update` (the forward solves):
+:class:`_Solve`, the device-resident data and preallocated buffers of one (problem, solver,
+device), its Jacobi and Newton/ELK iterations and the device-side application of the shared
 stopping rule; :func:`_transition` and :func:`_jvp` build the linearised step in place.
 
 Layout and buffers. ``prepare`` moves the problem to the device and preallocates the
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import torch
 
+from backends.shared.iteration import stopped
 from fpbench.solvers import Solver, iteration_cap
 from fpbench.spec import Problem
 
@@ -195,8 +197,7 @@ class _Solve:
             if k % every and tol is not None:  # host not looked since the block began: freeze if done
                 torch.where(done, src[1:], dst[1:], out=dst[1:])
             count.add_(done.logical_not())
-            stop = ~torch.isfinite(r)  # diverged: stop as every backend does, with or without tol
-            done.logical_or_(stop if tol is None else stop | (r <= tol))
+            done.logical_or_(stopped(torch, r, tol))  # a diverged run stops, with or without tol
             src, dst = dst, src
             if (k + 1) % every == 0 and done.item():
                 break
