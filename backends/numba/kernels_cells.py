@@ -39,12 +39,18 @@ import numpy as np
 from numba import njit, prange, types
 from numba.core.extending import overload
 
-CELL_IDS: dict[str, int] = {"elman": 0, "gru": 1, "lstm": 2}
+CELL_IDS: dict[str, int] = {"elman": 0, "gru": 1, "lstm": 2, "gru_diag": 3, "lstm_cifg_diag": 4}
 """Cell name (of :data:`fpbench.CELLS`) -> kernel cell id: the one table of the cells these
 kernels implement, each with a row function and a branch of :func:`_cell`. The ids are
 written here, not derived from another module, because the kernels are cached
 (``cache=True``) by this file's contents: a global read from elsewhere could go stale."""
 ELMAN, GRU, LSTM = CELL_IDS["elman"], CELL_IDS["gru"], CELL_IDS["lstm"]
+GRU_DIAG, LSTM_CIFG_DIAG = CELL_IDS["gru_diag"], CELL_IDS["lstm_cifg_diag"]
+PEEPHOLE_GATES: dict[str, tuple[tuple[int, bool], ...]] = {"lstm_cifg_diag": ((0, False), (2, True))}
+"""Diagonal cell name -> its peepholes, in ``weight_hh`` order: ``(gate, new)``, the gate
+block whose pre-activation the peephole enters and whether it multiplies the new cell
+state ``c'`` (else the previous ``c``); the peephole's gradient is that gate's ``dgh``
+times that cell state, summed over the rows."""
 
 # error_model="numpy": IEEE division (inf/NaN, no ZeroDivisionError branch), which lets
 # LLVM vectorise loops that divide.
@@ -110,7 +116,9 @@ def _sigmoid_ov(x):
 # cell's ``linearise`` in :mod:`fpbench.cells`: ``c[g, p]`` is ``df_p / d(gh_g)``; with
 # ``coeffs >= 2`` also ``ci: (G, P, H)``, ``df_p / d(gi_g)`` (the gradients' VJP: see
 # ``grad_kernels``). ``coeffs`` is a constant at every call site, so LLVM drops the
-# coefficient work from the step.
+# coefficient work from the step. A diagonal cell's ``gi`` holds both biases, ``gh`` is
+# unused and ``bhh`` is the vector ``weight_hh ((G + peepholes) H,)``, applied
+# elementwise (``gh_g = a_g h`` in the form above).
 
 
 @njit(**_JIT)
@@ -187,6 +195,67 @@ def _lstm(gi, gh, bhh, sp, f, c, d, ci, coeffs):
                     ci[g, 0, j], ci[g, 1, j] = c[g, 0, j], c[g, 1, j]
 
 
+@njit(**_JIT)
+def _gru_diag(gi, gh, w, sp, f, c, d, ci, coeffs):
+    """ParaRNN's diagonal GRU (:class:`fpbench.cells.GRUDiag`): ``h' = z n + (1 - z) h``
+    with ``w = [a_r, a_z, a_n]``; ``c`` as :meth:`~fpbench.cells.GRUDiag.linearise`,
+    ``d = 1 - z``; ``ci`` differs from ``c`` in n, whose recurrent part is scaled by r."""
+    H = f.shape[0]
+    one = f.dtype.type(1.0)
+    c0, c1, c2, d0 = c[0, 0], c[1, 0], c[2, 0], d[0, 0]
+    i0, i1, i2 = ci[0, 0], ci[1, 0], ci[2, 0]
+    for j in range(H):
+        h = sp[j]
+        r = _sigmoid(gi[j] + w[j] * h)
+        z = _sigmoid(gi[H + j] + w[H + j] * h)
+        hn = w[2 * H + j] * h
+        n = _tanh(gi[2 * H + j] + r * hn)
+        f[j] = h + z * (n - h)  # z n + (1 - z) h
+        if coeffs >= 1:
+            dn = z * (one - n * n)
+            c0[j] = dn * hn * r * (one - r)
+            c1[j] = (n - h) * z * (one - z)
+            c2[j] = dn * r
+            d0[j] = one - z
+            if coeffs >= 2:
+                i0[j] = c0[j]
+                i1[j] = c1[j]
+                i2[j] = dn
+
+
+@njit(**_JIT)
+def _lstm_cifg_diag(gi, gh, w, sp, f, c, d, ci, coeffs):
+    """ParaRNN's diagonal CIFG LSTM with peepholes (:class:`fpbench.cells.LSTMCIFGDiag`) on
+    ``s = [h, c]``, ``w = [a_f, a_g, a_o, p_f, p_o]``: ``c' = f c + (1 - f) g``, ``h' = o
+    tanh(c')``; the peepholes are elementwise, so they sit in ``d``; ``ci = c``."""
+    H = f.shape[0] // 2
+    one, zero = f.dtype.type(1.0), f.dtype.type(0.0)
+    for j in range(H):
+        h, cp = sp[j], sp[H + j]
+        p_f, p_o = w[3 * H + j], w[4 * H + j]
+        fg = _sigmoid(gi[j] + w[j] * h + p_f * cp)
+        gg = _tanh(gi[H + j] + w[H + j] * h)
+        cn = fg * cp + (one - fg) * gg
+        og = _sigmoid(gi[2 * H + j] + w[2 * H + j] * h + p_o * cn)
+        tc = _tanh(cn)
+        f[j] = og * tc
+        f[H + j] = cn
+        if coeffs >= 1:
+            do = tc * og * (one - og)  # dh'/d(o's pre-activation)
+            u = og * (one - tc * tc) + do * p_o  # dh'/dc', also through o's peephole
+            df = (cp - gg) * fg * (one - fg)  # dc'/d(pre-activations) of f, g
+            dg = (one - fg) * (one - gg * gg)
+            dcc = fg + df * p_f  # dc'/dc, also through f's peephole
+            c[0, 0, j], c[0, 1, j] = u * df, df
+            c[1, 0, j], c[1, 1, j] = u * dg, dg
+            c[2, 0, j], c[2, 1, j] = do, zero
+            d[0, 0, j], d[0, 1, j] = zero, u * dcc
+            d[1, 0, j], d[1, 1, j] = zero, dcc
+            if coeffs >= 2:
+                for g in range(3):
+                    ci[g, 0, j], ci[g, 1, j] = c[g, 0, j], c[g, 1, j]
+
+
 @njit(inline="always", **_JIT)
 def _cell(cell, gi, gh, bhh, sp, f, c, d, ci, coeffs):
     """Dispatch one row to the cell's function (an id missing here computes nothing; the
@@ -197,6 +266,10 @@ def _cell(cell, gi, gh, bhh, sp, f, c, d, ci, coeffs):
         _gru(gi, gh, bhh, sp, f, c, d, ci, coeffs)
     elif cell == LSTM:
         _lstm(gi, gh, bhh, sp, f, c, d, ci, coeffs)
+    elif cell == GRU_DIAG:
+        _gru_diag(gi, gh, bhh, sp, f, c, d, ci, coeffs)
+    elif cell == LSTM_CIFG_DIAG:
+        _lstm_cifg_diag(gi, gh, bhh, sp, f, c, d, ci, coeffs)
 
 
 @njit(**_JIT)
@@ -226,18 +299,36 @@ def _reduce_max(maxes):
 # --------------------------------------------------------------------------- Jacobi / floor
 
 
-@njit(**_JIT)
-def hidden_projection(s_prev, whhT, gh, hbuf):
+def _hidden_product(s_prev, whhT, gh, hbuf):
     """``gh = h_prev @ whhT`` into a preallocated buffer (SciPy's BLAS through numba):
     ``s_prev: (N, S)`` whose first H columns are ``h``, ``whhT: (H, gH)``, ``gh: (N, gH)``.
-    When ``S > H`` (lstm), ``h`` is first copied into the contiguous ``hbuf: (N, H)``."""
-    H = whhT.shape[0]
-    if s_prev.shape[1] == H:
-        np.dot(s_prev, whhT, gh)
-    else:
-        for i in range(s_prev.shape[0]):
-            hbuf[i] = s_prev[i, :H]
-        np.dot(hbuf, whhT, gh)
+    When ``S > H`` (lstm), ``h`` is first copied into the contiguous ``hbuf: (N, H)``.
+    A diagonal cell's ``whhT`` is the vector ``[a_1 .. a_G] (gH,)``: nothing to compute
+    (its row function applies the vector itself)."""
+
+
+@overload(_hidden_product, jit_options=_JIT)
+def _hidden_product_ov(s_prev, whhT, gh, hbuf):
+    if whhT.ndim == 1:
+        return lambda s_prev, whhT, gh, hbuf: None
+
+    def dense(s_prev, whhT, gh, hbuf):
+        H = whhT.shape[0]
+        if s_prev.shape[1] == H:
+            np.dot(s_prev, whhT, gh)
+        else:
+            for i in range(s_prev.shape[0]):
+                hbuf[i] = s_prev[i, :H]
+            np.dot(hbuf, whhT, gh)
+
+    return dense
+
+
+@njit(**_JIT)
+def hidden_projection(s_prev, whhT, gh, hbuf):
+    """:func:`_hidden_product`, jitted (it also computes the input projection, ``x_aug @
+    w_aug``)."""
+    _hidden_product(s_prev, whhT, gh, hbuf)
 
 
 @njit(parallel=True, **_JIT)
@@ -291,8 +382,20 @@ def iteration_floor(cell, G, gi, hp, whhT, bhh, gh, hbuf, out):
 # --------------------------------------------------------------------------- Sequential / Chunked
 
 
-@njit(inline="always", **_JIT)
 def _rows_product(cur, whhT, gh, lo, hi):
+    """``gh[lo:hi] = cur[lo:hi, :H] @ whhT`` (:func:`_dense_rows_product`); nothing for a
+    diagonal cell's vector ``whhT`` (as :func:`hidden_projection`)."""
+
+
+@overload(_rows_product, jit_options=_JIT, inline="always")
+def _rows_product_ov(cur, whhT, gh, lo, hi):
+    if whhT.ndim == 1:
+        return lambda cur, whhT, gh, lo, hi: None
+    return lambda cur, whhT, gh, lo, hi: _dense_rows_product(cur, whhT, gh, lo, hi)
+
+
+@njit(inline="always", **_JIT)
+def _dense_rows_product(cur, whhT, gh, lo, hi):
     """``gh[lo:hi] = cur[lo:hi, :H] @ whhT`` (``whhT: (H, gH)``), each entry summed over k in
     order (the same bits however the rows are grouped). Rows go four at a time through an
     axpy loop over the rows of ``whhT`` (vectorised along gH): every loaded row of ``whhT``
