@@ -11,7 +11,7 @@ import numpy as np
 from fpbench.backend import UnsupportedError
 from fpbench.spec import Problem
 
-from .kernels_cells import CELL_IDS
+from .kernels_cells import CELL_IDS, PEEPHOLE_GATES
 
 
 class Arrays:
@@ -25,7 +25,8 @@ class Arrays:
     no recurrent product: ``w_aug``'s bias row is ``b_ih + b_hh`` (both act on the input
     side), ``whhT (gH,)`` is its recurrent vectors ``[a_1 .. a_G]`` (what the kernels
     dispatch on: ``W_g = diag(a_g)``) and ``bhh ((G + peepholes) H,)`` the whole vector
-    ``weight_hh``, which its row function applies elementwise.
+    ``weight_hh``, which its row function applies elementwise; ``peepholes`` its
+    ``kernels_cells.PEEPHOLE_GATES`` entry (``()`` for every other cell).
 
     Raises:
         UnsupportedError: the kernels have no entry for the problem's cell.
@@ -42,6 +43,7 @@ class Arrays:
         self.x_aug = np.ones((self.N, s.input_size + 1), dtype=dt)
         self.x_aug[:, :-1] = problem.x.reshape(self.N, s.input_size)
         self.diagonal = s.model.recurrence == "diagonal"
+        self.peepholes = PEEPHOLE_GATES.get(s.cell, ())
         self.P = self.S // self.H
         if self.diagonal:
             bias = problem.bias_ih + problem.bias_hh
