@@ -20,7 +20,8 @@ complex numbers (complex step, exact to rounding:
 :class:`.backward_unrolled.UnrolledLinearised`). ``Chunked``: implicit is ``"implicit:
 chunked adjoint"``, the adjoint by Chunked's own iterations on the time-reversed adjoint
 recurrence (the same grouped kernel with BPTT's step, parallel over chunks; its residuals
-are the backward's), then the parameter products as above; unrolled
+are the backward's), then the parameter products as above (a diagonal cell's vector
+``weight_hh`` gets elementwise sums, :func:`.vjp.weight_hh_grad`); unrolled
 (:func:`.backward_unrolled.unrolled_chunked`) backpropagates through every run the forward
 recorded, each window recomputed and differentiated by the BPTT kernel.
 """

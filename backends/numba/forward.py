@@ -14,7 +14,10 @@ parallel scan over time, or, with ``damping > 0`` (ELK, quasi-ELK), solve the da
 least-squares step exactly by an information-form Kalman filter and smoother
 (``damped_full``, ``damped_diagonal``). The damped solves are sequential in time and
 parallel over independent systems: over the batch for ELK, over batch x state components
-(scalar filters) for quasi-ELK. We chose this over a chunked parallel-in-time smoother
+(scalar filters) for quasi-ELK. A diagonal cell's ``"full"`` transition is its per-unit
+``P x P`` blocks (``Arrays.transition_shape``; ``P = 1``: its diagonal, so Newton is the
+diagonal scan), scanned per unit; ELK on blocks solves ``B*H`` independent ``P x P``-block
+systems by the same filter (:func:`_damped_blocks`). We chose this over a chunked parallel-in-time smoother
 because the benchmark batches (B >= 8) already give every core independent work, and the
 sequential elimination costs about ``2 S^3`` per step against the several times more of the
 associative Kalman elements; with a batch smaller than the core count the full ELK step

@@ -8,25 +8,29 @@ module here. The package imports its kernel modules only once a solve is prepare
 Layout: the states of an iterate live in one C-contiguous buffer ``S`` of shape
 ``(T + 1, B, S)`` whose first slab is the initial state ``s0``; then ``S[:-1]`` viewed as
 ``(T*B, S)`` is the *previous* state of every step and ``S[1:]`` the states themselves, so
-Jacobi needs no shifted copy. The state of a row is ``s = h`` (``S = H``: elman, gru) or
-``s = [h, c]`` (``S = 2H``: lstm), as in :mod:`fpbench.cells`. Kernels compute in the dtype
-of their arrays (float32 or float64: constants are made with ``x.dtype.type`` so nothing is
-promoted to float64), and are compiled once per dtype with ``cache=True``.
+Jacobi needs no shifted copy. The state of a row is ``s = h`` (``S = H``: elman, gru,
+gru_diag) or ``s = [h, c]`` (``S = 2H``: lstm, lstm_cifg_diag), as in :mod:`fpbench.cells`.
+Kernels compute in the dtype of their arrays (float32 or float64: constants are made with
+``x.dtype.type`` so nothing is promoted to float64), and are compiled once per dtype with
+``cache=True``.
 
 Parallel kernels take their block count ``nblk`` (the numba thread count) as an argument:
 calling ``numba.get_num_threads()`` inside a ``parallel=True`` function makes it uncachable.
 
 Cells. :data:`CELL_IDS` is the one table, cell name -> kernel cell id; a cell missing from
 it is unsupported (the backend raises ``UnsupportedError``). Each cell is written once, as
-one row function (``_elman``, ``_gru``, ``_lstm``) that computes the step ``f(s)`` and, when
-asked, the coefficients of its structured Jacobian (:mod:`fpbench.cells`)::
+one row function (``_elman``, ``_gru``, ``_lstm``, ``_gru_diag``, ``_lstm_cifg_diag``) that
+computes the step ``f(s)`` and, when asked, the coefficients of its structured Jacobian
+(:mod:`fpbench.cells`)::
 
     J[p, q] = sum_g diag(c[g, p]) W_g [q == 0] + diag(d[p, q])
 
-with ``c (G, P, H)``, ``d (P, P, H)``. Everything else (the full Jacobian, its diagonal) is
-assembled from ``(c, d)`` by cell-independent code. Cells are selected by an integer
-rather than by passing a function: cached dispatch stays simple and the per-row branch
-costs nothing measurable.
+with ``c (G, P, H)``, ``d (P, P, H)`` (a diagonal cell's ``W_g = diag(a_g)``: the kernels
+take its ``whhT`` as the 1-D vector ``[a_1 .. a_G]`` and specialise on that at compile
+time: no recurrent product, elementwise ``W^T``, per-unit Jacobian blocks). Everything else
+(the full Jacobian, its diagonal) is assembled from ``(c, d)`` by cell-independent code.
+Cells are selected by an integer rather than by passing a function: cached dispatch stays
+simple and the per-row branch costs nothing measurable.
 
 Kernels of the other modules (``kernels_scan``, ``kernels_damped``, ``grad_kernels``,
 ``chunked``) call kernels of this one; numba's cache does not notice when another file
