@@ -141,6 +141,22 @@ def _elman(gi, gh, bhh, sp, f, c, d, ci, coeffs):
             i0[j] = one - y * y
 
 
+@njit(inline="always", **_JIT)
+def _gru_coefficients(j, dn, hn, r, z, dz, dd, c0, c1, c2, d0, i0, i1, i2, coeffs):
+    """Unit j's coefficients of the GRU family (``gru``, ``gru_diag``): ``dn`` = dh'/d(n's
+    pre-activation), ``hn`` = n's recurrent part (scaled by r), ``dz`` = dh'/dz, ``dd`` = d;
+    ``c = (dn hn r (1 - r), dz z (1 - z), dn r)``, ``ci`` the same but ``dn`` for n."""
+    one = c0.dtype.type(1.0)
+    c0[j] = dn * hn * r * (one - r)
+    c1[j] = dz * z * (one - z)
+    c2[j] = dn * r
+    d0[j] = dd
+    if coeffs >= 2:
+        i0[j] = c0[j]
+        i1[j] = c1[j]
+        i2[j] = dn
+
+
 @njit(**_JIT)
 def _gru(gi, gh, bhh, sp, f, c, d, ci, coeffs):
     """``h' = (1 - z) n + z h``; ``c`` through r, z, n; ``d = z`` (the identity term);
@@ -157,14 +173,7 @@ def _gru(gi, gh, bhh, sp, f, c, d, ci, coeffs):
         f[j] = n + z * (sp[j] - n)  # (1 - z) n + z h
         if coeffs >= 1:
             dn = (one - z) * (one - n * n)
-            c0[j] = dn * hn * r * (one - r)
-            c1[j] = (sp[j] - n) * z * (one - z)
-            c2[j] = dn * r
-            d0[j] = z
-            if coeffs >= 2:
-                i0[j] = c0[j]
-                i1[j] = c1[j]
-                i2[j] = dn
+            _gru_coefficients(j, dn, hn, r, z, sp[j] - n, z, c0, c1, c2, d0, i0, i1, i2, coeffs)
 
 
 @njit(**_JIT)
@@ -217,14 +226,7 @@ def _gru_diag(gi, gh, w, sp, f, c, d, ci, coeffs):
         f[j] = h + z * (n - h)  # z n + (1 - z) h
         if coeffs >= 1:
             dn = z * (one - n * n)
-            c0[j] = dn * hn * r * (one - r)
-            c1[j] = (n - h) * z * (one - z)
-            c2[j] = dn * r
-            d0[j] = one - z
-            if coeffs >= 2:
-                i0[j] = c0[j]
-                i1[j] = c1[j]
-                i2[j] = dn
+            _gru_coefficients(j, dn, hn, r, z, n - h, one - z, c0, c1, c2, d0, i0, i1, i2, coeffs)
 
 
 @njit(**_JIT)
@@ -391,7 +393,7 @@ def _rows_product(cur, whhT, gh, lo, hi):
     diagonal cell's vector ``whhT`` (as :func:`hidden_projection`)."""
 
 
-@overload(_rows_product, jit_options=_JIT, inline="always")
+@overload(_rows_product, jit_options=_JIT)
 def _rows_product_ov(cur, whhT, gh, lo, hi):
     if whhT.ndim == 1:
         return lambda cur, whhT, gh, lo, hi: None

@@ -29,6 +29,8 @@ def weight_hh_grad(
     = (previous (n, S), new (n, S))``."""
     if not a.diagonal:
         return dgh.T @ h_prev
+    if a.peepholes and states is None:
+        raise ValueError("weight_hh_grad: a cell with peepholes needs the steps' states")
     n, G, H = dgh.shape[0], a.G, a.H
     d3 = dgh.reshape(n, G, H)
     parts = [np.einsum("ngh,nh->gh", d3, h_prev).reshape(G * H)]
