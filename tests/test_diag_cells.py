@@ -140,7 +140,7 @@ def test_reference_gradients_match_finite_differences(cell, solver_id):
         assert got == pytest.approx(fd, rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax", "numba"])
+@pytest.mark.parametrize("backend", ["torch", "jax"])  # (numba runs them: test_numba_backend.py)
 @pytest.mark.parametrize("cell", DIAG)
 def test_other_backends_refuse_the_diagonal_cells_by_name(cell, backend):
     try:

@@ -15,6 +15,8 @@ pytest.importorskip("numba")
 pytest.importorskip("scipy")
 K = pytest.importorskip("backends.numba.kernels_cells")
 KS = pytest.importorskip("backends.numba.kernels_scan")
+DENSE = [name for name, cell in fpbench.CELLS.items() if cell.recurrence == "dense"]
+DIAG = [name for name, cell in fpbench.CELLS.items() if cell.recurrence == "diagonal"]
 
 
 @pytest.mark.parametrize("chunks", [1, 2, 3, 7, 40])
@@ -32,6 +34,59 @@ def test_chunked_scan_matches_sequential_recurrence(full, chunks):
     At = np.ascontiguousarray(np.swapaxes(A, -1, -2)) if full else A.copy()
     KS.linear_scan(At, b.copy(), s, float(H + 1) if full else 1.0, chunks)
     np.testing.assert_allclose(s[1:], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 40])
+def test_chunked_scan_on_per_unit_blocks_matches_the_block_diagonal_recurrence(chunks):
+    """A diagonal cell's transitions, ``(T, B, H, P, P)`` blocks (each transposed), against
+    the recurrence with the full block-diagonal ``S x S`` matrices they stand for."""
+    T, B, H, P = 29, 2, 4, 2
+    rng = np.random.default_rng(1)
+    blocks = rng.uniform(-0.6, 0.6, size=(T, B, H, P, P))  # [.., j, p, q] = dF_{pH+j}/ds_{qH+j}
+    full = np.zeros((T, B, P * H, P * H))
+    for p in range(P):
+        for q in range(P):
+            full[..., p * H + np.arange(H), q * H + np.arange(H)] = blocks[..., p, q]
+    b, s0 = rng.standard_normal((T, B, P * H)), rng.standard_normal((B, P * H))
+    s = np.zeros((T + 1, B, P * H))
+    s[0] = s0
+    At = np.ascontiguousarray(np.swapaxes(blocks, -1, -2))
+    KS.linear_scan(At, b.copy(), s, float(P + 1), chunks)
+    np.testing.assert_allclose(s[1:], linear_recurrence(full, b, s0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", [fpbench.Newton(3), fpbench.ELK(3, damping=0.3)], ids=["newton", "elk"])
+def test_newton_and_elk_on_a_diagonal_cell_allocate_no_state_by_state_matrices(solver):
+    """lstm_cifg_diag's Newton and ELK hold per-unit ``P x P`` blocks: what ``prepare``
+    allocates stays far below one ``S x S`` matrix a row, and the states are the
+    reference's."""
+    import tracemalloc
+
+    spec = fpbench.RNNSpec(
+        cell="lstm_cifg_diag", seq_len=4, batch=2, hidden_size=256, input_size=3, dtype="float64"
+    )
+    problem = fpbench.make_problem(spec)
+    fpbench.solve(problem, solver, backend="numba")  # compiled (or loaded) before measuring
+    tracemalloc.start()
+    try:
+        prepared = fpbench.get_backend("numba").prepare(problem, solver, "cpu")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    S, N = spec.state_size, spec.seq_len * spec.batch
+    assert peak < N * S * S * 8 / 4, peak  # (a quarter of one (N, S, S) float64 buffer)
+    states = prepared.to_host(prepared.run())[0][..., : spec.hidden_size]
+    np.testing.assert_allclose(states, fpbench.solve(problem, solver).states, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver_id", ["newton", "quasi_elk"])
+@pytest.mark.parametrize("cell", DIAG)
+def test_diagonal_cells_refuse_the_unrolled_newton_type_backward(cell, solver_id):
+    spec = fpbench.RNNSpec(cell=cell, seq_len=5, batch=1, hidden_size=3, input_size=2)
+    problem = fpbench.make_problem(spec)
+    solver = fpbench.make_solver(solver_id, 2, backward="unrolled")
+    with pytest.raises(fpbench.UnsupportedError, match=f"no unrolled backward of '{solver_id}'.*'{cell}'"):
+        fpbench.grad(problem, solver, backend="numba")
 
 
 def test_info_reports_threads():
@@ -89,7 +144,7 @@ UNROLLED_LINEARISED = {
 
 
 @pytest.mark.parametrize("solver_id", list(UNROLLED_LINEARISED))
-@pytest.mark.parametrize("cell", list(fpbench.CELLS))
+@pytest.mark.parametrize("cell", DENSE)  # (the diagonal cells refuse it: test above)
 def test_grad_unrolled_newton_type_is_autodiffs_gradient(cell, solver_id):
     """Numba's hand-written unrolled backward of the linearising solvers (second derivatives
     by complex step) against torch's autograd through the same iterations, in float64, on a
@@ -113,7 +168,7 @@ def test_grad_unrolled_newton_type_is_autodiffs_gradient(cell, solver_id):
 
 @settings(max_examples=20, deadline=None)
 @given(
-    cell=st.sampled_from(fpbench.testing.cells_on("numba")),
+    cell=st.sampled_from([c for c in fpbench.testing.cells_on("numba") if c in DENSE]),
     solver_name=st.sampled_from(["newton", "quasi_newton", "elk", "quasi_elk"]),
     T=st.integers(1, 12),
     B=st.integers(1, 3),
@@ -148,17 +203,18 @@ def test_complex_step_tangents_match_central_differences(cell):
     KG = pytest.importorskip("backends.numba.grad_kernels")
     rng = np.random.default_rng(3)
     H, N = 4, 6
-    G, P = {"elman": (1, 1), "gru": (3, 1), "lstm": (4, 2)}[cell]
+    model = fpbench.CELLS[cell]
+    G, P = model.gates, model.parts
     cell = K.CELL_IDS[cell]
     gi, gh, ugi, ugh = (rng.standard_normal((N, G * H)) for _ in range(4))
     s, us = rng.standard_normal((N, P * H)), rng.standard_normal((N, P * H))
-    bhh = rng.standard_normal(G * H)
+    bhh = rng.standard_normal((G + model.peepholes) * H)  # (a diagonal cell's weight_hh)
     shapes = ((N, G, P, H), (N, P, P, H), (N, G, P, H))
 
     def coeffs(sign: float):
         out = tuple(np.empty(shape) for shape in shapes)
         e = sign * 1e-6
-        KG.coefficients(cell, gi + e * ugi, gh + e * ugh, bhh, s + e * us, *out, 1)
+        KG.coefficients(cell, gi + e * ugi, gh + e * ugh, bhh, s + e * us, *out, np.empty((0, P * H)), 1)
         return out
 
     tangents = tuple(np.empty(shape) for shape in shapes)

@@ -9,9 +9,13 @@ microseconds, while separate kernels keep each compile unit small and cacheable
 (read-only) problem into its own buffers (:mod:`.arrays`), allocates every buffer and runs
 each kernel once on the real data.
 
-Cells: ``kernels_cells.CELL_IDS`` (elman, gru, lstm) is the one table; a cell missing from
-it raises ``UnsupportedError``. The state is ``s = h`` or, for lstm, ``s = [h, c]`` (``2H``);
-``Prepared.to_host`` returns the full states ``(T, B, S)``.
+Cells: ``kernels_cells.CELL_IDS`` (elman, gru, lstm and the diagonal gru_diag,
+lstm_cifg_diag) is the one table; a cell missing from it raises ``UnsupportedError``. The
+state is ``s = h`` or, for lstm and lstm_cifg_diag, ``s = [h, c]`` (``2H``);
+``Prepared.to_host`` returns the full states ``(T, B, S)``. A diagonal cell has no recurrent
+product (its row function applies the vector ``weight_hh`` elementwise); Newton and ELK
+run on its per-unit ``P x P`` Jacobian blocks (``Arrays.transition_shape``), never ``S x
+S``; every solver runs it, every backward but the unrolled one of the linearising solvers.
 
 Modules: ``backend`` (the class, threads, host copies), ``arrays`` (the problem laid out
 for the kernels), ``forward`` (the solves, by the solver's traits), ``vjp``, ``backward``

@@ -11,7 +11,7 @@ import numpy as np
 from fpbench.backend import UnsupportedError
 from fpbench.spec import Problem
 
-from .kernels_cells import CELL_IDS
+from .kernels_cells import CELL_IDS, PEEPHOLE_GATES
 
 
 class Arrays:
@@ -20,6 +20,13 @@ class Arrays:
     ``x_aug @ w_aug`` is ``gi = x W_ih^T + b_ih``; ``whhT (H, gH)``; ``bhh (gH,)``; ``s0 (B, S)``;
     the ``(T*B, gH)`` buffers ``gi`` and ``gh``; ``hbuf (T*B, H)`` (lstm: the contiguous h for
     the product).
+
+    A diagonal cell (``diagonal``: ``recurrence == "diagonal"``, :mod:`fpbench.cells`) has
+    no recurrent product: ``w_aug``'s bias row is ``b_ih + b_hh`` (both act on the input
+    side), ``whhT (gH,)`` is its recurrent vectors ``[a_1 .. a_G]`` (what the kernels
+    dispatch on: ``W_g = diag(a_g)``) and ``bhh ((G + peepholes) H,)`` the whole vector
+    ``weight_hh``, which its row function applies elementwise; ``peepholes`` its
+    ``kernels_cells.PEEPHOLE_GATES`` entry (``()`` for every other cell).
 
     Raises:
         UnsupportedError: the kernels have no entry for the problem's cell.
@@ -35,13 +42,39 @@ class Arrays:
         self.N, gH, dt = s.seq_len * s.batch, s.gates * s.hidden_size, problem.x.dtype
         self.x_aug = np.ones((self.N, s.input_size + 1), dtype=dt)
         self.x_aug[:, :-1] = problem.x.reshape(self.N, s.input_size)
-        self.w_aug = np.ascontiguousarray(np.vstack([problem.weight_ih.T, problem.bias_ih[None]]))
-        self.whhT = np.array(problem.weight_hh.T, order="C")  # writable (numba types read-only apart)
-        self.bhh = np.array(problem.bias_hh, order="C", copy=True)
+        self.diagonal = s.model.recurrence == "diagonal"
+        self.peepholes = PEEPHOLE_GATES.get(s.cell, ())
+        self.P = self.S // self.H
+        if self.diagonal:
+            bias = problem.bias_ih + problem.bias_hh
+            self.whhT = np.array(problem.weight_hh[:gH], order="C", copy=True)
+            self.bhh = np.array(problem.weight_hh, order="C", copy=True)
+        else:
+            bias = problem.bias_ih
+            self.whhT = np.array(problem.weight_hh.T, order="C")  # writable (numba types read-only apart)
+            self.bhh = np.array(problem.bias_hh, order="C", copy=True)
+        self.w_aug = np.ascontiguousarray(np.vstack([problem.weight_ih.T, bias[None]]))
         self.s0 = np.array(problem.s0, order="C", copy=True)
         self.gi = np.empty((self.N, gH), dtype=dt)
         self.gh = np.empty((self.N, gH), dtype=dt)
         self.hbuf = np.empty((self.N if self.S > self.H else 1, self.H), dtype=dt)
+
+    def transition_shape(self, transition: str) -> tuple[int, ...]:
+        """The shape of one row's transition as the linearising kernels store it for an
+        iterative solver's ``transition`` (``"full"`` or ``"diagonal"``): the transposed
+        Jacobian ``(S, S)``, a diagonal cell's per-unit blocks ``(H, P, P)`` (never ``S x S``;
+        ``(S,)`` when ``P = 1``, where the Jacobian is diagonal), or the diagonal ``(S,)``."""
+        if transition == "full" and not self.diagonal:
+            return (self.S, self.S)
+        if transition == "full" and self.P > 1:
+            return (self.H, self.P, self.P)
+        return (self.S,)
+
+    def scan_weight(self, transition: str) -> float:
+        """The cost of composing one step's transitions against applying them, for
+        ``linear_scan``'s chunk bounds: ``S + 1`` (full), ``P + 1`` (per-unit blocks), 1."""
+        shape = self.transition_shape(transition)
+        return float(shape[-1] + 1) if len(shape) > 1 else 1.0
 
     def state_buffer(self) -> np.ndarray:
         """A ``(T + 1, B, S)`` state buffer whose first slab is ``s0``, the rest zero."""

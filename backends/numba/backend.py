@@ -83,6 +83,7 @@ class NumbaBackend(Backend):
     """Numba ``@njit(parallel=True)`` kernels on the CPU, float32 or float64."""
 
     name = "numba"
+    recurrences = ("dense", "diagonal")
 
     def backward_kept(self, spec: RNNSpec, solver: Solver) -> tuple[int, int]:
         """For the unrolled backward the forward records every iterate (``S`` items a row);

@@ -20,7 +20,8 @@ complex numbers (complex step, exact to rounding:
 :class:`.backward_unrolled.UnrolledLinearised`). ``Chunked``: implicit is ``"implicit:
 chunked adjoint"``, the adjoint by Chunked's own iterations on the time-reversed adjoint
 recurrence (the same grouped kernel with BPTT's step, parallel over chunks; its residuals
-are the backward's), then the parameter products as above; unrolled
+are the backward's), then the parameter products as above (a diagonal cell's vector
+``weight_hh`` gets elementwise sums, :func:`.vjp.weight_hh_grad`); unrolled
 (:func:`.backward_unrolled.unrolled_chunked`) backpropagates through every run the forward
 recorded, each window recomputed and differentiated by the BPTT kernel.
 """
@@ -42,7 +43,7 @@ from .backward_unrolled import UnrolledLinearised, unrolled_chunked
 from .grad_kernels import adjoint_rhs, bptt, diagonals, reverse_diagonal, reverse_transitions
 from .kernels_cells import max_abs_diff
 from .kernels_scan import linear_scan
-from .vjp import ParamSums, StepVJP
+from .vjp import ParamSums, StepVJP, weight_hh_grad
 
 Backward = Callable[[np.ndarray], GradOutput]
 """``backward(s)``: the gradients at the forward states ``s (T + 1, B, S)``, ``s0`` first."""
@@ -62,6 +63,12 @@ def prepare_backward(
         if solver.transition == "window":
             return unrolled_chunked(w, solver, iterates)
         if solver.transition != "none":
+            if a.diagonal:
+                raise UnsupportedError(
+                    f"backend 'numba' has no unrolled backward of {solver.name!r} for the diagonal "
+                    f"cell {problem.spec.cell!r}: the second derivatives through its recurrent "
+                    "vectors and peepholes are not implemented (its implicit backward is)"
+                )
             return UnrolledLinearised(w, solver, iterates)
         return _unrolled_sweeps(w, iterates)
     lam = np.empty((a.N, a.S), dtype=a.gi.dtype)
@@ -74,7 +81,7 @@ def prepare_backward(
         res_b = adjoint(flat_prev, P_)
         w.vjp(lam, P_)
         w.ds[:, : a.H] += w.wdgh
-        sums = ParamSums(w.dgi, w.dgh.T @ h_prev, w.dgh.sum(0))
+        sums = ParamSums(w.dgi, weight_hh_grad(a, w.dgh, h_prev, (flat_prev, w.F)), w.dgh.sum(0))
         return w.result(sums, w.ds[: a.B].copy(), res_b, method)
 
     return backward
@@ -93,10 +100,11 @@ def _unrolled_sweeps(w: StepVJP, iterates: list[np.ndarray]) -> Backward:
         v[:] = w.g
         sums, ds0 = ParamSums.zeros(a), np.zeros((B, S), dtype=a.gi.dtype)
         for it in reversed(iterates):
-            h_prev = w.coefficients(it.reshape((T + 1) * B, S)[:N], P_)
+            prev = it.reshape((T + 1) * B, S)[:N]
+            h_prev = w.coefficients(prev, P_)
             w.vjp(v, P_)
             w.ds[:, :H] += w.wdgh
-            sums.add(w.dgi, w.dgh, h_prev)
+            sums.add(a, w.dgi, w.dgh, h_prev, states=(prev, w.F))
             ds0 += w.ds[:B]
             v[: N - B] = w.ds[B:]
             v[N - B :] = 0.0
@@ -135,14 +143,15 @@ def _bptt_adjoint(w: StepVJP, lam: np.ndarray) -> Adjoint:
 def _scan_adjoint(w: StepVJP, lam: np.ndarray) -> Adjoint:
     """The adjoint by the chunked parallel scan run backwards in time (full transitions)."""
     T, B, S, dt = w.a.T, w.a.B, w.a.S, w.a.gi.dtype
-    A_rev = np.empty((T, B, S, S), dtype=dt)
+    A_rev = np.empty((T, B, *w.a.transition_shape("full")), dtype=dt)
+    weight = w.a.scan_weight("full")
     b_rev = np.empty((T, B, S), dtype=dt)
     u = np.zeros((T + 1, B, S), dtype=dt)
     empty = np.empty(0, dtype=np.float64)
 
     def adjoint(flat_prev: np.ndarray, P_: int) -> np.ndarray:
         reverse_transitions(w.C, w.Dd, w.a.whhT, A_rev, w.g, b_rev, B, P_)
-        linear_scan(A_rev, b_rev, u, float(S + 1), P_)
+        linear_scan(A_rev, b_rev, u, weight, P_)
         lam.reshape(T, B, S)[:] = u[:0:-1]
         return empty
 

@@ -45,6 +45,7 @@ class _Windows:
         self.Dd = np.empty((W * B, P_, P_, H), dtype=dt)
         self.gh, self.hbuf = np.empty((W * B, gH), dtype=dt), np.empty((W * B if S > H else 1, H), dtype=dt)
         self.gwin, self.lam, self.ds = (np.empty((W * B, S), dtype=dt) for _ in range(3))
+        self.no_steps = np.empty((0, S), dtype=dt)  # (the window keeps its new states)
         self.dgh, self.dgi = np.empty((W * B, gH), dtype=dt), np.empty((W * B, gH), dtype=dt)
         self.scratch = (np.empty((B, gH), dtype=dt), np.empty((B, gH), dtype=dt), np.empty((B, S), dtype=dt))
 
@@ -62,15 +63,16 @@ class _Windows:
         chunked.sequential(a.forward_op(a.gi.reshape(a.T, B, -1)[lo:hi]), win[: n + 1], *self.work)
         prev = win[:n].reshape(m, S)
         hidden_projection(prev, a.whhT, self.gh[:m], self.hbuf[: m if S > H else 1])
-        coefficients(a.cell, a.gi[lo * B : hi * B], self.gh[:m], a.bhh, prev, C, Dd, CI, nblk)
+        coefficients(a.cell, a.gi[lo * B : hi * B], self.gh[:m], a.bhh, prev, C, Dd, CI, self.no_steps, nblk)
         gw = self.gwin[:m].reshape(n, B, S)
         gw[: written - lo] = 0.0
         gw[written - lo :] = Gc[written:hi]
         bptt(C[:m], Dd[:m], CI[:m], w.whh, self.gwin[:m], self.lam[:m], *self.scratch, B)
         vjp_rows(C[:m], Dd[:m], CI[:m], self.lam[:m], dgh[:m], self.dgi[:m], ds[:m], nblk)
-        sums.add(self.dgi[:m], dgh[:m], prev[:, :H], slice(lo * B, hi * B))
+        states = (prev, win[1 : n + 1].reshape(m, S))
+        sums.add(a, self.dgi[:m], dgh[:m], prev[:, :H], slice(lo * B, hi * B), states)
         mu = ds[:B].copy()  # the start state's cotangent
-        mu[:, :H] += dgh[:B] @ w.whh
+        mu[:, :H] += w.back(dgh[:B])
         return mu
 
 
@@ -192,7 +194,7 @@ class UnrolledLinearised:
             # F's VJP for ebar: the parameters, and J_{t+1}^T ebar_{t+1} for y_t
             w.vjp(ebar, nblk)
             w.ds[:, : a.H] += w.wdgh
-            sums.add(w.dgi, w.dgh, h_prev)
+            sums.add(a, w.dgi, w.dgh, h_prev)
             ds0 += w.ds[:B]
             dy = w.ds.copy()  # the cotangent of the previous states y_prev
             self.second_order(y_prev, delta, h_prev, nblk, sums, dy)
@@ -260,9 +262,9 @@ class UnrolledLinearised:
     def add_second_order(self, h_prev: np.ndarray, sums: ParamSums, dy: np.ndarray) -> None:
         """Route the pre-activation gradients ``dgh2, dgi2, ds2`` of the sum to ``dy`` (the
         previous states') and the parameter sums."""
-        self.ds2[:, : self.w.a.H] += self.dgh2 @ self.w.whh
+        self.ds2[:, : self.w.a.H] += self.w.back(self.dgh2)
         dy += self.ds2
-        sums.add(self.dgi2, self.dgh2, h_prev)
+        sums.add(self.w.a, self.dgi2, self.dgh2, h_prev)
 
     def along(self, y_prev, weight, u, h_prev, nblk: int, sums: ParamSums, dy: np.ndarray) -> None:
         """Full ``A``: the gradient of ``sum_t weight_t^T J_t u_t`` (``u`` per row); ``w.dgh``

@@ -14,7 +14,10 @@ parallel scan over time, or, with ``damping > 0`` (ELK, quasi-ELK), solve the da
 least-squares step exactly by an information-form Kalman filter and smoother
 (``damped_full``, ``damped_diagonal``). The damped solves are sequential in time and
 parallel over independent systems: over the batch for ELK, over batch x state components
-(scalar filters) for quasi-ELK. We chose this over a chunked parallel-in-time smoother
+(scalar filters) for quasi-ELK. A diagonal cell's ``"full"`` transition is its per-unit
+``P x P`` blocks (``Arrays.transition_shape``; ``P = 1``: its diagonal, so Newton is the
+diagonal scan), scanned per unit; ELK on blocks solves ``B*H`` independent ``P x P``-block
+systems by the same filter (:func:`_damped_blocks`). We chose this over a chunked parallel-in-time smoother
 because the benchmark batches (B >= 8) already give every core independent work, and the
 sequential elimination costs about ``2 S^3`` per step against the several times more of the
 associative Kalman elements; with a batch smaller than the core count the full ELK step
@@ -138,10 +141,10 @@ def _linearised_update(a: Arrays, solver: Iterative, bufs: tuple[np.ndarray, np.
     filter and smoother (module docstring)."""
     T, B, S, N, dt = a.T, a.B, a.S, a.N, a.gi.dtype
     flat, prev = _flat(a, bufs)
-    full = solver.transition == "full"
-    A = np.empty((N, S, S) if full else (N, S), dtype=dt)
+    shape = a.transition_shape(solver.transition)
+    A = np.empty((N, *shape), dtype=dt)
     bvec = np.empty((N, S), dtype=dt)
-    A_t, b_t = A.reshape((T, B, *A.shape[1:])), bvec.reshape(T, B, S)
+    A_t, b_t = A.reshape((T, B, *shape)), bvec.reshape(T, B, S)
     damped = solver.damping > 0
 
     def linearise_at(old: int, P: int) -> None:
@@ -151,7 +154,7 @@ def _linearised_update(a: Arrays, solver: Iterative, bufs: tuple[np.ndarray, np.
     if not damped:  # Newton, quasi-Newton: the linear recurrence by a parallel scan
         # a chunk after the first also composes its transitions: an S x S product per
         # step (full) against a matrix-vector one, or a second elementwise pass (diagonal)
-        weight = float(S + 1) if full else 1.0
+        weight = a.scan_weight(solver.transition)
 
         def update(old: int, new: int) -> float:
             P = numba.get_num_threads()
@@ -159,13 +162,16 @@ def _linearised_update(a: Arrays, solver: Iterative, bufs: tuple[np.ndarray, np.
             linear_scan(A_t, b_t, bufs[new], weight, P)
             return max_abs_diff(flat[new][B:], flat[old][B:], P)
 
-    elif full:  # ELK: a Kalman filter + smoother per sequence, in parallel over B
+    elif len(shape) == 2:  # ELK: a Kalman filter + smoother per sequence, in parallel over B
         Lbuf = np.empty_like(A_t)
         lam = dt.type(solver.damping)
 
         def update(old: int, new: int) -> float:
             linearise_at(old, numba.get_num_threads())
             return damped_full(A_t, b_t, Lbuf, bufs[old][1:], bufs[new][1:], lam)
+
+    elif len(shape) == 3:  # ELK on per-unit blocks: P x P filters over the B*H units
+        return _damped_blocks(a, solver, bufs, linearise_at, A, bvec)
 
     else:  # quasi-ELK: scalar filters + smoothers over the B*S lanes in parallel
         Dp = np.empty((T, B * S), dtype=dt)
@@ -177,6 +183,41 @@ def _linearised_update(a: Arrays, solver: Iterative, bufs: tuple[np.ndarray, np.
             P = numba.get_num_threads()
             linearise_at(old, P)
             return damped_diagonal(a_l, e_l, Dp, lanes[old], lanes[new], lam, P)
+
+    return update
+
+
+def units(x: np.ndarray, P: int) -> np.ndarray:
+    """The view ``(T, B, H, P)`` of states ``x (T, B, S)``, ``S = P H``: unit j's parts
+    together (not contiguous)."""
+    T, B, S = x.shape
+    return x.reshape(T, B, P, S // P).transpose(0, 1, 3, 2)
+
+
+def _damped_blocks(
+    a: Arrays,
+    solver: Iterative,
+    bufs: tuple[np.ndarray, np.ndarray],
+    linearise_at: Callable[[int, int], None],
+    A: np.ndarray,
+    bvec: np.ndarray,
+) -> Update:
+    """ELK on a diagonal cell of ``P > 1`` parts: its Jacobians are per-unit blocks, so the
+    damped step decouples into ``B*H`` independent systems of ``P x P`` blocks, solved by
+    ``damped_full`` with the units as its batch (states copied to and from that layout)."""
+    T, B, H, P, dt = a.T, a.B, a.H, a.P, a.gi.dtype
+    AT_l = A.reshape(T, B * H, P, P)
+    Lbuf = np.empty_like(AT_l)
+    e_l, y_l, o_l = (np.empty((T, B * H, P), dtype=dt) for _ in range(3))
+    lam = dt.type(solver.damping)
+
+    def update(old: int, new: int) -> float:
+        linearise_at(old, numba.get_num_threads())
+        e_l.reshape(T, B, H, P)[:] = units(bvec.reshape(T, B, -1), P)
+        y_l.reshape(T, B, H, P)[:] = units(bufs[old][1:], P)
+        r = damped_full(AT_l, e_l, Lbuf, y_l, o_l, lam)
+        units(bufs[new][1:], P)[:] = o_l.reshape(T, B, H, P)
+        return r
 
     return update
 

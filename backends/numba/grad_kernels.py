@@ -21,21 +21,50 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.core.extending import overload
 
 from .kernels_cells import _JIT, _block, _cell
 from .kernels_scan import _transition
 
 
 @njit(parallel=True, **_JIT)
-def coefficients(cell, gi, gh, bhh, s, C, Dd, CI, nblk):
+def coefficients(cell, gi, gh, bhh, s, C, Dd, CI, F, nblk):
     """The structured Jacobian of every step at its previous state ``s[:N]``:
-    ``C, CI: (N, G, P, H)``, ``Dd: (N, P, P, H)`` (``gh = W_hh h_prev`` without bias)."""
+    ``C, CI: (N, G, P, H)``, ``Dd: (N, P, P, H)`` (``gh = W_hh h_prev`` without bias);
+    ``F (N, S)`` receives the steps ``f(s[:N])`` (a cell with peepholes needs its ``c'``),
+    or has no rows (nothing kept)."""
     N, S = gi.shape[0], s.shape[1]
     for blk in prange(nblk):
         lo, hi = _block(N, nblk, blk)
         f = np.empty(S, dtype=s.dtype)
         for i in range(lo, hi):
-            _cell(cell, gi[i], gh[i], bhh, s[i], f, C[i], Dd[i], CI[i], 2)
+            out = F[i] if F.shape[0] > 0 else f
+            _cell(cell, gi[i], gh[i], bhh, s[i], out, C[i], Dd[i], CI[i], 2)
+
+
+def _add_back(dgh, whh, o, H):
+    """``o[:H] += W_hh^T dgh`` for one row: an axpy loop over the rows of ``whh (gH, H)``,
+    or, for a diagonal cell's vectors ``whh (gH,)``, ``sum_g a_g dgh_g`` elementwise."""
+
+
+@overload(_add_back, jit_options=_JIT, inline="always")
+def _add_back_ov(dgh, whh, o, H):
+    if whh.ndim == 1:
+
+        def diagonal(dgh, whh, o, H):
+            for k in range(whh.shape[0]):
+                o[k % H] += dgh[k] * whh[k]
+
+        return diagonal
+
+    def dense(dgh, whh, o, H):
+        for k in range(whh.shape[0]):
+            v = dgh[k]
+            w = whh[k]
+            for e in range(H):
+                o[e] += v * w[e]
+
+    return dense
 
 
 # Complex step: for an analytic ``q``, ``Im q(z + i eps u) / eps`` is the derivative of ``q``
@@ -113,11 +142,11 @@ def adjoint_rows(C, Dd, CI, whh, g, t0, step, live, every, nc, cur, nxt, dgh, dg
     :func:`backends.numba.kernels_cells.cell_rows`.
 
     ``C, CI: (N, G, P, H)``, ``Dd: (N, P, P, H)`` the coefficients of every step, ``whh (gH,
-    H)``, ``g: (T, B, S)``; ``cur, nxt: (>= nc*B, S)`` (chunk q's rows ``q*B ..``);
-    ``dgh, dgi: (>= nc*B, gH)``, ``ds: (>= nc*B, S)`` scratch.
+    H)`` (a diagonal cell's: its vectors ``(gH,)``), ``g: (T, B, S)``; ``cur, nxt: (>= nc*B,
+    S)`` (chunk q's rows ``q*B ..``); ``dgh, dgi: (>= nc*B, gH)``, ``ds: (>= nc*B, S)`` scratch.
     """
     T, B, S = g.shape
-    gH, H = whh.shape
+    H = C.shape[3]
     for q in range(nc):
         if not every and live[q] == 0:
             continue
@@ -134,11 +163,7 @@ def adjoint_rows(C, Dd, CI, whh, g, t0, step, live, every, nc, cur, nxt, dgh, dg
             src = ds[r]
             for e in range(S):
                 o[e] = gt[e] + src[e]
-            for k in range(gH):
-                v = dgh[r, k]
-                w = whh[k]
-                for e in range(H):
-                    o[e] += v * w[e]
+            _add_back(dgh[r], whh, o, H)
 
 
 @njit(parallel=True, **_JIT)
@@ -204,42 +229,85 @@ def reverse_diagonal(Dg, lam, B, nblk):
                 cur[j] += dn[j] * nxt[j]
 
 
+def _row_scratch(A_rev):
+    """One row's transition as ``linearise`` stores it, for the rows of ``A_rev (T, B, ...)``."""
+
+
+@overload(_row_scratch, jit_options=_JIT)
+def _row_scratch_ov(A_rev):
+    if A_rev.ndim == 5:
+        return lambda A_rev: np.empty(A_rev.shape[2:], dtype=A_rev.dtype)
+    if A_rev.ndim == 4:
+        return lambda A_rev: np.empty((A_rev.shape[2], A_rev.shape[3]), dtype=A_rev.dtype)
+    return lambda A_rev: np.empty(A_rev.shape[2], dtype=A_rev.dtype)
+
+
+def _store_transposed(A_rev, tp, b, tmp):
+    """``A_rev[tp, b]`` = the transpose of the row transition ``tmp`` (per unit for blocks;
+    a diagonal is its own)."""
+
+
+@overload(_store_transposed, jit_options=_JIT)
+def _store_transposed_ov(A_rev, tp, b, tmp):
+    if A_rev.ndim == 5:
+
+        def blocks(A_rev, tp, b, tmp):
+            A = A_rev[tp, b]
+            for j in range(A.shape[0]):
+                for p in range(A.shape[1]):
+                    for q in range(A.shape[2]):
+                        A[j, p, q] = tmp[j, q, p]
+
+        return blocks
+
+    if A_rev.ndim == 4:
+
+        def full(A_rev, tp, b, tmp):
+            A = A_rev[tp, b]
+            for p in range(A.shape[0]):
+                for q in range(A.shape[1]):
+                    A[p, q] = tmp[q, p]
+
+        return full
+
+    def diagonal(A_rev, tp, b, tmp):
+        A_rev[tp, b] = tmp
+
+    return diagonal
+
+
 @njit(parallel=True, **_JIT)
 def reverse_transitions(C, Dd, whhT, A_rev, g, b_rev, B, nblk):
     """The adjoint recurrence in forward time order for ``linear_scan``: with
     ``t' = T - 1 - k``, ``u_t' = lam_k = J_{k+1}^T u_{t'-1} + g_k``. ``A_rev (T, B, S, S)``
     gets ``J_{T-t'}`` row-major (``linear_scan`` applies the transpose of what it
-    stores), ``A_rev[0] = 0``; ``b_rev (T, B, S)`` gets ``g`` reversed in time."""
-    T, S = A_rev.shape[0], A_rev.shape[2]
-    zero = A_rev.dtype.type(0.0)
+    stores; a diagonal cell's per-unit blocks ``(T, B, H, P, P)`` likewise, or its diagonal
+    ``(T, B, S)``), ``A_rev[0] = 0``; ``b_rev (T, B, S)`` gets ``g`` reversed in time."""
+    T = A_rev.shape[0]
     for blk in prange(nblk):
         lo, hi = _block(T, nblk, blk)
-        tmp = np.empty((S, S), dtype=A_rev.dtype)
+        tmp = _row_scratch(A_rev)
         for tp in range(lo, hi):
             k = T - 1 - tp
             for b in range(B):
                 b_rev[tp, b] = g[k * B + b]
-                A = A_rev[tp, b]
                 if tp == 0:
-                    for p in range(S):
-                        for q in range(S):
-                            A[p, q] = zero
+                    tmp.fill(0.0)
                 else:
                     i = (k + 1) * B + b
-                    _transition(C[i], Dd[i], whhT, tmp, tmp[0], tmp[0], False)
-                    for p in range(S):
-                        for q in range(S):
-                            A[p, q] = tmp[q, p]
+                    v = b_rev[tp, b]  # (unused: no product is subtracted)
+                    _transition(C[i], Dd[i], whhT, tmp, v, v, False)
+                _store_transposed(A_rev, tp, b, tmp)
 
 
 @njit(**_JIT)
 def bptt(C, Dd, CI, whh, g, lam, dgh, dgi, ds, B):
     """BPTT: the adjoint recurrence one step at a time, backwards (``lam (N, S)`` out;
     ``dgh, dgi (B, gH)``, ``ds (B, S)`` scratch). The ``W_hh^T dgh`` product is an axpy
-    loop over rows of ``whh (gH, H)``."""
+    loop over rows of ``whh (gH, H)`` (:func:`_add_back`)."""
     N, S = g.shape
     T = N // B
-    gH, H = whh.shape
+    H = C.shape[3]
     for j in range(S):
         for b in range(B):
             lam[(T - 1) * B + b, j] = g[(T - 1) * B + b, j]
@@ -250,8 +318,4 @@ def bptt(C, Dd, CI, whh, g, lam, dgh, dgi, ds, B):
             o, src = lam[k * B + b], ds[b]
             for j in range(S):
                 o[j] = g[k * B + b, j] + src[j]
-            for r in range(gH):
-                v = dgh[b, r]
-                w = whh[r]
-                for j in range(H):
-                    o[j] += v * w[j]
+            _add_back(dgh[b], whh, o, H)

@@ -8,25 +8,29 @@ module here. The package imports its kernel modules only once a solve is prepare
 Layout: the states of an iterate live in one C-contiguous buffer ``S`` of shape
 ``(T + 1, B, S)`` whose first slab is the initial state ``s0``; then ``S[:-1]`` viewed as
 ``(T*B, S)`` is the *previous* state of every step and ``S[1:]`` the states themselves, so
-Jacobi needs no shifted copy. The state of a row is ``s = h`` (``S = H``: elman, gru) or
-``s = [h, c]`` (``S = 2H``: lstm), as in :mod:`fpbench.cells`. Kernels compute in the dtype
-of their arrays (float32 or float64: constants are made with ``x.dtype.type`` so nothing is
-promoted to float64), and are compiled once per dtype with ``cache=True``.
+Jacobi needs no shifted copy. The state of a row is ``s = h`` (``S = H``: elman, gru,
+gru_diag) or ``s = [h, c]`` (``S = 2H``: lstm, lstm_cifg_diag), as in :mod:`fpbench.cells`.
+Kernels compute in the dtype of their arrays (float32 or float64: constants are made with
+``x.dtype.type`` so nothing is promoted to float64), and are compiled once per dtype with
+``cache=True``.
 
 Parallel kernels take their block count ``nblk`` (the numba thread count) as an argument:
 calling ``numba.get_num_threads()`` inside a ``parallel=True`` function makes it uncachable.
 
 Cells. :data:`CELL_IDS` is the one table, cell name -> kernel cell id; a cell missing from
 it is unsupported (the backend raises ``UnsupportedError``). Each cell is written once, as
-one row function (``_elman``, ``_gru``, ``_lstm``) that computes the step ``f(s)`` and, when
-asked, the coefficients of its structured Jacobian (:mod:`fpbench.cells`)::
+one row function (``_elman``, ``_gru``, ``_lstm``, ``_gru_diag``, ``_lstm_cifg_diag``) that
+computes the step ``f(s)`` and, when asked, the coefficients of its structured Jacobian
+(:mod:`fpbench.cells`)::
 
     J[p, q] = sum_g diag(c[g, p]) W_g [q == 0] + diag(d[p, q])
 
-with ``c (G, P, H)``, ``d (P, P, H)``. Everything else (the full Jacobian, its diagonal) is
-assembled from ``(c, d)`` by cell-independent code. Cells are selected by an integer
-rather than by passing a function: cached dispatch stays simple and the per-row branch
-costs nothing measurable.
+with ``c (G, P, H)``, ``d (P, P, H)`` (a diagonal cell's ``W_g = diag(a_g)``: the kernels
+take its ``whhT`` as the 1-D vector ``[a_1 .. a_G]`` and specialise on that at compile
+time: no recurrent product, elementwise ``W^T``, per-unit Jacobian blocks). Everything else
+(the full Jacobian, its diagonal) is assembled from ``(c, d)`` by cell-independent code.
+Cells are selected by an integer rather than by passing a function: cached dispatch stays
+simple and the per-row branch costs nothing measurable.
 
 Kernels of the other modules (``kernels_scan``, ``kernels_damped``, ``grad_kernels``,
 ``chunked``) call kernels of this one; numba's cache does not notice when another file
@@ -39,12 +43,18 @@ import numpy as np
 from numba import njit, prange, types
 from numba.core.extending import overload
 
-CELL_IDS: dict[str, int] = {"elman": 0, "gru": 1, "lstm": 2}
+CELL_IDS: dict[str, int] = {"elman": 0, "gru": 1, "lstm": 2, "gru_diag": 3, "lstm_cifg_diag": 4}
 """Cell name (of :data:`fpbench.CELLS`) -> kernel cell id: the one table of the cells these
 kernels implement, each with a row function and a branch of :func:`_cell`. The ids are
 written here, not derived from another module, because the kernels are cached
 (``cache=True``) by this file's contents: a global read from elsewhere could go stale."""
 ELMAN, GRU, LSTM = CELL_IDS["elman"], CELL_IDS["gru"], CELL_IDS["lstm"]
+GRU_DIAG, LSTM_CIFG_DIAG = CELL_IDS["gru_diag"], CELL_IDS["lstm_cifg_diag"]
+PEEPHOLE_GATES: dict[str, tuple[tuple[int, bool], ...]] = {"lstm_cifg_diag": ((0, False), (2, True))}
+"""Diagonal cell name -> its peepholes, in ``weight_hh`` order: ``(gate, new)``, the gate
+block whose pre-activation the peephole enters and whether it multiplies the new cell
+state ``c'`` (else the previous ``c``); the peephole's gradient is that gate's ``dgh``
+times that cell state, summed over the rows."""
 
 # error_model="numpy": IEEE division (inf/NaN, no ZeroDivisionError branch), which lets
 # LLVM vectorise loops that divide.
@@ -110,7 +120,9 @@ def _sigmoid_ov(x):
 # cell's ``linearise`` in :mod:`fpbench.cells`: ``c[g, p]`` is ``df_p / d(gh_g)``; with
 # ``coeffs >= 2`` also ``ci: (G, P, H)``, ``df_p / d(gi_g)`` (the gradients' VJP: see
 # ``grad_kernels``). ``coeffs`` is a constant at every call site, so LLVM drops the
-# coefficient work from the step.
+# coefficient work from the step. A diagonal cell's ``gi`` holds both biases, ``gh`` is
+# unused and ``bhh`` is the vector ``weight_hh ((G + peepholes) H,)``, applied
+# elementwise (``gh_g = a_g h`` in the form above).
 
 
 @njit(**_JIT)
@@ -129,6 +141,22 @@ def _elman(gi, gh, bhh, sp, f, c, d, ci, coeffs):
             i0[j] = one - y * y
 
 
+@njit(inline="always", **_JIT)
+def _gru_coefficients(j, dn, hn, r, z, dz, dd, c0, c1, c2, d0, i0, i1, i2, coeffs):
+    """Unit j's coefficients of the GRU family (``gru``, ``gru_diag``): ``dn`` = dh'/d(n's
+    pre-activation), ``hn`` = n's recurrent part (scaled by r), ``dz`` = dh'/dz, ``dd`` = d;
+    ``c = (dn hn r (1 - r), dz z (1 - z), dn r)``, ``ci`` the same but ``dn`` for n."""
+    one = c0.dtype.type(1.0)
+    c0[j] = dn * hn * r * (one - r)
+    c1[j] = dz * z * (one - z)
+    c2[j] = dn * r
+    d0[j] = dd
+    if coeffs >= 2:
+        i0[j] = c0[j]
+        i1[j] = c1[j]
+        i2[j] = dn
+
+
 @njit(**_JIT)
 def _gru(gi, gh, bhh, sp, f, c, d, ci, coeffs):
     """``h' = (1 - z) n + z h``; ``c`` through r, z, n; ``d = z`` (the identity term);
@@ -145,14 +173,7 @@ def _gru(gi, gh, bhh, sp, f, c, d, ci, coeffs):
         f[j] = n + z * (sp[j] - n)  # (1 - z) n + z h
         if coeffs >= 1:
             dn = (one - z) * (one - n * n)
-            c0[j] = dn * hn * r * (one - r)
-            c1[j] = (sp[j] - n) * z * (one - z)
-            c2[j] = dn * r
-            d0[j] = z
-            if coeffs >= 2:
-                i0[j] = c0[j]
-                i1[j] = c1[j]
-                i2[j] = dn
+            _gru_coefficients(j, dn, hn, r, z, sp[j] - n, z, c0, c1, c2, d0, i0, i1, i2, coeffs)
 
 
 @njit(**_JIT)
@@ -187,6 +208,60 @@ def _lstm(gi, gh, bhh, sp, f, c, d, ci, coeffs):
                     ci[g, 0, j], ci[g, 1, j] = c[g, 0, j], c[g, 1, j]
 
 
+@njit(**_JIT)
+def _gru_diag(gi, gh, w, sp, f, c, d, ci, coeffs):
+    """ParaRNN's diagonal GRU (:class:`fpbench.cells.GRUDiag`): ``h' = z n + (1 - z) h``
+    with ``w = [a_r, a_z, a_n]``; ``c`` as :meth:`~fpbench.cells.GRUDiag.linearise`,
+    ``d = 1 - z``; ``ci`` differs from ``c`` in n, whose recurrent part is scaled by r."""
+    H = f.shape[0]
+    one = f.dtype.type(1.0)
+    c0, c1, c2, d0 = c[0, 0], c[1, 0], c[2, 0], d[0, 0]
+    i0, i1, i2 = ci[0, 0], ci[1, 0], ci[2, 0]
+    for j in range(H):
+        h = sp[j]
+        r = _sigmoid(gi[j] + w[j] * h)
+        z = _sigmoid(gi[H + j] + w[H + j] * h)
+        hn = w[2 * H + j] * h
+        n = _tanh(gi[2 * H + j] + r * hn)
+        f[j] = h + z * (n - h)  # z n + (1 - z) h
+        if coeffs >= 1:
+            dn = z * (one - n * n)
+            _gru_coefficients(j, dn, hn, r, z, n - h, one - z, c0, c1, c2, d0, i0, i1, i2, coeffs)
+
+
+@njit(**_JIT)
+def _lstm_cifg_diag(gi, gh, w, sp, f, c, d, ci, coeffs):
+    """ParaRNN's diagonal CIFG LSTM with peepholes (:class:`fpbench.cells.LSTMCIFGDiag`) on
+    ``s = [h, c]``, ``w = [a_f, a_g, a_o, p_f, p_o]``: ``c' = f c + (1 - f) g``, ``h' = o
+    tanh(c')``; the peepholes are elementwise, so they sit in ``d``; ``ci = c``."""
+    H = f.shape[0] // 2
+    one, zero = f.dtype.type(1.0), f.dtype.type(0.0)
+    for j in range(H):
+        h, cp = sp[j], sp[H + j]
+        p_f, p_o = w[3 * H + j], w[4 * H + j]
+        fg = _sigmoid(gi[j] + w[j] * h + p_f * cp)
+        gg = _tanh(gi[H + j] + w[H + j] * h)
+        cn = fg * cp + (one - fg) * gg
+        og = _sigmoid(gi[2 * H + j] + w[2 * H + j] * h + p_o * cn)
+        tc = _tanh(cn)
+        f[j] = og * tc
+        f[H + j] = cn
+        if coeffs >= 1:
+            do = tc * og * (one - og)  # dh'/d(o's pre-activation)
+            u = og * (one - tc * tc) + do * p_o  # dh'/dc', also through o's peephole
+            df = (cp - gg) * fg * (one - fg)  # dc'/d(pre-activations) of f, g
+            dg = (one - fg) * (one - gg * gg)
+            dcc = fg + df * p_f  # dc'/dc, also through f's peephole
+            c[0, 0, j], c[0, 1, j] = u * df, df
+            c[1, 0, j], c[1, 1, j] = u * dg, dg
+            c[2, 0, j], c[2, 1, j] = do, zero
+            d[0, 0, j], d[0, 1, j] = zero, u * dcc
+            d[1, 0, j], d[1, 1, j] = zero, dcc
+            if coeffs >= 2:
+                for g in range(3):
+                    ci[g, 0, j], ci[g, 1, j] = c[g, 0, j], c[g, 1, j]
+
+
 @njit(inline="always", **_JIT)
 def _cell(cell, gi, gh, bhh, sp, f, c, d, ci, coeffs):
     """Dispatch one row to the cell's function (an id missing here computes nothing; the
@@ -197,6 +272,10 @@ def _cell(cell, gi, gh, bhh, sp, f, c, d, ci, coeffs):
         _gru(gi, gh, bhh, sp, f, c, d, ci, coeffs)
     elif cell == LSTM:
         _lstm(gi, gh, bhh, sp, f, c, d, ci, coeffs)
+    elif cell == GRU_DIAG:
+        _gru_diag(gi, gh, bhh, sp, f, c, d, ci, coeffs)
+    elif cell == LSTM_CIFG_DIAG:
+        _lstm_cifg_diag(gi, gh, bhh, sp, f, c, d, ci, coeffs)
 
 
 @njit(**_JIT)
@@ -226,18 +305,36 @@ def _reduce_max(maxes):
 # --------------------------------------------------------------------------- Jacobi / floor
 
 
-@njit(**_JIT)
-def hidden_projection(s_prev, whhT, gh, hbuf):
+def _hidden_product(s_prev, whhT, gh, hbuf):
     """``gh = h_prev @ whhT`` into a preallocated buffer (SciPy's BLAS through numba):
     ``s_prev: (N, S)`` whose first H columns are ``h``, ``whhT: (H, gH)``, ``gh: (N, gH)``.
-    When ``S > H`` (lstm), ``h`` is first copied into the contiguous ``hbuf: (N, H)``."""
-    H = whhT.shape[0]
-    if s_prev.shape[1] == H:
-        np.dot(s_prev, whhT, gh)
-    else:
-        for i in range(s_prev.shape[0]):
-            hbuf[i] = s_prev[i, :H]
-        np.dot(hbuf, whhT, gh)
+    When ``S > H`` (lstm), ``h`` is first copied into the contiguous ``hbuf: (N, H)``.
+    A diagonal cell's ``whhT`` is the vector ``[a_1 .. a_G] (gH,)``: nothing to compute
+    (its row function applies the vector itself)."""
+
+
+@overload(_hidden_product, jit_options=_JIT)
+def _hidden_product_ov(s_prev, whhT, gh, hbuf):
+    if whhT.ndim == 1:
+        return lambda s_prev, whhT, gh, hbuf: None
+
+    def dense(s_prev, whhT, gh, hbuf):
+        H = whhT.shape[0]
+        if s_prev.shape[1] == H:
+            np.dot(s_prev, whhT, gh)
+        else:
+            for i in range(s_prev.shape[0]):
+                hbuf[i] = s_prev[i, :H]
+            np.dot(hbuf, whhT, gh)
+
+    return dense
+
+
+@njit(**_JIT)
+def hidden_projection(s_prev, whhT, gh, hbuf):
+    """:func:`_hidden_product`, jitted (it also computes the input projection, ``x_aug @
+    w_aug``)."""
+    _hidden_product(s_prev, whhT, gh, hbuf)
 
 
 @njit(parallel=True, **_JIT)
@@ -291,8 +388,20 @@ def iteration_floor(cell, G, gi, hp, whhT, bhh, gh, hbuf, out):
 # --------------------------------------------------------------------------- Sequential / Chunked
 
 
-@njit(inline="always", **_JIT)
 def _rows_product(cur, whhT, gh, lo, hi):
+    """``gh[lo:hi] = cur[lo:hi, :H] @ whhT`` (:func:`_dense_rows_product`); nothing for a
+    diagonal cell's vector ``whhT`` (as :func:`hidden_projection`)."""
+
+
+@overload(_rows_product, jit_options=_JIT)
+def _rows_product_ov(cur, whhT, gh, lo, hi):
+    if whhT.ndim == 1:
+        return lambda cur, whhT, gh, lo, hi: None
+    return lambda cur, whhT, gh, lo, hi: _dense_rows_product(cur, whhT, gh, lo, hi)
+
+
+@njit(inline="always", **_JIT)
+def _dense_rows_product(cur, whhT, gh, lo, hi):
     """``gh[lo:hi] = cur[lo:hi, :H] @ whhT`` (``whhT: (H, gH)``), each entry summed over k in
     order (the same bits however the rows are grouped). Rows go four at a time through an
     axpy loop over the rows of ``whhT`` (vectorised along gH): every loaded row of ``whhT``

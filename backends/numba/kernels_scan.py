@@ -100,6 +100,15 @@ def _many_part_transition(c, d, whhT, A_i):
 
 @overload(_transition, jit_options=_JIT, inline="always")
 def _transition_ov(c, d, whhT, A_i, v, f, sub):
+    if A_i.ndim == 3:  # a diagonal cell's per-unit blocks
+
+        def blocks(c, d, whhT, A_i, v, f, sub):
+            _unit_blocks(c, d, whhT, A_i)
+            if sub:
+                _sub_apply(A_i, v, f)
+
+        return blocks
+
     if A_i.ndim == 2:
 
         def full(c, d, whhT, A_i, v, f, sub):
@@ -122,15 +131,53 @@ def _transition_ov(c, d, whhT, A_i, v, f, sub):
                 A_i[p * H + j] = d[p, p, j]
         for g in range(G):
             for j in range(H):
-                A_i[j] += c[g, 0, j] * whhT[j, g * H + j]
+                A_i[j] += c[g, 0, j] * _w_diag(whhT, g * H + j, j)
         if sub:
             _sub_apply(A_i, v, f)
 
     return diagonal
 
 
+def _w_diag(whhT, k, j):
+    """``W_hh[k, j]`` on the diagonal (``k = g H + j``): ``whhT[j, k]``, or entry ``k`` of a
+    diagonal cell's vector ``whhT``."""
+
+
+@overload(_w_diag, jit_options=_JIT, inline="always")
+def _w_diag_ov(whhT, k, j):
+    if whhT.ndim == 1:
+        return lambda whhT, k, j: whhT[k]
+    return lambda whhT, k, j: whhT[j, k]
+
+
+@njit(inline="always", **_JIT)
+def _unit_blocks(c, d, a, A_i):
+    """A diagonal cell's Jacobian per unit (:meth:`fpbench.Cell.unit_jacobian`), stored
+    transposed as the full ones: ``A_i[j, q, p] = dF_{pH+j} / ds_{qH+j}`` (``A_i: (H, P,
+    P)``), from ``c, d`` and the recurrent vectors ``a (gH,)``; never ``S x S``."""
+    G, P, H = c.shape
+    for j in range(H):
+        blk = A_i[j]
+        for p in range(P):
+            for q in range(P):
+                blk[q, p] = d[p, q, j]
+            for g in range(G):
+                blk[0, p] += c[g, p, j] * a[g * H + j]
+
+
 @overload(_sub_apply, jit_options=_JIT)
 def _sub_apply_ov(A_i, v, f):
+    if A_i.ndim == 3:  # per-unit blocks (H, P, P), transposed
+
+        def blocks(A_i, v, f):
+            H, P = A_i.shape[0], A_i.shape[1]
+            for j in range(H):
+                for p in range(P):
+                    for q in range(P):
+                        f[p * H + j] -= A_i[j, q, p] * v[q * H + j]
+
+        return blocks
+
     if A_i.ndim == 2:
 
         def full(A_i, v, f):
@@ -176,7 +223,8 @@ def linearise(cell, G, gi, gh, whhT, bhh, s, A, bvec, B, correction, nblk):
 
 
 # The scan's three per-step operations, specialised at compile time on whether the
-# transition is full (``A_t: (B, S, S)`` transposed) or diagonal (``A_t: (B, S)``).
+# transition is full (``A_t: (B, S, S)`` transposed), diagonal (``A_t: (B, S)``) or a
+# diagonal cell's per-unit blocks (``A_t: (B, H, P, P)``, each transposed).
 
 
 def _apply(A_t, v, out):
@@ -187,8 +235,34 @@ def _compose(A_t, C_prev, tmp):
     """``A_t <- A_t C_prev`` (the transition from the chunk start to t); ``tmp`` scratch."""
 
 
+def _compose_scratch(A):
+    """The scratch of :func:`_compose` for the transitions ``A (T, B, ...)``: ``(S, S)``
+    for full ones, ``(P, P)`` for per-unit blocks, one element for diagonal ones."""
+
+
+@overload(_compose_scratch, jit_options=_JIT)
+def _compose_scratch_ov(A):
+    if A.ndim >= 4:
+        return lambda A: np.empty((A.shape[-2], A.shape[-1]), dtype=A.dtype)
+    return lambda A: np.empty((1, 1), dtype=A.dtype)
+
+
 @overload(_apply, jit_options=_JIT)
 def _apply_ov(A_t, v, out):
+    if A_t.ndim == 4:
+
+        def blocks(A_t, v, out):
+            B, H, P = A_t.shape[0], A_t.shape[1], A_t.shape[2]
+            for b in range(B):
+                for j in range(H):
+                    blk = A_t[b, j]
+                    for q in range(P):
+                        vq = v[b, q * H + j]
+                        for p in range(P):
+                            out[b, p * H + j] += blk[q, p] * vq
+
+        return blocks
+
     if A_t.ndim == 3:
 
         def full(A_t, v, out):
@@ -214,6 +288,26 @@ def _apply_ov(A_t, v, out):
 
 @overload(_compose, jit_options=_JIT)
 def _compose_ov(A_t, C_prev, tmp):
+    if A_t.ndim == 4:
+
+        def blocks(A_t, C_prev, tmp):
+            # per unit, transposed storage as the full ones: A_t^T <- C_prev^T A_t^T
+            B, H, P = A_t.shape[0], A_t.shape[1], A_t.shape[2]
+            zero = A_t.dtype.type(0.0)
+            t = tmp
+            for b in range(B):
+                for j in range(H):
+                    a, cp = A_t[b, j], C_prev[b, j]
+                    for i in range(P):
+                        for jj in range(P):
+                            acc = zero
+                            for k in range(P):
+                                acc += cp[i, k] * a[k, jj]
+                            t[i, jj] = acc
+                    a[:, :] = t
+
+        return blocks
+
     if A_t.ndim == 3:
 
         def full(A_t, C_prev, tmp):
@@ -262,7 +356,8 @@ def linear_scan(A, bvec, s, weight, nthreads):
     """Solve ``S[t+1] = A_t S[t] + b_t`` (t = 0..T-1, ``S[0] = s0``) by a chunked
     parallel scan over time; destroys ``A`` and ``bvec``.
 
-    ``A: (T, B, S, S)`` transposed or ``(T, B, S)`` diagonal, ``bvec: (T, B, S)``,
+    ``A: (T, B, S, S)`` transposed, ``(T, B, S)`` diagonal or ``(T, B, H, P, P)`` per-unit
+    blocks (each transposed), ``bvec: (T, B, S)``,
     ``s: (T + 1, B, S)``. With P threads, T is cut into P chunks:
 
     1. in parallel: chunk 0 runs the recurrence from ``s0``; every other chunk c runs it
@@ -272,7 +367,7 @@ def linear_scan(A, bvec, s, weight, nthreads):
        its start (one product with the composed transition);
     3. in parallel over all steps after chunk 0: ``S[t+1] = A[t] S[start] + bvec[t]``.
     """
-    T, S = bvec.shape[0], bvec.shape[2]
+    T = bvec.shape[0]
     P = max(1, min(nthreads, T))
     bounds = _scan_bounds(T, P, weight)
     for ch in prange(P):
@@ -282,7 +377,7 @@ def linear_scan(A, bvec, s, weight, nthreads):
                 s[t + 1] = bvec[t]
                 _apply(A[t], s[t], s[t + 1])
         else:
-            tmp = np.empty((S, S), dtype=bvec.dtype)
+            tmp = _compose_scratch(A)
             for t in range(t0 + 1, t1):
                 _apply(A[t], bvec[t - 1], bvec[t])
                 _compose(A[t], A[t - 1], tmp)
