@@ -213,20 +213,20 @@ def test_gate_prefix_matches():
 
 
 def test_sweep_chunks_follow_the_grid(monkeypatch):
-    from fpbench.report import sweep
+    from fpbench.report import sweep_plan
 
-    monkeypatch.setattr(sweep, "gpu_driver_present", lambda: False)
-    chunks = sweep.sweep_chunks({}, "main")
+    monkeypatch.setattr(sweep_plan, "gpu_driver_present", lambda: False)
+    chunks = sweep_plan.sweep_chunks({}, "main")
     flat = [c[0] for c in chunks]
     assert not any("numpy" in c for c in flat)  # the main grid's sweep_skips
     assert not any("cuda" in c or "gpu" in c for c in flat)  # no GPU driver here
     assert all("Product|Batch" in c for c in flat[:-1]) and flat[-1] == r"^bench_settings\."
-    monkeypatch.setattr(sweep, "gpu_driver_present", lambda: True)
-    assert any("torch:cuda" in c[0] for c in sweep.sweep_chunks({}, "quick"))
+    monkeypatch.setattr(sweep_plan, "gpu_driver_present", lambda: True)
+    assert any("torch:cuda" in c[0] for c in sweep_plan.sweep_chunks({}, "quick"))
 
 
 def test_progress_counts_combinations(tmp_path):
-    from fpbench.report.sweep import Progress
+    from fpbench.report.sweep_display import Progress
 
     ticks = tmp_path / "ticks"
     ticks.write_text("")
@@ -249,7 +249,7 @@ def test_progress_never_counts_backwards(tmp_path):
     """A benchmark's setup can tick more than once per combination, so the count read from
     the ticks once ran ahead of the benchmark that then finished, and the next line counted
     fewer combinations than the last (the main job printed 115/277, then 104/277)."""
-    from fpbench.report.sweep import Progress
+    from fpbench.report.sweep_display import Progress
 
     ticks = tmp_path / "ticks"
     ticks.write_text("")

@@ -343,7 +343,7 @@ def test_sweep_quick_end_to_end(asv_sandbox, tmp_path):
     """The main job, ``fpbench sweep --grid quick``, end to end: one asv run per target and
     one for the settings suite, publish, report; no benchmark may fail. In the asv sandbox,
     so the user's results and machine file are not touched."""
-    from fpbench.report.sweep import sweep_chunks
+    from fpbench.report.sweep_plan import sweep_chunks
 
     env, config = asv_sandbox
     # Two targets keep this a test of the sweep (runs per target, kept results, publish,
