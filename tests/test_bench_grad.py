@@ -112,7 +112,7 @@ def test_gradient_suites_run_only_the_grids_unrolled_solvers(monkeypatch):
     import dataclasses
 
     from benchmarks import bench_grad
-    from fpbench.grids import GRAD_GRIDS
+    from fpbench.grad_grids import GRAD_GRIDS
 
     assert GRAD_GRIDS["main"].unrolled == ("jacobi", "chunked")
     monkeypatch.setattr(bench_grad, "GG", dataclasses.replace(bench_grad.GG, unrolled=("jacobi",)))

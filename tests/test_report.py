@@ -446,7 +446,7 @@ def test_product_heatmap_draws_the_break_even_contour(results):
 
 def test_accuracy_section_shows_the_lyapunov_exponent():
     """Issue 13 item 11: the accuracy section says which problems are chaotic."""
-    from fpbench.report.build import lyapunov_table
+    from fpbench.report.accuracy_sections import lyapunov_table
 
     rows = pd.DataFrame(
         {"grid": ["quick", "quick", "quick"], "cell": ["elman"] * 3, "contraction": [0.5, 1.2, 0.5]}

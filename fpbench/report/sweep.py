@@ -59,12 +59,12 @@ from .sweep_stop import Stop, SweepInterrupted, results_lock, signame
 RECORDED_VARS = ("FPBENCH_GRID", "FPBENCH_BACKENDS", *THREAD_VARS, "CUDA_VISIBLE_DEVICES")
 
 PROGRESS_ENV = "FPBENCH_PROGRESS_FILE"
-"""The file every suite's setup appends a line to per combination (``benchmarks/common.py``)."""
+"""The file every suite's setup appends a line to per combination (``benchmarks/sweep_state.py``)."""
 
 MEMO_ENV = "FPBENCH_MEMO_DIR"
 """A folder, fresh for every sweep, where a suite with several ``track_`` methods keeps what
 it measured of a combination, so the other methods' processes read it instead of measuring
-again (``benchmarks/common.py``: ``memo``)."""
+again (``benchmarks/sweep_state.py``: ``memo``)."""
 
 VERSIONED = ("fpbench", "numpy", "torch", "jax", "jaxlib", "numba", "asv", "asv_runner")
 

@@ -41,7 +41,7 @@ class Progress:
     benchmark it runs (:func:`.sweep_plan.plan`). asv prints one header line per benchmark when it
     has run all of that benchmark's combinations; each such line advances the count
     exactly (:meth:`line`). In between, the suites' setups append a line per combination
-    to ``tick_file`` (``benchmarks/common.py``: ``tick``), which :meth:`live` counts. The
+    to ``tick_file`` (``benchmarks/sweep_state.py``: ``tick``), which :meth:`live` counts. The
     estimate is the mean time per combination so far times the combinations left.
     """
 
