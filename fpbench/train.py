@@ -413,7 +413,7 @@ def train(
         task_description=the_task.description,
         lr=float(lr),
         seed=seed,
-        **dataclasses.asdict(log),
+        **log,
         params={k: np.array(v) for k, v in params.items()},
         train_loss=train_loss,
         eval_loss=eval_loss,
@@ -439,7 +439,7 @@ def _run_steps(
     """:func:`train`'s ``n`` steps (:func:`_train_step`), each timed; step 0's overhead
     includes the gradient probe's ``probe_s``. Stops at the first step that diverges, with a
     ``DivergenceWarning`` to :func:`train`'s caller. Returns the log and whether it diverged."""
-    log = _StepLog.planned(n)
+    log = _planned_log(n)
     for i in range(n):
         t_start = time.perf_counter()
         if _train_step(i, task, spec, solver, impl, device, params, opt, log):
@@ -450,11 +450,11 @@ def _run_steps(
             )
             return log, True
         elapsed = time.perf_counter() - t_start
-        log.overhead_seconds[i] = (
-            elapsed - log.step_seconds[i] - log.forward_seconds[i] + (probe_s if i == 0 else 0.0)
+        log["overhead_seconds"][i] = (
+            elapsed - log["step_seconds"][i] - log["forward_seconds"][i] + (probe_s if i == 0 else 0.0)
         )
         if progress is not None:
-            progress(i, float(log.losses[i]), float(log.step_seconds[i]))
+            progress(i, float(log["losses"][i]), float(log["step_seconds"][i]))
     return log, False
 
 
@@ -488,27 +488,18 @@ def _probe_gradient(task: Task, spec: RNNSpec, solver: Solver, impl, device: str
     return time.perf_counter() - t_probe
 
 
-@dataclass
-class _StepLog:
-    """What each step recorded, by step (:class:`TrainResult`'s fields of the same names); a
-    step not run keeps a NaN loss and zeros."""
+_StepLog = dict[str, np.ndarray]
+"""What each step recorded, by step, under :class:`TrainResult`'s field names (``losses``,
+``step_seconds``, ...); a step not run keeps a NaN loss and zeros."""
 
-    losses: np.ndarray
-    step_seconds: np.ndarray
-    forward_seconds: np.ndarray
-    overhead_seconds: np.ndarray
-    forward_iterations: np.ndarray
-    backward_iterations: np.ndarray
-    forward_converged: np.ndarray
-    backward_converged: np.ndarray
 
-    @classmethod
-    def planned(cls, n: int) -> _StepLog:
-        """The log of ``n`` steps, none run yet."""
-        ints, bools = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-        return cls(
-            np.full(n, np.nan), np.zeros(n), np.zeros(n), np.zeros(n), ints, ints.copy(), bools, bools.copy()
-        )
+def _planned_log(n: int) -> _StepLog:
+    """The log of ``n`` steps, none run yet."""
+    log = {"losses": np.full(n, np.nan)}
+    log.update({k: np.zeros(n) for k in ("step_seconds", "forward_seconds", "overhead_seconds")})
+    log.update({f"{p}_iterations": np.zeros(n, dtype=np.int64) for p in ("forward", "backward")})
+    log.update({f"{p}_converged": np.zeros(n, dtype=bool) for p in ("forward", "backward")})
+    return log
 
 
 def _forward(problem, solver: Solver, impl, device: str, log: _StepLog, i: int) -> np.ndarray:
@@ -516,7 +507,7 @@ def _forward(problem, solver: Solver, impl, device: str, log: _StepLog, i: int) 
     fwd = impl.prepare(problem, solver, device)
     t0 = time.perf_counter()
     out = fwd.run()
-    log.forward_seconds[i] = time.perf_counter() - t0
+    log["forward_seconds"][i] = time.perf_counter() - t0
     states, residuals = fwd.to_host(out)
     del out
     with warnings.catch_warnings():
@@ -578,10 +569,10 @@ def _train_step(
     t0 = time.perf_counter()
     opt.step(grads)
     update_s = time.perf_counter() - t0
-    log.losses[i] = loss
-    log.step_seconds[i] = run_s + readout_s + update_s
-    log.forward_iterations[i], log.backward_iterations[i] = g.forward.iterations, g.backward.iterations
-    log.forward_converged[i], log.backward_converged[i] = g.forward.converged, g.backward.converged
+    log["losses"][i] = loss
+    log["step_seconds"][i] = run_s + readout_s + update_s
+    log["forward_iterations"][i], log["backward_iterations"][i] = g.forward.iterations, g.backward.iterations
+    log["forward_converged"][i], log["backward_converged"][i] = g.forward.converged, g.backward.converged
     return False
 
 
