@@ -16,13 +16,13 @@ from benchmarks import common, costs, sweep_state
 def memo(tmp_path, monkeypatch):
     """A sweep's memo folder, and a fresh process's empty in-memory cache."""
     monkeypatch.setenv(sweep_state.MEMO_ENV, str(tmp_path))
-    monkeypatch.setattr(common, "_references", {})
+    monkeypatch.setattr(sweep_state, "_references", {})
     return tmp_path
 
 
 def fresh_process(monkeypatch) -> None:
     """What asv's next process starts with: nothing computed in memory."""
-    monkeypatch.setattr(common, "_references", {})
+    monkeypatch.setattr(sweep_state, "_references", {})
 
 
 def spec(**kw) -> fpbench.RNNSpec:
@@ -96,7 +96,7 @@ def test_without_a_memo_folder_each_process_computes(tmp_path, monkeypatch):
     """A plain ``asv run`` (no sweep): computed once per process, nothing written."""
     monkeypatch.delenv(sweep_state.MEMO_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(common, "_references", {})
+    monkeypatch.setattr(sweep_state, "_references", {})
     prob = common.problem(spec())
     np.testing.assert_array_equal(common.exact_states(prob), fpbench.reference.sequential(prob))
     assert list(tmp_path.iterdir()) == []
@@ -141,7 +141,7 @@ def test_numpy_seconds_is_measured(monkeypatch):
     import fpbench.reference_backend as rb
 
     s = fpbench.RNNSpec(cell="gru", input_size=4, hidden_size=4, seq_len=800, batch=2)
-    monkeypatch.setattr(common, "_probes", {})
+    monkeypatch.setattr(costs, "_probes", {})
     fast = costs.numpy_seconds(s, fpbench.Sequential())
     real = rb.sequential
 
@@ -150,7 +150,7 @@ def test_numpy_seconds_is_measured(monkeypatch):
         return real(problem)
 
     monkeypatch.setattr(rb, "sequential", slow)
-    monkeypatch.setattr(common, "_probes", {})
+    monkeypatch.setattr(costs, "_probes", {})
     slowed = costs.numpy_seconds(s, fpbench.Sequential())
     assert slowed >= 0.02 / costs.PROBE_STEPS * s.seq_len > fast
     assert costs.numpy_seconds(dataclasses.replace(s, seq_len=1600), fpbench.Sequential()) == 2 * slowed
