@@ -14,7 +14,7 @@ import numpy as np
 import fpbench
 from fpbench.testing import errors
 
-from . import common
+from . import common, sweep_state
 from .common import GRID, TARGETS
 
 
@@ -32,8 +32,8 @@ class Accuracy:
     timeout = 300.0
 
     def setup(self, *params) -> None:
-        common.tick()
-        found = common.memo("Accuracy", params, lambda: self.measure(*params))
+        sweep_state.tick()
+        found = sweep_state.memo("Accuracy", params, lambda: self.measure(*params))
         self.iterations, self.diverged, self.errors = found["iterations"], found["diverged"], found["errors"]
 
     @staticmethod
@@ -73,8 +73,8 @@ class ChunkedOverlap(Accuracy):
     param_names = ("target", "cell", "overlap", "contraction")
 
     def setup(self, *params) -> None:
-        common.tick()
-        found = common.memo("ChunkedOverlap", params, lambda: self.measure(*params))
+        sweep_state.tick()
+        found = sweep_state.memo("ChunkedOverlap", params, lambda: self.measure(*params))
         self.iterations, self.diverged, self.errors = found["iterations"], found["diverged"], found["errors"]
 
     @staticmethod

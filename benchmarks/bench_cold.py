@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import common
+from . import common, sweep_state
 from .common import GRID, TARGETS
 
 
@@ -29,7 +29,7 @@ class ColdStart:
     timeout = 300.0
 
     def setup(self, target, cell, solver):
-        common.tick()
+        sweep_state.tick()
         self.spec = common.spec(cell, GRID.cold_seq_len, GRID.cold_hidden)
         self.solver = common.solver(solver, GRID.solve_budget, GRID.cold_seq_len)
         # The gate here (warm, in this process) vouches for what the fresh process prepares.

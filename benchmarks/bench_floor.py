@@ -7,7 +7,7 @@ per iteration over what the framework itself needs.
 
 from __future__ import annotations
 
-from . import common
+from . import common, sweep_state
 from .common import GRID, TARGETS
 
 
@@ -19,7 +19,7 @@ class IterationFloor(common.Timed):
     param_names = ("target", "cell", "seq_len")
 
     def setup(self, target, cell, seq_len):
-        common.tick()
+        sweep_state.tick()
         self.spec = common.spec(cell, seq_len, GRID.floor_hidden)
         self.solver = common.solver("jacobi", 1, seq_len)
         self.jacobi = common.prepare(target, self.spec, self.solver)

@@ -25,7 +25,7 @@ from fpbench.registry import parse_target
 from fpbench.solvers import SOLVERS
 from fpbench.testing import check_grad_close, grad_errors
 
-from . import common, grids
+from . import common, costs, grids, sweep_state
 from .common import TARGETS
 
 GG = grids.current_grad()
@@ -35,7 +35,7 @@ smoke test that keeps the CI sweep short), else every target ``FPBENCH_BACKENDS`
 
 NUMPY_BACKWARD_FACTOR = 3.0
 """The NumPy reference's forward + backward takes about this many times its forward
-(:func:`common.numpy_seconds`): the adjoint loop, or the adjoint iterations, plus the
+(:func:`costs.numpy_seconds`): the adjoint loop, or the adjoint iterations, plus the
 batched products."""
 
 
@@ -54,7 +54,7 @@ def grad_solver(name: str, backward: str, budget: grids.Budget, seq_len: int) ->
 
 def numpy_grad_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
     """Rough wall time of the NumPy reference's forward + backward."""
-    return NUMPY_BACKWARD_FACTOR * common.numpy_seconds(spec, solver)
+    return NUMPY_BACKWARD_FACTOR * costs.numpy_seconds(spec, solver)
 
 
 def iterations_kept(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> int:
@@ -92,7 +92,7 @@ def check_unrolled(solver: fpbench.Solver) -> None:
 
 
 def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> None:
-    """n/a when the forward (:func:`common.check_fits`) or an unrolled backward cannot fit:
+    """n/a when the forward (:func:`costs.check_fits`) or an unrolled backward cannot fit:
     unrolled keeps, for each of :func:`iterations_kept`, the iterate and what the iteration
     computed (the cell's gates, the scan's levels, the Jacobians for Newton, the Kalman
     smoother's covariances and their eliminations for ELK), per (t, b) row about
@@ -109,7 +109,7 @@ def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) 
     Raises:
         NotImplementedError: with the estimate and the memory available.
     """
-    common.check_fits(target, spec, solver)
+    costs.check_fits(target, spec, solver)
     if not (solver.iterative and solver.backward == "unrolled"):
         return
     T, B, S, gH = spec.seq_len, spec.batch, spec.state_size, spec.gates * spec.hidden_size
@@ -124,8 +124,8 @@ def check_fits_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) 
     kept = iterations_kept(target, spec, solver)
     need = kept * T * B * per_iter * np.dtype(spec.dtype).itemsize
     _, device = parse_target(target)
-    have = common._host_memory() if device == "cpu" else common._device_memory(target)
-    if have is not None and need > common.MEMORY_FRACTION * have:
+    have = costs.host_memory() if device == "cpu" else costs.device_memory(target)
+    if have is not None and need > costs.MEMORY_FRACTION * have:
         raise NotImplementedError(
             f"{target} {solver} on {spec}: the unrolled backward keeps {kept} iterations, "
             f"~{need / 2**30:.1f} GiB; the device has {have / 2**30:.1f} GiB"
@@ -152,10 +152,10 @@ def prepare_grad(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> 
     if key not in _prepared:
         impl, device = common.backend(target)
         check_fits_grad(target, spec, solver)
-        if impl.name == "numpy" and (est := numpy_grad_seconds(spec, solver)) > common.NUMPY_TARGET_SECONDS:
+        if impl.name == "numpy" and (est := numpy_grad_seconds(spec, solver)) > costs.NUMPY_TARGET_SECONDS:
             raise NotImplementedError(
                 f"{target} is the float64 oracle, not a contender: {solver} on T={spec.seq_len}, "
-                f"H={spec.hidden_size} would take ~{est:.0f} s (limit {common.NUMPY_TARGET_SECONDS:g} s)"
+                f"H={spec.hidden_size} would take ~{est:.0f} s (limit {costs.NUMPY_TARGET_SECONDS:g} s)"
             )
         try:
             _prepared[key] = impl.prepare_grad(common.problem(spec), solver, device, cotangent(spec))
@@ -177,13 +177,13 @@ def _arrays(host: GradHost, spec: fpbench.RNNSpec) -> dict[str, np.ndarray]:
 
 def exact_gradient(spec: fpbench.RNNSpec) -> dict[str, np.ndarray]:
     """The exact float64 gradient (BPTT of the reference) of the suites' loss, once per spec
-    (:func:`common.gate_reference`)."""
+    (:func:`sweep_state.gate_reference`)."""
     return reference_gradient(spec, fpbench.Sequential())
 
 
 def reference_gradient(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> dict[str, np.ndarray]:
     """The NumPy reference's float64 gradient of the suites' loss through ``solver`` (its
-    backward mode included), once per spec and solver (:func:`common.gate_reference`).
+    backward mode included), once per spec and solver (:func:`sweep_state.gate_reference`).
 
     Raises:
         fpbench.UnsupportedError: the reference has no such backward (nothing is stored).
@@ -193,7 +193,7 @@ def reference_gradient(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> dict[st
     def compute() -> dict[str, np.ndarray]:
         return _arrays(backward(common.problem(spec), solver, cotangent(spec)), spec)
 
-    return common.gate_reference("gradient", (spec, solver), compute)
+    return sweep_state.gate_reference("gradient", (spec, solver), compute)
 
 
 def directional_error(result: fpbench.GradResult, prob: fpbench.Problem, solver: fpbench.Solver) -> float:
@@ -302,7 +302,7 @@ class _Grad(common.Timed):
         raise NotImplementedError
 
     def setup(self, *params: Any) -> None:
-        common.tick()
+        sweep_state.tick()
         self.target, self.spec, self.solver = self.case(*params)
         check_unrolled(self.solver)
         self.prepared = prepare_grad(self.target, self.spec, self.solver)
@@ -378,8 +378,8 @@ class GradAccuracy:
     timeout = 300.0
 
     def setup(self, *params) -> None:
-        common.tick()
-        found = common.memo("GradAccuracy", params, lambda: self.measure(*params))
+        sweep_state.tick()
+        found = sweep_state.memo("GradAccuracy", params, lambda: self.measure(*params))
         self.forward_iterations = found["forward_iterations"]
         self.backward_iterations = found["backward_iterations"]
         self.diverged, self.errors = found["diverged"], found["errors"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import common, grids
+from . import common, grids, sweep_state
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "FPBENCH_THREADS")
 
@@ -24,7 +24,7 @@ class Settings:
     rounds = 1
 
     def setup(self, setting):
-        common.tick()
+        sweep_state.tick()
         if setting == "cpu_count":
             self.value = os.cpu_count()
         elif setting == grids.GRID_ENV:

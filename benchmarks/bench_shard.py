@@ -3,7 +3,7 @@ devices (jax: XLA host devices on a CPU) or processes (torch: ``gloo`` ranks).
 
 ``ShardStrong`` holds T fixed (``strong_seq_len``: T / N steps a shard), ``ShardWeak`` the
 steps a shard (``weak_steps``: T = N * weak_steps), for N in the grid's ``shards``, every
-solver of :func:`fpbench.grids.current_shard` to tolerance. ``track_solve_seconds`` is the
+solver of :func:`fpbench.shard_grids.current_shard` to tolerance. ``track_solve_seconds`` is the
 median of :data:`REPEATS` synchronised solves, timed by the engine: for jax around the
 compiled program, for torch inside the ranks between barriers, so the ranks' process start-up
 (seconds) is never inside it; both take the same shape of measurement, so the suite records a
@@ -21,7 +21,7 @@ import statistics
 from abc import ABC, abstractmethod
 from typing import Any
 
-from . import common, grids
+from . import common, grids, sweep_state
 
 SG = grids.current_shard()
 
@@ -46,7 +46,7 @@ class _Scaling(ABC):
         from fpbench.registry import parse_target, resolve
         from fpbench.sharding import check_sharded, prepare_sharded
 
-        common.tick()
+        sweep_state.tick()
         name, device = parse_target(target)
         T = self.seq_len(shards)
         spec = common.spec(SG.cell, T, SG.hidden_size, batch=SG.batch)

@@ -40,7 +40,7 @@ import numpy as np
 import fpbench
 from fpbench.solvers import ELK, Jacobi, Native, Sequential
 
-from . import common, grids, train_grids
+from . import common, costs, grids, sweep_state, train_grids
 from .common import TARGETS
 from .train_grids import METHODS
 
@@ -133,67 +133,26 @@ def first_step(
     if key in _steps:
         return _steps[key]
     train_mod, tasks = _train_api()
-    from fpbench.grad import full_cotangent, make_grad_result
-    from fpbench.spec import PARAM_NAMES
-    from fpbench.testing import check_close
+    from fpbench.grad import full_cotangent
 
     impl, dev = common.backend(target)
-    common.check_fits(target, spec, solver)
-    est = 3 * common.numpy_seconds(spec, Sequential() if solver.kind == "native" else solver)
-    if impl.name == "numpy" and est > common.NUMPY_TARGET_SECONDS:
-        raise NotImplementedError(f"{target} is the float64 oracle, not a contender: ~{est:.0f} s per step")
+    _check_step_cost(target, impl.name, spec, solver)
     if task_name not in tasks.TASKS:
         raise NotImplementedError(f"this fpbench has no task {task_name!r}")
     task = tasks.make_task(task_name, spec, train_grids.TASK_SEED)
     params = train_mod.init_params(spec, task.output_size)
-    rnn = {k: params[k] for k in PARAM_NAMES}
-    if hasattr(task, "minibatch"):
-        x, y = task.minibatch(0)
-    else:  # an fpbench from before Task.minibatch (asv runs older commits with these suites)
-        idx = task.batch_indices(0)
-        x, y = task.x_train[:, idx], task.targets(task.y_train, idx)
-    problem = tasks.zero_state_problem(spec, x, rnn)
-
-    def loss_and_grads(backend: str, device: str, prob: fpbench.Problem, solv: fpbench.Solver):
-        """The first step's (loss, grads, states, prepared gradient) on one backend."""
-        b = fpbench.get_backend(backend)
-        fwd = b.prepare(prob, solv, device)
-        states, _ = fwd.to_host(fwd.run())
-        h = np.asarray(states, dtype=np.float64)[..., : spec.hidden_size]
-        loss, dh, dw, db, _ = tasks.readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
-        full = full_cotangent(prob, dh.astype(prob.spec.dtype))
-        prepared = b.prepare_grad(prob, solv, device, full)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", fpbench.DivergenceWarning)
-            g = make_grad_result(prepared.to_host(prepared.run()), prob, solv, full, backend, device)
-        grads = {**{k: np.asarray(v, np.float64) for k, v in g.params.items()}, "W_out": dw, "b_out": db}
-        return loss, grads, h, prepared, g.diverged
-
+    problem, y = _first_batch(tasks, task, spec, params)
     try:  # a backend without this gradient is n/a before any forward is compiled
         zero = np.zeros((spec.seq_len, spec.batch, spec.hidden_size), dtype=spec.dtype)
         impl.prepare_grad(problem, solver, dev, full_cotangent(problem, zero))
-        loss, grads, h, prepared, diverged = loss_and_grads(impl.name, dev, problem, solver)
+        loss, grads, h, prepared, diverged = _loss_and_grads(task, params, y, impl.name, dev, problem, solver)
     except fpbench.UnsupportedError as e:
         raise NotImplementedError(f"{target}: {e}") from e
     label = f"{target} {solver} first training step"
     if diverged or not np.isfinite(loss):
         raise AssertionError(f"{label}: non-finite loss or gradient")
     if impl.name != "numpy":
-        ref_solver = Sequential() if solver.kind == "native" else solver
-
-        def numpy_step() -> dict[str, np.ndarray]:
-            ref_loss, ref_grads, *_ = loss_and_grads("numpy", "cpu", problem.astype("float64"), ref_solver)
-            return {"loss": np.array([ref_loss]), **{f"d{k}": v for k, v in ref_grads.items()}}
-
-        # the first step's data are the spec's, the task's and its seed's: one reference for every target
-        key = (spec, ref_solver, task_name, train_grids.TASK_SEED)
-        found = common.gate_reference("train-first-step", key, numpy_step)
-        ref = (found["loss"][0], {k[1:]: v for k, v in found.items() if k != "loss"})
-        common.assert_close(f"{label} loss", np.array([loss]), np.array([ref[0]]), spec.dtype)
-        for k, v in ref[1].items():
-            ok, msg = check_close(f"{label} d{k}", grads[k], v, spec.dtype)
-            if not ok:
-                raise AssertionError(f"correctness gate failed, no number is recorded: {msg}")
+        _gate_first_step(label, task, params, y, spec, problem, solver, task_name, loss, grads)
     opt = train_mod.make_optimizer(impl.name, {k: np.array(v) for k, v in params.items()}, train_grids.LR)
     w_out, b_out = params["W_out"], params["b_out"]
 
@@ -206,6 +165,98 @@ def first_step(
     return step
 
 
+def _check_step_cost(target: str, backend: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> None:
+    """n/a when the step does not fit in memory, or on the NumPy oracle would take too long.
+
+    Raises:
+        NotImplementedError: with the estimate.
+    """
+    costs.check_fits(target, spec, solver)
+    est = 3 * costs.numpy_seconds(spec, Sequential() if solver.kind == "native" else solver)
+    if backend == "numpy" and est > costs.NUMPY_TARGET_SECONDS:
+        raise NotImplementedError(f"{target} is the float64 oracle, not a contender: ~{est:.0f} s per step")
+
+
+def _first_batch(tasks: Any, task: Any, spec: fpbench.RNNSpec, params: dict[str, np.ndarray]) -> tuple:
+    """The first step's problem (the task's first minibatch under the initial RNN, zero
+    initial state) and its targets ``y``."""
+    from fpbench.spec import PARAM_NAMES
+
+    rnn = {k: params[k] for k in PARAM_NAMES}
+    if hasattr(task, "minibatch"):
+        x, y = task.minibatch(0)
+    else:  # an fpbench from before Task.minibatch (asv runs older commits with these suites)
+        idx = task.batch_indices(0)
+        x, y = task.x_train[:, idx], task.targets(task.y_train, idx)
+    return tasks.zero_state_problem(spec, x, rnn), y
+
+
+def _loss_and_grads(
+    task: Any,
+    params: dict[str, np.ndarray],
+    y: np.ndarray,
+    backend: str,
+    device: str,
+    prob: fpbench.Problem,
+    solv: fpbench.Solver,
+) -> tuple:
+    """The first step's ``(loss, grads, states h (T, B, H), prepared gradient, diverged)`` on
+    one backend: its forward, the readout's loss and cotangent, and its prepared gradient run."""
+    from fpbench.grad import full_cotangent, make_grad_result
+
+    _, tasks = _train_api()
+    b = fpbench.get_backend(backend)
+    fwd = b.prepare(prob, solv, device)
+    states, _ = fwd.to_host(fwd.run())
+    h = np.asarray(states, dtype=np.float64)[..., : prob.spec.hidden_size]  # LSTM: (h, c)
+    loss, dh, dw, db, _ = tasks.readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
+    full = full_cotangent(prob, dh.astype(prob.spec.dtype))
+    prepared = b.prepare_grad(prob, solv, device, full)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fpbench.DivergenceWarning)
+        g = make_grad_result(prepared.to_host(prepared.run()), prob, solv, full, backend, device)
+    grads = {**{k: np.asarray(v, np.float64) for k, v in g.params.items()}, "W_out": dw, "b_out": db}
+    return loss, grads, h, prepared, g.diverged
+
+
+def _gate_first_step(
+    label: str,
+    task: Any,
+    params: dict[str, np.ndarray],
+    y: np.ndarray,
+    spec: fpbench.RNNSpec,
+    problem: fpbench.Problem,
+    solver: fpbench.Solver,
+    task_name: str,
+    loss: float,
+    grads: dict[str, np.ndarray],
+) -> None:
+    """The first step's loss and gradients against the float64 NumPy reference's (computed
+    once for every target: the first step's data are the spec's, the task's and its seed's).
+
+    Raises:
+        AssertionError: the gate failed.
+    """
+    from fpbench.testing import check_close
+
+    ref_solver = Sequential() if solver.kind == "native" else solver
+
+    def numpy_step() -> dict[str, np.ndarray]:
+        ref_loss, ref_grads, *_ = _loss_and_grads(
+            task, params, y, "numpy", "cpu", problem.astype("float64"), ref_solver
+        )
+        return {"loss": np.array([ref_loss]), **{f"d{k}": v for k, v in ref_grads.items()}}
+
+    key = (spec, ref_solver, task_name, train_grids.TASK_SEED)
+    found = sweep_state.gate_reference("train-first-step", key, numpy_step)
+    ref = (found["loss"][0], {k[1:]: v for k, v in found.items() if k != "loss"})
+    common.assert_close(f"{label} loss", np.array([loss]), np.array([ref[0]]), spec.dtype)
+    for k, v in ref[1].items():
+        ok, msg = check_close(f"{label} d{k}", grads[k], v, spec.dtype)
+        if not ok:
+            raise AssertionError(f"correctness gate failed, no number is recorded: {msg}")
+
+
 class TrainStep(common.Timed):
     """Base of the step-time suites (no ``time_`` of its own, so asv does not collect it)."""
 
@@ -213,7 +264,7 @@ class TrainStep(common.Timed):
         raise NotImplementedError
 
     def setup(self, *params: Any) -> None:
-        common.tick()
+        sweep_state.tick()
         target, spec, solver = self.case(*params)
         self.step = first_step(target, spec, solver)
 
@@ -273,7 +324,7 @@ def gated_train(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver, task
     first_step(target, spec, solver, task)  # n/a and the gate
     if target.startswith("numpy"):
         ref = Sequential() if solver.kind == "native" else solver
-        est = 3 * steps * common.numpy_seconds(spec, ref)
+        est = 3 * steps * costs.numpy_seconds(spec, ref)
         if est > NUMPY_TRAIN_SECONDS:
             raise NotImplementedError(f"{target}: ~{est:.0f} s of float64 training")
     train_mod, _ = _train_api()
@@ -293,7 +344,7 @@ def final_losses(result) -> dict:
 class TrainedLosses:
     """Base of the suites that train once per combination and track its final losses (no
     ``track_`` of its own, so asv does not collect it): ``measure(*params)`` trains, and
-    every track reads its result (:func:`common.memo`: one training run per combination
+    every track reads its result (:func:`sweep_state.memo`: one training run per combination
     under a sweep). A run that diverged records no loss (n/a)."""
 
     @staticmethod
@@ -301,8 +352,8 @@ class TrainedLosses:
         raise NotImplementedError
 
     def setup(self, *params) -> None:
-        common.tick()
-        self.found = common.memo(type(self).__name__, params, lambda: self.measure(*params))
+        sweep_state.tick()
+        self.found = sweep_state.memo(type(self).__name__, params, lambda: self.measure(*params))
 
     def _value(self, name: str) -> float:
         if self.found["diverged"]:

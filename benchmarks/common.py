@@ -4,7 +4,8 @@ asv runs each benchmark x parameter combination in a fresh process and re-runs
 ``setup`` before every timing sample, so everything expensive (problem generation,
 ``Backend.prepare`` with its JIT warm-up, the correctness gate) is cached per process
 here and computed once; the gate's float64 references, which every target and timed method
-of a problem and solver share, once per sweep (:func:`gate_reference`). Nothing imports a
+of a problem and solver share, once per sweep (:func:`.sweep_state.gate_reference`); what a
+combination costs, and whether it is n/a for it, in :mod:`.costs`. Nothing imports a
 framework at module level (asv imports every benchmark module to discover the suites):
 ``fpbench.registry.resolve`` imports one when a setup asks for it, except in asv's fork
 server (:func:`_preload_in_fork_server`).
@@ -25,18 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
 import importlib
 import importlib.util
-import json
 import os
 import shutil
 import sys
-import time
-import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,15 +42,13 @@ from fpbench.solvers import SOLVERS
 from fpbench.testing import check_close, errors
 
 from . import grids
+from .costs import NUMPY_TARGET_SECONDS, check_fits, numpy_seconds
+from .sweep_state import gate_reference, tick
 
 TARGETS: tuple[str, ...] = tuple(selected_targets())
 """Every ``backend:device`` (restricted by ``FPBENCH_BACKENDS``); absent ones are n/a."""
 
 GRID = grids.current()
-
-NUMPY_TARGET_SECONDS = 10.0
-"""The ``numpy:cpu`` target is the float64 oracle (Python loops over T), not a contender:
-a combination :func:`numpy_seconds` expects to take longer is n/a."""
 
 GATE_REFERENCE_SECONDS = 2.0
 """The gate runs the NumPy reference of the same fixed-budget solver only when
@@ -65,9 +58,6 @@ that a budget of k makes exact."""
 GATE_PREFIX = "fpbench gate passed:"
 """The gate's stderr line (``fpbench.report.store.GATE_PREFIX``, spelled out here because
 ``asv run A..B`` runs these suites against older installed ``fpbench`` versions)."""
-
-MEMORY_FRACTION = 0.7
-"""Largest share of the device's (and the host's) memory a combination may plan to use."""
 
 
 PRELOAD_ENV = "FPBENCH_PRELOAD"
@@ -167,108 +157,6 @@ class Timed:
     min_run_count = 1
     warmup_time = 0.0
     timeout = 300.0
-
-
-PROGRESS_ENV = "FPBENCH_PROGRESS_FILE"
-"""``fpbench sweep`` sets it to a file; every suite's setup appends one line per combination
-(:func:`tick`), so the sweep can count combinations live (asv prints a benchmark's results
-only once all its combinations have run)."""
-
-
-def tick() -> None:
-    """Count this combination in the sweep's progress file, if there is one."""
-    path = os.environ.get(PROGRESS_ENV)
-    if path:
-        try:
-            with open(path, "a", encoding="ascii") as f:
-                f.write("1\n")
-        except OSError:
-            pass
-
-
-MEMO_ENV = "FPBENCH_MEMO_DIR"
-"""``fpbench sweep`` sets it to a folder of its own, fresh for every sweep (:func:`memo`)."""
-
-
-def memo(suite: str, params: tuple, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``measure()`` of one combination of a suite with several ``track_`` methods, measured
-    once per sweep.
-
-    asv runs every ``track_`` method of a combination in a fresh process after its own
-    ``setup``, so a suite with three tracks would solve (or train) each combination three
-    times. Under ``fpbench sweep`` (:data:`MEMO_ENV` set) the first process stores what it
-    measured, after its gate passed, as JSON, and the others read it back. Without it (a
-    plain ``asv run``) every process measures. An exception (n/a, a failed gate) is never
-    stored: the next process raises it again.
-
-    Args:
-        suite: the suite's name.
-        params: the combination's parameters (their ``repr`` is the key).
-        measure: returns the measurements, a dict of JSON numbers, booleans and dicts of them.
-    """
-    folder = os.environ.get(MEMO_ENV)
-    if not folder:
-        return measure()
-    key = hashlib.sha256(repr((suite, params)).encode()).hexdigest()[:32]
-    path = Path(folder) / f"{key}.json"
-    try:
-        return json.loads(path.read_text(encoding="ascii"))
-    except (OSError, ValueError):
-        pass
-    value = measure()
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    part = path.with_suffix(f".{os.getpid()}.part")
-    part.write_text(json.dumps(value), encoding="ascii")
-    os.replace(part, path)  # a reader sees the whole file or none
-    return value
-
-
-REFERENCE_PREFIX = "reference-"
-"""File name prefix of the gates' float64 references in :data:`MEMO_ENV`'s folder."""
-
-_references: dict[str, dict[str, np.ndarray]] = {}
-
-
-def gate_reference(
-    kind: str, key: tuple, compute: Callable[[], dict[str, np.ndarray]]
-) -> dict[str, np.ndarray]:
-    """A gate's float64 reference, ``compute()``, computed once per problem and solver.
-
-    The references a gate compares against (the exact states of a spec, the same solver's
-    NumPy run, the exact gradient) depend on the problem and the solver, not on the target,
-    the timed method or the suite, so every process that gates the same problem and solver
-    shares one: kept per process and, under ``fpbench sweep`` (:data:`MEMO_ENV` set), as an
-    ``.npz`` file in the sweep's memo folder, keyed by a hash of ``repr((kind, *key))``
-    (frozen dataclasses: every field of the spec and the solver). Written whole or not at
-    all; an unreadable file is recomputed. An exception in ``compute`` stores nothing.
-
-    Args:
-        kind: what is computed (a name per function, part of the key).
-        key: what it depends on (specs, solvers, plain values), by ``repr``.
-        compute: returns the arrays by name.
-    """
-    name = hashlib.sha256(repr((kind, *key)).encode()).hexdigest()[:32]
-    if name in _references:
-        return _references[name]
-    folder = os.environ.get(MEMO_ENV)
-    path = Path(folder) / f"{REFERENCE_PREFIX}{name}.npz" if folder else None
-    value = None
-    if path is not None and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                value = {k: stored[k] for k in stored.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-            value = None
-    if value is None:
-        value = {k: np.asarray(v) for k, v in compute().items()}
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            part = path.with_suffix(f".{os.getpid()}.part")
-            with open(part, "wb") as f:
-                np.savez(f, **value)
-            os.replace(part, path)  # a reader sees the whole file or none
-    _references[name] = value
-    return value
 
 
 def _of_spec(prob: fpbench.Problem) -> bool:
@@ -377,131 +265,6 @@ def solver(name: str, budget: grids.Budget, seq_len: int, dtype: str = grids.DTY
     if budget > seq_len:
         raise NotImplementedError(f"max_iters={budget} > T={seq_len} is the same solve as max_iters=T")
     return fpbench.make_solver(base, max_iters=budget, **fields)
-
-
-PROBE_STEPS = 8
-"""Time steps of the short timed run :func:`numpy_seconds` measures the reference on."""
-PROBE_MAX_HIDDEN = 32
-"""Above this hidden size the probe runs at this size and its time is scaled up by the
-step's arithmetic (:func:`_step_work`), so an estimate never costs more than a few seconds."""
-TOL_ITERATIONS = 32
-"""The iterations a ``"tol"`` run is assumed to take."""
-
-
-def _step_work(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
-    """The arithmetic of one step of one iteration of the reference, up to a constant: what
-    scales a probe at a smaller hidden size up to ``spec``'s."""
-    B, H, I, g, S = spec.batch, spec.hidden_size, spec.input_size, spec.gates, spec.state_size
-    work = B * g * H * (H + I)  # the cell's products: every solver evaluates the cell
-    if solver.iterative and solver.transition == "full":
-        work += B * g * S * S  # the Jacobian, and its products
-        if solver.damping:
-            work += B * S**3  # the smoother's S x S solves
-    return float(work)
-
-
-def _probe_seconds_per_step(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
-    """Seconds of one step of one iteration of the NumPy reference running ``solver`` on
-    ``spec``'s sizes, measured on a short run (:data:`PROBE_STEPS` steps, one iteration),
-    scaled from :data:`PROBE_MAX_HIDDEN` above it (:func:`_step_work`); once per process for
-    each probe (:func:`_timed_probe`)."""
-    hidden = min(spec.hidden_size, PROBE_MAX_HIDDEN)
-    probe = dataclasses.replace(spec, seq_len=PROBE_STEPS, hidden_size=hidden, dtype="float64", seed=0)
-    probe = dataclasses.replace(probe, input_size=min(spec.input_size, probe.hidden_size))
-    if not solver.iterative:  # a baseline's reference is the recurrence, step by step
-        solver = fpbench.Sequential()
-    else:
-        fields = {"max_iters": 1, "tol": None}
-        if solver.transition == "window":  # Chunked's iteration is the recurrence: Sequential's step
-            solver, fields = fpbench.Sequential(), {}
-        solver = dataclasses.replace(solver, **fields) if fields else solver
-    seconds = _timed_probe(probe, solver) / PROBE_STEPS
-    return seconds * _step_work(spec, solver) / _step_work(probe, solver)
-
-
-_probes: dict[tuple[fpbench.RNNSpec, fpbench.Solver], float] = {}
-
-
-def _timed_probe(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
-    """The best of three timed runs of the reference (the first also warms up), cached."""
-    key = (spec, dataclasses.replace(solver, backward="implicit") if solver.iterative else solver)
-    if key not in _probes:
-        problem = fpbench.make_problem(spec)
-        run = fpbench.get_backend("numpy").prepare(problem, key[1], "cpu").run
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            run()
-            best = min(best, time.perf_counter() - t0)
-        _probes[key] = best
-    return _probes[key]
-
-
-def numpy_seconds(spec: fpbench.RNNSpec, solver: fpbench.Solver) -> float:
-    """Estimated wall time of the NumPy reference running ``solver`` on ``spec``: the
-    seconds per step and iteration measured on a short run of the reference on this machine
-    (:func:`_probe_seconds_per_step`), times the steps and iterations of the real run (a
-    ``"tol"`` run: :data:`TOL_ITERATIONS`; Chunked: the steps of its windows)."""
-    T = spec.seq_len
-    per_step = _probe_seconds_per_step(spec, solver)
-    if not solver.iterative:
-        return T * per_step
-    if solver.transition == "window":  # Chunked: the recurrence over its windows, each iteration
-        lay = solver.layout(T)
-        return fpbench.iteration_cap(solver, T) * (T + lay.chunks * lay.overlap) * per_step
-    iters = min(T, TOL_ITERATIONS) if solver.tol is not None else fpbench.iteration_cap(solver, T)
-    return iters * T * per_step
-
-
-def _host_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _device_memory(target: str) -> int | None:
-    """Total memory of the target's device in bytes (None where it cannot be asked)."""
-    name, device = parse_target(target)
-    if device == "cpu":
-        return _host_memory()
-    try:
-        if name == "torch":
-            import torch
-
-            return int(torch.cuda.mem_get_info()[1])
-        if name == "jax":
-            import jax
-
-            stats = jax.devices("gpu")[0].memory_stats() or {}
-            return stats.get("bytes_limit")
-    except Exception:  # a framework that cannot say: no memory guard
-        return None
-    return None
-
-
-def check_fits(target: str, spec: fpbench.RNNSpec, solver: fpbench.Solver) -> None:
-    """n/a when the solve, or the float64 reference the gate needs, cannot fit.
-
-    Raises:
-        NotImplementedError: with the estimate and the memory available.
-    """
-    name, device = parse_target(target)
-    # the library's one estimate (fpbench.memory); the NumPy reference computes in float64
-    need = fpbench.estimate_memory(spec, solver, "float64" if name == "numpy" else None)
-    host_need = 3 * spec.seq_len * spec.batch * (spec.input_size + spec.gates * spec.hidden_size) * 8
-    if device == "cpu":
-        host_need += need
-    else:
-        have = _device_memory(target)
-        if have is not None and need > MEMORY_FRACTION * have:
-            raise NotImplementedError(
-                f"{target} {solver} on {spec}: needs ~{need / 2**30:.1f} GiB, "
-                f"the device has {have / 2**30:.1f} GiB"
-            )
-    host = _host_memory()
-    if host_need > MEMORY_FRACTION * host:
-        raise NotImplementedError(
-            f"{target} {solver} on {spec}: needs ~{host_need / 2**30:.1f} GiB of host memory, "
-            f"the machine has {host / 2**30:.1f} GiB"
-        )
 
 
 _problems: dict[fpbench.RNNSpec, fpbench.Problem] = {}

@@ -1,29 +1,33 @@
-"""The named benchmark grids: :mod:`fpbench.grids` of this checkout (their one definition).
+"""The named benchmark grids: :mod:`fpbench.grids` of this checkout, with the gradient,
+training and sharded suites' grids (:mod:`fpbench.grad_grids`, :mod:`fpbench.train_grids`,
+:mod:`fpbench.shard_grids`): their one definition.
 
 The grids live in the ``fpbench`` package so that the report reads the values a run's grid
-held fixed from the package it runs in. The suites load this checkout's
-``fpbench/grids.py`` by path rather than importing ``fpbench.grids``: ``asv run A..B``
-benchmarks older commits' installed ``fpbench`` with these suites, and those commits may
-predate the module or some of its grids. The suites and their grids always come from the
-same checkout.
+held fixed from the package it runs in. The suites load this checkout's grid modules by
+path rather than importing ``fpbench``: ``asv run A..B`` benchmarks older commits'
+installed ``fpbench`` with these suites, and those commits may predate the modules or some
+of their grids. The suites and their grids always come from the same checkout. The modules
+are loaded as a package of their own (:data:`_PACKAGE`, whose path is this checkout's
+``fpbench/`` folder, and whose ``__init__`` never runs), so their relative imports of each
+other resolve there too.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
+import types
 from pathlib import Path
 
-_NAME = "_fpbench_benchmark_grids"
-if _NAME not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(
-        _NAME, Path(__file__).resolve().parent.parent / "fpbench" / "grids.py"
-    )
-    assert _spec is not None and _spec.loader is not None
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules[_NAME] = _module  # dataclasses look their module up here
-    _spec.loader.exec_module(_module)
-_grids = sys.modules[_NAME]
+_PACKAGE = "_fpbench_benchmark_grids"
+if _PACKAGE not in sys.modules:
+    _package = types.ModuleType(_PACKAGE)
+    _package.__path__ = [str(Path(__file__).resolve().parent.parent / "fpbench")]
+    sys.modules[_PACKAGE] = _package  # dataclasses look their module up under it
+_grids = importlib.import_module(f"{_PACKAGE}.grids")
+_grad = importlib.import_module(f"{_PACKAGE}.grad_grids")
+_train = importlib.import_module(f"{_PACKAGE}.train_grids")
+_shard = importlib.import_module(f"{_PACKAGE}.shard_grids")
 
 BASELINES = _grids.BASELINES
 BATCH = _grids.BATCH
@@ -49,28 +53,28 @@ current = _grids.current
 grid_name = _grids.grid_name
 
 # gradients (bench_grad.py)
-BACKWARDS = _grids.BACKWARDS
-GRAD_GRIDS = _grids.GRAD_GRIDS
-GradGrid = _grids.GradGrid
-current_grad = _grids.current_grad
+BACKWARDS = _grad.BACKWARDS
+GRAD_GRIDS = _grad.GRAD_GRIDS
+GradGrid = _grad.GradGrid
+current_grad = _grad.current_grad
 
 # training (bench_train.py, through train_grids.py)
-TRAIN_CELL = _grids.TRAIN_CELL
-TRAIN_INPUT_SIZE = _grids.TRAIN_INPUT_SIZE
-TRAIN_BATCH = _grids.TRAIN_BATCH
-TRAIN_TASK = _grids.TRAIN_TASK
-TRAIN_TASK_SEED = _grids.TRAIN_TASK_SEED
-TRAIN_TEXT_INPUT_SIZE = _grids.TRAIN_TEXT_INPUT_SIZE
-TRAIN_LR = _grids.TRAIN_LR
-TRAIN_DAMPING = _grids.TRAIN_DAMPING
-TRAIN_METHODS = _grids.TRAIN_METHODS
-TRAIN_BASELINES = _grids.TRAIN_BASELINES
-TRAIN_GRIDS = _grids.TRAIN_GRIDS
-TrainGrid = _grids.TrainGrid
-current_train = _grids.current_train
+TRAIN_CELL = _train.TRAIN_CELL
+TRAIN_INPUT_SIZE = _train.TRAIN_INPUT_SIZE
+TRAIN_BATCH = _train.TRAIN_BATCH
+TRAIN_TASK = _train.TRAIN_TASK
+TRAIN_TASK_SEED = _train.TRAIN_TASK_SEED
+TRAIN_TEXT_INPUT_SIZE = _train.TRAIN_TEXT_INPUT_SIZE
+TRAIN_LR = _train.TRAIN_LR
+TRAIN_DAMPING = _train.TRAIN_DAMPING
+TRAIN_METHODS = _train.TRAIN_METHODS
+TRAIN_BASELINES = _train.TRAIN_BASELINES
+TRAIN_GRIDS = _train.TRAIN_GRIDS
+TrainGrid = _train.TrainGrid
+current_train = _train.current_train
 
 # sharded scaling (bench_shard.py)
-SHARDS = _grids.SHARDS
-SHARD_GRIDS = _grids.SHARD_GRIDS
-ShardGrid = _grids.ShardGrid
-current_shard = _grids.current_shard
+SHARDS = _shard.SHARDS
+SHARD_GRIDS = _shard.SHARD_GRIDS
+ShardGrid = _shard.ShardGrid
+current_shard = _shard.current_shard

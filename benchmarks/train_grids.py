@@ -1,6 +1,6 @@
 """The grids of the training suites (``bench_train``), by the name ``FPBENCH_GRID`` picks
 (:func:`grids.grid_name`; ``quick`` when unset): the training section of
-:mod:`fpbench.grids` (their one definition, where the report reads a run's fixed settings
+:mod:`fpbench.train_grids` (their one definition, where the report reads a run's fixed settings
 from), loaded by path with the other grids (``benchmarks/grids.py`` says why).
 
 **Append-only**, like every grid: each value is an asv parameter and a report key.

@@ -388,22 +388,7 @@ def train(
         InsufficientMemoryError: :func:`estimate_train_memory` exceeds the available
             memory; checked before the task is built or anything else is allocated.
     """
-    if not isinstance(spec, RNNSpec):
-        raise TypeError(f"spec must be an fpbench.RNNSpec such as fpbench.RNNSpec(cell='gru'), got {spec!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer (the task's seed), got {seed!r}")
-    seed = int(seed)
-    if (
-        isinstance(lr, bool)
-        or not isinstance(lr, (int, float, np.integer, np.floating))
-        or not (math.isfinite(lr) and lr > 0)
-    ):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    lr = float(lr)
-    if not isinstance(solver, Solver) or type(solver) is Solver:
-        raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
+    seed, lr = _checked_args(spec, solver, steps, seed, lr)
     impl, dev = resolve(backend, device)
     need = estimate_train_memory(spec, solver, impl.name, task, dev)  # before the task is built
     where = f"training with {solver} on {impl.name}:{dev}"
@@ -411,94 +396,14 @@ def train(
     the_task = make_task(task, spec, seed)
     params = init_params(spec, the_task.output_size)
     opt = make_optimizer(impl.name, params, lr)
+    probe_s = _probe_gradient(the_task, spec, solver, impl, dev, params)
 
-    # Fail fast (before any forward is compiled or run) where the backend has no gradient
-    # for this combination; what the probe costs is step 0's overhead.
-    t_probe = time.perf_counter()
-    probe = zero_state_problem(spec, the_task.minibatch(0)[0], _rnn(params))
-    zero = np.zeros((spec.seq_len, spec.batch, spec.hidden_size), dtype=spec.dtype)
-    impl.prepare_grad(probe, solver, dev, full_cotangent(probe, zero))
-    probe_s = time.perf_counter() - t_probe
-    del probe
-
-    n = int(steps)
-    losses = np.full(n, np.nan)
-    step_s, fwd_s, over_s = np.zeros(n), np.zeros(n), np.zeros(n)
-    fwd_it, bwd_it = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    fwd_ok, bwd_ok = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    diverged = False
-    for i in range(n):
-        t_start = time.perf_counter()
-        x, y = the_task.minibatch(i)
-        problem = zero_state_problem(spec, x, _rnn(params))
-        fwd = impl.prepare(problem, solver, dev)
-        t0 = time.perf_counter()
-        out = fwd.run()
-        fwd_s[i] = time.perf_counter() - t0
-        states, residuals = fwd.to_host(out)
-        del out
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DivergenceWarning)  # warned once below
-            h = make_result(states, residuals, solver, problem, impl.name, dev).states
-        finite = bool(np.isfinite(h).all())
-        if finite:
-            t0 = time.perf_counter()
-            loss, dh, dw, db, _ = readout_loss(the_task.kind, h, y, params["W_out"], params["b_out"])
-            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-                cot = dh.astype(spec.dtype)
-            readout_s = time.perf_counter() - t0
-            finite = bool(np.isfinite(loss) and np.isfinite(cot).all())
-        if not finite:  # the states, the loss or its gradient wrt the states is NaN or Inf
-            diverged = True
-        else:
-            full = full_cotangent(problem, cot)
-            full.flags.writeable = False
-            prepared = impl.prepare_grad(problem, solver, dev, full)
-            t0 = time.perf_counter()
-            gout = prepared.run()
-            run_s = time.perf_counter() - t0
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DivergenceWarning)
-                g = make_grad_result(prepared.to_host(gout), problem, solver, full, impl.name, dev)
-            del gout
-            if g.diverged or not np.isfinite(loss):
-                diverged = True
-            else:
-                ok, msg = check_close("gradient run's forward vs the forward", g.states, h, spec.dtype)
-                if not ok:
-                    raise RuntimeError(
-                        f"{impl.name}:{dev} {solver}: the forward inside prepare_grad differs from "
-                        f"prepare's, so the cotangent was computed for other states: {msg}"
-                    )
-                grads = {k: np.asarray(v, dtype=np.float64) for k, v in g.params.items()}
-                grads["W_out"], grads["b_out"] = dw, db
-                t0 = time.perf_counter()
-                opt.step(grads)
-                update_s = time.perf_counter() - t0
-                losses[i] = loss
-                step_s[i] = run_s + readout_s + update_s
-                fwd_it[i], bwd_it[i] = g.forward.iterations, g.backward.iterations
-                fwd_ok[i], bwd_ok[i] = g.forward.converged, g.backward.converged
-        if diverged:
-            warnings.warn(
-                f"{impl.name}:{dev} {solver}: training diverged at step {i} (NaN or Inf); stopped there",
-                DivergenceWarning,
-                stacklevel=2,
-            )
-            break
-        over_s[i] = time.perf_counter() - t_start - step_s[i] - fwd_s[i] + (probe_s if i == 0 else 0.0)
-        if progress is not None:
-            progress(i, float(losses[i]), float(step_s[i]))
-
+    log, diverged = _run_steps(int(steps), the_task, spec, solver, impl, dev, params, opt, probe_s, progress)
     if diverged:
         train_loss = eval_loss = heldout_loss = float("nan")
         metrics: dict[str, float] = {}
     else:
-        train_loss, metrics = solver_loss(the_task, spec, solver, impl, dev, params)
-        eval_loss, eval_acc = exact_loss(the_task, spec, params, the_task.x_train, the_task.y_train)
-        heldout_loss, held_acc = exact_loss(the_task, spec, params, the_task.x_heldout, the_task.y_heldout)
-        if eval_acc is not None:
-            metrics.update(eval_accuracy=eval_acc, heldout_accuracy=held_acc)
+        train_loss, eval_loss, heldout_loss, metrics = _evaluate(the_task, spec, solver, impl, dev, params)
     return TrainResult(
         spec=spec,
         solver=str(solver),
@@ -508,14 +413,7 @@ def train(
         task_description=the_task.description,
         lr=float(lr),
         seed=seed,
-        losses=losses,
-        step_seconds=step_s,
-        forward_seconds=fwd_s,
-        overhead_seconds=over_s,
-        forward_iterations=fwd_it,
-        backward_iterations=bwd_it,
-        forward_converged=fwd_ok,
-        backward_converged=bwd_ok,
+        **log,
         params={k: np.array(v) for k, v in params.items()},
         train_loss=train_loss,
         eval_loss=eval_loss,
@@ -524,3 +422,168 @@ def train(
         diverged=diverged,
         loss_unit=the_task.loss_unit,
     )
+
+
+def _run_steps(
+    n: int,
+    task: Task,
+    spec: RNNSpec,
+    solver: Solver,
+    impl,
+    device: str,
+    params,
+    opt,
+    probe_s: float,
+    progress: ProgressFn | None,
+) -> tuple[_StepLog, bool]:
+    """:func:`train`'s ``n`` steps (:func:`_train_step`), each timed; step 0's overhead
+    includes the gradient probe's ``probe_s``. Stops at the first step that diverges, with a
+    ``DivergenceWarning`` to :func:`train`'s caller. Returns the log and whether it diverged."""
+    log = _planned_log(n)
+    for i in range(n):
+        t_start = time.perf_counter()
+        if _train_step(i, task, spec, solver, impl, device, params, opt, log):
+            warnings.warn(
+                f"{impl.name}:{device} {solver}: training diverged at step {i} (NaN or Inf); stopped there",
+                DivergenceWarning,
+                stacklevel=3,
+            )
+            return log, True
+        elapsed = time.perf_counter() - t_start
+        log["overhead_seconds"][i] = (
+            elapsed - log["step_seconds"][i] - log["forward_seconds"][i] + (probe_s if i == 0 else 0.0)
+        )
+        if progress is not None:
+            progress(i, float(log["losses"][i]), float(log["step_seconds"][i]))
+    return log, False
+
+
+def _checked_args(spec: RNNSpec, solver: Solver, steps: int, seed: int, lr: float) -> tuple[int, float]:
+    """:func:`train`'s arguments checked (its ``Raises``); the seed as an int and ``lr`` as a float."""
+    if not isinstance(spec, RNNSpec):
+        raise TypeError(f"spec must be an fpbench.RNNSpec such as fpbench.RNNSpec(cell='gru'), got {spec!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (the task's seed), got {seed!r}")
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float, np.integer, np.floating))
+        or not (math.isfinite(lr) and lr > 0)
+    ):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not isinstance(solver, Solver) or type(solver) is Solver:
+        raise TypeError(f"solver must be an fpbench solver such as fpbench.Jacobi(...), got {solver!r}")
+    return int(seed), float(lr)
+
+
+def _probe_gradient(task: Task, spec: RNNSpec, solver: Solver, impl, device: str, params) -> float:
+    """Fail fast (before any forward is compiled or run) where the backend has no gradient
+    for this combination: prepare one on the first minibatch. Returns its seconds (step 0's
+    overhead)."""
+    t_probe = time.perf_counter()
+    probe = zero_state_problem(spec, task.minibatch(0)[0], _rnn(params))
+    zero = np.zeros((spec.seq_len, spec.batch, spec.hidden_size), dtype=spec.dtype)
+    impl.prepare_grad(probe, solver, device, full_cotangent(probe, zero))
+    return time.perf_counter() - t_probe
+
+
+_StepLog = dict[str, np.ndarray]
+"""What each step recorded, by step, under :class:`TrainResult`'s field names (``losses``,
+``step_seconds``, ...); a step not run keeps a NaN loss and zeros."""
+
+
+def _planned_log(n: int) -> _StepLog:
+    """The log of ``n`` steps, none run yet."""
+    log = {"losses": np.full(n, np.nan)}
+    log.update({k: np.zeros(n) for k in ("step_seconds", "forward_seconds", "overhead_seconds")})
+    log.update({f"{p}_iterations": np.zeros(n, dtype=np.int64) for p in ("forward", "backward")})
+    log.update({f"{p}_converged": np.zeros(n, dtype=bool) for p in ("forward", "backward")})
+    return log
+
+
+def _forward(problem, solver: Solver, impl, device: str, log: _StepLog, i: int) -> np.ndarray:
+    """Step 1: the prepared forward solve of the batch, timed into ``log``; its states ``(T, B, H)``."""
+    fwd = impl.prepare(problem, solver, device)
+    t0 = time.perf_counter()
+    out = fwd.run()
+    log["forward_seconds"][i] = time.perf_counter() - t0
+    states, residuals = fwd.to_host(out)
+    del out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DivergenceWarning)  # train warns once
+        return make_result(states, residuals, solver, problem, impl.name, device).states
+
+
+def _readout(task: Task, h: np.ndarray, y: np.ndarray, params, dtype: str) -> tuple | None:
+    """Step 2: the readout's loss and its gradients, ``(loss, dL/dh in dtype, dW_out, db_out,
+    seconds)``; None when the states, the loss or the cotangent is NaN or Inf."""
+    if not np.isfinite(h).all():
+        return None
+    t0 = time.perf_counter()
+    loss, dh, dw, db, _ = readout_loss(task.kind, h, y, params["W_out"], params["b_out"])
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        cot = dh.astype(dtype)
+    seconds = time.perf_counter() - t0
+    if not (np.isfinite(loss) and np.isfinite(cot).all()):
+        return None
+    return loss, cot, dw, db, seconds
+
+
+def _train_step(
+    i: int, task: Task, spec: RNNSpec, solver: Solver, impl, device: str, params, opt, log: _StepLog
+) -> bool:
+    """One training step ``i`` (module docstring: forward, readout, gradient, update), recorded
+    in ``log``; ``params`` updated in place by ``opt``. Returns whether it diverged (NaN or Inf).
+
+    Raises:
+        RuntimeError: the gradient run's forward differs from the forward's states.
+    """
+    x, y = task.minibatch(i)
+    problem = zero_state_problem(spec, x, _rnn(params))
+    h = _forward(problem, solver, impl, device, log, i)
+    readout = _readout(task, h, y, params, spec.dtype)
+    if readout is None:
+        return True
+    loss, cot, dw, db, readout_s = readout
+    full = full_cotangent(problem, cot)
+    full.flags.writeable = False
+    prepared = impl.prepare_grad(problem, solver, device, full)
+    t0 = time.perf_counter()
+    gout = prepared.run()
+    run_s = time.perf_counter() - t0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DivergenceWarning)
+        g = make_grad_result(prepared.to_host(gout), problem, solver, full, impl.name, device)
+    del gout
+    if g.diverged or not np.isfinite(loss):
+        return True
+    ok, msg = check_close("gradient run's forward vs the forward", g.states, h, spec.dtype)
+    if not ok:
+        raise RuntimeError(
+            f"{impl.name}:{device} {solver}: the forward inside prepare_grad differs from "
+            f"prepare's, so the cotangent was computed for other states: {msg}"
+        )
+    grads = {k: np.asarray(v, dtype=np.float64) for k, v in g.params.items()}
+    grads["W_out"], grads["b_out"] = dw, db
+    t0 = time.perf_counter()
+    opt.step(grads)
+    update_s = time.perf_counter() - t0
+    log["losses"][i] = loss
+    log["step_seconds"][i] = run_s + readout_s + update_s
+    log["forward_iterations"][i], log["backward_iterations"][i] = g.forward.iterations, g.backward.iterations
+    log["forward_converged"][i], log["backward_converged"][i] = g.forward.converged, g.backward.converged
+    return False
+
+
+def _evaluate(
+    task: Task, spec: RNNSpec, solver: Solver, impl, device: str, params
+) -> tuple[float, float, float, dict]:
+    """The trained model's losses (module docstring, "Evaluation"): ``(train_loss, eval_loss,
+    heldout_loss, metrics)``, with the accuracies of a classification task in ``metrics``."""
+    train_loss, metrics = solver_loss(task, spec, solver, impl, device, params)
+    eval_loss, eval_acc = exact_loss(task, spec, params, task.x_train, task.y_train)
+    heldout_loss, held_acc = exact_loss(task, spec, params, task.x_heldout, task.y_heldout)
+    if eval_acc is not None:
+        metrics.update(eval_accuracy=eval_acc, heldout_accuracy=held_acc)
+    return train_loss, eval_loss, heldout_loss, metrics

@@ -1,4 +1,4 @@
-"""The correctness gate's float64 references (benchmarks/common.py: ``gate_reference``): computed
+"""The correctness gate's float64 references (benchmarks/sweep_state.py: ``gate_reference``): computed
 once per problem and solver, shared by every process of a sweep through its memo folder."""
 
 from __future__ import annotations
@@ -9,20 +9,20 @@ import numpy as np
 import pytest
 
 import fpbench
-from benchmarks import common
+from benchmarks import common, costs, sweep_state
 
 
 @pytest.fixture
 def memo(tmp_path, monkeypatch):
     """A sweep's memo folder, and a fresh process's empty in-memory cache."""
-    monkeypatch.setenv(common.MEMO_ENV, str(tmp_path))
-    monkeypatch.setattr(common, "_references", {})
+    monkeypatch.setenv(sweep_state.MEMO_ENV, str(tmp_path))
+    monkeypatch.setattr(sweep_state, "_references", {})
     return tmp_path
 
 
 def fresh_process(monkeypatch) -> None:
     """What asv's next process starts with: nothing computed in memory."""
-    monkeypatch.setattr(common, "_references", {})
+    monkeypatch.setattr(sweep_state, "_references", {})
 
 
 def spec(**kw) -> fpbench.RNNSpec:
@@ -33,7 +33,7 @@ def test_exact_states_are_computed_once_per_spec(memo, monkeypatch):
     prob = common.problem(spec())
     first = common.exact_states(prob)
     np.testing.assert_array_equal(first, fpbench.reference.sequential(prob))
-    assert len(list(memo.glob(f"{common.REFERENCE_PREFIX}*.npz"))) == 1
+    assert len(list(memo.glob(f"{sweep_state.REFERENCE_PREFIX}*.npz"))) == 1
 
     def not_again(problem):
         raise AssertionError("the exact states were computed again")
@@ -94,9 +94,9 @@ def test_gate_of_every_target_reads_one_reference(memo, monkeypatch):
 
 def test_without_a_memo_folder_each_process_computes(tmp_path, monkeypatch):
     """A plain ``asv run`` (no sweep): computed once per process, nothing written."""
-    monkeypatch.delenv(common.MEMO_ENV, raising=False)
+    monkeypatch.delenv(sweep_state.MEMO_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(common, "_references", {})
+    monkeypatch.setattr(sweep_state, "_references", {})
     prob = common.problem(spec())
     np.testing.assert_array_equal(common.exact_states(prob), fpbench.reference.sequential(prob))
     assert list(tmp_path.iterdir()) == []
@@ -105,7 +105,7 @@ def test_without_a_memo_folder_each_process_computes(tmp_path, monkeypatch):
 def test_a_damaged_reference_is_recomputed(memo, monkeypatch):
     prob = common.problem(spec())
     first = common.exact_states(prob)
-    (path,) = memo.glob(f"{common.REFERENCE_PREFIX}*.npz")
+    (path,) = memo.glob(f"{sweep_state.REFERENCE_PREFIX}*.npz")
     path.write_bytes(b"not a zip file")
     fresh_process(monkeypatch)
     np.testing.assert_array_equal(common.exact_states(prob), first)
@@ -118,7 +118,7 @@ def test_a_failed_computation_stores_nothing(memo):
         raise fpbench.UnsupportedError("no reference backward")
 
     with pytest.raises(fpbench.UnsupportedError):
-        common.gate_reference("gradient", (spec(),), fails)
+        sweep_state.gate_reference("gradient", (spec(),), fails)
     assert list(memo.iterdir()) == []
 
 
@@ -141,8 +141,8 @@ def test_numpy_seconds_is_measured(monkeypatch):
     import fpbench.reference_backend as rb
 
     s = fpbench.RNNSpec(cell="gru", input_size=4, hidden_size=4, seq_len=800, batch=2)
-    monkeypatch.setattr(common, "_probes", {})
-    fast = common.numpy_seconds(s, fpbench.Sequential())
+    monkeypatch.setattr(costs, "_probes", {})
+    fast = costs.numpy_seconds(s, fpbench.Sequential())
     real = rb.sequential
 
     def slow(problem):
@@ -150,8 +150,8 @@ def test_numpy_seconds_is_measured(monkeypatch):
         return real(problem)
 
     monkeypatch.setattr(rb, "sequential", slow)
-    monkeypatch.setattr(common, "_probes", {})
-    slowed = common.numpy_seconds(s, fpbench.Sequential())
-    assert slowed >= 0.02 / common.PROBE_STEPS * s.seq_len > fast
-    assert common.numpy_seconds(dataclasses.replace(s, seq_len=1600), fpbench.Sequential()) == 2 * slowed
-    assert common.numpy_seconds(s, fpbench.Native()) == slowed  # a baseline's reference: the recurrence
+    monkeypatch.setattr(costs, "_probes", {})
+    slowed = costs.numpy_seconds(s, fpbench.Sequential())
+    assert slowed >= 0.02 / costs.PROBE_STEPS * s.seq_len > fast
+    assert costs.numpy_seconds(dataclasses.replace(s, seq_len=1600), fpbench.Sequential()) == 2 * slowed
+    assert costs.numpy_seconds(s, fpbench.Native()) == slowed  # a baseline's reference: the recurrence

@@ -83,9 +83,9 @@ def test_unrolled_memory_estimate_counts_the_iterations_kept(monkeypatch):
     """Unrolled quasi-Newton at GRU T=2048, B=8, H=8 keeping all 2048 iterations needs ~31 GB
     (JAX asked XLA for that in the main sweep, on a 24 GiB machine): n/a. JAX's checkpointed
     backward keeps ~91 of them and fits; so does a budget of 8."""
-    from benchmarks import bench_grad, common
+    from benchmarks import bench_grad, costs
 
-    monkeypatch.setattr(common, "_host_memory", lambda: 24 * 2**30)
+    monkeypatch.setattr(costs, "host_memory", lambda: 24 * 2**30)
     spec = fpbench.RNNSpec(cell="gru", input_size=32, hidden_size=8, seq_len=2048, batch=8)
     every = fpbench.QuasiNewton(2048, backward="unrolled")
     with pytest.raises(NotImplementedError, match="keeps 2048 iterations"):
@@ -112,7 +112,7 @@ def test_gradient_suites_run_only_the_grids_unrolled_solvers(monkeypatch):
     import dataclasses
 
     from benchmarks import bench_grad
-    from fpbench.grids import GRAD_GRIDS
+    from fpbench.grad_grids import GRAD_GRIDS
 
     assert GRAD_GRIDS["main"].unrolled == ("jacobi", "chunked")
     monkeypatch.setattr(bench_grad, "GG", dataclasses.replace(bench_grad.GG, unrolled=("jacobi",)))

@@ -75,7 +75,7 @@ def test_gate_rejects_a_wrong_gradient(monkeypatch, target):
 def test_memo_measures_once_per_sweep_and_never_stores_an_exception(monkeypatch, tmp_path):
     """asv runs each track_ method in its own process: under ``fpbench sweep`` (FPBENCH_MEMO_DIR)
     the first measures, the others read; an n/a or a failed gate is raised again, not stored."""
-    from benchmarks import common
+    from benchmarks import sweep_state
 
     calls = []
 
@@ -83,14 +83,14 @@ def test_memo_measures_once_per_sweep_and_never_stores_an_exception(monkeypatch,
         calls.append(1)
         return {"loss": 0.25, "diverged": False, "errors": {"x": 1e-3}}
 
-    monkeypatch.delenv(common.MEMO_ENV, raising=False)
-    common.memo("S", (1, "a"), measure), common.memo("S", (1, "a"), measure)
+    monkeypatch.delenv(sweep_state.MEMO_ENV, raising=False)
+    sweep_state.memo("S", (1, "a"), measure), sweep_state.memo("S", (1, "a"), measure)
     assert len(calls) == 2  # a plain asv run measures in every process
 
-    monkeypatch.setenv(common.MEMO_ENV, str(tmp_path / "memo"))
-    first = common.memo("S", (1, "a"), measure)
-    assert common.memo("S", (1, "a"), measure) == first and len(calls) == 3
-    common.memo("S", (2, "a"), measure), common.memo("T", (1, "a"), measure)
+    monkeypatch.setenv(sweep_state.MEMO_ENV, str(tmp_path / "memo"))
+    first = sweep_state.memo("S", (1, "a"), measure)
+    assert sweep_state.memo("S", (1, "a"), measure) == first and len(calls) == 3
+    sweep_state.memo("S", (2, "a"), measure), sweep_state.memo("T", (1, "a"), measure)
     assert len(calls) == 5  # another combination, another suite
 
     def na():
@@ -99,7 +99,7 @@ def test_memo_measures_once_per_sweep_and_never_stores_an_exception(monkeypatch,
 
     for _ in range(2):
         with pytest.raises(NotImplementedError):
-            common.memo("S", (3, "a"), na)
+            sweep_state.memo("S", (3, "a"), na)
     assert len(calls) == 7
 
 
@@ -107,13 +107,13 @@ def test_train_loss_trains_once_for_its_three_tracks(monkeypatch, tmp_path):
     """The three TrainLoss tracks of a combination share one training run under a sweep."""
     import importlib
 
-    from benchmarks import common
+    from benchmarks import sweep_state
 
     train_module = importlib.import_module("fpbench.train")  # fpbench.train is the function
     runs = []
     real = train_module.train
     monkeypatch.setattr(train_module, "train", lambda *a, **k: runs.append(1) or real(*a, **k))
-    monkeypatch.setenv(common.MEMO_ENV, str(tmp_path))
+    monkeypatch.setenv(sweep_state.MEMO_ENV, str(tmp_path))
     params = ("numpy:cpu", "jacobi_unrolled", 2, 0.5)
     values = []
     for track in ("track_train_loss", "track_eval_loss", "track_gap"):

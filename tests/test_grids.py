@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fpbench import grids
+from fpbench import grids, suite_problems
+from fpbench import train_grids as package_train_grids
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,7 +133,7 @@ def test_suite_problem_is_what_the_suites_build():
             except NotImplementedError:
                 continue
             given = dict(zip(suite.param_names, combo, strict=True))
-            got = grids.suite_problem(name, suite.__name__, given)
+            got = suite_problems.suite_problem(name, suite.__name__, given)
             want = {f: getattr(spec, f) for f in ("cell", "seq_len", "hidden_size", "batch", "input_size")}
             want.update(dtype=spec.dtype, contraction=spec.contraction)
             assert {k: got[k] for k in want} == want, (suite.__name__, combo)
@@ -147,25 +148,32 @@ def test_suite_problem_is_what_the_suites_build():
                 assert got["backward"] == getattr(solver, "backward", "implicit"), (suite.__name__, combo)
             checked += 1
     assert checked > 50
-    assert grids.suite_problem("quick", "Settings", {"setting": "cpu_count"}) == {}
-    assert grids.suite_problem("no such grid", "SeqLen", {}) == {}
+    assert suite_problems.suite_problem("quick", "Settings", {"setting": "cpu_count"}) == {}
+    assert suite_problems.suite_problem("no such grid", "SeqLen", {}) == {}
 
 
 def test_training_grids_live_in_the_package():
-    """The report reads a training suite's fixed settings from ``fpbench.grids``; the suites'
-    ``train_grids`` is the same definition."""
+    """The report reads a training suite's fixed settings from ``fpbench.train_grids``; the
+    suites' ``train_grids`` is the same definition."""
     sys.path.insert(0, str(REPO))
     try:
         train_grids = importlib.import_module("benchmarks.train_grids")
     finally:
         sys.path.remove(str(REPO))
-    assert list(train_grids.TRAIN_GRIDS) == list(grids.TRAIN_GRIDS)
-    for name, grid in grids.TRAIN_GRIDS.items():
+    assert list(train_grids.TRAIN_GRIDS) == list(package_train_grids.TRAIN_GRIDS)
+    for name, grid in package_train_grids.TRAIN_GRIDS.items():
         assert dataclasses.asdict(train_grids.TRAIN_GRIDS[name]) == dataclasses.asdict(grid)
-    assert train_grids.METHODS == grids.TRAIN_METHODS and train_grids.CELL == grids.TRAIN_CELL
-    main = grids.TRAIN_GRIDS["main"]  # append-only: the values its results were recorded under
+    assert (
+        train_grids.METHODS == package_train_grids.TRAIN_METHODS
+        and train_grids.CELL == package_train_grids.TRAIN_CELL
+    )
+    main = package_train_grids.TRAIN_GRIDS["main"]  # append-only: the values its results were recorded under
     assert (main.seq_lens, main.seq_lens_hidden, main.track_seq_len, main.track_hidden) == ((256,), 8, 64, 8)
-    assert (grids.TRAIN_INPUT_SIZE, grids.TRAIN_BATCH, grids.TRAIN_TASK) == (4, 8, "teacher")
+    assert (
+        package_train_grids.TRAIN_INPUT_SIZE,
+        package_train_grids.TRAIN_BATCH,
+        package_train_grids.TRAIN_TASK,
+    ) == (4, 8, "teacher")
 
 
 def test_benchmarks_load_the_same_grids():
@@ -182,14 +190,16 @@ def test_benchmarks_load_the_same_grids():
 
 def test_report_does_not_load_files_by_path():
     """The report reads grids from the package, never from the repository's benchmarks/."""
-    for name in ("build.py", "load.py", "analysis.py"):
+    sections = [p.name for p in (REPO / "fpbench" / "report").glob("*_section*.py")]
+    for name in ("build.py", "load.py", "analysis.py", *sections):
         text = (REPO / "fpbench" / "report" / name).read_text()
         assert "spec_from_file_location" not in text and "benchmarks/grids" not in text, name
 
 
 def test_report_package_has_no_import_cycle():
     """store <- load <- build <- sweep: the sweep may use the report, never the other way."""
-    for name in ("store.py", "load.py", "analysis.py", "figures.py", "page.py", "build.py"):
+    sections = [p.name for p in (REPO / "fpbench" / "report").glob("*_section*.py")]
+    for name in ("store.py", "load.py", "analysis.py", "figures.py", "page.py", "build.py", *sections):
         text = (REPO / "fpbench" / "report" / name).read_text()
         assert "from .sweep" not in text and "import sweep" not in text, name
     assert "from .build" not in (REPO / "fpbench" / "report" / "store.py").read_text()
@@ -213,20 +223,20 @@ def test_gate_prefix_matches():
 
 
 def test_sweep_chunks_follow_the_grid(monkeypatch):
-    from fpbench.report import sweep
+    from fpbench.report import sweep_plan
 
-    monkeypatch.setattr(sweep, "gpu_driver_present", lambda: False)
-    chunks = sweep.sweep_chunks({}, "main")
+    monkeypatch.setattr(sweep_plan, "gpu_driver_present", lambda: False)
+    chunks = sweep_plan.sweep_chunks({}, "main")
     flat = [c[0] for c in chunks]
     assert not any("numpy" in c for c in flat)  # the main grid's sweep_skips
     assert not any("cuda" in c or "gpu" in c for c in flat)  # no GPU driver here
     assert all("Product|Batch" in c for c in flat[:-1]) and flat[-1] == r"^bench_settings\."
-    monkeypatch.setattr(sweep, "gpu_driver_present", lambda: True)
-    assert any("torch:cuda" in c[0] for c in sweep.sweep_chunks({}, "quick"))
+    monkeypatch.setattr(sweep_plan, "gpu_driver_present", lambda: True)
+    assert any("torch:cuda" in c[0] for c in sweep_plan.sweep_chunks({}, "quick"))
 
 
 def test_progress_counts_combinations(tmp_path):
-    from fpbench.report.sweep import Progress
+    from fpbench.report.sweep_display import Progress
 
     ticks = tmp_path / "ticks"
     ticks.write_text("")
@@ -249,7 +259,7 @@ def test_progress_never_counts_backwards(tmp_path):
     """A benchmark's setup can tick more than once per combination, so the count read from
     the ticks once ran ahead of the benchmark that then finished, and the next line counted
     fewer combinations than the last (the main job printed 115/277, then 104/277)."""
-    from fpbench.report.sweep import Progress
+    from fpbench.report.sweep_display import Progress
 
     ticks = tmp_path / "ticks"
     ticks.write_text("")

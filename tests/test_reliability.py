@@ -73,9 +73,9 @@ def test_backend_typo_fails_the_test_run():
 
 
 def test_backend_typo_fails_the_sweep():
-    sweep = pytest.importorskip("fpbench.report.sweep")
+    sweep_plan = pytest.importorskip("fpbench.report.sweep_plan")
     with pytest.raises(ValueError, match="unknown backend or target 'TORCH'"):
-        sweep.sweep_chunks({"FPBENCH_BACKENDS": "TORCH"})
+        sweep_plan.sweep_chunks({"FPBENCH_BACKENDS": "TORCH"})
 
 
 # -- item 5: max_iters far beyond T --------------------------------------------------------

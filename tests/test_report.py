@@ -343,7 +343,7 @@ def test_sweep_quick_end_to_end(asv_sandbox, tmp_path):
     """The main job, ``fpbench sweep --grid quick``, end to end: one asv run per target and
     one for the settings suite, publish, report; no benchmark may fail. In the asv sandbox,
     so the user's results and machine file are not touched."""
-    from fpbench.report.sweep import sweep_chunks
+    from fpbench.report.sweep_plan import sweep_chunks
 
     env, config = asv_sandbox
     # Two targets keep this a test of the sweep (runs per target, kept results, publish,
@@ -446,7 +446,7 @@ def test_product_heatmap_draws_the_break_even_contour(results):
 
 def test_accuracy_section_shows_the_lyapunov_exponent():
     """Issue 13 item 11: the accuracy section says which problems are chaotic."""
-    from fpbench.report.build import lyapunov_table
+    from fpbench.report.accuracy_sections import lyapunov_table
 
     rows = pd.DataFrame(
         {"grid": ["quick", "quick", "quick"], "cell": ["elman"] * 3, "contraction": [0.5, 1.2, 0.5]}

@@ -12,7 +12,7 @@ pd = pytest.importorskip("pandas")
 pytest.importorskip("seaborn")
 
 from fpbench.report import fmt  # noqa: E402
-from fpbench.report.build import _gaps_section, absent_targets, gap_reasons  # noqa: E402
+from fpbench.report.gaps_section import absent_targets, gap_reasons, gaps_section  # noqa: E402
 from fpbench.report.page import Details, Section, Table, write_html, write_markdown  # noqa: E402
 
 
@@ -108,7 +108,7 @@ def test_gaps_group_by_reason_and_name_an_absent_target_once(tmp_path):
     assert reasons.loc[reasons["reason"].str.contains("elk"), "solvers"].item() == "elk"  # its method
     assert reasons["benchmarks"].iloc[1] == "SeqLen.time_solve"
 
-    section = _gaps_section(frame)
+    section = gaps_section(frame)
     texts = [b.text for b in section.blocks if hasattr(b, "text")]
     assert sum("torch:cuda" in t for t in texts) == 1
     assert any(isinstance(b, Table) and "Failed: 1 combinations" in b.caption for b in section.blocks)
@@ -128,12 +128,12 @@ def test_a_report_without_comparisons_draws_no_headline_and_names_only_what_it_h
     """Results that compare no parallel solve with a baseline (a sharded-scaling sweep, say)
     draw no "No verdict" headline above their own sections, and the subtitle lists only the
     kinds of solver they hold (no "baselines: ." with nothing after it)."""
-    from fpbench.report.build import _headline_section, _solvers_line
+    from fpbench.report.headline_section import headline_section, solvers_line
     from fpbench.report.load import COLUMNS
 
     rows = [{"suite": "ShardStrong", "solver": s, "status": "ok", "value": 0.1} for s in ("jacobi", "newton")]
     frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    assert _headline_section(frame, None).blocks == []
-    assert _solvers_line(frame) == "Parallel solvers: jacobi, newton. "
-    assert _solvers_line(pd.DataFrame({"solver": ["sequential"]})) == "baselines: sequential. "
-    assert _solvers_line(pd.DataFrame({"solver": [None]})) == ""
+    assert headline_section(frame, None).blocks == []
+    assert solvers_line(frame) == "Parallel solvers: jacobi, newton. "
+    assert solvers_line(pd.DataFrame({"solver": ["sequential"]})) == "baselines: sequential. "
+    assert solvers_line(pd.DataFrame({"solver": [None]})) == ""

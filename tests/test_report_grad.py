@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("seaborn")
 
-from fpbench.report.build import _Figures
+from fpbench.report.figure_files import FigureFiles
 from fpbench.report.grad_sections import backward_speedups, grad_sections
 from fpbench.report.output import OutputFolder
 from fpbench.report.page import Image, Table
@@ -72,7 +72,7 @@ def test_backward_speedups_against_the_best_bptt():
 
 
 def test_sections_have_figures_and_tables(tmp_path):
-    sections = grad_sections(frame(), _Figures(OutputFolder(tmp_path), None))
+    sections = grad_sections(frame(), FigureFiles(OutputFolder(tmp_path), None))
     titles = [s.title for s in sections]
     assert "Backward speedup over the best sequential BPTT" in titles
     by_title = {s.title: s for s in sections}
@@ -85,7 +85,7 @@ def test_sections_have_figures_and_tables(tmp_path):
 
 
 def test_training_step_speedup_against_the_best_bptt(tmp_path):
-    sections = {s.title: s for s in grad_sections(frame(), _Figures(OutputFolder(tmp_path), None))}
+    sections = {s.title: s for s in grad_sections(frame(), FigureFiles(OutputFolder(tmp_path), None))}
     training = sections["Training: time per step, loss and the train/inference gap"].blocks
     speed = next(b.frame for b in training if isinstance(b, Table) and "speedup" in b.frame)
     assert list(speed["method"]) == ["jacobi_unrolled"] * 2 and list(speed["speedup"]) == ["2.5×"] * 2
@@ -95,7 +95,7 @@ def test_sections_of_an_empty_frame_are_empty(tmp_path):
     """A section without data has no blocks (the report leaves it out), never a "No ...
     results" paragraph."""
     empty = frame().iloc[:0]
-    for s in grad_sections(empty, _Figures(OutputFolder(tmp_path), None)):
+    for s in grad_sections(empty, FigureFiles(OutputFolder(tmp_path), None)):
         assert s.blocks == [], s.title
 
 
@@ -110,7 +110,7 @@ def test_tables_print_numbers_for_reading(tmp_path):
     f.loc[train & f["metric"].eq("track_gap"), "value"] = 2.322692385647862e-11
     f.loc[f["group"].eq("GradSeqLen") & f["seq_len"].eq(1024), "seq_len"] = 2048.0
     tables = [
-        b.frame for s in grad_sections(f, _Figures(OutputFolder(tmp_path), None)) for b in s.blocks
+        b.frame for s in grad_sections(f, FigureFiles(OutputFolder(tmp_path), None)) for b in s.blocks
         if isinstance(b, Table)
     ]  # fmt: skip
     cells = [str(v) for t in tables for v in t.to_numpy().ravel()]
@@ -170,7 +170,7 @@ def test_training_section_draws_the_curves_and_the_steps_to_loss_table(tmp_path)
     f = frame()
     sections = {
         s.title: s
-        for s in grad_sections(f, _Figures(OutputFolder(tmp_path), None), curve_frame(curve_records()))
+        for s in grad_sections(f, FigureFiles(OutputFolder(tmp_path), None), curve_frame(curve_records()))
     }
     training = sections["Training: time per step, loss and the train/inference gap"].blocks
     names = [b.path for b in training if isinstance(b, Image)]

@@ -15,7 +15,7 @@ import pytest
 pd = pytest.importorskip("pandas")
 pytest.importorskip("asv")
 
-from fpbench import grids  # noqa: E402
+from fpbench import grad_grids, grids, train_grids  # noqa: E402
 from fpbench.report import analysis  # noqa: E402
 from fpbench.report.build import build_report  # noqa: E402
 from fpbench.report.load import load_results  # noqa: E402
@@ -95,7 +95,7 @@ def test_every_row_carries_its_whole_problem(main_results):
     budget = frame["max_iters"].where(~frame["group"].eq("TrainLoss"), frame["budget"])
     assert budget.notna().all()
 
-    gg, tg, m = grids.GRAD_GRIDS["main"], grids.TRAIN_GRIDS["main"], grids.GRIDS["main"]
+    gg, tg, m = grad_grids.GRAD_GRIDS["main"], train_grids.TRAIN_GRIDS["main"], grids.GRIDS["main"]
     g = frame[frame["group"].eq("GradSeqLen")]
     assert set(g["hidden_size"]) == {gg.seq_lens_hidden} and set(g["seq_len"]) == {2048}
     assert set(g["batch"]) == {grids.BATCH} and set(g["input_size"]) == {grids.INPUT_SIZE}
@@ -103,8 +103,10 @@ def test_every_row_carries_its_whole_problem(main_results):
     assert set(g["dtype"]) == {grids.DTYPE}
 
     t = frame[frame["group"].eq("TrainLoss")].set_index(["method", "budget"])
-    assert set(t["cell"]) == {grids.TRAIN_CELL} and set(t["seq_len"]) == {tg.track_seq_len}
-    assert set(t["hidden_size"]) == {tg.track_hidden} and set(t["input_size"]) == {grids.TRAIN_INPUT_SIZE}
+    assert set(t["cell"]) == {train_grids.TRAIN_CELL} and set(t["seq_len"]) == {tg.track_seq_len}
+    assert set(t["hidden_size"]) == {tg.track_hidden} and set(t["input_size"]) == {
+        train_grids.TRAIN_INPUT_SIZE
+    }
     assert t.loc[("jacobi_unrolled", 4), ["solver", "backward"]].tolist() == ["jacobi", "unrolled"]
     assert t.loc[("chunked_p8_o64", "tol"), ["solver", "backward"]].tolist() == ["chunked_p8_o64", "implicit"]
 

@@ -262,14 +262,14 @@ def test_scaling_suites_problem_is_what_they_build():
     every swept N splits every T and Chunked configuration of the grid, and the scaling
     suites stay out of the main job."""
     from benchmarks import bench_shard
-    from fpbench import grids
+    from fpbench import grids, shard_grids, suite_problems
 
     current = grids.grid_name()
-    for name, sg in grids.SHARD_GRIDS.items():
+    for name, sg in shard_grids.SHARD_GRIDS.items():
         for shards in sg.shards:
             params = {"solver": sg.solvers[0], "shards": shards}
-            strong = grids.suite_problem(name, "ShardStrong", params)
-            weak = grids.suite_problem(name, "ShardWeak", params)
+            strong = suite_problems.suite_problem(name, "ShardStrong", params)
+            weak = suite_problems.suite_problem(name, "ShardWeak", params)
             assert (strong["seq_len"], weak["seq_len"]) == (sg.strong_seq_len, sg.weak_steps * shards)
             assert (weak["cell"], weak["hidden_size"], weak["batch"]) == (sg.cell, sg.hidden_size, sg.batch)
             if name == current:

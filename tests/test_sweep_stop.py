@@ -28,7 +28,7 @@ import pytest
 
 pytest.importorskip("asv")
 
-from fpbench.report import sweep
+from fpbench.report import sweep, sweep_display, sweep_plan, sweep_stop
 from fpbench.report.store import interrupted_note, parse_log
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,7 +246,7 @@ def test_results_lock_names_the_holder(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from fpbench.report.sweep import results_lock\n"
+            "import sys, time; from pathlib import Path; from fpbench.report.sweep_stop import results_lock\n"
             "with results_lock(Path(sys.argv[1]), 'grid main'):\n"
             "    print('held', flush=True); time.sleep(60)",
             str(tmp_path),
@@ -257,14 +257,14 @@ def test_results_lock_names_the_holder(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(
-            sweep.SweepError, match=rf"another fpbench sweep \(pid {holder.pid}, started .*grid main\)"
+            sweep_plan.SweepError, match=rf"another fpbench sweep \(pid {holder.pid}, started .*grid main\)"
         ):
-            with sweep.results_lock(tmp_path):
+            with sweep_stop.results_lock(tmp_path):
                 pass
     finally:
         holder.kill()
         holder.wait()
-    with sweep.results_lock(tmp_path) as path:  # killed: the lock went with it
+    with sweep_stop.results_lock(tmp_path) as path:  # killed: the lock went with it
         assert f"pid {os.getpid()}," in path.read_text()
 
 
@@ -272,12 +272,12 @@ def test_stop_forwards_to_asv_and_raises_outside_it(monkeypatch):
     """The handler: no asv running -> SweepInterrupted (before the runs, while reporting);
     asv running -> SIGINT to its process group once, a second signal kills it."""
     sent = []
-    monkeypatch.setattr(sweep.os, "killpg", lambda pgid, sig: sent.append((pgid, sig)))
-    monkeypatch.setattr(sweep, "_kill_tree", lambda pid: sent.append((pid, "tree")))
-    stop = sweep.Stop()
-    with pytest.raises(sweep.SweepInterrupted):
+    monkeypatch.setattr(sweep_stop.os, "killpg", lambda pgid, sig: sent.append((pgid, sig)))
+    monkeypatch.setattr(sweep_stop, "kill_tree", lambda pid: sent.append((pid, "tree")))
+    stop = sweep_stop.Stop()
+    with pytest.raises(sweep_stop.SweepInterrupted):
         stop(signal.SIGTERM, None)
-    stop = sweep.Stop(raising=False)
+    stop = sweep_stop.Stop(raising=False)
     stop(signal.SIGINT, None)  # between asv runs: noted, the loop stops before the next
     assert stop.signum == signal.SIGINT and not sent
     stop.pgid = 4242
@@ -336,7 +336,7 @@ ASV_OUTPUT = """\
 
 
 def test_failure_watch_names_each_failure_and_its_reason():
-    watch = sweep.FailureWatch()
+    watch = sweep_display.FailureWatch()
     seen = [m for line in ASV_OUTPUT.splitlines() for m in watch.feed(line)] + watch.flush()
     assert seen == [
         "fpbench sweep: FAILED bench_solve.Product.time_solve('torch:cpu', 'newton', 64): "
@@ -350,9 +350,9 @@ def test_failure_watch_names_each_failure_and_its_reason():
 
 
 def test_display_plain_lines_off_a_terminal_and_a_live_line_on_one():
-    progress = sweep.Progress([{"a.B.c": 10}, {"x.Y.z": 2}])
+    progress = sweep_display.Progress([{"a.B.c": 10}, {"x.Y.z": 2}])
     plain = io.StringIO()
-    display = sweep.Display(progress, stream=plain, live=False)
+    display = sweep_display.Display(progress, stream=plain, live=False)
     display.start("torch:cpu", [r"\('torch:cpu'"])
     progress.line("[ 50.00%] ··· a.B.c    ok")
     display.update(force=True)
@@ -365,7 +365,7 @@ def test_display_plain_lines_off_a_terminal_and_a_live_line_on_one():
 
     pytest.importorskip("tqdm")
     live = io.StringIO()
-    display = sweep.Display(progress, stream=live, live=True)
+    display = sweep_display.Display(progress, stream=live, live=True)
     progress.next_run()
     display.start("settings", [r"^bench_settings\."])
     display.note("fpbench sweep: FAILED x.Y.z: boom")
@@ -378,11 +378,11 @@ def test_display_plain_lines_off_a_terminal_and_a_live_line_on_one():
 
 
 def test_chunk_labels():
-    chunks = sweep.sweep_chunks({"FPBENCH_BACKENDS": "torch,numba"}, "quick")
-    labels = [sweep.chunk_label(c) for c in chunks]
+    chunks = sweep_plan.sweep_chunks({"FPBENCH_BACKENDS": "torch,numba"}, "quick")
+    labels = [sweep_plan.chunk_label(c) for c in chunks]
     assert labels[-1] == "settings" and "torch:cpu" in labels and "numba:cpu" in labels
     # each run's fork server imports its own framework only; the settings run none
-    assert [sweep.preload(label) for label in labels] == [
+    assert [sweep_plan.preload(label) for label in labels] == [
         label.partition(":")[0] for label in labels[:-1]
     ] + [""]
 

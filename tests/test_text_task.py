@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fpbench
-from fpbench import Jacobi, RNNSpec, Sequential
+from fpbench import Jacobi, RNNSpec, Sequential, suite_problems
 from fpbench.cli import main
 from fpbench.registry import parse_target
 from fpbench.tasks import (
@@ -243,7 +243,7 @@ def test_text_suite(monkeypatch):
     )
     assert 0 < train < 7 and 0 < held < 7 and gap == pytest.approx(ev - train)
     spec = bt.text_spec()
-    monkeypatch.setattr(fpbench.grids, "TRAIN_GRIDS", {**fpbench.grids.TRAIN_GRIDS, "quick": bt.TG})
-    got = fpbench.grids.suite_problem("quick", "TrainText", {"method": "jacobi_unrolled", "budget": 2})
+    monkeypatch.setattr(suite_problems, "TRAIN_GRIDS", {**suite_problems.TRAIN_GRIDS, "quick": bt.TG})
+    got = suite_problems.suite_problem("quick", "TrainText", {"method": "jacobi_unrolled", "budget": 2})
     want = {f: getattr(spec, f) for f in ("cell", "seq_len", "hidden_size", "batch", "input_size", "dtype")}
     assert {k: got[k] for k in want} == want and got["backward"] == "unrolled" and got["budget"] == 2

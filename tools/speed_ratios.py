@@ -114,22 +114,6 @@ def problem_of(case: Case) -> fpbench.Problem:
     return fpbench.make_problem(spec)
 
 
-def exact_states(problem: fpbench.Problem) -> np.ndarray:
-    """The float64 states, computed once per problem and kept in a temporary folder for the
-    other workers of the same point (the NumPy recurrence takes seconds at T = 65536)."""
-    s = problem.spec
-    path = os.path.join(
-        tempfile.gettempdir(),
-        f"fpbench-exact-{s.cell}-T{s.seq_len}-B{s.batch}-H{s.hidden_size}-I{s.input_size}-{s.seed}.npy",
-    )
-    if os.path.exists(path):
-        return np.load(path)
-    exact = fpbench.reference_states(problem)
-    np.save(path + ".tmp.npy", exact)
-    os.replace(path + ".tmp.npy", path)
-    return exact
-
-
 def cached(key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """``compute()``, a dict of arrays from the NumPy reference, kept in a temporary folder
     under a hash of ``key`` for the other workers of the same point (every worker checks its
@@ -143,6 +127,12 @@ def cached(key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, 
     np.savez(path + ".tmp.npz", **out)
     os.replace(path + ".tmp.npz", path)
     return out
+
+
+def exact_states(problem: fpbench.Problem) -> np.ndarray:
+    """The float64 states ``(T, B, S)``, computed once per problem (:func:`cached`: the NumPy
+    recurrence takes seconds at T = 65536)."""
+    return cached(f"exact-{problem.spec}", lambda: {"states": fpbench.reference_states(problem)})["states"]
 
 
 def callable_of(case: Case):
@@ -433,28 +423,21 @@ def table(title: str, header: str, rows: list[tuple[str, Case, Case]], args: arg
             print(f"{label:28s} {ta * 1e3:10.3f} {tb * 1e3:10.3f} {ta / tb:7.2f}")
 
 
-def main() -> None:
+TABLES = tuple(
+    "floor numba-torch threads grad-bptt newton-backward unrolled against chunked numba-layer".split()
+)
+"""The tables, by the name ``--only`` picks: 1 to 6, the other checkout's, 8 and 9."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line (the module docstring describes the tables)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3, help="workers per side of a ratio")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per worker")
     parser.add_argument("--seq-len", type=int, default=4096)
-    parser.add_argument(
-        "--only",
-        choices=[
-            "floor",
-            "numba-torch",
-            "threads",
-            "grad-bptt",
-            "newton-backward",
-            "unrolled",
-            "against",
-            "chunked",
-            "numba-layer",
-        ],
-        default=None,
-    )
+    parser.add_argument("--only", choices=TABLES, default=None, help="one table only")
     parser.add_argument(
         "--chunked-seq-lens",
         default="4096,16384,65536",
@@ -465,6 +448,112 @@ def main() -> None:
     parser.add_argument("--backends", default="torch,jax,numba", help="backends of the floor table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-many", help=argparse.SUPPRESS)
+    return parser
+
+
+def floor_table(args: argparse.Namespace, available: dict, T: int, k: int) -> None:
+    """Table 1: one Jacobi iteration against the iteration floor, per backend, cell and H."""
+    rows = []
+    for name in args.backends.split(","):
+        if name not in available:
+            print(f"{name}: unavailable, skipped")
+            continue
+        for cell in ("elman", "gru"):
+            for hidden in (64, 128):
+                solve = Case(f"{name}:cpu", "solve", cell, hidden, T, "jacobi", k)
+                rows.append((f"{name} {cell} H={hidden}", solve, replace(solve, kind="floor")))
+    table(
+        f"1. one Jacobi iteration / iteration floor (T={T}, B=8, I=32, float32, k={k}); ms",
+        f"{'iteration':>10s} {'floor':>10s} {'ratio':>7s}",
+        rows,
+        args,
+    )
+
+
+def numba_vs_torch_nn(kind: str, T: int) -> list[tuple[str, Case, Case]]:
+    """Numba ``Sequential`` against torch's ``Native`` (``torch.nn``), per cell and H (tables 2 and 4)."""
+    return [
+        (f"{cell} H={hidden}", Case("numba:cpu", kind, cell, hidden, T, "sequential"),
+         Case("torch:cpu", kind, cell, hidden, T, "native"))
+        for cell in ("elman", "gru")
+        for hidden in (32, 64, 128)
+    ]  # fmt: skip
+
+
+def threads_table(args: argparse.Namespace, T: int) -> None:
+    """Table 3: Numba's parallel scans on one thread against two."""
+    rows = []
+    for solver, hidden in (("newton", 16), ("newton", 32), ("quasi_newton", 64)):
+        for cell in ("elman", "gru"):
+            one = Case("numba:cpu", "solve", cell, hidden, T, solver, 4, threads=1)
+            rows.append((f"{solver} {cell} H={hidden}", one, replace(one, threads=2)))
+    table(
+        f"3. numba scans, 1 thread / 2 threads (T={T}, B=8, I=32, float32, 4 iterations); ms",
+        f"{'1 thread':>10s} {'2 threads':>10s} {'ratio':>7s}",
+        rows,
+        args,
+    )
+
+
+def newton_backward_table(args: argparse.Namespace, available: dict, T: int) -> None:
+    """Table 5: Newton's implicit backward to tolerance against its forward, per backend."""
+    print(f"\n5. Newton (tol) implicit backward / its forward (T={T}, B=8, I=32, float32); ms")
+    print(f"{'':28s} {'fwd+bwd':>10s} {'forward':>10s} {'bwd/fwd':>7s}")
+    for name in args.backends.split(","):
+        if name not in available:
+            continue
+        for cell, hidden in (("elman", 16), ("gru", 16), ("gru", 32)):
+            grad = Case(f"{name}:cpu", "grad", cell, hidden, T, "newton", max_iters=T, tol=1e-4)
+            tg, tf = measure([grad, replace(grad, kind="solve")], args.rounds, args.repeats)
+            label = f"{name} {cell} H={hidden}"
+            if isinstance(tg, str):
+                print(f"{label:28s} {tg}")
+            else:
+                print(f"{label:28s} {tg * 1e3:10.3f} {tf * 1e3:10.3f} {(tg - tf) / tf:7.2f}")
+
+
+def unrolled_table(args: argparse.Namespace, available: dict, T: int) -> None:
+    """Table 6: the unrolled gradient against the implicit one, to tolerance, per backend and solver."""
+    rows = []
+    for name in args.backends.split(","):
+        if name not in available:
+            continue
+        # autograd through ELK's smoother to tolerance runs for minutes (torch, T = 1024)
+        damped = ("elk", "quasi_elk") if name == "numba" else ()
+        for solver in ("newton", "quasi_newton", *damped):
+            grad = Case(
+                f"{name}:cpu", "grad", "gru", 16, T, solver, max_iters=T, tol=1e-4, backward="unrolled"
+            )
+            rows.append((f"{name} gru {solver} H=16", grad, replace(grad, backward="implicit")))
+    table(
+        f"6. unrolled / implicit gradient, both passes, to tol 1e-4 (T={T}, B=8, I=32, float32); ms",
+        f"{'unrolled':>10s} {'implicit':>10s} {'ratio':>7s}",
+        rows,
+        args,
+    )
+
+
+def numba_layer_table(args: argparse.Namespace, T: int) -> None:
+    """Table 9: Numba's workqueue threading layer against OpenMP, per solver and batch."""
+    rows = []
+    for batch in (1, 16):
+        for solver, k, tol in (("sequential", None, None), ("jacobi", 64, 1e-5), ("newton", 64, 1e-5),
+                               ("quasi_newton", 64, 1e-5)):  # fmt: skip
+            wq = Case("numba:cpu", "solve", "gru", 16, T, solver, k, tol=tol, batch=batch, layer="workqueue")
+            rows.append((f"{solver} B={batch}", wq, replace(wq, layer="omp")))
+        chunked = Case("numba:cpu", "solve", "gru", 16, T, "chunked", 1, batch=batch, chunks=8, overlap=64)
+        label = f"chunked(8,64,k=1) B={batch}"
+        rows.append((label, replace(chunked, layer="workqueue"), replace(chunked, layer="omp")))
+    table(
+        f"9. numba, workqueue / omp threading layer (GRU, T={T}, H=16, I=32, float32, to tol 1e-5); ms",
+        f"{'workqueue':>10s} {'omp':>10s} {'ratio':>7s}",
+        rows,
+        args,
+    )
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
     if args.only == "against" and not args.against:
         parser.error("--only against needs --against DIR")
@@ -480,119 +569,33 @@ def main() -> None:
     T, k = args.seq_len, 16
     available = fpbench.available_backends()
     if args.only in (None, "floor"):
-        rows = []
-        for name in args.backends.split(","):
-            if name not in available:
-                print(f"{name}: unavailable, skipped")
-                continue
-            for cell in ("elman", "gru"):
-                for hidden in (64, 128):
-                    solve = Case(f"{name}:cpu", "solve", cell, hidden, T, "jacobi", k)
-                    rows.append((f"{name} {cell} H={hidden}", solve, replace(solve, kind="floor")))
-        table(
-            f"1. one Jacobi iteration / iteration floor (T={T}, B=8, I=32, float32, k={k}); ms",
-            f"{'iteration':>10s} {'floor':>10s} {'ratio':>7s}",
-            rows,
-            args,
-        )
-
-    def numba_vs_torch_nn(kind: str) -> list[tuple[str, Case, Case]]:
-        """Numba ``Sequential`` against torch's ``Native`` (``torch.nn``), per cell and H."""
-        return [
-            (f"{cell} H={hidden}", Case("numba:cpu", kind, cell, hidden, T, "sequential"),
-             Case("torch:cpu", kind, cell, hidden, T, "native"))
-            for cell in ("elman", "gru")
-            for hidden in (32, 64, 128)
-        ]  # fmt: skip
-
+        floor_table(args, available, T, k)
     if args.only in (None, "numba-torch") and {"numba", "torch"} <= set(available):
         table(
             f"2. numba sequential / torch.nn native, CPU (T={T}, B=8, I=32, float32); ms",
             f"{'numba':>10s} {'torch.nn':>10s} {'ratio':>7s}",
-            numba_vs_torch_nn("solve"),
+            numba_vs_torch_nn("solve", T),
             args,
         )
     if args.only in (None, "threads") and "numba" in available:
-        rows = []
-        for solver, hidden in (("newton", 16), ("newton", 32), ("quasi_newton", 64)):
-            for cell in ("elman", "gru"):
-                one = Case("numba:cpu", "solve", cell, hidden, T, solver, 4, threads=1)
-                rows.append((f"{solver} {cell} H={hidden}", one, replace(one, threads=2)))
-        table(
-            f"3. numba scans, 1 thread / 2 threads (T={T}, B=8, I=32, float32, 4 iterations); ms",
-            f"{'1 thread':>10s} {'2 threads':>10s} {'ratio':>7s}",
-            rows,
-            args,
-        )
-
+        threads_table(args, T)
     if args.only in (None, "grad-bptt") and {"numba", "torch"} <= set(available):
         table(
             f"4. numba BPTT / torch autograd through torch.nn, both passes (T={T}, B=8, I=32, float32); ms",
             f"{'numba':>10s} {'torch.nn':>10s} {'ratio':>7s}",
-            numba_vs_torch_nn("grad"),
+            numba_vs_torch_nn("grad", T),
             args,
         )
     if args.only in (None, "newton-backward"):
-        print(f"\n5. Newton (tol) implicit backward / its forward (T={T}, B=8, I=32, float32); ms")
-        print(f"{'':28s} {'fwd+bwd':>10s} {'forward':>10s} {'bwd/fwd':>7s}")
-        for name in args.backends.split(","):
-            if name not in available:
-                continue
-            for cell, hidden in (("elman", 16), ("gru", 16), ("gru", 32)):
-                grad = Case(f"{name}:cpu", "grad", cell, hidden, T, "newton", max_iters=T, tol=1e-4)
-                tg, tf = measure([grad, replace(grad, kind="solve")], args.rounds, args.repeats)
-                label = f"{name} {cell} H={hidden}"
-                if isinstance(tg, str):
-                    print(f"{label:28s} {tg}")
-                else:
-                    print(f"{label:28s} {tg * 1e3:10.3f} {tf * 1e3:10.3f} {(tg - tf) / tf:7.2f}")
+        newton_backward_table(args, available, T)
     if args.only in (None, "unrolled"):
-        rows = []
-        for name in args.backends.split(","):
-            if name not in available:
-                continue
-            # autograd through ELK's smoother to tolerance runs for minutes (torch, T = 1024)
-            damped = ("elk", "quasi_elk") if name == "numba" else ()
-            for solver in ("newton", "quasi_newton", *damped):
-                grad = Case(
-                    f"{name}:cpu", "grad", "gru", 16, T, solver, max_iters=T, tol=1e-4, backward="unrolled"
-                )
-                rows.append((f"{name} gru {solver} H=16", grad, replace(grad, backward="implicit")))
-        table(
-            f"6. unrolled / implicit gradient, both passes, to tol 1e-4 (T={T}, B=8, I=32, float32); ms",
-            f"{'unrolled':>10s} {'implicit':>10s} {'ratio':>7s}",
-            rows,
-            args,
-        )
+        unrolled_table(args, available, T)
     if args.against and args.only in (None, "against"):
         against_table(args, available)
     if args.only in (None, "chunked"):
         chunked_table([int(t) for t in args.chunked_seq_lens.split(",")], args)
     if args.only in (None, "numba-layer") and "numba" in available:
-        rows = []
-        for batch in (1, 16):
-            for solver, k, tol in (("sequential", None, None), ("jacobi", 64, 1e-5), ("newton", 64, 1e-5),
-                                   ("quasi_newton", 64, 1e-5)):  # fmt: skip
-                wq = Case(
-                    "numba:cpu", "solve", "gru", 16, T, solver, k, tol=tol, batch=batch, layer="workqueue"
-                )
-                rows.append((f"{solver} B={batch}", wq, replace(wq, layer="omp")))
-            chunked = Case(
-                "numba:cpu", "solve", "gru", 16, T, "chunked", 1, batch=batch, chunks=8, overlap=64
-            )
-            rows.append(
-                (
-                    f"chunked(8,64,k=1) B={batch}",
-                    replace(chunked, layer="workqueue"),
-                    replace(chunked, layer="omp"),
-                )
-            )
-        table(
-            f"9. numba, workqueue / omp threading layer (GRU, T={T}, H=16, I=32, float32, to tol 1e-5); ms",
-            f"{'workqueue':>10s} {'omp':>10s} {'ratio':>7s}",
-            rows,
-            args,
-        )
+        numba_layer_table(args, T)
 
 
 if __name__ == "__main__":

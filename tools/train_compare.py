@@ -318,7 +318,8 @@ def write_k_figure(runs: list[Run], spec: fpbench.RNNSpec, path: Path) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line (the module docstring describes the comparison)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", action="append", help="teacher, digits, text (repeatable; default teacher)")
     p.add_argument("--backend", default="numpy")
@@ -349,6 +350,76 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curves", type=Path, default=None, help="CSV of every loss curve (overwritten)")
     p.add_argument("--figure", type=Path, default=None, help="PNG: loss vs step and vs seconds")
     p.add_argument("--k-figure", type=Path, default=None, help="PNG (text): final losses against k")
+    return p
+
+
+def task_spec(task: str, args: argparse.Namespace) -> fpbench.RNNSpec:
+    """The spec of ``task`` from the command line: digits fixes T and I by its layout, text
+    fixes I to its vocabulary."""
+    if task == "digits":
+        T, I = (8, 8) if args.digits_layout == "rows" else (64, 1)
+    elif task == "text":
+        T, I = args.seq_len, TEXT_VOCAB
+    else:
+        T, I = args.seq_len, args.input_size
+    return fpbench.RNNSpec(
+        cell=args.cell,
+        input_size=I,
+        hidden_size=args.hidden,
+        seq_len=T,
+        batch=args.batch,
+        dtype=args.dtype,
+        contraction=args.contraction,
+        seed=0,
+    )
+
+
+def stated_loss(bptt: fpbench.TrainResult, args: argparse.Namespace, window: int) -> tuple[float, str]:
+    """The loss every method is timed to, and what it is: ``--target-loss``, or BPTT's
+    trailing-mean training loss after the ``--target-at`` share of the steps."""
+    if args.target_loss is not None:
+        return args.target_loss, "given"
+    at = max(1, round(args.target_at * args.steps))
+    return float(
+        trailing_mean(bptt.losses, window)[at - 1]
+    ), f"BPTT's training loss at step {at} of {args.steps}"
+
+
+def section_head(
+    task: str, spec: fpbench.RNNSpec, bptt: fpbench.TrainResult, args: argparse.Namespace
+) -> str:
+    """The heading and settings line of one task's section."""
+    return (
+        f"## Task `{task}`: {bptt.task_description}\n\n"
+        f"`{spec.cell}`, T = {spec.seq_len}, I = {spec.input_size}, H = {spec.hidden_size}, "
+        f"B = {spec.batch}, {spec.dtype}, ρ = {spec.contraction:g}; "
+        f"backend `{bptt.backend}:{bptt.device}`; "
+        f"{args.steps} Adam steps, lr = {args.lr:g}; implicit methods to tol = {args.tol:g}. "
+        f"Losses: {bptt.loss_unit}."
+    )
+
+
+def intro(argv: list[str] | None, seconds: float) -> list[str]:
+    """The report's opening lines: the command, the machine, and how to read the tables."""
+    return [
+        "# Training: methods compared on one task and budget of steps",
+        "",
+        f"Made by `python tools/train_compare.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"on this machine ({os.cpu_count()} CPU cores, {platform.machine()}, "
+        f"Python {platform.python_version()}, fpbench {fpbench.__version__}) in {seconds:.0f} s.",
+        "",
+        "How to read it: *steps to loss* and *seconds to loss* count the steps, and the timed seconds "
+        '(gradient run forward + backward, readout, Adam update; README "Training"), until the training '
+        "loss first reaches the stated loss; *vs BPTT* divides by BPTT's (below 1: faster than BPTT; "
+        "*not reached*: never within the budget). *gap* = eval loss (the trained model under the exact "
+        "sequential recurrence) − final train loss (under the method it was trained with): Wang & Ragni's "
+        "train/inference consistency; near 0 for exact methods, the truncated models' price otherwise.",
+        "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",") if k.strip()]
     tasks = args.task or ["teacher"]
@@ -362,22 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.curves is not None and args.curves.exists():
         args.curves.unlink()
     for task in tasks:
-        if task == "digits":
-            T, I = (8, 8) if args.digits_layout == "rows" else (64, 1)
-        elif task == "text":
-            T, I = args.seq_len, TEXT_VOCAB
-        else:
-            T, I = args.seq_len, args.input_size
-        spec = fpbench.RNNSpec(
-            cell=args.cell,
-            input_size=I,
-            hidden_size=args.hidden,
-            seq_len=T,
-            batch=args.batch,
-            dtype=args.dtype,
-            contraction=args.contraction,
-            seed=0,
-        )
+        spec = task_spec(task, args)
         print(f"{task}: {spec}", file=sys.stderr)
         runs = run_all(
             spec, args.backend, args.steps, task, args.lr, args.seed, ks, args.tol,
@@ -388,21 +444,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fpbench: error: BPTT did not run: {runs[0].error}", file=sys.stderr)
             return 2
         window = 1 if task == "teacher" else args.smooth  # teacher: one full batch, no noise
-        if args.target_loss is not None:
-            target, note = args.target_loss, "given"
-        else:
-            at = max(1, round(args.target_at * args.steps))
-            target = float(trailing_mean(bptt.losses, window)[at - 1])
-            note = f"BPTT's training loss at step {at} of {args.steps}"
-        head = (
-            f"## Task `{task}`: {bptt.task_description}\n\n"
-            f"`{spec.cell}`, T = {spec.seq_len}, I = {spec.input_size}, H = {spec.hidden_size}, "
-            f"B = {spec.batch}, {spec.dtype}, ρ = {spec.contraction:g}; "
-            f"backend `{bptt.backend}:{bptt.device}`; "
-            f"{args.steps} Adam steps, lr = {args.lr:g}; implicit methods to tol = {args.tol:g}. "
-            f"Losses: {bptt.loss_unit}."
-        )
-        sections.append(markdown(runs, target, note, head, window))
+        target, note = stated_loss(bptt, args, window)
+        sections.append(markdown(runs, target, note, section_head(task, spec, bptt, args), window))
         figure_rows.append(
             (f"{task} ({spec.cell}, T={spec.seq_len}, H={spec.hidden_size})", runs, target, window)
         )
@@ -410,23 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             k_figures.append((runs, spec))
         if args.curves is not None:
             write_curves(runs, args.curves, task)
-    total = time.perf_counter() - started
-    intro = [
-        "# Training: methods compared on one task and budget of steps",
-        "",
-        f"Made by `python tools/train_compare.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"on this machine ({os.cpu_count()} CPU cores, {platform.machine()}, "
-        f"Python {platform.python_version()}, fpbench {fpbench.__version__}) in {total:.0f} s.",
-        "",
-        "How to read it: *steps to loss* and *seconds to loss* count the steps, and the timed seconds "
-        '(gradient run forward + backward, readout, Adam update; README "Training"), until the training '
-        "loss first reaches the stated loss; *vs BPTT* divides by BPTT's (below 1: faster than BPTT; "
-        "*not reached*: never within the budget). *gap* = eval loss (the trained model under the exact "
-        "sequential recurrence) − final train loss (under the method it was trained with): Wang & Ragni's "
-        "train/inference consistency; near 0 for exact methods, the truncated models' price otherwise.",
-        "",
-    ]
-    text = "\n".join(intro) + "\n" + "\n".join(sections)
+    text = "\n".join(intro(argv, time.perf_counter() - started)) + "\n" + "\n".join(sections)
     if args.figure is not None and write_figure(figure_rows, args.figure):
         rel = os.path.relpath(args.figure, args.out.parent) if args.out else args.figure
         text += f"\n![loss against step and against timed seconds, per method]({rel})\n"

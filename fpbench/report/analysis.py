@@ -56,6 +56,11 @@ def with_labels(df: pd.DataFrame, extra: tuple[str, ...] = ("max_iters",)) -> pd
     return out
 
 
+def suite_rows(frame: pd.DataFrame, group: str, metric: str, extra: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of one suite's (``group``'s) ``metric``, labelled by :func:`with_labels`."""
+    return with_labels(frame[frame["group"].eq(group) & frame["metric"].eq(metric)], extra)
+
+
 def solve_rows(
     frame: pd.DataFrame, metric: str = "time_solve", groups: tuple[str, ...] = SOLVE_GROUPS
 ) -> pd.DataFrame:

@@ -13,7 +13,7 @@ command line with four changes:
   asv prints a finished benchmark's, so the sweep's log holds their gate lines, and a
   combination not run is given the reason :data:`NOT_RUN`.
 - A second signal while it saves is ignored, so the save completes (the sweep kills asv
-  outright when it must: :class:`.sweep.Stop`).
+  outright when it must: :class:`.sweep_stop.Stop`).
 - asv's JSON files (results, ``benchmarks.json``, ``machine.json``) are written to a
   temporary file in the same folder and moved over the old one (``os.replace``), so no
   reader ever sees half a file and a stop while writing leaves the old file whole.

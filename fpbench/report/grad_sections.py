@@ -2,7 +2,7 @@
 ``benchmarks/bench_train.py``).
 
 :func:`grad_sections` returns the sections in report order; ``build_report`` adds them with
-``*grad_sections(frame, figs)`` (its ``_Figures`` saves the figures):
+``*grad_sections(frame, figs)`` (its :class:`~.figure_files.FigureFiles` saves the figures):
 
 - backward (forward + backward) time against T and against H, per backend, solver and
   backward mode;

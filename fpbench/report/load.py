@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import grids
+from .. import grids, suite_problems
 from ..cells import CELLS
 from ..solvers import SOLVERS
 from .store import (
@@ -53,7 +53,7 @@ PARAM_COLUMNS = (
 
 PROBLEM_EXTRA_COLUMNS = ("input_size", "dtype")
 """The problem's settings no suite sweeps as an asv parameter: every row gets them, with the
-rest of its whole problem, from :func:`fpbench.grids.suite_problem` (:func:`fill_problem`)."""
+rest of its whole problem, from :func:`fpbench.suite_problems.suite_problem` (:func:`fill_problem`)."""
 
 COLUMNS = (
     "machine",
@@ -260,16 +260,16 @@ def _missing(value: Any) -> bool:
 def fill_problem(frame: pd.DataFrame) -> pd.DataFrame:
     """Every row with its whole problem (cell, T, H, B, I, dtype, rho), its solver and budget:
     what its asv parameters leave out, the suite held fixed, and
-    :func:`fpbench.grids.suite_problem` gives it from the run's named grid (``grid``) and the
+    :func:`fpbench.suite_problems.suite_problem` gives it from the run's named grid (``grid``) and the
     suite (``group``). A value the row has is kept; a row of an unknown grid or suite, or of
     a suite that solves nothing (``Settings``), keeps its gaps."""
     frame = frame.copy()
-    for column in (*grids.PROBLEM_COLUMNS, "grid", "group"):
+    for column in (*suite_problems.PROBLEM_COLUMNS, "grid", "group"):
         if column not in frame:
             frame[column] = None
-    params = [c for c in grids.PROBLEM_COLUMNS if c in PARAM_COLUMNS] + ["method", "shards"]
+    params = [c for c in suite_problems.PROBLEM_COLUMNS if c in PARAM_COLUMNS] + ["method", "shards"]
     found: dict[tuple, dict[str, Any]] = {}
-    filled: dict[str, list[Any]] = {c: frame[c].tolist() for c in grids.PROBLEM_COLUMNS}
+    filled: dict[str, list[Any]] = {c: frame[c].tolist() for c in suite_problems.PROBLEM_COLUMNS}
     for i, row in enumerate(frame[["grid", "group", *params]].itertuples(index=False, name=None)):
         grid, group, values = row[0], row[1], row[2:]
         if not isinstance(grid, str) or not isinstance(group, str):
@@ -277,7 +277,7 @@ def fill_problem(frame: pd.DataFrame) -> pd.DataFrame:
         key = (grid, group, *values)
         if key not in found:
             given = {c: v for c, v in zip(params, values, strict=True) if not _missing(v)}
-            found[key] = grids.suite_problem(grid, group, given)
+            found[key] = suite_problems.suite_problem(grid, group, given)
         for column, value in found[key].items():
             if _missing(filled[column][i]):
                 filled[column][i] = value
@@ -333,71 +333,118 @@ def load_results(
         ReportError: a result file, or ``benchmarks.json``, cannot be read (names the file),
             or a sweep record beside the results cannot be read.
     """
-    from asv.util import load_json
-
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ResultsNotFound(f"no asv results directory at {results_dir}")
-    bench_file = results_dir / "benchmarks.json"
-    try:
-        benchmarks = load_json(str(bench_file), api_version=2) if bench_file.is_file() else {}
-    except Exception as e:
-        raise ReportError(f"cannot read {bench_file}: {e}") from e
-
-    rows: list[dict] = []
-    described: dict[str, dict[str, Any]] = {}
-    sweeps: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    curves: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str]] = []
-    seen_machines: set[str] = set()
-    runs: dict[tuple[str, str, str], Path] = {}
+    found = _Found(machines, skip_unreadable, _benchmarks_json(results_dir))
     files = _result_files(results_dir)
     if not files:
         raise ResultsNotFound(f"no asv results in {results_dir} (run `fpbench sweep` first)")
     for path in files:
+        found.add(path)
+    unknown = sorted(set(machines or ()) - found.seen_machines)
+    if unknown:
+        raise ResultsNotFound(
+            f"no asv results in {results_dir} for machine(s) {', '.join(unknown)}; "
+            f"machines with results there: {', '.join(sorted(found.seen_machines)) or 'none'}"
+        )
+    if not found.rows:
+        raise ResultsNotFound(f"no readable asv results in {results_dir}")
+
+    frame = _frame(found.rows, all_commits)
+    kept = set(zip(frame["machine"], frame["commit"], strict=True))
+    return ResultSet(
+        frame=frame,
+        machines={m: d for m, d in found.described.items() if m in frame["machine"].unique()},
+        sweeps={k: v for k, v in found.sweeps.items() if k in kept},
+        results_dir=results_dir,
+        skipped=found.skipped,
+        curves=curve_frame([c for c in found.curves if (c["machine"], c["commit"]) in kept]),
+    )
+
+
+def _benchmarks_json(results_dir: Path) -> dict[str, Any]:
+    """asv's ``benchmarks.json`` of ``results_dir`` (what each benchmark's parameters are), or
+    ``{}`` where there is none.
+
+    Raises:
+        ReportError: it cannot be read (names the file).
+    """
+    from asv.util import load_json
+
+    bench_file = results_dir / "benchmarks.json"
+    try:
+        return load_json(str(bench_file), api_version=2) if bench_file.is_file() else {}
+    except Exception as e:
+        raise ReportError(f"cannot read {bench_file}: {e}") from e
+
+
+@dataclass
+class _Found:
+    """What :func:`load_results` has read so far, file by file (:meth:`add`): the rows, and per
+    machine and run what the report shows beside them."""
+
+    machines: list[str] | None
+    skip_unreadable: bool
+    benchmarks: dict[str, Any]
+    rows: list[dict] = field(default_factory=list)
+    described: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweeps: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seen_machines: set[str] = field(default_factory=set)
+    runs: dict[tuple[str, str, str], Path] = field(default_factory=dict)
+
+    def add(self, path: Path) -> None:
+        """Read the result file ``path``, with the sweep's files beside it; skip it (and say
+        why in :attr:`skipped`) when it is not a regular file, a duplicate of a run already
+        read, or (with :attr:`skip_unreadable`) cannot be read; leave out another machine's.
+
+        Raises:
+            ReportError: the file cannot be read and :attr:`skip_unreadable` is off.
+        """
         if not path.is_file():
-            skipped.append((str(path), "not a regular file: skipped, never opened"))
-            continue
+            self.skipped.append((str(path), "not a regular file: skipped, never opened"))
+            return
         try:
             result = _load_result(path)
         except ReportError as e:
-            if not skip_unreadable:
+            if not self.skip_unreadable:
                 raise
-            skipped.append((str(path), str(e).split(": ", 1)[-1]))
-            continue
+            self.skipped.append((str(path), str(e).split(": ", 1)[-1]))
+            return
         machine = str(result.params.get("machine", "unknown"))
-        seen_machines.add(machine)
-        if machines and machine not in machines:
-            continue
+        self.seen_machines.add(machine)
+        if self.machines and machine not in self.machines:
+            return
         commit = str(result.commit_hash)
         run = (machine, commit, str(result.env_name))
-        if run in runs:
-            skipped.append((str(path), f"a duplicate of {runs[run]} (same machine, commit and environment)"))
-            continue
-        runs[run] = path
-        described[machine] = {k: v for k, v in result.params.items() if k != "machine"}
+        if run in self.runs:
+            self.skipped.append(
+                (str(path), f"a duplicate of {self.runs[run]} (same machine, commit and environment)")
+            )
+            return
+        self.runs[run] = path
+        self.described[machine] = {k: v for k, v in result.params.items() if k != "machine"}
         reasons, gates, records = _sidecars(path.parent, commit)
-        sweeps[(machine, commit)] = records
-        curves += [
+        self.sweeps[(machine, commit)] = records
+        self.curves += [
             {**c, "machine": machine, "commit": commit}
             for c in read_curves(path.parent / SIDE_CURVES.format(commit=commit[:8]))
         ]
         settings = _settings(result.env_vars, records)
         date = pd.to_datetime(result.date, unit="ms") if result.date else pd.NaT
         for key in result.get_all_result_keys():
-            for row in _rows_of(result, key, benchmarks.get(key, {}), reasons, gates, settings):
+            for row in _rows_of(result, key, self.benchmarks.get(key, {}), reasons, gates, settings):
                 row.update(machine=machine, commit=commit, date=date)
                 row["_started"] = result.started_at.get(key) or 0
-                rows.append(row)
-    unknown = sorted(set(machines or ()) - seen_machines)
-    if unknown:
-        raise ResultsNotFound(
-            f"no asv results in {results_dir} for machine(s) {', '.join(unknown)}; "
-            f"machines with results there: {', '.join(sorted(seen_machines)) or 'none'}"
-        )
-    if not rows:
-        raise ResultsNotFound(f"no readable asv results in {results_dir}")
+                self.rows.append(row)
 
+
+def _frame(rows: list[dict], all_commits: bool) -> pd.DataFrame:
+    """The tidy frame of ``rows`` (:data:`COLUMNS`): each machine's newest commit only (by
+    commit date, then by when it was benchmarked) unless ``all_commits``, the target split
+    into backend and device, the whole problem filled in (:func:`fill_problem`), sorted."""
     frame = pd.DataFrame(rows)
     if not all_commits:
         newest = (
@@ -412,18 +459,8 @@ def load_results(
     frame["backend"] = split[0].where(split[0] != "", None)
     frame["device"] = split[2].where(split[2] != "", None)
     frame = fill_problem(frame).drop(columns="_started").reindex(columns=list(COLUMNS))
-    frame = frame.sort_values(["machine", "commit", "benchmark", "params"], kind="stable").reset_index(
+    return frame.sort_values(["machine", "commit", "benchmark", "params"], kind="stable").reset_index(
         drop=True
-    )
-    kept = set(zip(frame["machine"], frame["commit"], strict=True))
-    curves = [c for c in curves if (c["machine"], c["commit"]) in kept]
-    return ResultSet(
-        frame=frame,
-        machines={m: d for m, d in described.items() if m in frame["machine"].unique()},
-        sweeps={k: v for k, v in sweeps.items() if k in kept},
-        results_dir=results_dir,
-        skipped=skipped,
-        curves=curve_frame(curves),
     )
 
 
