@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 report: setup
 	$(VENV)/bin/fpbench sweep --grid $(GRID)

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-import fpbench
-from fpbench.registry import parse_target, selected_targets
+# Under pytest-xdist (`make test`: a worker per core) the workers share the cores: each
+# worker's backends take their share of threads, unless FPBENCH_THREADS says otherwise.
+# Set before any backend starts (they read it when a solve is prepared).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "FPBENCH_THREADS" not in os.environ:
+    os.environ["FPBENCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
+import fpbench  # noqa: E402
+from fpbench.registry import parse_target, selected_targets  # noqa: E402
 
 try:  # a typo in FPBENCH_BACKENDS stops the run with the valid names, never an all-skip run
     TARGETS = [t for t in selected_targets() if not t.startswith("numpy:")]
