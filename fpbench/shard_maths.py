@@ -14,6 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from backends.shared import Recurrent, adjoint
+from backends.shared.linear import compose
+
 from .cells import Cell
 from .sharding import ShardPlan
 
@@ -62,16 +65,6 @@ class Comm(Protocol):
 def _apply(xp: Any, A: Array, v: Array, full: bool) -> Array:
     """``A v`` for full ``A (..., S, S)`` or diagonal ``A (..., S)``, broadcasting."""
     return xp.matmul(A, v[..., None])[..., 0] if full else A * v
-
-
-def _compose(xp: Any, full: bool) -> Callable:
-    """``(A1, b1) then (A2, b2) = (A2 A1, A2 b1 + b2)``, full or diagonal ``A``."""
-
-    def compose(earlier, later):
-        (A1, b1), (A2, b2) = earlier, later
-        return (xp.matmul(A2, A1) if full else A2 * A1), _apply(xp, A2, b1, full) + b2
-
-    return compose
 
 
 def linear_update(
@@ -125,7 +118,7 @@ def linear_solve(comm: Comm, A: Array, b: Array, carry: Array, full: bool, rever
     xp = comm.xp
     if reverse:
         A, b = xp.flip(A, (0,)), xp.flip(b, (0,))
-    PA, Pb = comm.scan(_compose(xp, full), (A, b))
+    PA, Pb = comm.scan(compose(xp, full), (A, b))
     GA, Gb = comm.all_gather(PA[-1]), comm.all_gather(Pb[-1])
     carries: list[Any] = [None] * comm.shards
     for q in reversed(range(comm.shards)) if reverse else range(comm.shards):  # the scan over shards
@@ -157,12 +150,9 @@ def newton_adjoint(
 
 def _vjp(cell: Cell, params: dict[str, Array], prev: Array, gi: Array, lam: Array, xp: Any):
     """The VJP of the steps ``f(prev, gi)`` for the cotangent ``lam`` on their outputs:
-    ``(J^T lam (..., S), dgi (..., gH), dgh (..., gH))``."""
-    H = params["weight_hh"].shape[-1]
-    gh = xp.matmul(prev[..., :H], params["weight_hh"].T) + params["bias_hh"]
-    ds, dgi, dgh = cell.vjp_preact(xp, prev, gi, gh, lam)
-    back = ds + xp.concatenate([xp.matmul(dgh, params["weight_hh"]), xp.zeros_like(ds[..., H:])], -1)
-    return back, dgi, dgh
+    ``(J^T lam (..., S), dgi (..., gH), dgh (..., gH))`` (:func:`backends.shared.adjoint.vjp_steps`)."""
+    rec = Recurrent.of(xp, params["weight_hh"], params["bias_hh"])
+    return adjoint.vjp_steps(xp, cell, prev, gi, rec.hidden(xp, prev) + rec.b_hh, lam, rec)
 
 
 def param_products(
@@ -171,20 +161,10 @@ def param_products(
     """Everything from this shard's adjoint ``lam (L, B, S)`` at the previous states
     ``Sp (L, B, S)`` of its steps: ``(dparams summed over the shards, dx (L, B, I), ds0)``."""
     xp = comm.xp
-    H = params["weight_hh"].shape[-1]
-    dprev, dgi, dgh = _vjp(cell, params, Sp, gi, lam, xp)
-
-    def flat(a: Array) -> Array:
-        return a.reshape(-1, a.shape[-1])
-
-    dparams = {
-        "weight_ih": comm.sum(xp.matmul(flat(dgi).T, flat(x))),
-        "weight_hh": comm.sum(xp.matmul(flat(dgh).T, flat(Sp[..., :H]))),
-        "bias_ih": comm.sum(flat(dgi).sum(0)),
-        "bias_hh": comm.sum(flat(dgh).sum(0)),
-    }
-    ds0 = comm.sum(dprev[0] * ((comm.index() == 0) * 1.0))
-    return dparams, xp.matmul(dgi, params["weight_ih"]), ds0
+    rec = Recurrent.of(xp, params["weight_hh"], params["bias_hh"])
+    dparams, dx, ds0 = adjoint.param_products(xp, cell, Sp, x, gi, lam, rec, params["weight_ih"])
+    dparams = {name: comm.sum(v) for name, v in dparams.items()}
+    return dparams, dx, comm.sum(ds0 * ((comm.index() == 0) * 1.0))
 
 
 class _Reversed:

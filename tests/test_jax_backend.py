@@ -1,5 +1,7 @@
 """JAX-specific behaviour: x64 handling without global state, thread settings, the floor."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 from problems import spec
@@ -12,9 +14,10 @@ pytestmark = pytest.mark.backend("jax")
 
 jax = pytest.importorskip("jax")
 backend_module = pytest.importorskip("backends.jax.backend")
-from backends.jax import kalman, runtime  # noqa: E402  (after the skip: JAX is installed)
-from backends.jax.forward import _max_change  # noqa: E402
+from backends.jax import ops, runtime  # noqa: E402  (after the skip: JAX is installed)
 from backends.jax.grad import UNROLLED_CHECKPOINT_ABOVE, unrolled_chunks  # noqa: E402
+from backends.shared import linear  # noqa: E402
+from backends.shared.iteration import max_change  # noqa: E402
 
 
 @pytest.fixture
@@ -86,7 +89,8 @@ def test_parallel_kalman_smoother_matches_the_sequential_reference(full, damping
     A_dev = A.copy()
     A_dev[0] = 0.0
     with jax.enable_x64(True):
-        got = jax.jit(kalman._kalman_smoother, static_argnums=0)(full, A_dev, b_dev, y, damping)
+        smoother = jax.jit(partial(linear.kalman_smoother, ops.OPS), static_argnums=0)
+        got = smoother(full, A_dev, b_dev, y, damping)
         got = np.asarray(got)
     # 1e-7: these transitions grow the filter's covariances by orders of magnitude over T, so
     # the smoother's gains are ill-conditioned solves; float64 rounding differs by ~1e-8
@@ -173,7 +177,7 @@ def test_small_solves_match_numpy_and_pivot():
     A[0, 0, 0] = 0.0
     R = rng.normal(size=(3, 5, 4))
     with jax.enable_x64(True):
-        got = np.asarray(kalman._solve(jax.numpy.asarray(A), jax.numpy.asarray(R)))
+        got = np.asarray(ops._solve(jax.numpy.asarray(A), jax.numpy.asarray(R)))
     np.testing.assert_allclose(got, np.linalg.solve(A, R), rtol=1e-10, atol=1e-12)
 
 
@@ -267,7 +271,7 @@ def test_solve_gradient_is_the_solve_adjoint():
     A = np.eye(n) * 3 + rng.normal(size=(4, n, n))
     R, W = rng.normal(size=(4, n, r)), rng.normal(size=(4, n, r))
     with jax.enable_x64(True):
-        dA, dR = jax.grad(lambda A, R: (W * kalman._solve(A, R)).sum(), argnums=(0, 1))(A, R)
+        dA, dR = jax.grad(lambda A, R: (W * ops._solve(A, R)).sum(), argnums=(0, 1))(A, R)
     X = np.linalg.solve(A, R)
     R_bar = np.linalg.solve(np.swapaxes(A, -1, -2), W)
     np.testing.assert_allclose(dR, R_bar, rtol=1e-10)
@@ -281,7 +285,7 @@ def test_solve_backward_keeps_no_elimination_steps():
     n, r, batch = 16, 1, 256
     A = jax.numpy.eye(n, dtype="float32") + 0.01 * jax.numpy.ones((batch, n, n), "float32")
     R = jax.numpy.ones((batch, n, r), "float32")
-    grad = jax.jit(jax.grad(lambda A, R: kalman._solve(A, R).sum(), argnums=(0, 1)))
+    grad = jax.jit(jax.grad(lambda A, R: ops._solve(A, R).sum(), argnums=(0, 1)))
     temp = grad.lower(A, R).compile().memory_analysis().temp_size_in_bytes
     one_elimination = batch * n * (n + r) * 4
     assert temp < n // 2 * one_elimination, (temp, one_elimination)
@@ -289,14 +293,14 @@ def test_solve_backward_keeps_no_elimination_steps():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_max_change_is_exact_and_reports_a_nan_anywhere(dtype):
-    """``_max_change`` at a solve's size (where XLA's CPU ``max`` reduction drops NaNs): the
+    """``max_change`` in JAX at a solve's size (where XLA's CPU ``max`` reduction drops NaNs): the
     exact ``max |new - old|``, NaN for a NaN at any position of ``new``, non-finite for an
     infinity, from a finite ``old`` (every solver loop's invariant)."""
     rng = np.random.default_rng(0)
     new = rng.standard_normal((512, 8, 64)).astype(dtype)
     old = rng.standard_normal(new.shape).astype(dtype)
     with jax.enable_x64(dtype == "float64"):
-        change = jax.jit(_max_change)
+        change = jax.jit(partial(max_change, jax.numpy))
         assert change(new, old) == np.max(np.abs(new - old))
         for pos in [(0, 0, 0), (40, 1, 0), (300, 5, 17), (511, 7, 63)]:
             bad = new.copy()

@@ -4,9 +4,10 @@ One module per concern, each importing the one below it:
 
 - :mod:`.runtime`: XLA's threads and clients (on first use), the persistent compilation
   cache, compiling and keeping the programs;
-- :mod:`.maths`: the shared cells in ``jax.numpy`` at full precision, parameter layouts,
-  the structured Jacobian;
-- :mod:`.kalman`: affine compositions, the pivoting solve, ELK's Kalman filter and smoother;
+- :mod:`.maths`: ``jax.numpy`` at full precision (the shared cells run in it), the
+  parameters' layouts;
+- :mod:`.ops`: the primitives the shared solver algorithms (:mod:`backends.shared`) run
+  over: the pivoting solve with its own adjoint and ``lax.associative_scan``;
 - :mod:`.forward`: Sequential, Native and the iterative solvers under a ``while_loop``;
 - :mod:`.grad`: the backward passes (autodiff, unrolled, implicit);
 - :mod:`.chunked`: Chunked, forward and backward; :mod:`.sharded`: the solve over a mesh;

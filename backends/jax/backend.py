@@ -6,7 +6,8 @@ Every solver is one jitted XLA program, compiled ahead of time in ``prepare``
 on the real data, so ``run()`` is a single call of the compiled executable followed by
 ``block_until_ready``. The input projection ``gi = x W_ih^T + b_ih`` is computed once per
 solve inside that program, before any loop. The cell maths is not written here: every
-program evaluates the shared cells of :mod:`fpbench.cells` in :data:`backends.jax.maths.xp`,
+program evaluates the shared cells of :mod:`fpbench.cells` and the shared algorithms of
+:mod:`backends.shared` in :data:`backends.jax.maths.xp`,
 so every cell of :data:`fpbench.CELLS` runs here with no table of its own. The state is
 ``s`` of size ``S = parts * H`` (``[h, c]`` for lstm) and programs return the full states
 ``(T, B, S)``. Solvers are chosen by their traits: ``kind`` (``"sequential"`` /
@@ -42,7 +43,7 @@ from fpbench.spec import Problem, RNNSpec
 from . import chunked
 from .forward import _fixed_point, _native, _sequential, residual_slots
 from .grad import UNROLLED_LINEARISED_SCALE, _grad_autodiff, _grad_implicit, _grad_unrolled, unrolled_chunks
-from .maths import _cell_of, _mm, _weights, xp
+from .maths import _cell_of, _layouts, _mm, xp
 from .runtime import _CACHE_DIR, _compile, _device, _runtime_scalars, _start
 
 _BACKWARD_METHODS = {
@@ -137,7 +138,7 @@ class JaxBackend(Backend):
         fn = _program(_cell_of(spec.cell), solver, spec.seq_len)
         dev = _device(device)
         with jax.enable_x64(spec.dtype == "float64"):
-            args = jax.device_put((problem.x, problem.s0, _weights(problem)), dev)
+            args = jax.device_put((problem.x, problem.s0, _layouts(np, problem.params)), dev)
             if solver.iterative:
                 args = (*args, *_runtime_scalars(solver, spec, dev))
             run = _compile(fn, args, spec.dtype)

@@ -32,7 +32,7 @@ Gradients:
   time-reversed sequence (:func:`chunked_update` on reversed inputs: the overlap lies to the
   right and reruns restart from the right neighbour), whose step is the cell's VJP with the
   hidden preactivations of all steps precomputed, its residuals reported as the backward's;
-  then the parameter products of :func:`backends.jax.grad._param_products`.
+  then the parameter products of :func:`backends.shared.adjoint.param_products`.
 - unrolled: ``jax.vjp`` through the iterations that ran, the same update under
   :func:`backends.jax.grad._unrolled_iterate` (a scan with a done flag); the ``tol`` masks are
   comparisons, so the stopping decisions are not differentiated.
@@ -48,13 +48,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from backends.shared.adjoint import param_products, vjp_steps
+from backends.shared.iteration import later, max_change, shifted
 from fpbench.backend import GradOutput
 from fpbench.cells import Cell
 from fpbench.solvers import ChunkLayout
 
-from .forward import _iterate, _max_change, _native_step
-from .grad import _no_iterations, _param_products, _unrolled_iterate, _vjp_steps
-from .maths import _hidden_product, _input_projection, _later, _layouts
+from .forward import _iterate, _native_step
+from .grad import _no_iterations, _unrolled_iterate
+from .maths import _input_projection, _layouts, xp
 
 Step = Callable[[jax.Array, Any], jax.Array]
 """A recurrence step ``(u (N, S), inputs of one step: leaves (N, ...)) -> u (N, S)``."""
@@ -76,11 +78,12 @@ def _run(step: Step, u: jax.Array, xs: Any) -> jax.Array:
     return lax.scan(body, u, xs)[1]
 
 
-def _moved(new: jax.Array, old: jax.Array) -> jax.Array:
-    """Every window position's change ``max |new - old|`` over ``(B, S)``: ``(width, n, B, S)``
-    -> ``(width, n)``, NaN where ``new`` holds one (as :func:`backends.jax.forward._max_change`)."""
-    change = jnp.max(jnp.abs(new - old), axis=(2, 3))
-    return jnp.where(jnp.isnan(jnp.sum(new, axis=(2, 3))), jnp.nan, change)
+def _moved(new: jax.Array, old: jax.Array, axes: tuple[int, ...] = (2, 3)) -> jax.Array:
+    """Every window position's change ``max |new - old|`` over ``axes`` (``(B, S)``:
+    ``(width, n, B, S)`` -> ``(width, n)``), NaN where ``new`` holds one (as
+    :func:`backends.shared.iteration.max_change` over all axes)."""
+    change = jnp.max(jnp.abs(new - old), axis=axes)
+    return jnp.where(jnp.isnan(jnp.sum(new, axis=axes)), jnp.nan, change)
 
 
 def chunked_update(
@@ -127,7 +130,7 @@ def chunked_update(
     def update(state):
         U, i = state
         U_new = lax.cond(i == 0, warm, rerun, U) if reruns else warm(U)
-        return (U_new, i + 1), _max_change(U_new, U)
+        return (U_new, i + 1), max_change(jnp, U_new, U)
 
     T = lay.seq_len
     return update, (jnp.zeros((T, B, S), u0.dtype), jnp.int32(0))
@@ -149,14 +152,15 @@ def _adjoint(
     """The adjoint ``lam (T, B, S)`` at the states ``S`` by Chunked's iterations on the
     time-reversed recurrence ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` (``lam_{T-1} = g_{T-1}``),
     and their ``(residuals (cap,), k)``."""
-    gh = _hidden_product(S, w) + w["b_hh"]  # step t + 1's hidden preactivation, from S[t]
+    rec = w["rec"]
+    gh = rec.hidden(xp, S) + rec.b_hh  # step t + 1's hidden preactivation, from S[t]
     T, B = g.shape[:2]
     has_next = jnp.broadcast_to((jnp.arange(T) < T - 1)[:, None, None], (T, B, 1))
-    xs = (g, S, _later(gi), gh, has_next)  # step t + 1's inputs at t; none at T - 1
+    xs = (g, S, later(xp, gi), gh, has_next)  # step t + 1's inputs at t; none at T - 1
 
     def step(lam, inputs):
         g_t, prev, gi_next, gh_next, next_exists = inputs
-        back = _vjp_steps(cell, prev, gi_next, lam, w, gh_next)[0]  # J_{t+1}^T lam_{t+1}
+        back = vjp_steps(xp, cell, prev, gi_next, gh_next, lam, rec)[0]  # J_{t+1}^T lam_{t+1}
         return g_t + jnp.where(next_exists, back, 0.0)
 
     reverse = jax.tree_util.tree_map(lambda a: a[::-1], xs)
@@ -181,11 +185,12 @@ def grad_implicit(
 ):
     """The forward, then the chunked adjoint (:func:`_adjoint`) and the parameter products.
     Returns a :class:`~fpbench.backend.GradOutput`."""
-    w = _layouts(params)
+    w = _layouts(xp, params)
     S, res, k = fixed_point(cell, lay, reruns, stop_early, slots, x, s0, w, tol, damping, cap)
     gi = _input_projection(x, w)
     lam, res_b, k_b = _adjoint(cell, lay, reruns, stop_early, slots, S, s0, gi, w, tol, cap, g)
-    dparams, dx, ds0 = _param_products(cell, S, s0, x, gi, lam, w)
+    Sp = shifted(xp, S, s0)
+    dparams, dx, ds0 = param_products(xp, cell, Sp, x, gi, lam, w["rec"], params["weight_ih"])
     return GradOutput(S, res, k, dparams, dx, ds0, res_b, k_b)
 
 

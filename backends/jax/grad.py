@@ -33,23 +33,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from backends.shared import adjoint
+from backends.shared.iteration import shifted, stopped, update
 from fpbench.backend import GradOutput
 from fpbench.cells import Cell
 
-from .forward import _fixed_point, _iterate, _max_change, _update
-from .kalman import _compose_diag, _compose_full
-from .maths import (
-    _HIGHEST,
-    _diag_jacobian,
-    _full_jacobian,
-    _hidden_product,
-    _input_projection,
-    _later,
-    _layouts,
-    _mm,
-    _shifted,
-    xp,
-)
+from .forward import _fixed_point, _iterate
+from .maths import _input_projection, _layouts, xp
+from .ops import OPS
 
 if not getattr(GradOutput, "_fpbench_jax_pytree", False):  # the gradient programs return it
     jax.tree_util.register_dataclass(
@@ -66,39 +57,13 @@ if not getattr(GradOutput, "_fpbench_jax_pytree", False):  # the gradient progra
 # backward k).
 
 
-def _vjp_steps(cell: Cell, Sp, gi, lam, w, gh=None):
-    """The VJP of every step ``f(Sp_t, x_t)`` at once for cotangents ``lam (T, B, S)``:
-    ``(J_t^T lam_t (T, B, S), dgi (T, B, gH), dgh (T, B, gH))``. ``gh``: the steps' hidden
-    preactivations ``W_hh h_{t-1} + b_hh (T, B, gH)`` where already computed."""
-    if gh is None:
-        gh = _hidden_product(Sp, w) + w["b_hh"]
-    ds, dgi, dgh = cell.vjp_preact(xp, Sp, gi, gh, lam)
-    H = w["w_hh_t"].shape[0]
-    return ds.at[..., :H].add(_mm(dgh, w["torch"]["weight_hh"])), dgi, dgh
-
-
-def _param_products(cell: Cell, S, s0, x, gi, lam, w):
-    """``(dparams, dx, ds0)`` from the adjoint ``lam`` at the states ``S``: one batched VJP
-    of every step and contractions over (t, b)."""
-    Sp = _shifted(S, s0)
-    dprev, dgi, dgh = _vjp_steps(cell, Sp, gi, lam, w)
-    H = w["w_hh_t"].shape[0]
-    params = {
-        "weight_ih": jnp.einsum("tbg,tbi->gi", dgi, x, precision=_HIGHEST),
-        "weight_hh": jnp.einsum("tbg,tbh->gh", dgh, Sp[..., :H], precision=_HIGHEST),
-        "bias_ih": dgi.sum((0, 1)),
-        "bias_hh": dgh.sum((0, 1)),
-    }
-    return params, _mm(dgi, w["torch"]["weight_ih"]), dprev[0]
-
-
 def _no_iterations(dtype) -> tuple[jax.Array, jax.Array]:
     return jnp.zeros(1, dtype), jnp.int32(0)
 
 
 def _grad_autodiff(forward: Callable, x, s0, params, g):
     """``jax.vjp`` of ``forward(x, s0, w) -> states`` (Native, Sequential: BPTT)."""
-    S, vjp = jax.vjp(lambda x, s0, p: forward(x, s0, _layouts(p))[0], x, s0, params)
+    S, vjp = jax.vjp(lambda x, s0, p: forward(x, s0, _layouts(xp, p))[0], x, s0, params)
     dx, ds0, dparams = vjp(g)
     return GradOutput(S, *_no_iterations(S.dtype), dparams, dx, ds0, *_no_iterations(S.dtype))
 
@@ -140,7 +105,7 @@ def _unrolled_iterate(update: Callable[[Any], tuple[Any, jax.Array]], state: Any
         state, i, done = carry
         skip = done | (i >= cap)
         state, r = lax.cond(skip, lambda state: (state, jnp.zeros((), tol.dtype)), update, state)
-        return (state, i + 1, skip | ~jnp.isfinite(r) | (r <= tol)), (r, ~skip)
+        return (state, i + 1, skip | stopped(jnp, r, tol)), (r, ~skip)
 
     def chunk(carry):
         return lax.scan(body, carry, None, length=length)
@@ -167,11 +132,11 @@ def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, p
     static here, so the runtime ``_cap`` every iterative program takes is unused)."""
 
     def forward(x, s0, params):
-        w = _layouts(params)
+        w = _layouts(xp, params)
         gi = _input_projection(x, w)
-        update = _update(cell, transition, damped, gi, s0, w, damping)
+        step = update(OPS, cell, transition, damped, gi, s0, w["rec"], damping)
         S0 = jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype)
-        S, res, k = _unrolled_iterate(update, S0, cap, tol)
+        S, res, k = _unrolled_iterate(step, S0, cap, tol)
         return S, (res, k)
 
     S, vjp, (res, k) = jax.vjp(forward, x, s0, params, has_aux=True)
@@ -183,39 +148,19 @@ def _grad_implicit(
     cell: Cell, transition: str, damped: bool, slots: int, x, s0, params, tol, damping, cap, g
 ):
     """The forward solve, then the adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at its
-    states: a reverse ``associative_scan`` over the transposed Jacobians (``"full"``),
-    Jacobi on the adjoint (``"none"``) or diagonal-preconditioned adjoint iterations
-    (``"diagonal"``: each iteration an elementwise reverse scan), the iterations to ``tol``
-    and at most ``min(max_iters, T)`` times (T iterations give the exact adjoint)."""
-    w = _layouts(params)
+    states (:mod:`backends.shared.adjoint`: one reverse scan for ``"full"``, else adjoint
+    iterations under :func:`_iterate`, to ``tol`` and at most ``min(max_iters, T)`` times),
+    then the parameter products."""
+    w = _layouts(xp, params)
+    rec = w["rec"]
     S, res, k = _fixed_point(cell, transition, damped, slots, x, s0, w, tol, damping, cap)
     gi = _input_projection(x, w)
-    Sp = _shifted(S, s0)
+    Sp = shifted(xp, S, s0)
     if transition == "full":
-        wh = _hidden_product(Sp, w)
-        _, c, d = cell.linearise(xp, Sp, gi, wh + w["b_hh"])
-        At = _later(jnp.swapaxes(_full_jacobian(c, d, w["blocks"]), -1, -2))  # J_{t+1}^T
-        lam = lax.associative_scan(_compose_full, (At, g), reverse=True)[1]
+        lam = adjoint.full_adjoint(OPS, cell, Sp, gi, rec, g)
         res_b, k_b = _no_iterations(S.dtype)
     else:
-        if transition == "none":
-
-            def update(lam):
-                new = g + _later(_vjp_steps(cell, Sp, gi, lam, w)[0])
-                return new, _max_change(new, lam)
-
-        else:
-            wh = _hidden_product(Sp, w)
-            _, c, d = cell.linearise(xp, Sp, gi, wh + w["b_hh"])
-            diag = _diag_jacobian(c, d, w["diag"])
-            d_next = _later(diag)  # D_{t+1}
-
-            def update(lam):
-                # lam_t = g_t + D_{t+1} lam_{t+1} + (J_{t+1} - D_{t+1})^T lam_{t+1}^old
-                b = g + _later(_vjp_steps(cell, Sp, gi, lam, w)[0] - diag * lam)
-                new = lax.associative_scan(_compose_diag, (d_next, b), reverse=True)[1]
-                return new, _max_change(new, lam)
-
-        lam, res_b, k_b = _iterate(update, jnp.zeros_like(g), slots, tol, jnp.minimum(cap, g.shape[0]))
-    dparams, dx, ds0 = _param_products(cell, S, s0, x, gi, lam, w)
+        step = adjoint.adjoint_update(OPS, cell, transition, Sp, gi, rec, g)
+        lam, res_b, k_b = _iterate(step, jnp.zeros_like(g), slots, tol, jnp.minimum(cap, g.shape[0]))
+    dparams, dx, ds0 = adjoint.param_products(xp, cell, Sp, x, gi, lam, rec, params["weight_ih"])
     return GradOutput(S, res, k, dparams, dx, ds0, res_b, k_b)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from backends.shared.iteration import max_change, shifted
 from fpbench.backend import BackendUnavailableError, GradHost
 from fpbench.cells import Cell, input_projection
 from fpbench.shard_maths import chunked_adjoint, chunked_update, linear_update, newton_adjoint, param_products
@@ -33,7 +34,8 @@ from fpbench.sharding import CHUNKED_ADJOINT, REVERSE, ShardedRun, ShardPlan
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem
 
-from .forward import _iterate, _max_change
+from .chunked import _moved
+from .forward import _iterate
 from .maths import _cell_of, xp
 
 AXIS = "t"
@@ -69,10 +71,7 @@ class _Comm:
         return lax.psum(a, AXIS)
 
     def change(self, new: jax.Array, old: jax.Array, axes: tuple[int, ...] | None = None) -> jax.Array:
-        if axes is None:
-            return _max_change(new, old)
-        change = jnp.max(jnp.abs(new - old), axis=axes)
-        return jnp.where(jnp.isnan(jnp.sum(new, axis=axes)), jnp.nan, change)
+        return max_change(jnp, new, old) if axes is None else _moved(new, old, axes)
 
     def max(self, r: jax.Array) -> jax.Array:
         nan = lax.pmax(jnp.isnan(r).astype(jnp.int32), AXIS)
@@ -123,7 +122,7 @@ def _shard_body(cell: Cell, solver: Solver, plan: ShardPlan, cap: int, x, s0, pa
         cell, plan, params, gi[h:], S, g, warm_r, tol if stop_early else None, comm
     )
     lam, res_b, k_b = _chunked_loop(first, rerun, jnp.zeros(g.shape, g.dtype), cap, tol)
-    Sp = jnp.concatenate([comm.from_left(S[-1], s0)[None], S[:-1]])
+    Sp = shifted(jnp, S, comm.from_left(S[-1], s0))
     return S, res, k, *param_products(cell, params, gi[h:], x[0][h:], Sp, lam[::-1], comm), res_b, k_b
 
 
