@@ -25,7 +25,7 @@ two-level scan run in reverse (``newton_adjoint``), Chunked's by its iterations 
 time-reversed adjoint (``chunked_adjoint``); the parameter products of each shard are
 summed over the shards (``param_products``).
 
-The updates are written once, in :mod:`fpbench.shard_maths`, against the engine's few
+The updates are written once, in :mod:`backends.shared.shard`, against the engine's few
 collective operations and an array namespace ``xp``.
 """
 
@@ -261,7 +261,7 @@ def grad_sharded(
       first step's Jacobian to its left neighbour, then the shards all-gather their composed
       maps, as in the forward);
     - ``Chunked``: by Chunked's own iterations on the time-reversed adjoint, as the
-      single-device backward (:func:`fpbench.shard_maths.chunked_adjoint`; the same backward
+      single-device backward (:func:`backends.shared.shard.chunked_adjoint`; the same backward
       residuals).
 
     The parameter gradients are each shard's batched products, summed over the shards

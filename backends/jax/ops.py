@@ -64,5 +64,11 @@ def _scan(op, elems, reverse: bool) -> tuple:
     return lax.associative_scan(op, tuple(elems), reverse=reverse)
 
 
-OPS = Ops(xp=xp, solve=_solve, scan=_scan, eye=lambda n, like: jnp.eye(n, dtype=like.dtype))
+OPS = Ops(
+    xp=xp,
+    solve=_solve,
+    scan=_scan,
+    eye=lambda n, like: jnp.eye(n, dtype=like.dtype),
+    set_first=lambda a, first: a.at[0].set(first),
+)
 """What the shared algorithms run on in every JAX program."""

@@ -27,9 +27,15 @@ import numpy as np
 from jax import lax
 
 from backends.shared.iteration import max_change, shifted
+from backends.shared.shard import (
+    chunked_adjoint,
+    chunked_update,
+    linear_update,
+    newton_adjoint,
+    param_products,
+)
 from fpbench.backend import BackendUnavailableError, GradHost
 from fpbench.cells import Cell, input_projection
-from fpbench.shard_maths import chunked_adjoint, chunked_update, linear_update, newton_adjoint, param_products
 from fpbench.sharding import CHUNKED_ADJOINT, REVERSE, ShardedRun, ShardPlan
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem

@@ -6,7 +6,8 @@
 - :mod:`.linear`: affine composition, the linear recurrence, ELK's Kalman smoother;
 - :mod:`.iteration`: one iteration of every iterative solver by its traits, the residual
   and the stopping rule;
-- :mod:`.adjoint`: the implicit backward's adjoint and the parameter gradients.
+- :mod:`.adjoint`: the implicit backward's adjoint and the parameter gradients;
+- :mod:`.shard`: the sharded solve's updates, over an engine's collectives (:class:`shard.Comm`).
 
 JAX runs these as they are; torch runs them in its differentiable paths (the gradients,
 ``backends/torch/grad.py``) and keeps in-place versions for its forward solve

@@ -21,7 +21,7 @@ from .ops import Ops, Recurrent
 
 Array = Any
 
-__all__ = ["later", "linearised", "max_change", "shifted", "stopped", "update", "with_first"]
+__all__ = ["later", "linearised", "max_change", "shifted", "stopped", "update"]
 
 
 def shifted(xp: Any, S: Array, s0: Array) -> Array:
@@ -32,11 +32,6 @@ def shifted(xp: Any, S: Array, s0: Array) -> Array:
 def later(xp: Any, v: Array) -> Array:
     """``out_t = v_{t+1}`` (0 at the last step): what step t+1 sends back to step t."""
     return xp.concatenate([v[1:], xp.zeros_like(v[:1])])
-
-
-def with_first(xp: Any, a: Array, first: Array) -> Array:
-    """``a`` with ``a[0] = first``, functionally."""
-    return xp.concatenate([first[None], a[1:]])
 
 
 def max_change(xp: Any, new: Array, old: Array) -> Array:
@@ -78,7 +73,7 @@ def update(
         Sp = shifted(xp, S, s0)
         A, b = linearised(ops, cell, transition, Sp, gi, rec)
         if damped:
-            A = with_first(xp, A, xp.zeros_like(A[0]))
+            A = ops.with_first(A, xp.zeros_like(A[0]))
             S_new = kalman_smoother(ops, transition == "full", A, b, S, damping)
         else:
             S_new = linear_recurrence(ops, transition == "full", A, b)
@@ -100,4 +95,4 @@ def linearised(ops: Ops, cell: Cell, transition: str, Sp: Array, gi: Array, rec:
     else:
         A = structured.diagonal(xp, c, d, rec.diag)
         b = f - A * Sp
-    return A, with_first(xp, b, f[0])
+    return A, ops.with_first(b, f[0])

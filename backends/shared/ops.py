@@ -24,12 +24,23 @@ class Ops:
             of a tuple of arrays for ``op(earlier, later)``; ``reverse`` scans from the end
             (the same as flipping, scanning and flipping back).
         eye: ``(n, like) -> (n, n)`` identity in ``like``'s dtype and device.
+        set_first: ``(a, first) -> a`` with ``a[0] = first``, functionally, where the
+            framework has a better form than :meth:`with_first`'s concatenation (JAX's
+            ``a.at[0].set``, which XLA updates in place; the concatenation it recomputes
+            inside the scan's fusions).
     """
 
     xp: Any
     solve: Callable[[Array, Array], Array]
     scan: Callable[[Callable, Sequence[Array], bool], tuple]
     eye: Callable[[int, Array], Array]
+    set_first: Callable[[Array, Array], Array] | None = None
+
+    def with_first(self, a: Array, first: Array) -> Array:
+        """``a`` with ``a[0] = first``, functionally."""
+        if self.set_first is not None:
+            return self.set_first(a, first)
+        return self.xp.concatenate([first[None], a[1:]])
 
 
 class Recurrent(NamedTuple):

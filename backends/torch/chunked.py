@@ -205,7 +205,7 @@ def _lstm_states_diff(m: _GradModel, h: torch.Tensor, x: torch.Tensor, h0: torch
     gh = rec.hidden(torch, hp) + rec.b_hh
     f, _, d = m.cell.linearise(torch, torch.cat([hp, torch.zeros_like(hp)], -1), gi, gh)
     A, b = d[..., 1, 1, :], f[..., H:]  # c_t = A_t c_{t-1} + b_t
-    b = iteration.with_first(torch, b, b[0] + A[0] * h0[:, H:])
+    b = OPS.with_first(b, b[0] + A[0] * h0[:, H:])
     return torch.cat([h, linear.linear_recurrence(OPS, False, A, b)], -1)
 
 

@@ -31,9 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from backends.shared.shard import (
+    chunked_adjoint,
+    chunked_update,
+    linear_update,
+    newton_adjoint,
+    param_products,
+)
 from fpbench.backend import BackendUnavailableError, GradHost
 from fpbench.cells import CELLS, input_projection
-from fpbench.shard_maths import chunked_adjoint, chunked_update, linear_update, newton_adjoint, param_products
 from fpbench.sharding import CHUNKED_ADJOINT, REVERSE, ShardedRun, ShardFailure, ShardPlan
 from fpbench.solvers import Chunked, Solver
 from fpbench.spec import Problem

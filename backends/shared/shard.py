@@ -14,11 +14,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from backends.shared import Recurrent, adjoint
-from backends.shared.linear import compose
+from fpbench.cells import Cell
+from fpbench.sharding import ShardPlan
 
-from .cells import Cell
-from .sharding import ShardPlan
+from . import adjoint
+from .linear import compose
+from .ops import Recurrent
 
 Array = Any  # a JAX or torch array
 
