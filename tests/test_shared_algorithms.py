@@ -137,3 +137,13 @@ def test_adjoint_and_parameter_gradients_are_the_exact_gradient(cell, transition
     np.testing.assert_allclose(ds0[..., :H], exact.h0, atol=1e-9)
     if exact.c0 is not None:
         np.testing.assert_allclose(ds0[..., H:], exact.c0, atol=1e-9)
+
+
+def test_the_two_forms_of_the_gate_product_agree():
+    from backends.shared import structured
+
+    rng = np.random.default_rng(1)
+    c, blocks = rng.standard_normal((5, 3, 2, 4)), rng.standard_normal((3, 4, 4))
+    np.testing.assert_allclose(
+        structured.gates_summed(np, c, blocks), structured.gates_einsum(np, c, blocks), atol=1e-12
+    )

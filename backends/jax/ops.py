@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from backends.shared import Ops
+from backends.shared.structured import gates_summed
 
 from .maths import _mm, xp
 
@@ -70,5 +71,6 @@ OPS = Ops(
     scan=_scan,
     eye=lambda n, like: jnp.eye(n, dtype=like.dtype),
     set_first=lambda a, first: a.at[0].set(first),
+    gate_product=gates_summed,
 )
 """What the shared algorithms run on in every JAX program."""

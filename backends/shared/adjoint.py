@@ -41,7 +41,7 @@ def next_jacobians_t(ops: Ops, cell: Cell, Sp: Array, gi: Array, rec: Recurrent)
     """``J_{t+1}^T (T, B, S, S)`` (0 at the last step): the full adjoint's transitions."""
     xp = ops.xp
     _, c, d = cell.linearise(xp, Sp, gi, rec.hidden(xp, Sp) + rec.b_hh)
-    J = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c))
+    J = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c), ops.gate_product)
     return later(xp, xp.swapaxes(J, -1, -2))
 
 

@@ -90,7 +90,7 @@ def linearised(ops: Ops, cell: Cell, transition: str, Sp: Array, gi: Array, rec:
     wh = rec.hidden(xp, Sp)
     f, c, d = cell.linearise(xp, Sp, gi, wh + rec.b_hh)
     if transition == "full":
-        A = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c))
+        A = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c), ops.gate_product)
         b = f - structured.apply(xp, c, d, wh, Sp)
     else:
         A = structured.diagonal(xp, c, d, rec.diag)

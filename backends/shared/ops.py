@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .structured import gates_einsum
+
 Array = Any  # a JAX or torch array
 
 
@@ -28,6 +30,8 @@ class Ops:
             framework has a better form than :meth:`with_first`'s concatenation (JAX's
             ``a.at[0].set``, which XLA updates in place; the concatenation it recomputes
             inside the scan's fusions).
+        gate_product: the form of ``sum_g diag(c[g, p]) W_g`` in the full Jacobian
+            (:func:`~backends.shared.structured.gates_einsum`, or ``gates_summed`` for XLA).
     """
 
     xp: Any
@@ -35,6 +39,7 @@ class Ops:
     scan: Callable[[Callable, Sequence[Array], bool], tuple]
     eye: Callable[[int, Array], Array]
     set_first: Callable[[Array, Array], Array] | None = None
+    gate_product: Callable[[Any, Array, Array], Array] = gates_einsum
 
     def with_first(self, a: Array, first: Array) -> Array:
         """``a`` with ``a[0] = first``, functionally."""

@@ -8,6 +8,7 @@ without forming ``J``, the full ``J`` (Newton, ELK) and its diagonal (quasi-Newt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 Array = Any
@@ -27,11 +28,26 @@ def apply(xp: Any, c: Array, d: Array, wh: Array, s: Array) -> Array:
     return parts[0] if P == 1 else xp.concatenate(parts, -1)
 
 
-def full(xp: Any, c: Array, d: Array, blocks: Array, eye: Array) -> Array:
+def gates_einsum(xp: Any, c: Array, blocks: Array) -> Array:
+    """``sum_g diag(c[g, p]) W_g``: ``c (..., g, P, H)``, ``blocks (g, H, H)`` -> ``(..., P, H,
+    H)``, as one contraction (torch's and NumPy's faster form)."""
+    return xp.einsum("...gpi,gij->...pij", c, blocks)
+
+
+def gates_summed(xp: Any, c: Array, blocks: Array) -> Array:
+    """:func:`gates_einsum` as a sum over the (few) gates of broadcast products (XLA's
+    faster form on the CPU: it fuses them, where its contraction does not)."""
+    return sum(c[..., k, :, :, None] * blocks[k] for k in range(c.shape[-3]))
+
+
+def full(
+    xp: Any, c: Array, d: Array, blocks: Array, eye: Array, gate_product: Callable = gates_einsum
+) -> Array:
     """``J (..., P*H, P*H)``; ``blocks (g, H, H)`` are the ``W_g``, ``eye`` the ``H x H``
-    identity."""
+    identity; ``gate_product`` the framework's form of ``sum_g diag(c[g, p]) W_g``
+    (:attr:`~backends.shared.ops.Ops.gate_product`)."""
     P, H = c.shape[-2:]
-    gate = xp.einsum("...gpi,gij->...pij", c, blocks)  # (..., P, H, H): one contraction
+    gate = gate_product(xp, c, blocks)  # (..., P, H, H)
     diag = d[..., None] * eye  # (..., P, Q, H, H)
     if P == 1:  # (elman, gru): no block layout to assemble
         return diag[..., 0, 0, :, :] + gate[..., 0, :, :]
