@@ -122,15 +122,16 @@ def test_adjoint_and_parameter_gradients_are_the_exact_gradient(cell, transition
     T, S, H = problem.spec.seq_len, problem.spec.state_size, problem.spec.hidden_size
     g = np.concatenate([g, np.zeros((*g.shape[:-1], S - g.shape[-1]))], -1)  # no loss on c
     Sp = iteration.shifted(np, reference.sequential(problem), problem.s0)
+    gh = adjoint.hidden_preactivations(np, Sp, rec)
     if transition == "full":
-        lam = adjoint.full_adjoint(NUMPY, model, Sp, gi, rec, g)
+        lam = adjoint.full_adjoint(NUMPY, model, Sp, gi, gh, rec, g)
     else:
-        step = adjoint.adjoint_update(NUMPY, model, transition, Sp, gi, rec, g)
+        step = adjoint.adjoint_update(NUMPY, model, transition, Sp, gi, gh, rec, g)
         lam = np.zeros_like(g)
         for _ in range(T):  # T iterations give the exact adjoint
             lam, _ = step(lam)
     w_ih = problem.params["weight_ih"]
-    dparams, dx, ds0 = adjoint.param_products(np, model, Sp, problem.x, gi, lam, rec, w_ih)
+    dparams, dx, ds0 = adjoint.param_products(np, model, Sp, problem.x, gi, gh, lam, rec, w_ih)
     for name, value in dparams.items():
         np.testing.assert_allclose(value, exact.params[name], atol=1e-9, err_msg=name)
     np.testing.assert_allclose(dx, exact.x, atol=1e-9)

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from backends.shared.adjoint import param_products, vjp_steps
+from backends.shared.adjoint import hidden_preactivations, param_products, vjp_steps
 from backends.shared.iteration import later, max_change, shifted
 from fpbench.backend import GradOutput
 from fpbench.cells import Cell
@@ -190,7 +190,8 @@ def grad_implicit(
     gi = _input_projection(x, w)
     lam, res_b, k_b = _adjoint(cell, lay, reruns, stop_early, slots, S, s0, gi, w, tol, cap, g)
     Sp = shifted(xp, S, s0)
-    dparams, dx, ds0 = param_products(xp, cell, Sp, x, gi, lam, w["rec"], params["weight_ih"])
+    gh = hidden_preactivations(xp, Sp, w["rec"])
+    dparams, dx, ds0 = param_products(xp, cell, Sp, x, gi, gh, lam, w["rec"], params["weight_ih"])
     return GradOutput(S, res, k, dparams, dx, ds0, res_b, k_b)
 
 

@@ -156,11 +156,12 @@ def _grad_implicit(
     S, res, k = _fixed_point(cell, transition, damped, slots, x, s0, w, tol, damping, cap)
     gi = _input_projection(x, w)
     Sp = shifted(xp, S, s0)
+    gh = adjoint.hidden_preactivations(xp, Sp, rec)
     if transition == "full":
-        lam = adjoint.full_adjoint(OPS, cell, Sp, gi, rec, g)
+        lam = adjoint.full_adjoint(OPS, cell, Sp, gi, gh, rec, g)
         res_b, k_b = _no_iterations(S.dtype)
     else:
-        step = adjoint.adjoint_update(OPS, cell, transition, Sp, gi, rec, g)
+        step = adjoint.adjoint_update(OPS, cell, transition, Sp, gi, gh, rec, g)
         lam, res_b, k_b = _iterate(step, jnp.zeros_like(g), slots, tol, jnp.minimum(cap, g.shape[0]))
-    dparams, dx, ds0 = adjoint.param_products(xp, cell, Sp, x, gi, lam, rec, params["weight_ih"])
+    dparams, dx, ds0 = adjoint.param_products(xp, cell, Sp, x, gi, gh, lam, rec, params["weight_ih"])
     return GradOutput(S, res, k, dparams, dx, ds0, res_b, k_b)

@@ -32,28 +32,33 @@ def vjp_steps(xp: Any, cell: Cell, Sp: Array, gi: Array, gh: Array, lam: Array, 
     return (back if ds.shape[-1] == H else xp.concatenate([back, ds[..., H:]], -1)), dgi, dgh
 
 
-def full_adjoint(ops: Ops, cell: Cell, Sp: Array, gi: Array, rec: Recurrent, g: Array) -> Array:
-    """The exact adjoint by one reverse scan over ``J_{t+1}^T``: ``lam (T, B, S)``."""
-    return linear_recurrence(ops, True, next_jacobians_t(ops, cell, Sp, gi, rec), g, reverse=True)
+def full_adjoint(ops: Ops, cell: Cell, Sp: Array, gi: Array, gh: Array, rec: Recurrent, g: Array) -> Array:
+    """The exact adjoint by one reverse scan over ``J_{t+1}^T``: ``lam (T, B, S)``; ``gh``
+    the steps' hidden preactivations (:func:`hidden_preactivations`)."""
+    return linear_recurrence(ops, True, next_jacobians_t(ops, cell, Sp, gi, gh, rec), g, reverse=True)
 
 
-def next_jacobians_t(ops: Ops, cell: Cell, Sp: Array, gi: Array, rec: Recurrent) -> Array:
+def hidden_preactivations(xp: Any, Sp: Array, rec: Recurrent) -> Array:
+    """``gh = W_hh h_{t-1} + b_hh (T, B, gH)`` of every step: computed once by the caller
+    and passed to the adjoint and the parameter products."""
+    return rec.hidden(xp, Sp) + rec.b_hh
+
+
+def next_jacobians_t(ops: Ops, cell: Cell, Sp: Array, gi: Array, gh: Array, rec: Recurrent) -> Array:
     """``J_{t+1}^T (T, B, S, S)`` (0 at the last step): the full adjoint's transitions."""
     xp = ops.xp
-    _, c, d = cell.linearise(xp, Sp, gi, rec.hidden(xp, Sp) + rec.b_hh)
+    _, c, d = cell.linearise(xp, Sp, gi, gh)
     J = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c), ops.gate_product)
     return later(xp, xp.swapaxes(J, -1, -2))
 
 
 def adjoint_update(
-    ops: Ops, cell: Cell, transition: str, Sp: Array, gi: Array, rec: Recurrent, g: Array
+    ops: Ops, cell: Cell, transition: str, Sp: Array, gi: Array, gh: Array, rec: Recurrent, g: Array
 ) -> Callable[[Array], tuple[Array, Array]]:
     """One adjoint iteration ``lam -> (lam_new, max |lam_new - lam|)`` for transition
     ``"none"`` (Jacobi on the adjoint) or ``"diagonal"`` (``lam_t = g_t + D_{t+1} lam_{t+1} +
     (J_{t+1} - D_{t+1})^T lam_{t+1}^old``, solved by an elementwise reverse scan)."""
     xp = ops.xp
-    wh = rec.hidden(xp, Sp)
-    gh = wh + rec.b_hh
 
     def jacobi(lam: Array) -> tuple[Array, Array]:
         new = g + later(xp, vjp_steps(xp, cell, Sp, gi, gh, lam, rec)[0])
@@ -74,13 +79,13 @@ def adjoint_update(
 
 
 def param_products(
-    xp: Any, cell: Cell, Sp: Array, x: Array, gi: Array, lam: Array, rec: Recurrent, w_ih: Array
+    xp: Any, cell: Cell, Sp: Array, x: Array, gi: Array, gh: Array, lam: Array, rec: Recurrent, w_ih: Array
 ) -> tuple[dict[str, Array], Array, Array]:
     """``(dparams, dx (T, B, I), ds0 (B, S))`` from the adjoint ``lam (T, B, S)`` at the
     previous states ``Sp`` and input projection ``gi``: one batched VJP of every step and
     products over all (t, b); ``w_ih (gH, I)`` in torch layout."""
     H = rec.w_hh.shape[-1]
-    dprev, dgi, dgh = vjp_steps(xp, cell, Sp, gi, rec.hidden(xp, Sp) + rec.b_hh, lam, rec)
+    dprev, dgi, dgh = vjp_steps(xp, cell, Sp, gi, gh, lam, rec)
     dgi2, dgh2 = dgi.reshape(-1, dgi.shape[-1]), dgh.reshape(-1, dgh.shape[-1])
     dparams = {
         "weight_ih": xp.matmul(dgi2.T, x.reshape(-1, x.shape[-1])),

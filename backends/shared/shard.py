@@ -163,7 +163,8 @@ def param_products(
     ``Sp (L, B, S)`` of its steps: ``(dparams summed over the shards, dx (L, B, I), ds0)``."""
     xp = comm.xp
     rec = Recurrent.of(xp, params["weight_hh"], params["bias_hh"])
-    dparams, dx, ds0 = adjoint.param_products(xp, cell, Sp, x, gi, lam, rec, params["weight_ih"])
+    gh = adjoint.hidden_preactivations(xp, Sp, rec)
+    dparams, dx, ds0 = adjoint.param_products(xp, cell, Sp, x, gi, gh, lam, rec, params["weight_ih"])
     dparams = {name: comm.sum(v) for name, v in dparams.items()}
     return dparams, dx, comm.sum(ds0 * ((comm.index() == 0) * 1.0))
 

@@ -190,8 +190,9 @@ class ChunkedImplicitGrad:
         S, res, k = self.job()
         gi, rec = m.gi(), m.rec()
         Sp = iteration.shifted(torch, S, m.s0)
-        lam, res_b, k_b = self.adjoint(S, gi, rec.hidden(torch, Sp) + rec.b_hh, rec)
-        return GradOutput(S, res, k, *m.param_products(Sp, gi, lam, rec), res_b, k_b)
+        gh = adjoint.hidden_preactivations(torch, Sp, rec)
+        lam, res_b, k_b = self.adjoint(S, gi, gh, rec)
+        return GradOutput(S, res, k, *m.param_products(Sp, gi, gh, lam, rec), res_b, k_b)
 
 
 def _lstm_states_diff(m: _GradModel, h: torch.Tensor, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:

@@ -85,9 +85,12 @@ class _GradModel:
         """The recurrent weights in the shared layer's layouts (views of the leaves)."""
         return Recurrent.of(torch, self.params["weight_hh"], self.params["bias_hh"])
 
-    def param_products(self, Sp: torch.Tensor, gi: torch.Tensor, lam: torch.Tensor, rec: Recurrent):
+    def param_products(
+        self, Sp: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor, lam: torch.Tensor, rec: Recurrent
+    ):
         """``(dparams, dx, ds0)`` from the adjoint ``lam`` (:func:`shared.adjoint.param_products`)."""
-        return adjoint.param_products(torch, self.cell, Sp, self.x, gi, lam, rec, self.params["weight_ih"])
+        w_ih = self.params["weight_ih"]
+        return adjoint.param_products(torch, self.cell, Sp, self.x, gi, gh, lam, rec, w_ih)
 
 
 def _adjoint_iterations(
@@ -154,17 +157,18 @@ class _ImplicitGrad:
         S, res, k = job.iterate()
         gi, rec, g = m.gi(), m.rec(), m.g
         Sp = iteration.shifted(torch, S, m.s0)
+        gh = adjoint.hidden_preactivations(torch, Sp, rec)
         if solver.transition == "full":
             # The fast path of shared.adjoint.full_adjoint: its reverse scan over the full
             # Jacobians by the in-place _Scan in the solve's buffers, measured faster than the
             # functional scan. The elementwise scans of "diagonal" are the shared ones,
             # measured no slower.
-            lam = self._reverse_scan(adjoint.next_jacobians_t(OPS, m.cell, Sp, gi, rec), g)
+            lam = self._reverse_scan(adjoint.next_jacobians_t(OPS, m.cell, Sp, gi, gh, rec), g)
             res_b, k_b = m.none
         else:
-            update = adjoint.adjoint_update(OPS, m.cell, solver.transition, Sp, gi, rec, g)
+            update = adjoint.adjoint_update(OPS, m.cell, solver.transition, Sp, gi, gh, rec, g)
             lam, res_b, k_b = _adjoint_iterations(update, g, self.cap_b, solver.tol, self.every)
-        return GradOutput(S, res, k, *m.param_products(Sp, gi, lam, rec), res_b, k_b)
+        return GradOutput(S, res, k, *m.param_products(Sp, gi, gh, lam, rec), res_b, k_b)
 
 
 def _grad_bptt(m: _GradModel) -> Callable[[], GradOutput]:
