@@ -47,7 +47,7 @@ torch run it from this maths alone (torch's ``Native`` and ``Chunked`` need a ``
 module with the same layout: ``torch_module``, None when there is none); Numba needs a
 row function in ``backends/numba/kernels_cells.py`` (without one it raises ``UnsupportedError``).
 A diagonal cell runs on the backends whose :attr:`fpbench.Backend.recurrences` list
-``"diagonal"`` (so far the NumPy reference only); the others refuse it with
+``"diagonal"`` (so far the NumPy reference and Numba); the others refuse it with
 ``UnsupportedError``.
 """
 

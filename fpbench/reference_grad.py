@@ -264,7 +264,8 @@ def check_supported(solver: Solver) -> None:
     if solver.iterative and solver.backward == "unrolled" and solver.transition in ("full", "diagonal"):
         raise UnsupportedError(
             f"the numpy reference has no unrolled backward for {solver} (it needs the cell's "
-            "second derivatives): use the torch or JAX backend, whose autodiff provides it"
+            "second derivatives): use the torch or JAX backend, whose autodiff provides it, or Numba "
+            "(by complex step; the only one for the diagonal cells)"
         )
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fpbench
-from fpbench.reference import linear_recurrence
+from fpbench.reference import fixed_point, linear_recurrence
 
 pytestmark = pytest.mark.backend("numba")
 
@@ -79,16 +79,6 @@ def test_newton_and_elk_on_a_diagonal_cell_allocate_no_state_by_state_matrices(s
     np.testing.assert_allclose(states, fpbench.solve(problem, solver).states, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("solver_id", ["newton", "quasi_elk"])
-@pytest.mark.parametrize("cell", DIAG)
-def test_diagonal_cells_refuse_the_unrolled_newton_type_backward(cell, solver_id):
-    spec = fpbench.RNNSpec(cell=cell, seq_len=5, batch=1, hidden_size=3, input_size=2)
-    problem = fpbench.make_problem(spec)
-    solver = fpbench.make_solver(solver_id, 2, backward="unrolled")
-    with pytest.raises(fpbench.UnsupportedError, match=f"no unrolled backward of '{solver_id}'.*'{cell}'"):
-        fpbench.grad(problem, solver, backend="numba")
-
-
 def test_info_reports_threads():
     info = fpbench.get_backend("numba").info()
     assert int(info["numba_threads"]) >= 1
@@ -144,7 +134,7 @@ UNROLLED_LINEARISED = {
 
 
 @pytest.mark.parametrize("solver_id", list(UNROLLED_LINEARISED))
-@pytest.mark.parametrize("cell", DENSE)  # (the diagonal cells refuse it: test above)
+@pytest.mark.parametrize("cell", DENSE)  # (torch has no diagonal cells: the test below)
 def test_grad_unrolled_newton_type_is_autodiffs_gradient(cell, solver_id):
     """Numba's hand-written unrolled backward of the linearising solvers (second derivatives
     by complex step) against torch's autograd through the same iterations, in float64, on a
@@ -164,6 +154,27 @@ def test_grad_unrolled_newton_type_is_autodiffs_gradient(cell, solver_id):
     if solver.tol is None:
         implicit = fpbench.grad(problem, fpbench.make_solver(solver.name, solver.max_iters), backend="numba")
         assert not np.allclose(implicit.arrays()["weight_hh"], expected.arrays()["weight_hh"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("solver_id", [k for k, v in UNROLLED_LINEARISED.items() if v.tol is None])
+@pytest.mark.parametrize("cell", DIAG)
+def test_grad_unrolled_newton_type_on_diagonal_cells_is_the_iterations_gradient(cell, solver_id):
+    """The diagonal cells (per-unit Jacobian blocks, vector recurrent weights, peepholes),
+    which torch does not run: the unrolled backward against central differences of the
+    reference's same iterations, in every input, on a problem they do not solve (where the
+    unrolled and implicit gradients differ)."""
+    from test_grad import assert_matches_fd
+
+    spec = fpbench.RNNSpec(
+        cell=cell, seq_len=23, batch=2, hidden_size=5, input_size=3, contraction=1.2, seed=11, dtype="float64"
+    )
+    p = fpbench.make_problem(spec)
+    solver = UNROLLED_LINEARISED[solver_id]
+    got = fpbench.grad(p, solver, backend="numba")
+    assert got.forward.iterations == solver.max_iters and got.backward.method.startswith("unrolled")
+    assert_matches_fd(p, lambda q: fixed_point(q, solver)[0], got, n=2)
+    implicit = fpbench.grad(p, fpbench.make_solver(solver.name, solver.max_iters), backend="numba")
+    assert not np.allclose(implicit.arrays()["weight_hh"], got.arrays()["weight_hh"], rtol=1e-3)
 
 
 @settings(max_examples=20, deadline=None)
@@ -198,8 +209,8 @@ def test_grad_unrolled_newton_type_holds_for_random_problems(
 
 @pytest.mark.parametrize("cell", list(fpbench.CELLS))
 def test_complex_step_tangents_match_central_differences(cell):
-    """The cells' coefficient derivatives along a direction (complex step) against central
-    differences of the real coefficients."""
+    """The cells' coefficient derivatives, and the step's, along a direction (complex step)
+    against central differences of the real coefficients and steps."""
     KG = pytest.importorskip("backends.numba.grad_kernels")
     rng = np.random.default_rng(3)
     H, N = 4, 6
@@ -211,10 +222,12 @@ def test_complex_step_tangents_match_central_differences(cell):
     bhh = rng.standard_normal((G + model.peepholes) * H)  # (a diagonal cell's weight_hh)
     shapes = ((N, G, P, H), (N, P, P, H), (N, G, P, H))
 
+    shapes = (*shapes, (N, P * H))  # and the step itself, F
+
     def coeffs(sign: float):
         out = tuple(np.empty(shape) for shape in shapes)
         e = sign * 1e-6
-        KG.coefficients(cell, gi + e * ugi, gh + e * ugh, bhh, s + e * us, *out, np.empty((0, P * H)), 1)
+        KG.coefficients(cell, gi + e * ugi, gh + e * ugh, bhh, s + e * us, *out, 1)
         return out
 
     tangents = tuple(np.empty(shape) for shape in shapes)

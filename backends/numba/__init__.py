@@ -15,7 +15,7 @@ state is ``s = h`` or, for lstm and lstm_cifg_diag, ``s = [h, c]`` (``2H``);
 ``Prepared.to_host`` returns the full states ``(T, B, S)``. A diagonal cell has no recurrent
 product (its row function applies the vector ``weight_hh`` elementwise); Newton and ELK
 run on its per-unit ``P x P`` Jacobian blocks (``Arrays.transition_shape``), never ``S x
-S``; every solver runs it, every backward but the unrolled one of the linearising solvers.
+S``; every solver runs it, with both backward modes.
 
 Modules: ``backend`` (the class, threads, host copies), ``arrays`` (the problem laid out
 for the kernels), ``forward`` (the solves, by the solver's traits), ``vjp``, ``backward``

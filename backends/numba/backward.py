@@ -63,12 +63,6 @@ def prepare_backward(
         if solver.transition == "window":
             return unrolled_chunked(w, solver, iterates)
         if solver.transition != "none":
-            if a.diagonal:
-                raise UnsupportedError(
-                    f"backend 'numba' has no unrolled backward of {solver.name!r} for the diagonal "
-                    f"cell {problem.spec.cell!r}: the second derivatives through its recurrent "
-                    "vectors and peepholes are not implemented (its implicit backward is)"
-                )
             return UnrolledLinearised(w, solver, iterates)
         return _unrolled_sweeps(w, iterates)
     lam = np.empty((a.N, a.S), dtype=a.gi.dtype)

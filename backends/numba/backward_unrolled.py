@@ -15,6 +15,7 @@ from fpbench.backend import GradOutput
 from fpbench.solvers import Iterative
 
 from . import chunked
+from .forward import UnitSystems
 from .grad_kernels import (
     bptt,
     coefficient_tangents,
@@ -27,7 +28,7 @@ from .grad_kernels import (
 from .kernels_cells import hidden_projection
 from .kernels_damped import damped_diagonal, damped_full
 from .kernels_scan import linear_scan, linearise
-from .vjp import ParamSums, StepVJP
+from .vjp import ParamSums, StepVJP, weight_hh_grad
 
 
 class _Windows:
@@ -132,10 +133,14 @@ class UnrolledLinearised:
     and the parameters get ``F``'s VJP for ``ebar`` plus the parameter gradient of the sum.
     The sum needs the cells' second derivatives: the derivatives of the structured
     coefficients along ``delta`` (and ``mu``), by complex step (``grad_kernels``), then the
-    coefficients' VJP, plus the explicit ``W_hh`` term ``dgh(ebar) delta_h^T``. For a diagonal
-    ``A`` the sum is ``sum_t w_t . diag(J_t)`` with ``w_t = ebar_t delta_{t-1} - rho_t mu_{t-1}``,
-    differentiated one block of pre-activations at a time (a coefficient depends on its own
-    component's pre-activations only). The first iterate is 0: its cotangent is dropped."""
+    coefficients' VJP, plus the explicit recurrent-weight term (:meth:`along`). For a diagonal
+    ``A`` the sum is ``sum_t w_t . diag(J_t)`` with ``w_t = ebar_t delta_{t-1} - rho_t mu_{t-1}``;
+    a dense cell's is differentiated one block of pre-activations at a time (a coefficient
+    depends on its own component's pre-activations only, :meth:`diagonal`), a diagonal
+    cell's, whose Jacobian is per-unit blocks, as ``sum_p (w 1_p)^T J 1_p`` over its state
+    parts ``p`` (:meth:`along`, :meth:`unit_diagonal`). A diagonal cell's ``"full"``
+    transitions are its per-unit blocks (or, one part, its diagonal: the diagonal solves
+    serve). The first iterate is 0: its cotangent is dropped."""
 
     method = (
         "unrolled: backpropagation through the linearised iterations (second derivatives by complex step)"
@@ -147,19 +152,26 @@ class UnrolledLinearised:
         gH, dt = a.gi.shape[1], a.gi.dtype
         self.w, self.iterates = w, iterates
         self.full, self.damped = solver.transition == "full", solver.damping > 0
+        shape = a.transition_shape(solver.transition)  # (S, S), (H, P, P) or (S,)
+        self.scan = not self.damped and len(shape) > 1  # the adjoint by the reverse scan
         self.Ct, self.CIt, self.Ddt = np.empty_like(w.C), np.empty_like(w.CI), np.empty_like(w.Dd)
         self.dgh2, self.dgi2, self.ds2 = np.empty_like(w.dgh), np.empty_like(w.dgi), np.empty_like(w.ds)
         self.ugh, self.hbuf2 = np.empty_like(a.gh), np.empty_like(a.hbuf)
-        self.A = np.empty((N, S, S) if self.full else (N, S), dtype=dt)
+        self.Ju = np.empty((N if a.peepholes else 0, S), dtype=dt)  # J u, for the peepholes
+        self.A = np.empty((N, *shape), dtype=dt)
         self.evec, self.mu, self.ebar, self.Dg = (np.empty((N, S), dtype=dt) for _ in range(4))
         self.no_direction = np.zeros((1, gH), dtype=dt)
         self.damping = dt.type(solver.damping)
-        if self.full and not self.damped:
-            self.A_rev, self.b_rev = np.empty((T, B, S, S), dtype=dt), np.empty((T, B, S), dtype=dt)
+        if self.scan:
+            self.A_rev, self.b_rev = np.empty((T, B, *shape), dtype=dt), np.empty((T, B, S), dtype=dt)
             self.u_scan = np.zeros((T + 1, B, S), dtype=dt)
+            self.scan_weight = a.scan_weight(solver.transition)
         if self.damped:
-            self.Lbuf = np.empty((T, B, S, S) if self.full else (T, B * S), dtype=dt)
             self.zeros = np.zeros((N, S), dtype=dt)
+            if len(shape) == 3:
+                self.systems = UnitSystems(a, self.A, solver.damping)
+            else:
+                self.Lbuf = np.empty((T, B, S, S) if len(shape) == 2 else (T, B * S), dtype=dt)
         G, P = a.G, S // a.H
         self.blocks = [(0, gg) for gg in range(G)] + [(1, gg) for gg in range(G)] + [(2, q) for q in range(P)]
 
@@ -171,9 +183,15 @@ class UnrolledLinearised:
         return out
 
     def apply_D(self, x: np.ndarray) -> np.ndarray:
-        """``(D x)_t = x_t - A_t x_{t-1}`` (``A`` transposed or diagonal, as stored)."""
+        """``(D x)_t = x_t - A_t x_{t-1}`` (``A`` transposed, per-unit blocks transposed, or
+        diagonal, as stored; full ``S x S`` is one block of ``S``)."""
         xp = self.shift(x)
-        return x - (np.matmul(xp[:, None, :], self.A)[:, 0, :] if self.full else self.A * xp)
+        if self.A.ndim == 2:
+            return x - self.A * xp
+        N, k = x.shape[0], self.A.shape[-1]
+        xu = xp.reshape(N, k, -1).transpose(0, 2, 1)  # (N, units, k): the blocks' parts
+        Ax = np.matmul(xu[:, :, None, :], self.A.reshape(N, -1, k, k))[:, :, 0, :]
+        return x - Ax.transpose(0, 2, 1).reshape(x.shape)
 
     def __call__(self, s: np.ndarray) -> GradOutput:
         w, a = self.w, self.w.a
@@ -188,13 +206,13 @@ class UnrolledLinearised:
             # a.gh (and a.hbuf, lstm's h_prev) hold y_prev's until the next iteration:
             # the direction products below go to their own buffers, ugh and hbuf2
             h_prev = w.coefficients(y_prev, nblk)
-            if self.damped or not self.full:  # the transitions A as the forward had them, and e
+            if not self.scan:  # the transitions A as the forward had them, and e
                 linearise(a.cell, a.G, a.gi, a.gh, a.whhT, a.bhh, y_flat, self.A, self.evec, B, True, nblk)
             ebar = self.adjoint(v, nblk)
             # F's VJP for ebar: the parameters, and J_{t+1}^T ebar_{t+1} for y_t
             w.vjp(ebar, nblk)
             w.ds[:, : a.H] += w.wdgh
-            sums.add(a, w.dgi, w.dgh, h_prev)
+            sums.add(a, w.dgi, w.dgh, h_prev, states=(y_prev, w.F))
             ds0 += w.ds[:B]
             dy = w.ds.copy()  # the cotangent of the previous states y_prev
             self.second_order(y_prev, delta, h_prev, nblk, sums, dy)
@@ -203,21 +221,23 @@ class UnrolledLinearised:
         return w.result(sums, ds0, np.empty(0, dtype=np.float64), self.method)
 
     def adjoint(self, v: np.ndarray, nblk: int) -> np.ndarray:
-        """``ebar`` for the cotangent ``v``: ``D^{-T} v`` by the reverse scan (full) or the
-        reverse diagonal recurrence, undamped; ``D M^{-1} v`` by the damped smoother (which
-        leaves ``mu = M^{-1} v``)."""
+        """``ebar`` for the cotangent ``v``: ``D^{-T} v`` by the reverse scan (full or per-unit
+        blocks) or the reverse diagonal recurrence, undamped; ``D M^{-1} v`` by the damped
+        smoother (which leaves ``mu = M^{-1} v``)."""
         a, ebar = self.w.a, self.ebar
         T, B, S = a.T, a.B, a.S
-        if not self.damped and self.full:
+        if self.scan:
             reverse_transitions(self.w.C, self.w.Dd, a.whhT, self.A_rev, v, self.b_rev, B, nblk)
-            linear_scan(self.A_rev, self.b_rev, self.u_scan, float(S + 1), nblk)
+            linear_scan(self.A_rev, self.b_rev, self.u_scan, self.scan_weight, nblk)
             ebar.reshape(T, B, S)[:] = self.u_scan[:0:-1]
         elif not self.damped:
             ebar[:] = v
             reverse_diagonal(self.A, ebar, B, nblk)
         else:
             rhs = np.array(v, copy=True)
-            if self.full:
+            if self.A.ndim == 4:
+                self.systems.solve(*(x.reshape(T, B, S) for x in (rhs, self.zeros, self.mu)), rhs=True)
+            elif self.A.ndim == 3:
                 shape = (T, B, S)
                 damped_full(
                     self.A.reshape(T, B, S, S),
@@ -253,43 +273,67 @@ class UnrolledLinearised:
                 minus_rho = self.apply_D(delta) - self.evec
                 self.w.vjp(minus_rho, nblk)
                 self.along(y_prev, minus_rho, self.shift(self.mu), h_prev, nblk, sums, dy)
+            return
+        wt = self.ebar * u1
+        if self.damped:
+            wt -= (self.evec - self.apply_D(delta)) * self.shift(self.mu)
+        if self.w.a.diagonal:
+            self.unit_diagonal(y_prev, wt, h_prev, nblk, sums, dy)
         else:
-            wt = self.ebar * u1
-            if self.damped:
-                wt -= (self.evec - self.apply_D(delta)) * self.shift(self.mu)
             self.diagonal(y_prev, wt, h_prev, nblk, sums, dy)
 
-    def add_second_order(self, h_prev: np.ndarray, sums: ParamSums, dy: np.ndarray) -> None:
+    def add_second_order(self, h_prev: np.ndarray, sums: ParamSums, dy: np.ndarray, states: tuple) -> None:
         """Route the pre-activation gradients ``dgh2, dgi2, ds2`` of the sum to ``dy`` (the
-        previous states') and the parameter sums."""
+        previous states') and the parameter sums (``states``: the steps' previous and new
+        states, for a cell with peepholes)."""
         self.ds2[:, : self.w.a.H] += self.w.back(self.dgh2)
         dy += self.ds2
-        sums.add(self.w.a, self.dgi2, self.dgh2, h_prev)
+        sums.add(self.w.a, self.dgi2, self.dgh2, h_prev, states=states)
 
     def along(self, y_prev, weight, u, h_prev, nblk: int, sums: ParamSums, dy: np.ndarray) -> None:
-        """Full ``A``: the gradient of ``sum_t weight_t^T J_t u_t`` (``u`` per row); ``w.dgh``
-        must hold ``vjp(weight)``'s (the explicit term: ``W_hh`` multiplies ``u_h`` in ``J u``)."""
+        """The gradient of ``sum_t weight_t^T J_t u_t`` (``u`` per row); ``w.dgh`` must hold
+        ``vjp(weight)``'s. By the symmetry of second derivatives it is the derivative along
+        ``u`` of ``F``'s VJP for ``weight``: the VJP with the coefficients' tangents, plus the
+        explicit term where the VJP's recurrent-weight gradient ``dgh ⊗ (the state it
+        multiplies)`` moves with ``u``: ``dgh u_h^T`` (a diagonal cell's ``dgh u_h`` per
+        unit, and each peephole's ``dgh`` times its cell state's tangent: ``u_c``, or the new
+        one's, ``(J u)_c``)."""
         a = self.w.a
-        sums.dW_hh += self.w.dgh.T @ u[:, : a.H]
         hidden_projection(u, a.whhT, self.ugh, self.hbuf2)
         direction = (self.no_direction, self.ugh, u)  # (gi, gh, s): u and its W_hh product
-        coefficient_tangents(a.cell, a.gi, a.gh, a.bhh, y_prev, *direction, self.Ct, self.Ddt, self.CIt, nblk)
+        tangents = (self.Ct, self.Ddt, self.CIt, self.Ju)
+        coefficient_tangents(a.cell, a.gi, a.gh, a.bhh, y_prev, *direction, *tangents, nblk)
+        sums.dW_hh += weight_hh_grad(a, self.w.dgh, u[:, : a.H], (u, self.Ju))
         vjp_rows(self.Ct, self.Ddt, self.CIt, weight, self.dgh2, self.dgi2, self.ds2, nblk)
-        self.add_second_order(h_prev, sums, dy)
+        self.add_second_order(h_prev, sums, dy, (y_prev, self.w.F))
+
+    def unit_diagonal(self, y_prev, wt, h_prev, nblk: int, sums: ParamSums, dy: np.ndarray) -> None:
+        """A diagonal cell's ``A = diag(J)``: the gradient of ``sum_t wt_t . diag(J_t)``. ``J``
+        is per-unit blocks, so it is ``sum_p (wt 1_p)^T J 1_p`` over the state parts ``p``
+        (``1_p``: ones on part ``p``), :meth:`along` once per part."""
+        H = self.w.a.H
+        for p in range(self.w.a.P):
+            part = slice(p * H, (p + 1) * H)
+            weight, u = np.zeros_like(wt), np.zeros_like(wt)
+            weight[:, part], u[:, part] = wt[:, part], 1.0
+            self.w.vjp(weight, nblk)
+            self.along(y_prev, weight, u, h_prev, nblk, sums, dy)
 
     def diagonal(self, y_prev, wt, h_prev, nblk: int, sums: ParamSums, dy: np.ndarray) -> None:
-        """Diagonal ``A``: the gradient of ``sum_t wt_t . diag(J_t)``."""
+        """A dense cell's diagonal ``A``: the gradient of ``sum_t wt_t . diag(J_t)``."""
         a = self.w.a
         N, S, H, G, gH, dt = a.N, a.S, a.H, a.G, a.gi.shape[1], a.gi.dtype
         P = S // H
+        no_step = self.Ju[:0]
         for kind, k in self.blocks:
             u = [np.zeros((1, gH), dtype=dt), np.zeros((1, gH), dtype=dt), np.zeros((1, S), dtype=dt)]
             u[kind][0, k * H : (k + 1) * H] = 1.0
-            coefficient_tangents(a.cell, a.gi, a.gh, a.bhh, y_prev, *u, self.Ct, self.Ddt, self.CIt, nblk)
+            tangents = (self.Ct, self.Ddt, self.CIt, no_step)
+            coefficient_tangents(a.cell, a.gi, a.gh, a.bhh, y_prev, *u, *tangents, nblk)
             diagonals(self.Ct, self.Ddt, a.whhT, self.Dg, nblk)
             block = (wt * self.Dg).reshape(N, P, H).sum(1)
             (self.dgi2, self.dgh2, self.ds2)[kind][:, k * H : (k + 1) * H] = block
-        self.add_second_order(h_prev, sums, dy)
+        self.add_second_order(h_prev, sums, dy, (y_prev, self.w.F))
         wc = np.einsum("ij,igj->gj", wt[:, :H], self.w.C[:, :, 0, :])  # diag(J)_j has c[g, 0, j] W_g[j, j]
         diag_idx = np.arange(H)
         for gg in range(G):

@@ -17,7 +17,7 @@ parallel over independent systems: over the batch for ELK, over batch x state co
 (scalar filters) for quasi-ELK. A diagonal cell's ``"full"`` transition is its per-unit
 ``P x P`` blocks (``Arrays.transition_shape``; ``P = 1``: its diagonal, so Newton is the
 diagonal scan), scanned per unit; ELK on blocks solves ``B*H`` independent ``P x P``-block
-systems by the same filter (:func:`_damped_blocks`). We chose this over a chunked parallel-in-time smoother
+systems by the same filter (:class:`UnitSystems`). We chose this over a chunked parallel-in-time smoother
 because the benchmark batches (B >= 8) already give every core independent work, and the
 sequential elimination costs about ``2 S^3`` per step against the several times more of the
 associative Kalman elements; with a batch smaller than the core count the full ELK step
@@ -194,6 +194,31 @@ def units(x: np.ndarray, P: int) -> np.ndarray:
     return x.reshape(T, B, P, S // P).transpose(0, 1, 3, 2)
 
 
+class UnitSystems:
+    """The damped step of a diagonal cell of ``P > 1`` parts: its Jacobians are per-unit
+    blocks, so the step decouples into ``B*H`` independent systems of ``P x P`` blocks,
+    solved by ``damped_full`` with the units as its batch; this holds the buffers of that
+    layout (states copied to and from it). ``A (N, H, P, P)``: the transitions as
+    ``linearise`` stores them."""
+
+    def __init__(self, a: Arrays, A: np.ndarray, damping: float) -> None:
+        T, B, H, P, dt = a.T, a.B, a.H, a.P, a.gi.dtype
+        self.P, self.lam = P, dt.type(damping)
+        self.AT_l = A.reshape(T, B * H, P, P)
+        self.Lbuf = np.empty_like(self.AT_l)
+        self.e_l, self.y_l, self.o_l = (np.empty((T, B * H, P), dtype=dt) for _ in range(3))
+
+    def solve(self, e: np.ndarray, y: np.ndarray, out: np.ndarray, rhs: bool = False) -> float:
+        """``out = y + delta`` for the right-hand sides ``e`` (as ``damped_full``'s, or with
+        ``rhs`` the normal equations' own), all ``(T, B, S)``; returns ``max |delta|``."""
+        P, shape = self.P, (*e.shape[:2], -1, self.P)
+        self.e_l.reshape(shape)[:] = units(e, P)
+        self.y_l.reshape(shape)[:] = units(y, P)
+        r = damped_full(self.AT_l, self.e_l, self.Lbuf, self.y_l, self.o_l, self.lam, rhs)
+        units(out, P)[:] = self.o_l.reshape(shape)
+        return r
+
+
 def _damped_blocks(
     a: Arrays,
     solver: Iterative,
@@ -202,22 +227,13 @@ def _damped_blocks(
     A: np.ndarray,
     bvec: np.ndarray,
 ) -> Update:
-    """ELK on a diagonal cell of ``P > 1`` parts: its Jacobians are per-unit blocks, so the
-    damped step decouples into ``B*H`` independent systems of ``P x P`` blocks, solved by
-    ``damped_full`` with the units as its batch (states copied to and from that layout)."""
-    T, B, H, P, dt = a.T, a.B, a.H, a.P, a.gi.dtype
-    AT_l = A.reshape(T, B * H, P, P)
-    Lbuf = np.empty_like(AT_l)
-    e_l, y_l, o_l = (np.empty((T, B * H, P), dtype=dt) for _ in range(3))
-    lam = dt.type(solver.damping)
+    """ELK on a diagonal cell of ``P > 1`` parts: :class:`UnitSystems` after linearising."""
+    systems = UnitSystems(a, A, solver.damping)
+    e = bvec.reshape(a.T, a.B, a.S)
 
     def update(old: int, new: int) -> float:
         linearise_at(old, numba.get_num_threads())
-        e_l.reshape(T, B, H, P)[:] = units(bvec.reshape(T, B, -1), P)
-        y_l.reshape(T, B, H, P)[:] = units(bufs[old][1:], P)
-        r = damped_full(AT_l, e_l, Lbuf, y_l, o_l, lam)
-        units(bufs[new][1:], P)[:] = o_l.reshape(T, B, H, P)
-        return r
+        return systems.solve(e, bufs[old][1:], bufs[new][1:])
 
     return update
 

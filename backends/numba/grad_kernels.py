@@ -76,10 +76,12 @@ _EPS = 1e-30
 
 
 @njit(parallel=True, **_JIT)
-def coefficient_tangents(cell, gi, gh, bhh, s, ugi, ugh, us, Ct, Ddt, CIt, nblk):
+def coefficient_tangents(cell, gi, gh, bhh, s, ugi, ugh, us, Ct, Ddt, CIt, Ft, nblk):
     """The derivatives of every row's structured coefficients (:func:`coefficients`: ``C, Dd,
     CI`` at ``gi, gh, s``) along the direction ``(ugi, ugh, us)``, by complex step (above):
-    ``Ct, CIt (N, G, P, H)``, ``Ddt (N, P, P, H)``. A direction array of one row applies to
+    ``Ct, CIt (N, G, P, H)``, ``Ddt (N, P, P, H)``; ``Ft (N, S)`` receives the derivative of
+    the step ``f`` itself (``J us`` where ``ugh = W_hh us_h``: a cell with peepholes needs
+    its ``c'``'s), or has no rows (nothing kept). A direction array of one row applies to
     every row. Computed in complex128 whatever the dtype."""
     N, S, gH = gi.shape[0], s.shape[1], gi.shape[1]
     G, P, H = Ct.shape[1], Ct.shape[2], Ct.shape[3]
@@ -101,6 +103,9 @@ def coefficient_tangents(cell, gi, gh, bhh, s, ugi, ugh, us, Ct, Ddt, CIt, nblk)
             for j in range(S):
                 zs[j] = s[i, j] + 1j * (eps * e[j])
             _cell(cell, zgi, zgh, zb, zs, f, c, d, ci, 2)
+            if Ft.shape[0] > 0:
+                for j in range(S):
+                    Ft[i, j] = f[j].imag * inv
             for g in range(G):
                 for p in range(P):
                     for j in range(H):
