@@ -133,6 +133,27 @@ GRAD_GRIDS: dict[str, GradGrid] = {
 }
 
 
+GRAD_GRIDS["smoke"] = GradGrid(
+    cells=("gru",),
+    solve_budget=TOL,
+    seq_lens=(64,),
+    seq_lens_hidden=8,
+    hidden_sizes=(8,),
+    hidden_seq_len=64,
+    budgets=(2,),
+    budget_seq_len=64,
+    budget_hidden=8,
+    accuracy_cells=("elman",),
+    accuracy_budgets=(TOL,),
+    contractions=(0.5,),
+    accuracy_seq_len=64,
+    accuracy_hidden=8,
+    targets=("numpy:cpu",),
+    unrolled=("jacobi",),
+)
+"""The ``smoke`` grid's (:data:`fpbench.grids.GRIDS`): one tiny point of each gradient suite."""
+
+
 def current_grad() -> GradGrid:
     """The gradient sweep of the grid ``FPBENCH_GRID`` selects (``quick``'s for a grid that
     has none)."""

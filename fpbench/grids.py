@@ -2,7 +2,8 @@
 
 ``FPBENCH_GRID`` picks one (``quick`` when unset): ``quick`` is the CI smoke sweep,
 ``default`` the README's long CPU sweep, ``full`` the paper-scale GPU sweep, ``main`` the
-main job's sweep (``make report``: minutes on 2 cores). This module is the one place
+main job's sweep (``make report``: minutes on 2 cores), ``shard`` the sharded solve's
+scaling, ``smoke`` one tiny point of every suite (the sweep's end-to-end test). This module is the one place
 grids are defined, with the gradient, training and sharded suites' grids beside it
 (:mod:`fpbench.grad_grids`, :mod:`fpbench.train_grids`, :mod:`fpbench.shard_grids`;
 ``benchmarks/grids.py`` loads them); it needs only the standard
@@ -318,6 +319,42 @@ GRIDS: dict[str, Grid] = {
 # torch ranks start a process each, so it stays out of `main`'s minutes (`fpbench sweep --grid
 # shard`). Its other suites' values are quick's; `fpbench sweep` runs only the two below.
 GRIDS["shard"] = Grid(**{**GRIDS["quick"].__dict__, "name": "shard", "suites": ("ShardStrong", "ShardWeak")})
+
+# The sweep's own end-to-end test (tests/test_report.py): every suite of `quick` at one tiny
+# point each, a few solvers, so that the whole sweep (one asv run per target, publish, the
+# report) runs in a few minutes; the suites' solvers are tested by tests/test_asv.py and
+# tests/test_bench_*.py. Its gradient, training and sharded suites are `smoke`'s of their grids.
+GRIDS["smoke"] = Grid(
+    name="smoke",
+    cells=("gru",),
+    solve_budget=TOL,
+    seq_lens=(128,),
+    seq_lens_hidden=8,
+    hidden_sizes=(8,),
+    hidden_seq_len=128,
+    budgets=(2,),
+    budget_seq_len=128,
+    budget_hidden=8,
+    accuracy_cells=("elman",),
+    accuracy_budgets=(TOL,),
+    contractions=(0.5,),
+    accuracy_seq_len=128,
+    accuracy_hidden=8,
+    cold_seq_len=128,
+    cold_hidden=8,
+    floor_seq_lens=(128,),
+    floor_hidden=8,
+    product_seq_lens=(128,),
+    product_hidden_sizes=(4,),
+    batch_sizes=(4,),
+    batch_seq_len=128,
+    batch_hidden=8,
+    solvers=("sequential", "native", "newton", "chunked_p8_o64_k1"),
+    accuracy_solvers=("jacobi", "elk"),
+    overlaps=(16,),
+    budget_solvers=("jacobi",),
+    budget_peakmem=False,
+)
 
 GRID_NAMES: tuple[str, ...] = tuple(GRIDS)
 """Grid names in definition order (append-only: an index here is a stable grid id)."""

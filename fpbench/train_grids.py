@@ -149,6 +149,23 @@ TRAIN_GRIDS: dict[str, TrainGrid] = {
 }
 
 
+TRAIN_GRIDS["smoke"] = TrainGrid(
+    seq_lens=(32,),
+    seq_lens_hidden=8,
+    hidden_sizes=(8,),
+    hidden_seq_len=32,
+    step_budget=TOL,
+    budgets=(TOL,),
+    contractions=(0.5,),
+    track_seq_len=16,
+    track_hidden=8,
+    track_steps=5,
+    targets=("numpy:cpu",),
+    methods=("sequential", "jacobi_unrolled", "newton"),
+)
+"""The ``smoke`` grid's (:data:`fpbench.grids.GRIDS`): one tiny point of each training suite."""
+
+
 def current_train() -> TrainGrid:
     """The training grid of ``FPBENCH_GRID`` (a grid without a training sweep: ``quick``'s)."""
     return TRAIN_GRIDS.get(grid_name(), TRAIN_GRIDS["quick"])

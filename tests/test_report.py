@@ -339,10 +339,11 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO / "asv.conf.json").is_file(), reason="no asv.conf.json in this checkout")
-def test_sweep_quick_end_to_end(asv_sandbox, tmp_path):
-    """The main job, ``fpbench sweep --grid quick``, end to end: one asv run per target and
-    one for the settings suite, publish, report; no benchmark may fail. In the asv sandbox,
-    so the user's results and machine file are not touched."""
+def test_sweep_end_to_end(asv_sandbox, tmp_path):
+    """The main job's command, ``fpbench sweep``, end to end on the ``smoke`` grid (every
+    suite at one tiny point): one asv run per target and one for the settings suite,
+    publish, report; no benchmark may fail. In the asv sandbox, so the user's results and
+    machine file are not touched."""
     from fpbench.report.sweep_plan import sweep_chunks
 
     env, config = asv_sandbox
@@ -350,16 +351,16 @@ def test_sweep_quick_end_to_end(asv_sandbox, tmp_path):
     # report) in minutes; every backend's suites are exercised by test_asv and test_bench_*.
     env["FPBENCH_BACKENDS"] = "numpy,torch"
     out = tmp_path / "report"
-    cmd = [sys.executable, "-m", "fpbench.cli", "sweep", "--grid", "quick", "--config", str(config)]
+    cmd = [sys.executable, "-m", "fpbench.cli", "sweep", "--grid", "smoke", "--config", str(config)]
     cmd += ["--machine", ASV_MACHINE, "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
     runs = proc.stdout.count("fpbench sweep: asv run --bench")
-    assert runs == len(sweep_chunks(env, "quick"))
+    assert runs == len(sweep_chunks(env, "smoke"))
     assert "report:" in proc.stdout and "asv html:" in proc.stdout
     assert (tmp_path / "html" / "index.html").is_file()
     csv = pd.read_csv(out / "results.csv")
-    assert set(csv["grid"].dropna()) == {"quick"}
+    assert set(csv["grid"].dropna()) == {"smoke"}
     assert not (csv["status"] == "failed").any()
     # each target's asv run kept the results of the runs before it
     ok = csv[csv["status"] == "ok"]
