@@ -377,8 +377,14 @@ def speedup_lines(sp: pd.DataFrame, title: str) -> Figure | None:
 def speedup_batch(sp: pd.DataFrame, title: str) -> Figure | None:
     """Speedup against the batch size B, one panel per cell and parallel solver, one line per
     backend; the dashed line is break-even."""
-    data = sp.dropna(subset=["batch"]).assign(value=sp["speedup"], q25=np.nan, q75=np.nan)
-    fig = lines(data, "batch", "speedup over best sequential (×)", title, row="cell", col="solver")
+    return speedup_against(sp, "batch", title, row="cell", col="solver")
+
+
+def speedup_against(sp: pd.DataFrame, x: str, title: str, row: str, col: str) -> Figure | None:
+    """Speedup (``sp``: :func:`.analysis.speedups` rows) against ``x``, faceted by ``row`` ×
+    ``col``, one line per label; the dashed line is break-even."""
+    data = sp.dropna(subset=[x]).assign(value=sp["speedup"], q25=np.nan, q75=np.nan)
+    fig = lines(data, x, "speedup over best sequential (×)", title, row=row, col=col)
     if fig is not None:
         for ax in fig.axes:
             if ax.get_title():
