@@ -109,3 +109,30 @@ def test_headline_counts_the_diagonal_cells_as_a_family_of_their_own():
     head = analysis.headline(sp).set_index(["cell", "solver"])
     assert head.loc[("gru_diag", "newton"), "points won"] == "2 of 3"
     assert head.loc[("gru", "newton"), "points won"] == "0 of 3"
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.2, 1.4), (0.004, 1.3)])
+def test_log_axes_print_plain_tick_labels(low, high):
+    """The report draws with ``text.parse_math`` off, so matplotlib's log tick labels
+    (``$\\mathdefault{10^{-1}}$``) printed as raw mathtext in every log-y figure; now plain
+    numbers, minor ticks labelled where the axis spans less than a decade."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from fpbench.report import figures
+
+    sp = diag_speedups(frame())
+    sp = sp[sp["solver"].eq("newton") & sp["cell"].eq("gru_diag")]
+    sp = sp.assign(speedup=np.geomspace(low, high, len(sp)))
+    with matplotlib.rc_context({"text.parse_math": False}):
+        fig = figures.speedup_against(sp, "hidden_size", "t", row="solver", col="cell")
+        fig.canvas.draw()
+        (ax,) = fig.axes
+        major = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        minor = [t.get_text() for t in ax.get_yticklabels(minor=True) if t.get_text()]
+    plt.close(fig)
+    assert major and not any("$" in t or "mathdefault" in t for t in major + minor)
+    assert "1" in major and ("0.1" in major or "0.01" in major)
+    assert bool(minor) == (high / low < 10)
+    if minor:
+        assert "0.2" in minor
