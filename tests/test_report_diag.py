@@ -64,8 +64,8 @@ def test_sentence_says_where_newton_wins_on_diagonal_cells_only():
     assert "gru_diag at H = 32 (1.25×; gru " in text and "gru_diag at H = 128 (1.25×;" in text
     assert "gru_diag at H = 8" not in text.split("Against H")[0]  # 0.667×: no win there
     # the trend in H, from the data: flat-ish on the diagonal cell, falling on the dense one
-    assert "gru_diag 0.667× at H = 8 → 1.25× at H = 128 (×1.88)" in text
-    assert "gru 0.781× at H = 8 → 0.00305× at H = 128 (×0.00391)" in text
+    assert "gru_diag 0.667× at H = 8 → 1.25× at H = 128 (×1.88; time ×8.53)" in text
+    assert "gru 0.781× at H = 8 → 0.00305× at H = 128 (×0.00391; time ×4096)" in text
 
 
 def test_sentence_names_the_closest_point_where_nothing_wins():

@@ -5,7 +5,7 @@ per-unit blocks on a diagonal one (O(T H), a sequential pass's order). The secti
 parallel solver's speedup over the fastest sequential baseline against H, the dense cells
 beside their diagonal counterparts (:data:`fpbench.grids.DIAGONAL_PAIRS`), one line per
 backend, and says from the data where Newton and quasi-Newton win, or come closest, on the
-diagonal cells and not on the dense ones, and how their speedup changes with H on each.
+diagonal cells and not on the dense ones, and how their speedup and time change with H on each.
 Without a measured diagonal-cell row the section has no blocks (the report leaves it out).
 """
 
@@ -41,7 +41,8 @@ def diag_speedups(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _trend(g: pd.DataFrame) -> str:
-    """``0.31× at H = 8 → 0.28× at H = 128 (×0.9)`` for the measured rows of one cell."""
+    """``0.31× at H = 8 → 0.28× at H = 128 (×0.9; time ×14.2)`` for the measured rows of one
+    cell: the speedup at the smallest and largest H, its change, and the solver's own time's."""
     g = g.sort_values("hidden_size")
     first, last = g.iloc[0], g.iloc[-1]
     if len(g) == 1:
@@ -49,7 +50,7 @@ def _trend(g: pd.DataFrame) -> str:
     return (
         f"{fmt.speedup(first['speedup'])} at H = {fmt_num(first['hidden_size'])} → "
         f"{fmt.speedup(last['speedup'])} at H = {fmt_num(last['hidden_size'])} "
-        f"(×{fmt_num(last['speedup'] / first['speedup'])})"
+        f"(×{fmt_num(last['speedup'] / first['speedup'])}; time ×{fmt_num(last['time_s'] / first['time_s'])})"
     )
 
 
@@ -57,7 +58,8 @@ def solver_sentence(sp: pd.DataFrame, backend: str, solver: str) -> str | None:
     """One sentence, from the data, on ``solver`` on ``backend`` (rows of one machine and
     device): the (cell, H) where it wins on a diagonal cell while the dense cell at that H does
     not (or, where it wins nowhere there, its closest point on each kind), and its speedup
-    from the smallest to the largest H on each cell. None without diagonal-cell rows."""
+    and its own time from the smallest to the largest H on each cell. None without
+    diagonal-cell rows."""
     ok = sp[sp["backend"].eq(backend) & sp["solver"].eq(solver) & sp["status"].eq("ok")]
     ok = ok[ok["speedup"].notna()]
     diag, dense = ok[ok["recurrence"].eq("diagonal")], ok[ok["recurrence"].eq("dense")]
