@@ -122,9 +122,9 @@ def _warm_numba() -> None:
     grad_grid = grids.current_grad()
     cells = {
         *GRID.cells, *GRID.product_cells, *GRID.accuracy_cells, *(GRID.budget_cells or ()),
-        *grad_grid.cells, *grad_grid.accuracy_cells, grids.TRAIN_CELL,
+        *grad_grid.cells, *grad_grid.accuracy_cells, grids.TRAIN_CELL, *GRID.diag_cells,
     }  # fmt: skip
-    names = {*GRID.solvers, *GRID.accuracy_solvers, *(GRID.budget_solvers or ())}
+    names = {*GRID.solvers, *GRID.accuracy_solvers, *(GRID.budget_solvers or ()), *GRID.diag_solvers}
     for cell in sorted(cells & set(fpbench.CELLS)):
         for batch in (1, 2):
             problem = fpbench.make_problem(spec(cell, 256, 2, batch=batch, input_size=2))

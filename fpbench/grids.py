@@ -47,6 +47,13 @@ DAMPED: tuple[str, ...] = ("elk", "quasi_elk")
 the solve suites' sizes would take minutes per solve)."""
 BASELINES: tuple[str, ...] = ("sequential", "native")
 
+DIAGONAL_PAIRS: dict[str, str] = {"gru_diag": "gru", "lstm_cifg_diag": "lstm"}
+"""Each diagonal cell (ParaRNN's, :mod:`fpbench.cells`) and the dense cell it is compared with
+in ``DiagNewton`` and the report's diagonal-cell section."""
+DIAG_SOLVERS: tuple[str, ...] = ("sequential", "native", "newton", "quasi_newton", "chunked_p8_o64_k1")
+"""The solvers of ``DiagNewton`` in the grids that run it at full size (``Native`` is n/a on
+the diagonal cells: no fused library kernel)."""
+
 CHUNKED: dict[str, dict[str, int]] = {
     "chunked_p2_o64": {"chunks": 2, "overlap": 64},
     "chunked_p8_o64": {"chunks": 8, "overlap": 64},
@@ -115,6 +122,11 @@ class Grid:
             the error beside the bound rho^k.
         budget_peakmem: whether ``Budget`` has ``peakmem_solve`` beside ``time_solve`` (False:
             asv does not collect it for this grid, and the sweep runs no process for it).
+        diag_cells / diag_solvers / diag_hidden_sizes / diag_seq_len / diag_batch:
+            ``DiagNewton`` (``benchmarks/bench_diag.py``) times ``diag_solvers`` (iterative ones
+            to tolerance) on dense cells and their diagonal counterparts
+            (:data:`DIAGONAL_PAIRS`) against H at T = ``diag_seq_len``, B = ``diag_batch``: where
+            a diagonal recurrence lets Newton's O(T H) scan win where the dense O(T H^3) cannot.
 
     The fields after ``floor_hidden`` were added later (append-only): their defaults are
     the values the grids defined before them use.
@@ -155,6 +167,11 @@ class Grid:
     budget_cells: tuple[str, ...] | None = None
     budget_solvers: tuple[str, ...] | None = None
     budget_peakmem: bool = True
+    diag_cells: tuple[str, ...] = ("gru", "gru_diag")
+    diag_solvers: tuple[str, ...] = ("sequential", "newton")
+    diag_hidden_sizes: tuple[int, ...] = (4, 16)
+    diag_seq_len: int = 128
+    diag_batch: int = BATCH
 
 
 GRIDS: dict[str, Grid] = {
@@ -213,6 +230,10 @@ GRIDS: dict[str, Grid] = {
         batch_hidden=64,
         accuracy_solvers=ITERATIVE + DAMPED + CHUNKED_SOLVERS,
         solvers=SOLVERS + CHUNKED_SOLVERS,
+        diag_cells=("gru", "gru_diag", "lstm", "lstm_cifg_diag"),
+        diag_solvers=DIAG_SOLVERS,
+        diag_hidden_sizes=(8, 32, 128),
+        diag_seq_len=1024,
     ),
     # The anchors' scales, for a GPU machine: T up to 10^6, H up to 1024. Combinations
     # that do not fit the device's memory are n/a (estimated in setup).
@@ -243,6 +264,10 @@ GRIDS: dict[str, Grid] = {
         batch_hidden=64,
         solvers=SOLVERS + DAMPED + CHUNKED_SOLVERS,
         accuracy_solvers=ITERATIVE + DAMPED + CHUNKED_SOLVERS,
+        diag_cells=("gru", "gru_diag", "lstm", "lstm_cifg_diag"),
+        diag_solvers=DIAG_SOLVERS,
+        diag_hidden_sizes=(16, 64, 256, 1024),
+        diag_seq_len=16384,
     ),
     # The main job (`make report`): <= 15 minutes from a fresh clone on the 2-core VM of
     # reports/vm. It answers "where does a parallel solver beat the best sequential baseline"
@@ -295,6 +320,7 @@ GRIDS: dict[str, Grid] = {
             "TrainSeqLen",
             "TrainLoss",
             "Budget",
+            "DiagNewton",
         ),
         # The float64 NumPy oracle is no contender, and costs minutes at these T; it still
         # checks every other target's solves (the correctness gate runs the reference).
@@ -312,6 +338,14 @@ GRIDS: dict[str, Grid] = {
         budget_cells=("elman",),
         budget_solvers=(*ITERATIVE, "chunked_p8_o64"),
         budget_peakmem=False,
+        # Dense against diagonal cells over H (ParaRNN's cells: Newton's scan O(T H) on them,
+        # O(T H^3) on the dense ones), at one T and B: the GRU pair and the solvers the question
+        # is about, to stay within the main job's minutes (dense Newton on the LSTM's 2H state at
+        # H = 128 takes seconds a solve); `default` adds the LSTM pair and Chunked.
+        diag_cells=("gru", "gru_diag"),
+        diag_solvers=("sequential", "native", "newton", "quasi_newton"),
+        diag_hidden_sizes=(8, 32, 128),
+        diag_seq_len=1024,
     ),
 }
 

@@ -82,6 +82,7 @@ def suite_problem(grid: str, suite: str, params: dict[str, Any]) -> dict[str, An
         "IterationFloor": {"hidden_size": g.floor_hidden, "solver": "jacobi", "max_iters": 1},
         "Product": {"batch": g.product_batch, "max_iters": TOL},
         "Batch": {"seq_len": g.batch_seq_len, "hidden_size": g.batch_hidden, "max_iters": TOL},
+        "DiagNewton": {"seq_len": g.diag_seq_len, "batch": g.diag_batch, "max_iters": TOL},
         "GradSeqLen": {"hidden_size": gg.seq_lens_hidden, "max_iters": gg.solve_budget},
         "GradHidden": {"seq_len": gg.hidden_seq_len, "max_iters": gg.solve_budget},
         "GradBudget": {"seq_len": gg.budget_seq_len, "hidden_size": gg.budget_hidden},

@@ -109,7 +109,7 @@ def test_suite_problem_is_what_the_suites_build():
     the suite's ``case`` builds, for every combination of the solve, gradient and training
     time suites (the grid the suites imported here: quick unless ``FPBENCH_GRID`` says)."""
     import fpbench
-    from benchmarks import bench_grad, bench_solve, bench_train
+    from benchmarks import bench_diag, bench_grad, bench_solve, bench_train
 
     name = grids.grid_name()
     suites = [
@@ -118,6 +118,7 @@ def test_suite_problem_is_what_the_suites_build():
         bench_solve.Budget,
         bench_solve.Product,
         bench_solve.Batch,
+        bench_diag.DiagNewton,
         bench_grad.GradSeqLen,
         bench_grad.GradHidden,
         bench_grad.GradBudget,

@@ -131,7 +131,8 @@ def test_every_suite_parameter_is_a_column_of_the_frame():
     from fpbench.report.load import PARAM_COLUMNS
 
     names = set()
-    for module in ("bench_solve", "bench_accuracy", "bench_cold", "bench_floor", "bench_grad", "bench_train"):
+    modules = ("bench_solve", "bench_accuracy", "bench_cold", "bench_floor", "bench_grad", "bench_train")
+    for module in (*modules, "bench_diag"):
         mod = importlib.import_module(f"benchmarks.{module}")
         for obj in vars(mod).values():
             if isinstance(obj, type) and obj.__module__ == mod.__name__ and hasattr(obj, "param_names"):

@@ -68,6 +68,11 @@ def main_results(tmp_path) -> Path:
             dict(seq_len=[1024, 2048], hidden_size=[2, 8]),
             [0.001 * (i + 1) for i in range(8)],
         ),
+        "bench_diag.DiagNewton.time_solve": (
+            dict(target=["numba:cpu"], cell=["gru", "gru_diag"], solver=["sequential", "newton"]),
+            dict(hidden_size=[8, 128]),
+            [0.002, 0.03, 0.1, 5.0, 0.001, 0.01, 0.002, 0.008],
+        ),
     }
     for key, (first, rest, results) in add.items():
         params = {**first, **rest}
@@ -89,7 +94,7 @@ def test_every_row_carries_its_whole_problem(main_results):
     """The gradient suites' rows once had no hidden size (the tables printed "—"), the
     training suites' no cell, H or B, and no row had I or dtype."""
     frame = load_results(main_results).frame
-    assert set(frame["group"]) == {"GradSeqLen", "TrainLoss", "Budget", "Product"}
+    assert set(frame["group"]) == {"GradSeqLen", "TrainLoss", "Budget", "Product", "DiagNewton"}
     for column in PROBLEM:
         assert frame[column].notna().all(), (column, frame.loc[frame[column].isna(), "benchmark"].unique())
     budget = frame["max_iters"].where(~frame["group"].eq("TrainLoss"), frame["budget"])
@@ -116,6 +121,10 @@ def test_every_row_carries_its_whole_problem(main_results):
 
     p = frame[frame["group"].eq("Product")]
     assert (p["input_size"] == p["hidden_size"]).all() and set(p["batch"]) == {m.product_batch}
+
+    d = frame[frame["group"].eq("DiagNewton")]
+    assert set(d["seq_len"]) == {m.diag_seq_len} and set(d["batch"]) == {m.diag_batch}
+    assert set(d["input_size"]) == {grids.INPUT_SIZE} and set(d["max_iters"]) == {grids.TOL}
 
 
 def test_chunked_configurations_are_known_solvers(main_results):
@@ -187,3 +196,20 @@ def test_report_draws_the_budget_error_and_the_products_slices(main_results, tmp
     for x in ("seq_len", "hidden_size"):
         assert any(n.startswith(f"time-{x}") for n in names), (x, names)
     assert "`Hidden`" not in text.rpartition("did not run")[2]  # the product's slices cover it
+
+
+def test_report_draws_the_dense_vs_diagonal_section(main_results, tmp_path):
+    """The ``DiagNewton`` results reach the report: its section, with the sentence computed
+    from them, its figure, and the diagonal cell's verdict in the headline."""
+    from fpbench.report.diag_section import TITLE
+
+    out = build_report(main_results, out=tmp_path / "out")
+    text = (out / "summary.md").read_text()
+    assert f"## {TITLE}" in text
+    section = text.split(f"## {TITLE}", 1)[1].split("\n## ", 1)[0]
+    wins = "wins on diagonal cells where the dense cell does not: gru_diag at H = 128 (1.25×; gru 0.006×)"
+    assert wins in section
+    assert "T = 1024, B = 8" in section
+    assert any(p.name.startswith("speedup-diag") for p in (out / "figures").glob("*.png"))
+    assert "gru_diag" in text.split("## ", 2)[1]  # the headline's verdict per cell
+    assert "`DiagNewton`" not in text.rpartition("did not run")[2]

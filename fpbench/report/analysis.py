@@ -206,6 +206,7 @@ SPEEDUP_FAMILIES = {
     "T and H sweeps": SOLVE_GROUPS,
     "T x H product": (PRODUCT_GROUP,),
     "batch": (BATCH_GROUP,),
+    "dense vs diagonal cells": ("DiagNewton",),
 }
 """Suites whose timings may be compared with each other: the same problem family (B, I)."""
 

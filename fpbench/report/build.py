@@ -12,6 +12,7 @@ from fpbench import grids as fpbench_grids
 
 from . import analysis
 from .accuracy_sections import accuracy_section, overlap_section
+from .diag_section import diag_section
 from .figure_files import FigureFiles
 from .gaps_section import gaps_section, measurement_rows
 from .grad_sections import grad_sections
@@ -70,6 +71,7 @@ REPORT_SUITES = (
     "Hidden",
     "Budget",
     "Batch",
+    "DiagNewton",
     "Accuracy",
     "ChunkedOverlap",
     "GradSeqLen",
@@ -196,6 +198,7 @@ def _sections(result: ResultSet, frame: pd.DataFrame, figs: FigureFiles) -> list
         speedup_section(frame, figs),
         budget_section(frame, figs),  # the budget sweep
         batch_section(frame, figs),
+        diag_section(frame, figs),  # dense vs diagonal cells against H
         backend_section(frame),
         accuracy_section(frame, figs),
         overlap_section(frame, figs),

@@ -96,6 +96,20 @@ def _styles(labels: list[str]) -> dict[str, dict]:
     return out
 
 
+def plain_log_labels(ax: Any) -> None:
+    """Label ``ax``'s log y axis with plain numbers (:func:`.fmt.number`: ``0.1``, ``1``,
+    ``10``), not matplotlib's mathtext, which the report renders as raw text
+    (``text.parse_math`` is off); its minor ticks are labelled only where the axis spans
+    less than a decade (no major tick may show there)."""
+
+    def minor(v: float, _: Any) -> str:
+        lo, hi = sorted(ax.get_ylim())
+        return fmt_num(v) if lo > 0 and hi / lo < 10 else ""
+
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt_num(v)))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
+
+
 def _order(values: list, key: str) -> list:
     """Facet order: solvers in :data:`SOLVER_STYLES` order (baselines first), others sorted."""
     if key != "solver":
@@ -184,6 +198,7 @@ def lines(
                 ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt_num(v)))
             if logy:
                 ax.set_yscale("log")
+                plain_log_labels(ax)
             ax.set_title(" · ".join(f"{k}={v}" for k, v in ((row, r), (col, c)) if v is not None))
             ax.set_xlabel(AXIS_LABEL.get(x, x))
             ax.set_ylabel(ylabel if j == 0 else "")
@@ -377,8 +392,14 @@ def speedup_lines(sp: pd.DataFrame, title: str) -> Figure | None:
 def speedup_batch(sp: pd.DataFrame, title: str) -> Figure | None:
     """Speedup against the batch size B, one panel per cell and parallel solver, one line per
     backend; the dashed line is break-even."""
-    data = sp.dropna(subset=["batch"]).assign(value=sp["speedup"], q25=np.nan, q75=np.nan)
-    fig = lines(data, "batch", "speedup over best sequential (×)", title, row="cell", col="solver")
+    return speedup_against(sp, "batch", title, row="cell", col="solver")
+
+
+def speedup_against(sp: pd.DataFrame, x: str, title: str, row: str, col: str) -> Figure | None:
+    """Speedup (``sp``: :func:`.analysis.speedups` rows) against ``x``, faceted by ``row`` ×
+    ``col``, one line per label; the dashed line is break-even."""
+    data = sp.dropna(subset=[x]).assign(value=sp["speedup"], q25=np.nan, q75=np.nan)
+    fig = lines(data, x, "speedup over best sequential (×)", title, row=row, col=col)
     if fig is not None:
         for ax in fig.axes:
             if ax.get_title():

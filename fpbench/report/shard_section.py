@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib.ticker
+import matplotlib
 import numpy as np
 import pandas as pd
 
-from . import figures, fmt
+from . import figures
 from .page import Section, Table, Text
 
 SUITES = {"ShardStrong": "strong scaling (T fixed)", "ShardWeak": "weak scaling (T / N fixed)"}
@@ -70,9 +70,8 @@ def scaling_figure(table: pd.DataFrame, title: str) -> Any:
             ax.set_xticks(sorted(table["shards"].unique()))
             ax.get_xaxis().set_major_formatter("{x:g}")
             ax.set_xlabel("shards N")
-        top.set_yscale("log")  # plain tick labels: the report renders text without mathtext
-        top.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt.number(v)))
-        top.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        top.set_yscale("log")
+        figures.plain_log_labels(top)
         top.set_title(target)
         top.set_ylabel("time a solve (s)" if j == 0 else "")
         bottom.set_ylabel("efficiency" if j == 0 else "")
