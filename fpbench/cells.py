@@ -43,11 +43,12 @@ the per-row gradient of ``weight_hh``. Their Jacobian is block diagonal per unit
 (:meth:`Cell.unit_jacobian`: ``(..., H, P, P)``), so Newton never forms ``S x S`` matrices.
 
 Adding a cell is one class here, registered in :data:`CELLS`. The NumPy reference, JAX and
-torch run it from this maths alone (torch's ``Native`` and ``Chunked`` need a ``torch.nn``
-module with the same layout: ``torch_module``, None when there is none); Numba needs a
-row function in ``backends/numba/kernels_cells.py`` (without one it raises ``UnsupportedError``).
-A diagonal cell runs on the backends whose :attr:`fpbench.Backend.recurrences` list
-``"diagonal"`` (so far the NumPy reference and Numba); the others refuse it with
+torch run it from this maths alone (torch's ``Native`` needs a ``torch.nn`` module with the
+same layout: ``torch_module``, None when there is none, and then it is n/a; torch's
+``Chunked`` uses the module when there is one); Numba needs a row function in
+``backends/numba/kernels_cells.py`` (without one it raises ``UnsupportedError``). A
+diagonal cell runs on the backends whose :attr:`fpbench.Backend.recurrences` list
+``"diagonal"`` (the NumPy reference, JAX, torch and Numba); any other refuses it with
 ``UnsupportedError``.
 """
 

@@ -138,6 +138,12 @@ def check_sharded(problem: Problem, solver: Solver, backend: str, shards: int) -
         raise UnsupportedError(
             f"backend {backend!r} has no sharded form; sharded backends: {list(SHARDED_ENGINES)}"
         )
+    cell = problem.spec.model
+    if cell.recurrence != "dense":
+        raise UnsupportedError(
+            f"the sharded solve has no form for cell {cell.name!r} (a {cell.recurrence} cell: its "
+            "updates read dense W_hh blocks); solve it on one device"
+        )
     return ShardPlan.of(problem.spec.seq_len, solver, shards)
 
 

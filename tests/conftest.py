@@ -42,9 +42,9 @@ def target(request) -> str:
 @pytest.fixture(autouse=True)
 def _backend_implements_cell(request) -> None:
     """Skip a test of a (backend, cell) pair whose backend does not implement the cell yet
-    (:attr:`fpbench.Backend.recurrences`: so far the diagonal cells run on the numpy
-    reference only). The backend is the test's ``target`` parameter, or its (or its
-    module's) ``backend`` mark; the cell its ``cell`` parameter."""
+    (:attr:`fpbench.Backend.recurrences`: every backend here runs the diagonal cells too, so
+    this guards a backend that lists only ``"dense"``). The backend is the test's ``target``
+    parameter, or its (or its module's) ``backend`` mark; the cell its ``cell`` parameter."""
     callspec = getattr(request.node, "callspec", None)
     params = callspec.params if callspec else {}
     cell = params.get("cell")

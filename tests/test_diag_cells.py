@@ -140,19 +140,39 @@ def test_reference_gradients_match_finite_differences(cell, solver_id):
         assert got == pytest.approx(fd, rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])  # (numba runs them: test_numba_backend.py)
 @pytest.mark.parametrize("cell", DIAG)
-def test_other_backends_refuse_the_diagonal_cells_by_name(cell, backend):
-    try:
-        impl = fpbench.get_backend(backend)
-    except fpbench.BackendUnavailableError as e:
-        pytest.skip(str(e))
+def test_a_backend_without_the_diagonal_recurrence_refuses_the_cells_by_name(cell):
+    """:attr:`fpbench.Backend.recurrences` is enforced for every backend (torch, JAX and
+    Numba run the diagonal cells; one that lists only ``"dense"`` refuses them)."""
+    from fpbench.reference_backend import NumpyBackend
+
+    class DenseOnly(NumpyBackend):
+        recurrences = ("dense",)
+
     p = problem_of(cell)
-    match = f"does not support cell '{cell}' yet"
+    with pytest.raises(fpbench.UnsupportedError, match=f"does not support cell '{cell}' yet"):
+        DenseOnly().prepare(p, fpbench.Jacobi(3), "cpu")
+
+
+@pytest.mark.parametrize("cell", DIAG)
+def test_torch_native_is_not_applicable_to_the_diagonal_cells(cell):
+    """torch's Native is its ``torch.nn`` module, and none has these cells' layout: a clear
+    n/a, forward and gradient (every other torch solver runs them)."""
+    pytest.importorskip("torch")
+    p = problem_of(cell)
+    match = f"Native is not applicable to cell '{cell}' on torch"
     with pytest.raises(fpbench.UnsupportedError, match=match):
-        impl.prepare(p, fpbench.Jacobi(3), "cpu")
+        fpbench.solve(p, fpbench.Native(), backend="torch")
     with pytest.raises(fpbench.UnsupportedError, match=match):
-        fpbench.grad(p, fpbench.Jacobi(3), backend=backend)
+        fpbench.grad(p, fpbench.Native(), backend="torch")
+
+
+@pytest.mark.parametrize("cell", DIAG)
+def test_the_sharded_solve_refuses_the_diagonal_cells_by_name(cell):
+    from fpbench.sharding import check_sharded
+
+    with pytest.raises(fpbench.UnsupportedError, match=f"no form for cell '{cell}'"):
+        check_sharded(problem_of(cell), fpbench.Jacobi(3), "jax", 2)
 
 
 def test_memory_estimate_counts_per_unit_jacobian_blocks():

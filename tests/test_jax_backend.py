@@ -1,5 +1,7 @@
 """JAX-specific behaviour: x64 handling without global state, thread settings, the floor."""
 
+import re
+from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
@@ -67,7 +69,7 @@ def test_iteration_floor_computes_one_cell_step_per_row(backend, cell):
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", cell, "float64"))
     s = problem.spec
     out = np.asarray(backend.iteration_floor(problem, "cpu")())
-    gi = cells.input_projection(problem.params, problem.x)
+    gi = cells.CELLS[cell].input_projection(np, problem.params, problem.x)
     h = np.broadcast_to(problem.s0, (s.seq_len, s.batch, s.state_size))
     expected = cells.CELLS[cell].step(np, problem.params, h, gi).reshape(-1, s.state_size)
     assert_close("floor", out, expected, "float64")
@@ -181,15 +183,10 @@ def test_small_solves_match_numpy_and_pivot():
     np.testing.assert_allclose(got, np.linalg.solve(A, R), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("backward", ["forward-only", "implicit", "unrolled"])
-def test_damped_programs_have_no_lapack_custom_calls(backward):
-    """jaxlib's CPU LAPACK calls wait on XLA's intra-op pool from a thread of that pool; inside
-    the ELK scans that deadlocked a test session. ELK's programs, forward and backward, must
-    hold no custom call (the old ones held LU factorisations and solves)."""
-    problem = fpbench.make_problem(
-        fpbench.RNNSpec(cell="lstm", input_size=2, hidden_size=3, seq_len=6, batch=2)
-    )
-    solver = fpbench.ELK(3, damping=0.3, **({} if backward == "forward-only" else {"backward": backward}))
+@contextmanager
+def _compiled_texts():
+    """The StableHLO text of every program the backend compiles inside the block (a list,
+    filled as they compile)."""
     texts = []
     real = backend_module._compile
 
@@ -199,6 +196,19 @@ def test_damped_programs_have_no_lapack_custom_calls(backward):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(backend_module, "_compile", spy)
+        yield texts
+
+
+@pytest.mark.parametrize("backward", ["forward-only", "implicit", "unrolled"])
+def test_damped_programs_have_no_lapack_custom_calls(backward):
+    """jaxlib's CPU LAPACK calls wait on XLA's intra-op pool from a thread of that pool; inside
+    the ELK scans that deadlocked a test session. ELK's programs, forward and backward, must
+    hold no custom call (the old ones held LU factorisations and solves)."""
+    problem = fpbench.make_problem(
+        fpbench.RNNSpec(cell="lstm", input_size=2, hidden_size=3, seq_len=6, batch=2)
+    )
+    solver = fpbench.ELK(3, damping=0.3, **({} if backward == "forward-only" else {"backward": backward}))
+    with _compiled_texts() as texts:
         if backward == "forward-only":
             fpbench.solve(problem, solver, backend="jax")
         else:
@@ -386,3 +396,21 @@ def test_chunked_unrolled_over_checkpointed_iterations_matches_the_reference():
     np.testing.assert_allclose(got.forward.residuals, ref.forward.residuals, rtol=1e-9, atol=1e-15)
     for name, value in ref.arrays().items():
         np.testing.assert_allclose(got.arrays()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", ["gru_diag", "lstm_cifg_diag", "lstm"])
+def test_newton_on_a_diagonal_cell_forms_no_state_by_state_matrix(cell):
+    """Newton and ELK on a diagonal cell, forward and both backwards, compile to programs
+    with no ``S x S`` array (its per-unit ``P x P`` blocks instead); the dense lstm of the
+    same size, the control, has them."""
+    problem = fpbench.make_problem(
+        fpbench.RNNSpec(cell=cell, input_size=3, hidden_size=5, seq_len=6, batch=2, dtype="float64")
+    )
+    S = problem.spec.state_size
+    with _compiled_texts() as texts:
+        fpbench.solve(problem, fpbench.Newton(2), backend="jax")
+        fpbench.solve(problem, fpbench.ELK(2), backend="jax")
+        fpbench.grad(problem, fpbench.Newton(2), backend="jax")
+        fpbench.grad(problem, fpbench.Newton(2, backward="unrolled"), backend="jax")
+    square = re.compile(rf"[<x]{S}x{S}xf64>")  # a tensor type whose last two axes are S x S
+    assert [bool(square.search(t)) for t in texts] == [cell == "lstm"] * 4

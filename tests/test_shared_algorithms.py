@@ -10,7 +10,6 @@ import pytest
 import fpbench
 from backends.shared import Ops, Recurrent, adjoint, iteration, linear
 from fpbench import reference
-from fpbench.cells import input_projection
 
 
 def _scan(op, elems, reverse=False):
@@ -26,8 +25,8 @@ def _scan(op, elems, reverse=False):
     return tuple(np.flip(o, 0) if reverse else o for o in out)
 
 
-DENSE = [name for name, cell in fpbench.CELLS.items() if cell.recurrence == "dense"]
-"""The cells the shared layer runs (its Jacobian forms take dense ``W_hh`` gate blocks)."""
+CELLS = list(fpbench.CELLS)
+"""The cells the shared layer runs: all of them, dense and diagonal."""
 
 NUMPY = Ops(xp=np, solve=np.linalg.solve, scan=_scan, eye=lambda n, like: np.eye(n, dtype=like.dtype))
 
@@ -74,8 +73,9 @@ def _problem(cell: str) -> fpbench.Problem:
 
 def _parts(problem: fpbench.Problem):
     p = problem.params
-    rec = Recurrent.of(np, p["weight_hh"], p["bias_hh"])
-    return fpbench.CELLS[problem.spec.cell], rec, input_projection(p, problem.x)
+    model = problem.spec.model
+    rec = Recurrent.of(np, p["weight_hh"], p["bias_hh"], model.gates)
+    return model, rec, model.input_projection(np, p, problem.x)
 
 
 SOLVERS = [
@@ -88,7 +88,7 @@ SOLVERS = [
 
 
 @pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: s.name)
-@pytest.mark.parametrize("cell", DENSE)
+@pytest.mark.parametrize("cell", CELLS)
 def test_every_iteration_is_the_reference(cell, solver):
     problem = _problem(cell)
     model, rec, gi = _parts(problem)
@@ -113,7 +113,7 @@ def test_stopping_rule():
 
 
 @pytest.mark.parametrize("transition", ["full", "none", "diagonal"])
-@pytest.mark.parametrize("cell", DENSE)
+@pytest.mark.parametrize("cell", CELLS)
 def test_adjoint_and_parameter_gradients_are_the_exact_gradient(cell, transition):
     problem = _problem(cell)
     model, rec, gi = _parts(problem)
@@ -148,3 +148,25 @@ def test_the_two_forms_of_the_gate_product_agree():
     np.testing.assert_allclose(
         structured.gates_summed(np, c, blocks), structured.gates_einsum(np, c, blocks), atol=1e-12
     )
+
+
+@pytest.mark.parametrize("cell", [name for name, c in fpbench.CELLS.items() if c.recurrence == "diagonal"])
+def test_newton_on_a_diagonal_cell_builds_per_unit_blocks_never_s_by_s(cell):
+    """Newton's transitions (forward and adjoint) of a diagonal cell are its per-unit ``P x P``
+    blocks on unit-major states (the diagonal itself for ``P = 1``), equal to
+    :meth:`fpbench.Cell.unit_jacobian`: no ``S x S`` array is built."""
+    problem = _problem(cell)
+    model, rec, gi = _parts(problem)
+    T, B, H, P = 11, 2, 4, model.parts
+    Sp = iteration.shifted(np, reference.sequential(problem), problem.s0)
+    (A, full, units), b = iteration.linearised(NUMPY, model, "full", Sp, gi, rec)
+    U = model.unit_jacobian(np, problem.params, Sp, gi)
+    if P == 1:
+        assert (A.shape, full, units, b.shape) == ((T, B, H), False, 0, (T, B, H))
+        np.testing.assert_allclose(A, U[..., 0, 0], atol=1e-14)
+    else:
+        assert (A.shape, full, units, b.shape) == ((T, B, H, P, P), True, P, (T, B, H, P))
+        np.testing.assert_allclose(A, U, atol=1e-14)
+    gh = adjoint.hidden_preactivations(np, Sp, rec)
+    At, _, _ = adjoint.next_jacobians_t(NUMPY, model, Sp, gi, gh, rec)
+    assert At.shape == A.shape

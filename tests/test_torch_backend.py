@@ -198,7 +198,7 @@ def test_cell_without_an_entry_runs_the_shared_maths(monkeypatch):
     backend.TorchBackend().iteration_floor(problem, "cpu")()
 
 
-@pytest.mark.parametrize("cell", list(fpbench.CELLS))
+@pytest.mark.parametrize("cell", list(kernels.CELL_KERNELS))
 def test_cell_kernels_match_the_shared_cell_maths(cell):
     """The table's (possibly hand-tuned) apply and linearise equal fpbench.cells'."""
     problem = fpbench.make_problem(spec("T7-B3-H5-I2", cell, "float64"))
@@ -289,3 +289,38 @@ def test_chunked_exact_budget_gradient_is_bptt(cell, backward):
     assert len(got.backward.residuals) == (5 if backward == "implicit" else 0)
     np.testing.assert_allclose(got.states, bptt.states, rtol=0, atol=1e-12)
     assert_grad_close(f"chunked {backward} vs bptt", got.arrays(), bptt.arrays(), "float64")
+
+
+@pytest.mark.parametrize("cell", ["gru_diag", "lstm_cifg_diag", "lstm"])
+def test_newton_on_a_diagonal_cell_forms_no_state_by_state_matrix(cell):
+    """Newton and ELK on a diagonal cell, forward and both backwards, create no tensor whose
+    last two axes are ``S x S`` (every operation's outputs, recorded below autograd); the
+    dense lstm of the same size, the control, does."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Shapes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set[tuple[int, ...]] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.seen.update(tuple(t.shape[-2:]) for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+            return out
+
+    problem = fpbench.make_problem(
+        fpbench.RNNSpec(cell=cell, input_size=3, hidden_size=5, seq_len=6, batch=2, dtype="float64")
+    )
+    S = problem.spec.state_size
+    found = []
+    for run in (
+        lambda: fpbench.solve(problem, fpbench.Newton(2), backend="torch"),
+        lambda: fpbench.solve(problem, fpbench.ELK(2), backend="torch"),
+        lambda: fpbench.grad(problem, fpbench.Newton(2), backend="torch"),
+        lambda: fpbench.grad(problem, fpbench.Newton(2, backward="unrolled"), backend="torch"),
+    ):
+        with Shapes() as shapes:
+            run()
+        found.append((S, S) in shapes.seen)
+    assert found == [cell == "lstm"] * 4

@@ -36,7 +36,7 @@ import numpy as np
 
 from fpbench.backend import Backend, GradHost, GradOutput, Prepared, UnsupportedError
 from fpbench.cells import Cell
-from fpbench.memory import unrolled_items
+from fpbench.memory import jacobian_items, unrolled_items
 from fpbench.solvers import TRANSITIONS, Chunked, Jacobi, Solver, iteration_cap
 from fpbench.spec import Problem, RNNSpec
 
@@ -67,9 +67,9 @@ def _grad_program(cell: Cell, solver: Solver, seq_len: int) -> tuple[Callable, s
     """The gradient program of ``solver`` and the name of its backward, by its traits:
     ``(x, s0, params[, tol, damping], g) -> GradOutput``."""
     if solver.kind == "sequential":
-        return partial(_grad_autodiff, partial(_sequential, cell)), "bptt"
+        return partial(_grad_autodiff, cell, partial(_sequential, cell)), "bptt"
     if solver.kind == "native":
-        return partial(_grad_autodiff, partial(_native, cell)), "autograd"
+        return partial(_grad_autodiff, cell, partial(_native, cell)), "autograd"
     if solver.iterative and solver.transition == "window":
         if solver.backward == "unrolled":
             return partial(chunked.grad_unrolled, *_chunked_traits(cell, solver, seq_len, True)), "unrolled"
@@ -104,12 +104,14 @@ class JaxBackend(Backend):
     """Every solver as one ahead-of-time compiled XLA program (see the module docstring)."""
 
     name = "jax"
+    recurrences = ("dense", "diagonal")
 
     def backward_kept(self, spec: RNNSpec, solver: Solver) -> tuple[int, int]:
         """A sequential solver's ``lax.scan`` keeps one pass of residuals (no per-step
         graph). XLA's implicit backward holds more than the common working set: the
         reverse ``associative_scan`` over the transposed Jacobians (``"full"``) about
-        ``32 S^2`` items a row, the adjoint iterations two passes of the cell's work. An
+        ``32 S^2`` items a row (``S^2``: :func:`~fpbench.memory.jacobian_items`, ``S P`` for a
+        diagonal cell), the adjoint iterations two passes of the cell's work. An
         unrolled backward keeps its checkpointed scan's chunk inputs plus one chunk
         (:func:`unrolled_chunks`), each with what autodiff records, for the linearising
         solvers :data:`UNROLLED_LINEARISED_SCALE` times torch's record."""
@@ -118,7 +120,7 @@ class JaxBackend(Backend):
             return 1, one_pass
         if solver.backward != "unrolled":
             S = spec.state_size
-            return (1, 32 * S * S + 16 * S) if solver.transition == "full" else (2, one_pass)
+            return (1, 32 * jacobian_items(spec) + 16 * S) if solver.transition == "full" else (2, one_pass)
         cap, items = super().backward_kept(spec, solver)
         scale = UNROLLED_LINEARISED_SCALE if solver.transition in ("full", "diagonal") else 1
         return sum(unrolled_chunks(cap)), scale * items
@@ -135,10 +137,11 @@ class JaxBackend(Backend):
 
     def prepare(self, problem: Problem, solver: Solver, device: str) -> Prepared:
         spec = problem.spec
-        fn = _program(_cell_of(spec.cell), solver, spec.seq_len)
+        cell = _cell_of(spec.cell)
+        fn = _program(cell, solver, spec.seq_len)
         dev = _device(device)
         with jax.enable_x64(spec.dtype == "float64"):
-            args = jax.device_put((problem.x, problem.s0, _layouts(np, problem.params)), dev)
+            args = jax.device_put((problem.x, problem.s0, _layouts(np, problem.params, cell)), dev)
             if solver.iterative:
                 args = (*args, *_runtime_scalars(solver, spec, dev))
             run = _compile(fn, args, spec.dtype)
@@ -172,16 +175,23 @@ class JaxBackend(Backend):
         cell = _cell_of(spec.cell)
         T, B, S = spec.seq_len, spec.batch, spec.state_size
         p = problem.params
-        gi = (problem.x @ p["weight_ih"].T + p["bias_ih"]).reshape(T * B, -1)
+        gi = cell.input_projection(np, p, problem.x).reshape(T * B, -1)
         s = np.broadcast_to(problem.s0, (T, B, S)).reshape(T * B, S)
-        w_t = np.ascontiguousarray(p["weight_hh"].T)
+        if cell.recurrence == "diagonal":  # no product: the cell's elementwise work only
 
-        def floor(s, gi, w_t, b):  # (T*B, H) x (H, gH) + bias, then the cell's elementwise work
-            return cell.activate(xp, s, gi, _mm(s[:, : w_t.shape[0]], w_t) + b)
+            def floor(s, gi, w):
+                return cell.activate(xp, s, gi, w)
 
+            args = (s, gi, p["weight_hh"])
+        else:
+            w_t = np.ascontiguousarray(p["weight_hh"].T)
+
+            def floor(s, gi, w_t, b):  # (T*B, H) x (H, gH) + bias, then the cell's elementwise work
+                return cell.activate(xp, s, gi, _mm(s[:, : w_t.shape[0]], w_t) + b)
+
+            args = (s, gi, w_t, p["bias_hh"])
         with jax.enable_x64(spec.dtype == "float64"):
-            args = jax.device_put((s, gi, w_t, p["bias_hh"]), _device(device))
-            return _compile(floor, args, spec.dtype)
+            return _compile(floor, jax.device_put(args, _device(device)), spec.dtype)
 
     def info(self) -> dict[str, str]:
         n, applied, flags = _start()

@@ -153,7 +153,7 @@ def _adjoint(
     time-reversed recurrence ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` (``lam_{T-1} = g_{T-1}``),
     and their ``(residuals (cap,), k)``."""
     rec = w["rec"]
-    gh = rec.hidden(xp, S) + rec.b_hh  # step t + 1's hidden preactivation, from S[t]
+    gh = hidden_preactivations(xp, S, rec)  # step t + 1's, from S[t]
     T, B = g.shape[:2]
     has_next = jnp.broadcast_to((jnp.arange(T) < T - 1)[:, None, None], (T, B, 1))
     xs = (g, S, later(xp, gi), gh, has_next)  # step t + 1's inputs at t; none at T - 1
@@ -185,7 +185,7 @@ def grad_implicit(
 ):
     """The forward, then the chunked adjoint (:func:`_adjoint`) and the parameter products.
     Returns a :class:`~fpbench.backend.GradOutput`."""
-    w = _layouts(xp, params)
+    w = _layouts(xp, params, cell)
     S, res, k = fixed_point(cell, lay, reruns, stop_early, slots, x, s0, w, tol, damping, cap)
     gi = _input_projection(x, w)
     lam, res_b, k_b = _adjoint(cell, lay, reruns, stop_early, slots, S, s0, gi, w, tol, cap, g)

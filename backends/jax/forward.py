@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from backends.shared import iteration
-from fpbench.cells import Cell, input_projection
+from fpbench.cells import Cell
 
 from .maths import _input_projection, xp
 from .ops import OPS
@@ -43,7 +43,7 @@ def _sequential(cell: Cell, x, s0, w):
     rec = w["rec"]
 
     def step(s, gi_t):
-        s = cell.activate(xp, s, gi_t, rec.hidden(xp, s) + rec.b_hh)
+        s = cell.activate(xp, s, gi_t, rec.preactivation(xp, s))
         return s, s
 
     return (lax.scan(step, s0, _input_projection(x, w))[1],)
@@ -55,7 +55,7 @@ def _native_step(cell: Cell, params: dict[str, jax.Array]) -> Callable[[jax.Arra
     window."""
 
     def step(s, x_t):
-        return cell.step(xp, params, s, input_projection(params, x_t, xp))
+        return cell.step(xp, params, s, cell.input_projection(xp, params, x_t))
 
     return step
 

@@ -61,9 +61,9 @@ def _no_iterations(dtype) -> tuple[jax.Array, jax.Array]:
     return jnp.zeros(1, dtype), jnp.int32(0)
 
 
-def _grad_autodiff(forward: Callable, x, s0, params, g):
+def _grad_autodiff(cell: Cell, forward: Callable, x, s0, params, g):
     """``jax.vjp`` of ``forward(x, s0, w) -> states`` (Native, Sequential: BPTT)."""
-    S, vjp = jax.vjp(lambda x, s0, p: forward(x, s0, _layouts(xp, p))[0], x, s0, params)
+    S, vjp = jax.vjp(lambda x, s0, p: forward(x, s0, _layouts(xp, p, cell))[0], x, s0, params)
     dx, ds0, dparams = vjp(g)
     return GradOutput(S, *_no_iterations(S.dtype), dparams, dx, ds0, *_no_iterations(S.dtype))
 
@@ -132,7 +132,7 @@ def _grad_unrolled(cell: Cell, transition: str, damped: bool, cap: int, x, s0, p
     static here, so the runtime ``_cap`` every iterative program takes is unused)."""
 
     def forward(x, s0, params):
-        w = _layouts(xp, params)
+        w = _layouts(xp, params, cell)
         gi = _input_projection(x, w)
         step = update(OPS, cell, transition, damped, gi, s0, w["rec"], damping)
         S0 = jnp.zeros(gi.shape[:2] + s0.shape[-1:], gi.dtype)
@@ -151,7 +151,7 @@ def _grad_implicit(
     states (:mod:`backends.shared.adjoint`: one reverse scan for ``"full"``, else adjoint
     iterations under :func:`_iterate`, to ``tol`` and at most ``min(max_iters, T)`` times),
     then the parameter products."""
-    w = _layouts(xp, params)
+    w = _layouts(xp, params, cell)
     rec = w["rec"]
     S, res, k = _fixed_point(cell, transition, damped, slots, x, s0, w, tol, damping, cap)
     gi = _input_projection(x, w)

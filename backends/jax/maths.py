@@ -47,19 +47,23 @@ def _cell_of(name: str) -> Cell:
 
 
 def _input_projection(x: jax.Array, w: dict[str, Any]) -> jax.Array:
-    """``gi = x W_ih^T + b_ih``: ``x (T, B, I)`` -> ``(T, B, gH)``, once per solve."""
+    """``gi = x W_ih^T + b_ih``: ``x (T, B, I)`` -> ``(T, B, gH)``, once per solve (a
+    diagonal cell's ``b_ih + b_hh``: :func:`_layouts`)."""
     return _mm(x, w["w_ih_t"]) + w["b_ih"]
 
 
-def _layouts(ns: Any, params: dict[str, Any]) -> dict[str, Any]:
+def _layouts(ns: Any, params: dict[str, Any], cell: Cell) -> dict[str, Any]:
     """The parameters in the layouts the programs read, from torch-layout ``params``: host
     arrays with ``ns = numpy`` (the forward programs' arguments), or inside a program with
     ``ns = xp`` (the gradient programs, so that autodiff gives ``dL/dparams`` in torch
     layout). ``"torch"``: ``params`` themselves (Native, Chunked); ``"w_ih_t" (I, gH)``,
-    ``"b_ih"``; ``"rec"``: the :class:`~backends.shared.Recurrent` layouts."""
+    ``"b_ih"`` (a diagonal cell's ``b_ih + b_hh``, both outside its recurrence, as
+    :meth:`fpbench.Cell.input_projection` adds them); ``"rec"``: the
+    :class:`~backends.shared.Recurrent` layouts."""
+    b_ih = params["bias_ih"]
     return {
         "torch": dict(params),
         "w_ih_t": params["weight_ih"].T,
-        "b_ih": params["bias_ih"],
-        "rec": Recurrent.of(ns, params["weight_hh"], params["bias_hh"]),
+        "b_ih": b_ih + params["bias_hh"] if cell.recurrence == "diagonal" else b_ih,
+        "rec": Recurrent.of(ns, params["weight_hh"], params["bias_hh"], cell.gates),
     }

@@ -12,7 +12,9 @@
 JAX runs these as they are; torch runs them in its differentiable paths (the gradients,
 ``backends/torch/grad.py``) and keeps in-place versions for its forward solve
 (``backends/torch/forward.py``, ``scan.py``, ``kalman.py``: the last runs the shared filter
-and smoother gains, then its in-place scan), tested against these. Numba keeps fused kernels.
+and smoother gains, then its in-place scan), tested against these; those are dense-only, so
+torch's diagonal cells run these algorithms for their forward solves too
+(``backends/torch/shared_solve.py``). Numba keeps fused kernels.
 """
 
 from .ops import Ops, Recurrent

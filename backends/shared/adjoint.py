@@ -15,7 +15,7 @@ from typing import Any
 from fpbench.cells import Cell
 
 from . import structured
-from .iteration import later, max_change
+from .iteration import Transitions, later, max_change, transitions
 from .linear import linear_recurrence
 from .ops import Ops, Recurrent
 
@@ -25,8 +25,12 @@ Array = Any
 def vjp_steps(xp: Any, cell: Cell, Sp: Array, gi: Array, gh: Array, lam: Array, rec: Recurrent):
     """The VJP of every step ``f(Sp_t, x_t)`` at once for cotangents ``lam (T, B, S)``:
     ``(J_t^T lam_t (T, B, S), dgi (T, B, gH), dgh (T, B, gH))``; ``gh`` are the steps'
-    hidden preactivations ``W_hh h_{t-1} + b_hh``."""
+    hidden preactivations ``W_hh h_{t-1} + b_hh``. For a diagonal cell ``ds`` is already all
+    of ``J^T lam`` and ``dgh (T, B, (g + peepholes) H)`` the per-row gradient of its vector
+    ``weight_hh`` (:meth:`fpbench.Cell.vjp_preact`)."""
     ds, dgi, dgh = cell.vjp_preact(xp, Sp, gi, gh, lam)
+    if rec.diagonal:
+        return ds, dgi, dgh
     H = rec.w_hh.shape[-1]
     back = ds[..., :H] + xp.matmul(dgh, rec.w_hh)
     return (back if ds.shape[-1] == H else xp.concatenate([back, ds[..., H:]], -1)), dgi, dgh
@@ -34,22 +38,31 @@ def vjp_steps(xp: Any, cell: Cell, Sp: Array, gi: Array, gh: Array, lam: Array, 
 
 def full_adjoint(ops: Ops, cell: Cell, Sp: Array, gi: Array, gh: Array, rec: Recurrent, g: Array) -> Array:
     """The exact adjoint by one reverse scan over ``J_{t+1}^T``: ``lam (T, B, S)``; ``gh``
-    the steps' hidden preactivations (:func:`hidden_preactivations`)."""
-    return linear_recurrence(ops, True, next_jacobians_t(ops, cell, Sp, gi, gh, rec), g, reverse=True)
+    the steps' hidden preactivations (:func:`hidden_preactivations`). A diagonal cell's scan
+    runs over its per-unit blocks on unit-major cotangents (:func:`next_jacobians_t`)."""
+    xp = ops.xp
+    A, full, units = next_jacobians_t(ops, cell, Sp, gi, gh, rec)
+    if not units:
+        return linear_recurrence(ops, full, A, g, reverse=True)
+    return structured.from_units(xp, linear_recurrence(ops, full, A, structured.to_units(xp, g, units), True))
 
 
 def hidden_preactivations(xp: Any, Sp: Array, rec: Recurrent) -> Array:
-    """``gh = W_hh h_{t-1} + b_hh (T, B, gH)`` of every step: computed once by the caller
+    """``gh = W_hh h_{t-1} + b_hh (T, B, gH)`` of every step (a diagonal cell's vector
+    ``weight_hh``, broadcast: :meth:`Recurrent.preactivation`): computed once by the caller
     and passed to the adjoint and the parameter products."""
-    return rec.hidden(xp, Sp) + rec.b_hh
+    return rec.preactivation(xp, Sp)
 
 
-def next_jacobians_t(ops: Ops, cell: Cell, Sp: Array, gi: Array, gh: Array, rec: Recurrent) -> Array:
-    """``J_{t+1}^T (T, B, S, S)`` (0 at the last step): the full adjoint's transitions."""
+def next_jacobians_t(ops: Ops, cell: Cell, Sp: Array, gi: Array, gh: Array, rec: Recurrent) -> Transitions:
+    """The full adjoint's transitions ``J_{t+1}^T`` (0 at the last step), as
+    :func:`~.iteration.transitions` gives them: ``(A, full, units)`` with ``A (T, B, S, S)``
+    for a dense cell, a diagonal cell's transposed per-unit blocks ``(T, B, H, P, P)``
+    (``units = P``), or with ``P = 1`` its diagonal ``(T, B, S)``."""
     xp = ops.xp
     _, c, d = cell.linearise(xp, Sp, gi, gh)
-    J = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c), ops.gate_product)
-    return later(xp, xp.swapaxes(J, -1, -2))
+    J, full, units = transitions(ops, "full", c, d, rec)
+    return later(xp, xp.swapaxes(J, -1, -2) if full else J), full, units
 
 
 def adjoint_update(
@@ -84,13 +97,17 @@ def param_products(
     """``(dparams, dx (T, B, I), ds0 (B, S))`` from the adjoint ``lam (T, B, S)`` at the
     previous states ``Sp`` and input projection ``gi``: one batched VJP of every step and
     products over all (t, b); ``w_ih (gH, I)`` in torch layout."""
-    H = rec.w_hh.shape[-1]
     dprev, dgi, dgh = vjp_steps(xp, cell, Sp, gi, gh, lam, rec)
     dgi2, dgh2 = dgi.reshape(-1, dgi.shape[-1]), dgh.reshape(-1, dgh.shape[-1])
+    if rec.diagonal:  # weight_hh: per-row sums; b_hh acts as b_ih (Cell.recurrent_grads)
+        d_hh = dgh2.sum(0), dgi2.sum(0)
+    else:
+        H = rec.w_hh.shape[-1]
+        d_hh = xp.matmul(dgh2.T, Sp[..., :H].reshape(-1, H)), dgh2.sum(0)
     dparams = {
         "weight_ih": xp.matmul(dgi2.T, x.reshape(-1, x.shape[-1])),
-        "weight_hh": xp.matmul(dgh2.T, Sp[..., :H].reshape(-1, H)),
+        "weight_hh": d_hh[0],
         "bias_ih": dgi2.sum(0),
-        "bias_hh": dgh2.sum(0),
+        "bias_hh": d_hh[1],
     }
     return dparams, xp.matmul(dgi, w_ih), dprev[0]

@@ -5,6 +5,8 @@ Jacobi applies the step to every previous state at once; Newton (``"full"``) and
 quasi-Newton (``"diagonal"``) linearise every step at the iterate and solve the linear
 recurrence ``s_t = A_t s_{t-1} + b_t`` with ``b_t = f(S_{t-1}) - A_t S_{t-1}`` by a parallel
 scan; with damping (ELK, quasi-ELK) the Kalman smoother solves the damped problem instead.
+For a diagonal cell Newton's transitions are its per-unit ``P x P`` blocks, solved on
+unit-major states (:func:`transitions`): no ``S x S`` matrix is formed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .ops import Ops, Recurrent
 
 Array = Any
 
-__all__ = ["later", "linearised", "max_change", "shifted", "stopped", "update"]
+__all__ = ["later", "linearised", "max_change", "shifted", "stopped", "transitions", "update"]
 
 
 def shifted(xp: Any, S: Array, s0: Array) -> Array:
@@ -65,34 +67,60 @@ def update(
 
     def jacobi(S: Array) -> tuple[Array, Array]:
         Sp = shifted(xp, S, s0)
-        S_new = cell.activate(xp, Sp, gi, rec.hidden(xp, Sp) + rec.b_hh)
+        S_new = cell.activate(xp, Sp, gi, rec.preactivation(xp, Sp))
         return S_new, max_change(xp, S_new, S)
 
     def newton(S: Array) -> tuple[Array, Array]:
         # For t = 1, s_0 is known: b_1 = f(s_0) exactly and A_1 never enters the states.
         Sp = shifted(xp, S, s0)
-        A, b = linearised(ops, cell, transition, Sp, gi, rec)
+        (A, full, units), b = linearised(ops, cell, transition, Sp, gi, rec)
         if damped:
             A = ops.with_first(A, xp.zeros_like(A[0]))
-            S_new = kalman_smoother(ops, transition == "full", A, b, S, damping)
+            y = structured.to_units(xp, S, units) if units else S
+            S_new = kalman_smoother(ops, full, A, b, y, damping)
         else:
-            S_new = linear_recurrence(ops, transition == "full", A, b)
+            S_new = linear_recurrence(ops, full, A, b)
+        if units:
+            S_new = structured.from_units(xp, S_new)
         return S_new, max_change(xp, S_new, S)
 
     return jacobi if transition == "none" else newton
 
 
+Transitions = tuple[Any, bool, int]
+"""``(A, full, units)``: the linearised steps' transitions, whether they are matrices, and
+``units``: 0, or the parts ``P`` of a diagonal cell whose ``A`` are its per-unit ``P x P``
+blocks ``(..., H, P, P)``, acting on unit-major states (:func:`structured.to_units`)."""
+
+
+def transitions(ops: Ops, transition: str, c: Array, d: Array, rec: Recurrent) -> Transitions:
+    """The transitions of the linearised steps from the structured Jacobian ``(c, d)``
+    (:meth:`fpbench.Cell.linearise`): for ``transition == "full"`` the Jacobians ``(..., S,
+    S)``, or a diagonal cell's per-unit blocks ``(..., H, P, P)`` (never ``S x S``; with
+    ``P = 1`` they are the diagonal, ``(..., S)``); else the diagonals ``(..., S)``."""
+    xp = ops.xp
+    if transition != "full":
+        return structured.diagonal(xp, c, d, rec.diag), False, 0
+    if not rec.diagonal:
+        eye = ops.eye(rec.blocks.shape[-1], c)
+        return structured.full(xp, c, d, rec.blocks, eye, ops.gate_product), True, 0
+    P = c.shape[-2]
+    U = structured.units(xp, c, d, rec.diag)
+    return (U, True, P) if P > 1 else (U[..., 0, 0], False, 0)
+
+
 def linearised(ops: Ops, cell: Cell, transition: str, Sp: Array, gi: Array, rec: Recurrent):
-    """The linearised steps at the previous states ``Sp``: ``(A, b)`` with ``A`` the
-    Jacobians (``"full"``, ``(T, B, S, S)``) or their diagonals (``(T, B, S)``) and
-    ``b_t = f(Sp_t) - A_t Sp_t``, except ``b_0 = f(s_0)``."""
+    """The linearised steps at the previous states ``Sp``: ``((A, full, units), b)`` with the
+    transitions of :func:`transitions` (the Jacobians ``(T, B, S, S)``, a diagonal cell's
+    per-unit blocks, or the diagonals ``(T, B, S)``) and ``b_t = f(Sp_t) - A_t Sp_t``, except
+    ``b_0 = f(s_0)``; ``b (T, B, S)``, unit-major ``(T, B, H, P)`` when ``units``."""
     xp = ops.xp
     wh = rec.hidden(xp, Sp)
-    f, c, d = cell.linearise(xp, Sp, gi, wh + rec.b_hh)
-    if transition == "full":
-        A = structured.full(xp, c, d, rec.blocks, ops.eye(rec.blocks.shape[-1], c), ops.gate_product)
+    f, c, d = cell.linearise(xp, Sp, gi, rec.preactivation(xp, Sp, wh))
+    A, full, units = transitions(ops, transition, c, d, rec)
+    if full:  # J s without forming J
         b = f - structured.apply(xp, c, d, wh, Sp)
     else:
-        A = structured.diagonal(xp, c, d, rec.diag)
         b = f - A * Sp
-    return A, ops.with_first(b, f[0])
+    b = ops.with_first(b, f[0])
+    return (A, full, units), (structured.to_units(xp, b, units) if units else b)

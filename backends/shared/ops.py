@@ -50,29 +50,59 @@ class Ops:
 
 class Recurrent(NamedTuple):
     """The recurrent weights in the layouts the algorithms read, from torch-layout
-    ``weight_hh (gH, H)`` and ``bias_hh (gH,)``.
+    ``weight_hh (gH, H)`` and ``bias_hh (gH,)``; or, for a diagonal cell
+    (:attr:`fpbench.Cell.recurrence`), from its vector ``weight_hh ((g + peepholes) H,)``
+    (the recurrent vectors ``a_g``, then the peepholes; ``W_g = diag(a_g)``).
 
     Attributes:
-        w_hh: ``(gH, H)``, torch layout (the adjoint's ``dgh @ W_hh``).
-        w_hh_t: ``(H, gH)``: ``h @ w_hh_t`` is ``W_hh h`` for every gate.
-        b_hh: ``(gH,)``.
-        blocks: ``(g, H, H)``, the gate blocks ``W_g``.
+        w_hh: ``(gH, H)``, torch layout (the adjoint's ``dgh @ W_hh``); a diagonal cell's
+            vector ``weight_hh``.
+        w_hh_t: ``(H, gH)``: ``h @ w_hh_t`` is ``W_hh h`` for every gate (None for a
+            diagonal cell).
+        b_hh: ``(gH,)`` (a diagonal cell's acts outside the recurrence:
+            :meth:`fpbench.Cell.input_projection` adds it to ``gi``).
+        blocks: ``(g, H, H)``, the gate blocks ``W_g``; a diagonal cell's ``(g, H)``, the
+            ``a_g``.
         diag: ``(g, H)``, their diagonals.
     """
 
     w_hh: Array
-    w_hh_t: Array
+    w_hh_t: Array | None
     b_hh: Array
     blocks: Array
     diag: Array
 
     @classmethod
-    def of(cls, xp: Any, weight_hh: Array, bias_hh: Array) -> Recurrent:
-        """The layouts from torch-layout weights (inside a program: a few transposes)."""
+    def of(cls, xp: Any, weight_hh: Array, bias_hh: Array, gates: int) -> Recurrent:
+        """The layouts from torch-layout weights of a cell with ``gates`` gate blocks
+        (inside a program: a few transposes)."""
+        if len(weight_hh.shape) == 1:  # a diagonal cell: W_g = diag(a_g)
+            H = bias_hh.shape[-1] // gates
+            vectors = weight_hh[: gates * H].reshape(gates, H)
+            return cls(weight_hh, None, bias_hh, vectors, vectors)
         H = weight_hh.shape[-1]
         blocks = weight_hh.reshape(-1, H, H)
         return cls(weight_hh, weight_hh.T, bias_hh, blocks, xp.diagonal(blocks, 0, -2, -1))
 
+    @property
+    def diagonal(self) -> bool:
+        """Whether these are a diagonal cell's weights (static: from the shapes)."""
+        return len(self.w_hh.shape) == 1
+
     def hidden(self, xp: Any, s: Array) -> Array:
-        """``W_hh h`` (no bias) of the ``h`` part of states ``s (..., S)``: ``(..., gH)``."""
+        """``W_hh h`` (no bias) of the ``h`` part of states ``s (..., S)``: ``(..., gH)``, the
+        ``W_g h`` of every gate (a diagonal cell's ``a_g h``, elementwise)."""
+        if self.diagonal:
+            g, H = self.diag.shape
+            h = s[..., :H]
+            return xp.concatenate([h * self.diag[k] for k in range(g)], -1)
         return xp.matmul(s[..., : self.w_hh_t.shape[0]], self.w_hh_t)
+
+    def preactivation(self, xp: Any, s: Array, wh: Array | None = None) -> Array:
+        """What the cell gets as ``gh`` (:meth:`fpbench.Cell.recurrent_input`) at states
+        ``s (..., S)``: ``W_hh h + b_hh (..., gH)`` (from ``wh``, :meth:`hidden`, when given);
+        for a diagonal cell its vector ``weight_hh``, broadcast to ``(..., (g + peepholes) H)``
+        (so that it gathers by step like a dense cell's)."""
+        if self.diagonal:
+            return xp.broadcast_to(self.w_hh, (*s.shape[:-1], self.w_hh.shape[-1]))
+        return (self.hidden(xp, s) if wh is None else wh) + self.b_hh

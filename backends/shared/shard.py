@@ -152,7 +152,7 @@ def newton_adjoint(
 def _vjp(cell: Cell, params: dict[str, Array], prev: Array, gi: Array, lam: Array, xp: Any):
     """The VJP of the steps ``f(prev, gi)`` for the cotangent ``lam`` on their outputs:
     ``(J^T lam (..., S), dgi (..., gH), dgh (..., gH))`` (:func:`backends.shared.adjoint.vjp_steps`)."""
-    rec = Recurrent.of(xp, params["weight_hh"], params["bias_hh"])
+    rec = Recurrent.of(xp, params["weight_hh"], params["bias_hh"], cell.gates)
     return adjoint.vjp_steps(xp, cell, prev, gi, rec.hidden(xp, prev) + rec.b_hh, lam, rec)
 
 
@@ -162,7 +162,7 @@ def param_products(
     """Everything from this shard's adjoint ``lam (L, B, S)`` at the previous states
     ``Sp (L, B, S)`` of its steps: ``(dparams summed over the shards, dx (L, B, I), ds0)``."""
     xp = comm.xp
-    rec = Recurrent.of(xp, params["weight_hh"], params["bias_hh"])
+    rec = Recurrent.of(xp, params["weight_hh"], params["bias_hh"], cell.gates)
     gh = adjoint.hidden_preactivations(xp, Sp, rec)
     dparams, dx, ds0 = adjoint.param_products(xp, cell, Sp, x, gi, gh, lam, rec, params["weight_ih"])
     dparams = {name: comm.sum(v) for name, v in dparams.items()}

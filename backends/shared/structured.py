@@ -4,6 +4,10 @@
 
 ``c (..., g, P, H)``, ``d (..., P, P, H)``, ``W_g`` the gate blocks of ``W_hh``: ``J s``
 without forming ``J``, the full ``J`` (Newton, ELK) and its diagonal (quasi-Newton).
+
+A diagonal cell (:attr:`fpbench.Cell.recurrence`, ``W_g = diag(a_g)``) couples only the
+``P`` parts of one unit: its full Jacobian is :func:`units`, one ``P x P`` block per unit
+acting on unit-major states (:func:`to_units`), never ``S x S``.
 """
 
 from __future__ import annotations
@@ -61,3 +65,24 @@ def diagonal(xp: Any, c: Array, d: Array, w_diag: Array) -> Array:
     g, P, _ = c.shape[-3:]
     h_part = d[..., 0, 0, :] + sum(c[..., k, 0, :] * w_diag[k] for k in range(g))
     return xp.concatenate([h_part] + [d[..., p, p, :] for p in range(1, P)], -1)
+
+
+def units(xp: Any, c: Array, d: Array, w_diag: Array) -> Array:
+    """A diagonal cell's Jacobian per unit (:meth:`fpbench.Cell.unit_jacobian`): ``(..., H, P,
+    P)``, entry ``[i, p, q] = d s'[p, i] / d s[q, i]``, from ``c (..., g, P, H)``, ``d (..., P,
+    P, H)`` and the recurrent vectors ``w_diag (g, H)`` (``W_g = diag(a_g)``)."""
+    g, P, _ = c.shape[-3:]
+    h_column = d[..., :, 0, :] + sum(c[..., k, :, :] * w_diag[k] for k in range(g))  # (..., P, H)
+    J = xp.stack([h_column] + [d[..., :, q, :] for q in range(1, P)], -2)  # (..., P, Q, H)
+    return xp.moveaxis(J, -1, -3)
+
+
+def to_units(xp: Any, v: Array, parts: int) -> Array:
+    """States ``(..., P H)`` (parts stacked) in the unit-major layout ``(..., H, P)`` that
+    :func:`units` acts on."""
+    return xp.swapaxes(v.reshape(*v.shape[:-1], parts, -1), -1, -2)
+
+
+def from_units(xp: Any, v: Array) -> Array:
+    """The inverse of :func:`to_units`: ``(..., H, P)`` -> ``(..., P H)``."""
+    return xp.swapaxes(v, -1, -2).reshape(*v.shape[:-2], -1)

@@ -10,9 +10,12 @@ Modules, one concern each:
   the cell's ``torch.nn`` module.
 - :mod:`.scan`: parallel scans of linear recurrences, in place and functional.
 - :mod:`.kalman`: ELK's damped step, a parallel Kalman filter and smoother.
-- :mod:`.forward`: the forward solves, their buffers and the device-side stopping rule.
+- :mod:`.forward`: the forward solves, their buffers and the device-side stopping rule
+  (the in-place fast path: dense cells).
+- :mod:`.shared_solve`: the forward solves of the diagonal cells, through the shared layer.
 - :mod:`.grad`: the gradient programs (BPTT, autograd, unrolled, implicit).
-- :mod:`.chunked`: Chunked, forward and gradients, over the ``torch.nn`` module.
+- :mod:`.chunked`: Chunked, forward and gradients, over the ``torch.nn`` module (a diagonal
+  cell's windows: a loop of the shared cell step).
 - :mod:`.distributed`: the sharded solve over ``torch.distributed`` ranks.
 """
 

@@ -50,9 +50,10 @@ from fpbench.backend import (
 from fpbench.solvers import Solver
 from fpbench.spec import PARAM_NAMES, Problem
 
-from .forward import TRANSITIONS, _Solve
+from .forward import TRANSITIONS
 from .grad import _BACKWARD_METHODS, _grad_bptt, _grad_native, _grad_unrolled, _GradModel, _ImplicitGrad
 from .kernels import _kernels_for, _nn_module
+from .shared_solve import solve_job
 
 CHECK_EVERY: dict[str, int] = {"cpu": 1, "cuda": 8}
 """Device type -> iterations between host reads of the convergence flag (with a tol);
@@ -105,6 +106,7 @@ class TorchBackend(Backend):
     """
 
     name = "torch"
+    recurrences = ("dense", "diagonal")
 
     def __init__(self, check_every: int | None = None) -> None:
         if check_every is not None and (isinstance(check_every, bool) or check_every < 1):
@@ -133,7 +135,7 @@ class TorchBackend(Backend):
             full = solver.transition == "full"
             every = self.check_every or (1 if full else CHECK_EVERY.get(dev.type, 8))
             with torch.inference_mode():
-                job = _Solve(problem, solver, dev, every)
+                job = solve_job(problem, solver, dev, every)
             run, to_host = (
                 self._timed(job.iterate if solver.iterative else job.sequential, dev),
                 self._to_host,
@@ -247,19 +249,28 @@ class TorchBackend(Backend):
 
     def iteration_floor(self, problem: Problem, device: str) -> Callable[[], Any]:
         """One ``addmm`` of ``(T*B, H) x (H, gH)`` with bias plus the cell's elementwise
-        maths, written plainly (allocating, as ordinary torch code is)."""
+        maths, written plainly (allocating, as ordinary torch code is); a diagonal cell's
+        elementwise maths only (its recurrence has no product)."""
         dev = self._device(device)
         s = problem.spec
         kern_cls = _kernels_for(s.cell)
         with torch.inference_mode():
-            w_ih, w_hh, b_ih, b_hh = (torch.tensor(problem.params[k], device=dev) for k in PARAM_NAMES)
+            params = {k: torch.tensor(problem.params[k], device=dev) for k in PARAM_NAMES}
+            w_hh, b_hh = params["weight_hh"], params["bias_hh"]
             x = torch.tensor(problem.x, device=dev).view(-1, s.input_size)
-            gi = torch.addmm(b_ih, x, w_ih.t())
+            gi = s.model.input_projection(torch, params, x)
             states = torch.tensor(problem.s0, device=dev).repeat(s.seq_len, 1)  # (T*B, S) states
             h = states[:, : s.hidden_size]
 
-        def step() -> torch.Tensor:
-            return kern_cls.floor_step(s.model, states, gi, torch.addmm(b_hh, h, w_hh.t()))
+        if s.model.recurrence == "diagonal":  # no product: the cell's elementwise work only
+
+            def step() -> torch.Tensor:
+                return kern_cls.floor_step(s.model, states, gi, w_hh)
+
+        else:
+
+            def step() -> torch.Tensor:
+                return kern_cls.floor_step(s.model, states, gi, torch.addmm(b_hh, h, w_hh.t()))
 
         floor = self._timed(step, dev)
         floor()

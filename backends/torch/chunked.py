@@ -21,7 +21,10 @@ Forward (:class:`ChunkedSolve`). The windows run through the cell's own
 ``torch.nn.LSTM`` returns only the last ``c``, so the c sequence is recovered from the ``h``
 sequence as the Native solver does (``_LSTM.native_states``). The module is used at every
 size: the backend's own sequential loop (one ``addmm`` plus in-place gate maths per window
-position, on the folded batch) is no faster on CPU, even at a tiny hidden size.
+position, on the folded batch) is no faster on CPU, even at a tiny hidden size. A cell
+without a ``torch.nn`` module (the diagonal cells) runs its windows by a loop over their
+positions of the shared ``cell.step`` on the folded batch (:func:`step_windows`), forward
+and unrolled.
 
 Gradients. ``backward="implicit"`` (:class:`ChunkedImplicitGrad`, ``"implicit: chunked
 adjoint"``): the forward above, then the adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at
@@ -47,6 +50,7 @@ import torch
 
 from backends.shared import Recurrent, adjoint, iteration, linear
 from fpbench.backend import GradOutput
+from fpbench.cells import Cell
 from fpbench.solvers import Chunked, ChunkLayout, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
 
@@ -121,9 +125,28 @@ def chunked_iterations(
     return U, torch.stack(res), len(res)
 
 
+def step_windows(cell: Cell, params: dict[str, torch.Tensor], gi: torch.Tensor, B: int) -> WindowRunner:
+    """The :data:`WindowRunner` of a cell without a ``torch.nn`` module (the diagonal cells):
+    a loop over the window positions of the shared ``cell.step`` on the folded batch, from
+    the input projections ``gi (T, B, gH)`` (differentiable: the unrolled backward runs it
+    on the parameter leaves)."""
+
+    def run(steps: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        W, n = steps.shape
+        g = gi[steps].reshape(W, n * B, -1)
+        outs = []
+        for j in range(W):
+            u = cell.step(torch, params, u, g[j])
+            outs.append(u)
+        return torch.stack(outs)
+
+    return run
+
+
 class ChunkedSolve:
-    """The forward: device-resident problem, the nn module, fold indices and kernels.
-    Calling it returns ``(states (T, B, S), residuals (k,), k)``."""
+    """The forward: device-resident problem, the nn module (a cell without one:
+    :func:`step_windows`), fold indices and kernels. Calling it returns ``(states (T, B, S),
+    residuals (k,), k)``."""
 
     def __init__(self, problem: Problem, solver: Chunked, device: torch.device) -> None:
         s = problem.spec
@@ -134,7 +157,11 @@ class ChunkedSolve:
         self.s0 = torch.tensor(problem.s0, device=device)
         self.folds = Folds(solver.layout(s.seq_len), device)
         self.kern_cls = _kernels_for(s.cell)
-        self.module = _nn_module(problem, device).eval().requires_grad_(False)
+        self.cell, self.module = s.model, None
+        if s.model.torch_module is None:
+            self.params = {k: torch.tensor(problem.params[k], device=device) for k in PARAM_NAMES}
+        else:
+            self.module = _nn_module(problem, device).eval().requires_grad_(False)
         self._kerns: dict[int, _Kernels] = {}  # lstm's c recovery, by rows (one per window shape)
 
     def run_windows(self, steps: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
@@ -148,7 +175,11 @@ class ChunkedSolve:
         return self._kerns[rows].native_states(h, x.view(rows, self.I), h0)
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return chunked_iterations(self.folds, self.run_windows, self.s0, self.tol, self.cap)
+        run = self.run_windows
+        if self.module is None:
+            gi = self.cell.input_projection(torch, self.params, self.x)
+            run = step_windows(self.cell, self.params, gi, self.B)
+        return chunked_iterations(self.folds, run, self.s0, self.tol, self.cap)
 
 
 class ChunkedImplicitGrad:
@@ -213,7 +244,7 @@ def _lstm_states_diff(m: _GradModel, h: torch.Tensor, x: torch.Tensor, h0: torch
 def chunked_unrolled(problem: Problem, solver: Chunked, m: _GradModel) -> Callable[[], GradOutput]:
     """The unrolled backward (module docstring): a gradient program (no backward iterations)."""
     device = m.x.device
-    module = _nn_module(problem, device)
+    module = None if m.cell.torch_module is None else _nn_module(problem, device)
     kern_cls = _kernels_for(problem.spec.cell)
     folds = Folds(solver.layout(m.T), device)
     cap = iteration_cap(solver, m.T)
@@ -232,7 +263,8 @@ def chunked_unrolled(problem: Problem, solver: Chunked, m: _GradModel) -> Callab
                 h, _ = torch.func.functional_call(module, weights, (x, hx))
                 return _lstm_states_diff(m, h, x, h0) if lstm else h
 
-            S, res, k = chunked_iterations(folds, windows, m.s0, solver.tol, cap)
+            run = windows if module is not None else step_windows(m.cell, m.params, m.gi(), m.B)
+            S, res, k = chunked_iterations(folds, run, m.s0, solver.tol, cap)
             dparams, dx, ds0 = m.autograd(S)
         return GradOutput(S.detach(), res, k, dparams, dx, ds0, *m.none)
 

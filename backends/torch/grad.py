@@ -11,7 +11,8 @@ device-resident data (leaves, module and buffers built and warmed in ``prepare_g
   :func:`backends.shared.iteration.update` over torch's functional primitives
   (:data:`.ops.OPS`: the odd/even associative scan, ``solve_ex``); it stops where the
   forward stops (:func:`~backends.shared.iteration.stopped`, not differentiated).
-- ``backward="implicit"``: the forward by the fast :class:`_Solve`, then the adjoint
+- ``backward="implicit"``: the forward by the fast :class:`.forward._Solve` (a diagonal
+  cell's: :class:`.shared_solve.SharedSolve`), then the adjoint
   ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at its states, parallel in time
   (:mod:`backends.shared.adjoint`): one reverse scan over the transposed full Jacobians
   (``"full"``: Newton, ELK; ``"implicit: reverse scan"``; the in-place :class:`_Scan`, the
@@ -39,9 +40,9 @@ from fpbench.cells import Cell
 from fpbench.solvers import Solver, iteration_cap
 from fpbench.spec import PARAM_NAMES, Problem
 
-from .forward import _Solve
 from .kernels import _kernels_for, _nn_module
 from .ops import OPS
+from .shared_solve import iterations, solve_job
 
 _BACKWARD_METHODS = {
     "none": "implicit: jacobi on the adjoint",
@@ -77,13 +78,12 @@ class _GradModel:
         return dict(zip(PARAM_NAMES, dp, strict=True)), dx, ds0
 
     def gi(self) -> torch.Tensor:
-        """The input projection ``x W_ih^T + b_ih (T, B, gH)``."""
-        p = self.params
-        return torch.matmul(self.x, p["weight_ih"].t()) + p["bias_ih"]
+        """The input projection ``x W_ih^T + b_ih (T, B, gH)`` (:meth:`fpbench.Cell.input_projection`)."""
+        return self.cell.input_projection(torch, self.params, self.x)
 
     def rec(self) -> Recurrent:
         """The recurrent weights in the shared layer's layouts (views of the leaves)."""
-        return Recurrent.of(torch, self.params["weight_hh"], self.params["bias_hh"])
+        return Recurrent.of(torch, self.params["weight_hh"], self.params["bias_hh"], self.cell.gates)
 
     def param_products(
         self, Sp: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor, lam: torch.Tensor, rec: Recurrent
@@ -93,46 +93,18 @@ class _GradModel:
         return adjoint.param_products(torch, self.cell, Sp, self.x, gi, gh, lam, rec, w_ih)
 
 
-def _adjoint_iterations(
-    update: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    g: torch.Tensor,
-    cap: int,
-    tol: float | None,
-    every: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``lam, r <- update(lam)`` from 0, stopping exactly as :meth:`_Solve.iterate` does
-    (:func:`shared.iteration.stopped`, at most ``cap`` times; later iterations frozen on the
-    device, the host reading the flag every ``every``). Returns ``(lam, residuals (cap,),
-    count)``."""
-    lam = torch.zeros_like(g)
-    res = torch.empty(max(cap, 1), dtype=g.dtype, device=g.device)
-    done = torch.zeros((), dtype=torch.bool, device=g.device)
-    count = torch.zeros((), dtype=torch.int64, device=g.device)
-    for k in range(cap):
-        new, r = update(lam)
-        res[k] = r
-        if k % every and tol is not None:
-            new = torch.where(done, lam, new)
-        count.add_(done.logical_not())
-        done.logical_or_(iteration.stopped(torch, r, tol))
-        lam = new
-        if (k + 1) % every == 0 and done.item():
-            break
-    return lam, res, count
-
-
 class _ImplicitGrad:
-    """The implicit backward: the forward with the fast solve (:class:`_Solve`), then the
-    adjoint ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` at its states, parallel in time
-    (:mod:`backends.shared.adjoint`), then every parameter gradient as batched products over
-    all (t, b). No Python loop over T."""
+    """The implicit backward: the forward with the fast solve (:class:`.forward._Solve`; a diagonal
+    cell's :class:`.shared_solve.SharedSolve`), then the adjoint ``lam_t = g_t + J_{t+1}^T
+    lam_{t+1}`` at its states, parallel in time (:mod:`backends.shared.adjoint`), then every
+    parameter gradient as batched products over all (t, b). No Python loop over T."""
 
     def __init__(
         self, problem: Problem, solver: Solver, device: torch.device, cotangent: np.ndarray, every: int
     ):
         self.solver, self.every = solver, every
         with torch.inference_mode():
-            self.job = _Solve(problem, solver, device, every)
+            self.job = solve_job(problem, solver, device, every)
             self.m = _GradModel(problem, device, cotangent)
             for v in self.m.leaves():
                 v.requires_grad_(False)
@@ -158,16 +130,18 @@ class _ImplicitGrad:
         gi, rec, g = m.gi(), m.rec(), m.g
         Sp = iteration.shifted(torch, S, m.s0)
         gh = adjoint.hidden_preactivations(torch, Sp, rec)
-        if solver.transition == "full":
+        if solver.transition == "full" and not rec.diagonal:
             # The fast path of shared.adjoint.full_adjoint: its reverse scan over the full
             # Jacobians by the in-place _Scan in the solve's buffers, measured faster than the
             # functional scan. The elementwise scans of "diagonal" are the shared ones,
             # measured no slower.
-            lam = self._reverse_scan(adjoint.next_jacobians_t(OPS, m.cell, Sp, gi, gh, rec), g)
+            lam = self._reverse_scan(adjoint.next_jacobians_t(OPS, m.cell, Sp, gi, gh, rec)[0], g)
             res_b, k_b = m.none
+        elif solver.transition == "full":  # a diagonal cell: its per-unit blocks, shared
+            lam, (res_b, k_b) = adjoint.full_adjoint(OPS, m.cell, Sp, gi, gh, rec, g), m.none
         else:
             update = adjoint.adjoint_update(OPS, m.cell, solver.transition, Sp, gi, gh, rec, g)
-            lam, res_b, k_b = _adjoint_iterations(update, g, self.cap_b, solver.tol, self.every)
+            lam, res_b, k_b = iterations(update, g, self.cap_b, solver.tol, self.every)
         return GradOutput(S, res, k, *m.param_products(Sp, gi, gh, lam, rec), res_b, k_b)
 
 

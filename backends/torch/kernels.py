@@ -31,7 +31,8 @@ def _nn_module(problem: Problem, device: torch.device) -> torch.nn.Module:
     s = problem.spec
     if s.model.torch_module is None:
         raise UnsupportedError(
-            f"torch has no torch.nn module for cell {s.cell!r} (Native and Chunked use one)"
+            f"Native is not applicable to cell {s.cell!r} on torch: Native is the cell's torch.nn "
+            "module, and torch.nn has none with its layout (a diagonal cell: every other solver runs it)"
         )
     module = getattr(torch.nn, s.model.torch_module)(s.input_size, s.hidden_size)
     module = module.to(device=device, dtype=getattr(torch, s.dtype))
