@@ -22,6 +22,23 @@ except ValueError as e:
     raise pytest.UsageError(str(e)) from None
 
 
+def _runs_numba(item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    mark = item.get_closest_marker("backend")
+    target = params.get("target") or (mark.args[0] if mark else "")
+    return str(target).startswith("numba") or item.path.name == "test_numba_backend.py"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist with ``--dist loadgroup`` (``make test``), every Numba test goes to
+    one worker: Numba compiles a kernel the first time a process calls it with new types
+    (minutes of compiles in all, cached on disk afterwards), and two workers starting on the
+    Numba tests together would each compile the same kernels."""
+    for item in items:
+        if _runs_numba(item):
+            item.add_marker(pytest.mark.xdist_group("numba"))
+
+
 def _marks(target: str):
     return [pytest.mark.gpu] if parse_target(target)[1] != "cpu" else []
 
