@@ -126,10 +126,7 @@ def diag_section(frame: pd.DataFrame, figs: FigureFiles) -> Section:
     sp = diag_speedups(frame)
     if sp.empty or sp["speedup"].notna().sum() == 0:
         return section
-    fixed = ", ".join(
-        f"T = {fmt_num(t)}, B = {fmt_num(b)}"
-        for t, b in sp[["seq_len", "batch"]].drop_duplicates().itertuples(index=False)
-    )
+    fixed = fmt.fixed(sp, {"seq_len": "T", "batch": "B"})
     section.blocks.append(
         Text(
             "ParaRNN's diagonal cells (`gru_diag`, `lstm_cifg_diag`: recurrent weights are vectors) beside "

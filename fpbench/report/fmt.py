@@ -159,3 +159,12 @@ __all__ = [
     "signed",
     "speedup",
 ]
+
+
+def fixed(frame: Any, symbols: dict[str, str]) -> str:
+    """What a section held fixed: ``"T = 1024, B = 8"`` for each distinct row of the columns
+    ``symbols`` names (column -> symbol) in the DataFrame ``frame``, comma-separated."""
+    rows = frame[list(symbols)].drop_duplicates().itertuples(index=False)
+    return ", ".join(
+        ", ".join(f"{s} = {number(v)}" for s, v in zip(symbols.values(), row, strict=True)) for row in rows
+    )

@@ -77,10 +77,7 @@ def batch_section(frame: pd.DataFrame, figs: FigureFiles) -> Section:
     sp = analysis.speedups(times) if not times.empty else times
     if sp.empty or sp["speedup"].notna().sum() == 0:
         return section
-    fixed = ", ".join(
-        f"T = {fmt_num(t)}, H = {fmt_num(h)}"
-        for t, h in sp[["seq_len", "hidden_size"]].drop_duplicates().itertuples(index=False)
-    )
+    fixed = fmt.fixed(sp, {"seq_len": "T", "hidden_size": "H"})
     section.blocks.append(
         Text(
             f"Speedup over the fastest sequential baseline against the batch size B ({fixed}; iterative "
