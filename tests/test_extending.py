@@ -124,7 +124,8 @@ def _try(call):
 
 def test_toy_cell_runs_everywhere_it_can(toy_cell, target):
     """Every backend either matches the exact states or refuses the combination clearly:
-    torch's ``Native`` and ``Chunked`` need a ``torch.nn`` module, and Numba a row function."""
+    torch's ``Native`` needs a ``torch.nn`` module (its ``Chunked`` loops the cell without
+    one), and Numba a row function."""
     p = _problem(toy_cell)
     exact = fpbench.reference_states(p)
     refused = []
@@ -144,7 +145,7 @@ def test_toy_cell_runs_everywhere_it_can(toy_cell, target):
         assert_grad_close(f"{target} grad", grad_result.arrays(), expected, "float64")
     backend = target.split(":")[0]
     assert refused == {
-        "torch": ["chunked", "native"],
+        "torch": ["native"],
         "jax": [],
         "numba": [s.name for s in SOLVES] + ["grad"],
     }.get(backend, refused)

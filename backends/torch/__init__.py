@@ -14,8 +14,8 @@ Modules, one concern each:
   (the in-place fast path: dense cells).
 - :mod:`.shared_solve`: the forward solves of the diagonal cells, through the shared layer.
 - :mod:`.grad`: the gradient programs (BPTT, autograd, unrolled, implicit).
-- :mod:`.chunked`: Chunked, forward and gradients, over the ``torch.nn`` module (a diagonal
-  cell's windows: a loop of the shared cell step).
+- :mod:`.chunked`: Chunked, forward and gradients, over the ``torch.nn`` module (a cell
+  without one, such as the diagonal cells: a loop of the shared cell step).
 - :mod:`.distributed`: the sharded solve over ``torch.distributed`` ranks.
 """
 

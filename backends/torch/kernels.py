@@ -1,15 +1,15 @@
 """The cells' kernels on one device: :class:`_Kernels`, the shared cell maths of
 :mod:`fpbench.cells` with ``xp = torch``; :data:`CELL_KERNELS`, the hand-tuned overrides;
-:func:`_nn_module`, the cell's ``torch.nn`` module (Native and Chunked).
+:func:`_nn_module`, the cell's ``torch.nn`` module (Native; Chunked where there is one).
 
 Every cell runs the shared cell maths of :mod:`fpbench.cells` with ``xp = torch``
 (``activate``, the structured ``linearise``: :class:`_Kernels`); :data:`CELL_KERNELS` holds
 the overrides that measurably pay: elman and gru keep hand-tuned, preallocated, in-place
 kernels for the step and its linearisation (the shared versions allocate and use the
 overflow-free tanh-form sigmoid; a unit test holds them equal to the shared maths), while
-lstm adds only what ``torch.nn.LSTM``'s interface needs. Native and Chunked run the cell's
-``torch.nn`` module (``Cell.torch_module``); a cell without one raises ``UnsupportedError``
-there.
+lstm adds only what ``torch.nn.LSTM``'s interface needs. Native runs the cell's ``torch.nn``
+module (``Cell.torch_module``; a cell without one raises ``UnsupportedError`` there), and so
+does Chunked where there is one (without one, its windows loop the shared cell step).
 """
 
 from __future__ import annotations
