@@ -347,18 +347,45 @@ FLOAT32_GRAD_SOLVERS = {(s.name, getattr(s, "backward", "")): sid for sid, s in 
 mode (the one to tolerance where there is one)."""
 
 
+def _float64_problems(cell_index: int, solver_id: str, solver_index: int) -> list[str]:
+    """A dense cell's float64 problems for one solver: both for Chunked (its windows depend
+    on T); for the others, whose code does not depend on the shapes, the first, and the
+    second on one dense cell in three, rotated over solvers, so that every solver meets both
+    problems on some cell and every cell both problems on some solvers."""
+    if GRAD_SOLVERS[solver_id].transition == "window" or (cell_index + solver_index) % 3 == 0:
+        return GRAD_PROBLEMS
+    return GRAD_PROBLEMS[:1]
+
+
 def _grad_cases():
-    """float64 on both problems; float32 on the first, for :data:`FLOAT32_GRAD_SOLVERS`. A
-    diagonal cell: every solver in float64 on the first problem only (float32 and the second
-    problem add no code path)."""
-    for cell in CELLS:
+    """A dense cell: float64 on :func:`_float64_problems`; float32 on the first problem, for
+    :data:`FLOAT32_GRAD_SOLVERS`. A diagonal cell: every solver in float64 on the first
+    problem only (float32 and the second problem add no code path)."""
+    for i, cell in enumerate(CELLS):
         diagonal = fpbench.CELLS[cell].recurrence == "diagonal"
         for dtype in ["float64"] if diagonal else DTYPES:
-            for solver_id in GRAD_SOLVERS if dtype == "float64" else FLOAT32_GRAD_SOLVERS:
-                for problem_id in GRAD_PROBLEMS[: 1 if dtype == "float32" or diagonal else None]:
+            for j, solver_id in enumerate(GRAD_SOLVERS if dtype == "float64" else FLOAT32_GRAD_SOLVERS):
+                if dtype == "float32" or diagonal:
+                    chosen = GRAD_PROBLEMS[:1]
+                else:
+                    chosen = _float64_problems(i, solver_id, j)
+                for problem_id in chosen:
                     yield pytest.param(
                         cell, dtype, solver_id, problem_id, id=f"{cell}-{dtype}-{solver_id}-{problem_id}"
                     )
+
+
+def test_every_grad_solver_and_cell_meets_both_problems():
+    """The rotation of :func:`_float64_problems` loses no (solver, problem) or (cell,
+    problem) pair of the dense cells' float64 cases, and no (cell, solver) pair at all."""
+    cases = [c.values for c in _grad_cases()]
+    assert {(c, s) for c, _, s, _ in cases} == {(c, s) for c in CELLS for s in GRAD_SOLVERS}
+    dense = [c for c in CELLS if fpbench.CELLS[c].recurrence == "dense"]
+    seen = {(c, s, p) for c, d, s, p in cases if d == "float64" and c in dense}
+    for solver_id in GRAD_SOLVERS:
+        assert {p for _, s, p in seen if s == solver_id} == set(GRAD_PROBLEMS), solver_id
+    for cell in dense:
+        assert {p for c, _, p in seen if c == cell} == set(GRAD_PROBLEMS), cell
 
 
 @pytest.mark.parametrize(("cell", "dtype", "solver_id", "problem_id"), list(_grad_cases()))
