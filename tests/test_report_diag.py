@@ -94,6 +94,16 @@ def test_section_has_text_figure_and_table(tmp_path):
     assert row[["H = 8", "H = 32", "H = 128"]].values.tolist() == [["0.667×", "1.25×", "1.25×"]]
 
 
+def test_a_device_where_nothing_was_measured_gets_no_sentence(tmp_path):
+    """A GPU target that is n/a throughout (no GPU on the machine) is not said to have
+    "measured the dense cells only": it measured nothing."""
+    cuda = frame(("torch",)).assign(device="cuda", target="torch:cuda", status="n/a", value=np.nan)
+    section = diag_section(pd.concat([frame(), cuda]), FigureFiles(OutputFolder(tmp_path), None))
+    texts = [b.text for b in section.blocks if isinstance(b, Text)]
+    assert any(t.startswith("Machine `m`, cpu.") for t in texts)
+    assert not any(t.startswith("Machine `m`, cuda.") for t in texts), texts
+
+
 def test_section_is_absent_without_diagonal_cell_results(tmp_path):
     figs = FigureFiles(OutputFolder(tmp_path), None)
     assert diag_section(frame(diag_status="n/a"), figs).blocks == []  # every diagonal solve n/a

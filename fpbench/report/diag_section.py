@@ -139,10 +139,13 @@ def diag_section(frame: pd.DataFrame, figs: FigureFiles) -> Section:
         )
     )
     for (machine, device), g in sp.groupby(["machine", "device"], sort=True):
-        backends = sorted(g["backend"].dropna().unique())
+        ok = g[g["status"].eq("ok")]
+        if ok.empty:  # nothing measured there (e.g. no GPU on that machine): no sentence
+            continue
+        backends = sorted(ok["backend"].dropna().unique())
         said = (solver_sentence(g, b, solver) for b in backends for solver in NEWTON_SOLVERS)
         sentences = [s for s in said if s is not None]
-        diagonal = g[g["recurrence"].eq("diagonal") & g["status"].eq("ok")]
+        diagonal = ok[ok["recurrence"].eq("diagonal")]
         dense_only = [b for b in backends if not diagonal["backend"].eq(b).any()]
         if dense_only:
             sentences.append(
