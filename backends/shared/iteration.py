@@ -115,11 +115,11 @@ def linearised(ops: Ops, cell: Cell, transition: str, Sp: Array, gi: Array, rec:
     per-unit blocks, or the diagonals ``(T, B, S)``) and ``b_t = f(Sp_t) - A_t Sp_t``, except
     ``b_0 = f(s_0)``; ``b (T, B, S)``, unit-major ``(T, B, H, P)`` when ``units``."""
     xp = ops.xp
-    wh = rec.hidden(xp, Sp)
+    wh = None if rec.diagonal else rec.hidden(xp, Sp)  # a diagonal cell's gh is its vector
     f, c, d = cell.linearise(xp, Sp, gi, rec.preactivation(xp, Sp, wh))
     A, full, units = transitions(ops, transition, c, d, rec)
-    if full:  # J s without forming J
-        b = f - structured.apply(xp, c, d, wh, Sp)
+    if full:  # J s without forming J (a diagonal cell's W_g h only here, where it is used)
+        b = f - structured.apply(xp, c, d, rec.hidden(xp, Sp) if wh is None else wh, Sp)
     else:
         b = f - A * Sp
     b = ops.with_first(b, f[0])
