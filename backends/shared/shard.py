@@ -153,7 +153,7 @@ def _vjp(cell: Cell, params: dict[str, Array], prev: Array, gi: Array, lam: Arra
     """The VJP of the steps ``f(prev, gi)`` for the cotangent ``lam`` on their outputs:
     ``(J^T lam (..., S), dgi (..., gH), dgh (..., gH))`` (:func:`backends.shared.adjoint.vjp_steps`)."""
     rec = Recurrent.of(xp, params["weight_hh"], params["bias_hh"], cell.gates)
-    return adjoint.vjp_steps(xp, cell, prev, gi, rec.hidden(xp, prev) + rec.b_hh, lam, rec)
+    return adjoint.vjp_steps(xp, cell, prev, gi, rec.preactivation(xp, prev), lam, rec)
 
 
 def param_products(

@@ -234,7 +234,7 @@ def _lstm_states_diff(m: _GradModel, h: torch.Tensor, x: torch.Tensor, h0: torch
     H, p, rec = m.H, m.params, m.rec()
     hp = iteration.shifted(torch, h, h0[:, :H])
     gi = torch.matmul(x, p["weight_ih"].t()) + p["bias_ih"]
-    gh = rec.hidden(torch, hp) + rec.b_hh
+    gh = rec.preactivation(torch, hp)
     f, _, d = m.cell.linearise(torch, torch.cat([hp, torch.zeros_like(hp)], -1), gi, gh)
     A, b = d[..., 1, 1, :], f[..., H:]  # c_t = A_t c_{t-1} + b_t
     b = OPS.with_first(b, b[0] + A[0] * h0[:, H:])
