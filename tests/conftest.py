@@ -32,8 +32,8 @@ def _runs_numba(item) -> bool:
 def pytest_collection_modifyitems(config, items) -> None:
     """Under pytest-xdist with ``--dist loadgroup`` (``make test``), every Numba test goes to
     one worker: Numba compiles a kernel the first time a process calls it with new types
-    (minutes of compiles in all, cached on disk afterwards), and two workers starting on the
-    Numba tests together would each compile the same kernels."""
+    (cached on disk afterwards, so a fresh clone compiles every kernel once), and two
+    workers starting on the Numba tests together would each compile the same kernels."""
     for item in items:
         if _runs_numba(item):
             item.add_marker(pytest.mark.xdist_group("numba"))
