@@ -20,8 +20,8 @@ from .common import GRID, TARGETS
 
 class DiagNewton(common.SolveTime):
     """Time against H at (T, B) = (``grid.diag_seq_len``, ``grid.diag_batch``) for dense and
-    diagonal cells. At most 3 samples or 1 s of them: dense Newton at the largest H takes
-    seconds a solve."""
+    diagonal cells. At most 3 samples or 1 s of them: dense Newton's O(T H^3) work makes its
+    largest H the slowest solves of the suite."""
 
     repeat = (1, 3, 1.0)
 
