@@ -13,6 +13,15 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1 and "FPBENCH_THREADS" not in os.environ:
     os.environ["FPBENCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 
+# JAX: the tests compile several hundred small programs and run each once or twice, so XLA's
+# compiling is most of their JAX time. They compile without LLVM's optimisation passes
+# (``jax_disable_most_optimizations``, read from this variable when JAX is imported; XLA's
+# HLO passes, fusion and buffer assignment still run, so the programs' operations and the
+# memory they allocate are the ones a benchmark compiles). Benchmarks and ``make report``
+# compile with XLA's defaults; JAX's persistent cache keys a program by these options, so
+# neither loads the other's. Subprocesses the tests start (asv, the sweep) inherit it.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
 import fpbench  # noqa: E402
 from fpbench.registry import parse_target, selected_targets  # noqa: E402
 

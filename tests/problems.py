@@ -1,5 +1,7 @@
 """The shared table of small test problems (ids are the pytest ids)."""
 
+import pytest
+
 from fpbench import RNNSpec
 
 PROBLEMS: dict[str, dict] = {
@@ -14,3 +16,8 @@ PROBLEMS: dict[str, dict] = {
 def spec(problem_id: str, cell: str, dtype: str = "float64", seed: int = 0) -> RNNSpec:
     """The spec of a table entry for ``cell`` and ``dtype``."""
     return RNNSpec(cell=cell, dtype=dtype, seed=seed, **PROBLEMS[problem_id])
+
+
+def case(cell: str, dtype: str, solver_id: str, problem_id: str):
+    """One ``(cell, dtype, solver_id, problem_id)`` case of a cross-backend matrix, with its id."""
+    return pytest.param(cell, dtype, solver_id, problem_id, id=f"{cell}-{dtype}-{solver_id}-{problem_id}")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from problems import PROBLEMS, spec
+from problems import PROBLEMS, case, spec
 
 import fpbench
 from fpbench.reference import fixed_point, sequential, truncated
@@ -19,7 +19,6 @@ from fpbench.testing import assert_grad_close, grad_errors
 CELLS = list(fpbench.CELLS)
 TORCH_CELLS = [c for c in CELLS if fpbench.CELLS[c].torch_module]
 """The cells with a ``torch.nn`` module (the external oracle); the diagonal ones have none."""
-DTYPES = ["float32", "float64"]
 
 
 def problem_of(problem_id, cell, dtype="float64", seed=0):
@@ -342,42 +341,40 @@ def _grad_or_skip(problem, solver, target):
         pytest.skip(f"{target}: {e}")
 
 
-FLOAT32_GRAD_SOLVERS = {(s.name, getattr(s, "backward", "")): sid for sid, s in GRAD_SOLVERS.items()}.values()
+FLOAT32_GRAD_SOLVERS = list(
+    {(s.name, getattr(s, "backward", "")): k for k, s in GRAD_SOLVERS.items()}.values()
+)
 """float32 adds rounding, not a code path: the last-listed solver of each kind and backward
-mode (the one to tolerance where there is one)."""
+mode (the one to tolerance where there is one), each on one dense cell (:func:`_grad_cases`)."""
 
 
-def _float64_problems(cell_index: int, solver_id: str, solver_index: int) -> list[str]:
-    """A dense cell's float64 problems for one solver: both for Chunked (its windows depend
-    on T); for the others, whose code does not depend on the shapes, the first, and the
-    second on one dense cell in three, rotated over solvers, so that every solver meets both
-    problems on some cell and every cell both problems on some solvers."""
-    if GRAD_SOLVERS[solver_id].transition == "window" or (cell_index + solver_index) % 3 == 0:
-        return GRAD_PROBLEMS
-    return GRAD_PROBLEMS[:1]
+def _one_in_three(cell_index: int, solver_index: int) -> bool:
+    """The rotation of the matrix's second problem and of float32: true on one dense cell in
+    three for each solver, so that every solver meets it on some cell and every cell on some
+    solvers (the solvers' code, Chunked's windows included, does not depend on the cell)."""
+    return (cell_index + solver_index) % 3 == 0
 
 
 def _grad_cases():
-    """A dense cell: float64 on :func:`_float64_problems`; float32 on the first problem, for
-    :data:`FLOAT32_GRAD_SOLVERS`. A diagonal cell: every solver in float64 on the first
+    """A dense cell: float64 on the first problem, and on the second where
+    :func:`_one_in_three`; float32 on the first problem for :data:`FLOAT32_GRAD_SOLVERS`,
+    each on one dense cell in three. A diagonal cell: every solver in float64 on the first
     problem only (float32 and the second problem add no code path)."""
+    first, second = GRAD_PROBLEMS
     for i, cell in enumerate(CELLS):
-        diagonal = fpbench.CELLS[cell].recurrence == "diagonal"
-        for dtype in ["float64"] if diagonal else DTYPES:
-            for j, solver_id in enumerate(GRAD_SOLVERS if dtype == "float64" else FLOAT32_GRAD_SOLVERS):
-                if dtype == "float32" or diagonal:
-                    chosen = GRAD_PROBLEMS[:1]
-                else:
-                    chosen = _float64_problems(i, solver_id, j)
-                for problem_id in chosen:
-                    yield pytest.param(
-                        cell, dtype, solver_id, problem_id, id=f"{cell}-{dtype}-{solver_id}-{problem_id}"
-                    )
+        chosen = [("float64", s, first) for s in GRAD_SOLVERS]
+        if fpbench.CELLS[cell].recurrence == "dense":
+            chosen += [("float64", s, second) for j, s in enumerate(GRAD_SOLVERS) if _one_in_three(i, j)]
+            f32 = FLOAT32_GRAD_SOLVERS
+            chosen += [("float32", s, first) for j, s in enumerate(f32) if _one_in_three(i, j)]
+        for dtype, solver_id, problem_id in chosen:
+            yield case(cell, dtype, solver_id, problem_id)
 
 
 def test_every_grad_solver_and_cell_meets_both_problems():
-    """The rotation of :func:`_float64_problems` loses no (solver, problem) or (cell,
-    problem) pair of the dense cells' float64 cases, and no (cell, solver) pair at all."""
+    """The rotation of :func:`_one_in_three` loses no (solver, problem) or (cell, problem)
+    pair of the dense cells' float64 cases, no (cell, solver) pair at all, and no float32
+    solver or dense cell."""
     cases = [c.values for c in _grad_cases()]
     assert {(c, s) for c, _, s, _ in cases} == {(c, s) for c in CELLS for s in GRAD_SOLVERS}
     dense = [c for c in CELLS if fpbench.CELLS[c].recurrence == "dense"]
@@ -386,6 +383,8 @@ def test_every_grad_solver_and_cell_meets_both_problems():
         assert {p for _, s, p in seen if s == solver_id} == set(GRAD_PROBLEMS), solver_id
     for cell in dense:
         assert {p for c, _, p in seen if c == cell} == set(GRAD_PROBLEMS), cell
+    float32 = {(c, s) for c, d, s, _ in cases if d == "float32"}
+    assert {s for _, s in float32} == set(FLOAT32_GRAD_SOLVERS) and {c for c, _ in float32} == set(dense)
 
 
 @pytest.mark.parametrize(("cell", "dtype", "solver_id", "problem_id"), list(_grad_cases()))
