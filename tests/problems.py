@@ -21,3 +21,10 @@ def spec(problem_id: str, cell: str, dtype: str = "float64", seed: int = 0) -> R
 def case(cell: str, dtype: str, solver_id: str, problem_id: str):
     """One ``(cell, dtype, solver_id, problem_id)`` case of a cross-backend matrix, with its id."""
     return pytest.param(cell, dtype, solver_id, problem_id, id=f"{cell}-{dtype}-{solver_id}-{problem_id}")
+
+
+def one_in_three(cell_index: int, solver_index: int) -> bool:
+    """The cross-backend matrices' rotation of what adds no code path (float32, a larger
+    problem): true on one dense cell in three for each solver, shifted by the solver's index,
+    so that every solver meets it on some cell and every cell on some solvers."""
+    return (cell_index + solver_index) % 3 == 0

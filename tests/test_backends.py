@@ -6,7 +6,7 @@ The ``target`` fixture (conftest.py) runs each test on every backend and device 
 
 import numpy as np
 import pytest
-from problems import PROBLEMS, case, spec
+from problems import PROBLEMS, case, one_in_three, spec
 
 import fpbench
 from fpbench.testing import assert_close
@@ -57,16 +57,9 @@ def problems_for(cell_index: int, solver_id: str, solver_index: int) -> list[str
     return [ids[0], *(ids[1 + (turn + j) % 4] for j in (0, 2))]
 
 
-def runs_float32(cell_index: int, solver_index: int) -> bool:
-    """Whether a dense cell runs a solver in float32 too: on one dense cell in three, rotated
-    over solvers, so that every solver runs float32 on some cell and every cell on some
-    solvers (float32 adds rounding, not a code path)."""
-    return (cell_index + solver_index) % 3 == 0
-
-
 def cases():
     """(cell, dtype, solver, problem) ids: float64 on the problems of :func:`problems_for`,
-    float32 on :data:`FLOAT32_PROBLEM` where :func:`runs_float32`; a diagonal cell on
+    float32 on :data:`FLOAT32_PROBLEM` where :func:`problems.one_in_three`; a diagonal cell on
     :data:`DIAGONAL_PROBLEM` only."""
     for i, cell in enumerate(CELLS):
         diagonal = fpbench.CELLS[cell].recurrence == "diagonal"
@@ -75,14 +68,14 @@ def cases():
                 chosen = [("float64", DIAGONAL_PROBLEM)]
             else:
                 chosen = [("float64", p) for p in problems_for(i, solver_id, j)]
-                if runs_float32(i, j):
+                if one_in_three(i, j):  # float32 adds rounding, not a code path
                     chosen.append(("float32", FLOAT32_PROBLEM))
             for dtype, problem_id in chosen:
                 yield case(cell, dtype, solver_id, problem_id)
 
 
 def test_every_solver_and_cell_meets_every_problem():
-    """The rotations of :func:`problems_for` and :func:`runs_float32` lose no (solver,
+    """The rotations of :func:`problems_for` and :func:`problems.one_in_three` lose no (solver,
     problem), (cell, problem), (solver, float32) or (cell, float32) pair that the whole
     product had (of the dense cells; every diagonal one meets every solver)."""
     dense = [c for c in CELLS if fpbench.CELLS[c].recurrence == "dense"]

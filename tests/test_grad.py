@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from problems import PROBLEMS, case, spec
+from problems import PROBLEMS, case, one_in_three, spec
 
 import fpbench
 from fpbench.reference import fixed_point, sequential, truncated
@@ -348,31 +348,26 @@ FLOAT32_GRAD_SOLVERS = list(
 mode (the one to tolerance where there is one), each on one dense cell (:func:`_grad_cases`)."""
 
 
-def _one_in_three(cell_index: int, solver_index: int) -> bool:
-    """The rotation of the matrix's second problem and of float32: true on one dense cell in
-    three for each solver, so that every solver meets it on some cell and every cell on some
-    solvers (the solvers' code, Chunked's windows included, does not depend on the cell)."""
-    return (cell_index + solver_index) % 3 == 0
-
-
 def _grad_cases():
     """A dense cell: float64 on the first problem, and on the second where
-    :func:`_one_in_three`; float32 on the first problem for :data:`FLOAT32_GRAD_SOLVERS`,
+    :func:`problems.one_in_three` (the solvers' code, Chunked's windows included, does not
+    depend on the cell); float32 on the first problem for :data:`FLOAT32_GRAD_SOLVERS`,
     each on one dense cell in three. A diagonal cell: every solver in float64 on the first
     problem only (float32 and the second problem add no code path)."""
     first, second = GRAD_PROBLEMS
     for i, cell in enumerate(CELLS):
         chosen = [("float64", s, first) for s in GRAD_SOLVERS]
         if fpbench.CELLS[cell].recurrence == "dense":
-            chosen += [("float64", s, second) for j, s in enumerate(GRAD_SOLVERS) if _one_in_three(i, j)]
-            f32 = FLOAT32_GRAD_SOLVERS
-            chosen += [("float32", s, first) for j, s in enumerate(f32) if _one_in_three(i, j)]
+            chosen += [("float64", s, second) for j, s in enumerate(GRAD_SOLVERS) if one_in_three(i, j)]
+            chosen += [
+                ("float32", s, first) for j, s in enumerate(FLOAT32_GRAD_SOLVERS) if one_in_three(i, j)
+            ]
         for dtype, solver_id, problem_id in chosen:
             yield case(cell, dtype, solver_id, problem_id)
 
 
 def test_every_grad_solver_and_cell_meets_both_problems():
-    """The rotation of :func:`_one_in_three` loses no (solver, problem) or (cell, problem)
+    """The rotation of :func:`problems.one_in_three` loses no (solver, problem) or (cell, problem)
     pair of the dense cells' float64 cases, no (cell, solver) pair at all, and no float32
     solver or dense cell."""
     cases = [c.values for c in _grad_cases()]
